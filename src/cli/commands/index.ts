@@ -1,0 +1,6 @@
+import type { Command } from "../command.js";
+import { generateCommand } from "./generate.js";
+import { inspectCommand } from "./inspect.js";
+
+/** Every command, in the order `onepass --help` lists them. */
+export const commands: Command[] = [generateCommand, inspectCommand];
