@@ -3,3 +3,71 @@ export * from "./errors.js";
 export * from "./model/spec.js";
 export { HiddenStates } from "./engine/hidden.js";
 export type { Tokenizer, EncodeOptions, DecodeOptions, ChatMessage } from "./tokenizer/types.js";
+export { loadModel, defaultModelPath, summarizeModel } from "./model/load.js";
+export type { ModelSummary } from "./model/load.js";
+export { loadGguf, readGgufHeader } from "./model/gguf/index.js";
+export type { GgufHeader, GgufMetadataEntry, GgufTensorEntry } from "./model/gguf/index.js";
+export { fingerprintFile } from "./model/fingerprint.js";
+export { writeGguf, writeRandomModel } from "./model/gguf/index.js";
+export type { WriteGgufOptions, TensorInput, MetadataInput, TypedMetadataValue, RandomModelOptions } from "./model/gguf/index.js";
+export {
+  tokenizerFromGguf,
+  tokenizerFromGgufMetadata,
+  tokenizerFromHfFolder,
+  renderChatTemplate,
+  chatTemplateFor,
+  encodeChat,
+  createTextStreamer,
+  DEFAULT_CHAT_TEMPLATE,
+} from "./tokenizer/index.js";
+export type { ChatTemplateSource, RenderChatOptions, TextStreamer, TextStreamerOptions } from "./tokenizer/index.js";
+export { loadHfFolder } from "./model/hf/index.js";
+export { openSafetensors, writeSafetensors } from "./model/safetensors.js";
+export type { SafetensorsFile, SafetensorsTensorInfo, SafetensorsTensorInput } from "./model/safetensors.js";
+export { convertModel } from "./model/hf/convert.js";
+export type { ConvertOptions, ConvertResult } from "./model/hf/convert.js";
+export { quantizeWeightsInt4, quantizeModelInt4, quantizeInt4Blocks, dequantizeInt4Blocks } from "./model/quantize.js";
+export type { QuantizeInt4Options, Int4WeightSource, Int4Scheme } from "./model/quantize.js";
+export { createDecoderSession, type DecoderSessionOptions } from "./engine/session.js";
+export { buildDecoderGraph, type DecoderBuildOptions, type DecoderGraphInfo } from "./graph/decoder.js";
+export { ensureDecoderGraph, defaultGraphCacheDir, type CachedGraph } from "./graph/cache.js";
+export { referenceForward, type ReferenceResult } from "./reference/forward.js";
+export { addHiddenStateTaps, tapOnnxFile, findResidualStream, HIDDEN_STATES_OUTPUT } from "./graph/surgery.js";
+export type { ResidualStream, TapOptions, TappedModel } from "./graph/surgery.js";
+export { loadOnnxExport, openOnnxExportSession } from "./model/onnx-export/index.js";
+export type { OnnxExport, LoadOnnxExportOptions, OnnxExportSessionOptions, OnnxModelSource } from "./model/onnx-export/index.js";
+export { Engine, type EngineOptions, type GenerateRequest } from "./engine/engine.js";
+export { generate, planGeneration, Generation, checkGenerateOptions } from "./engine/generate.js";
+export type {
+  GenerateOptions,
+  GenerateChunk,
+  GenerateResult,
+  GenerateTimings,
+  FinishReason,
+  PrefillHook,
+  PrefillDecision,
+  PrefillInfo,
+} from "./engine/generate.js";
+export { Sampler, Rng, argmax, topKIndices, selectNucleus, samplingDistribution, type SamplingOptions } from "./engine/sampler.js";
+export { StopStringMatcher, type StopCheck } from "./engine/stop.js";
+export type { DecoderSession, ForwardPass, ForwardOptions } from "./engine/types.js";
+export { loadDataset, loadPreset, loadDatasetArg, resolveDataDir, datasetHash, DATASET_PRESETS } from "./data/datasets.js";
+export type { Dataset, Example, DatasetFile, DatasetFormat, DatasetPreset, LoadOptions, PresetOptions } from "./data/datasets.js";
+export { extractFeatures, openFeatureCache, estimateFeatureBytes, summarize, textHash } from "./data/features.js";
+export type {
+  FeatureCache,
+  FeatureBatch,
+  FeatureManifest,
+  FeatureMode,
+  HiddenStateSource,
+  TokenizationSettings,
+  ExtractOptions,
+  ExtractProgress,
+  ExtractResult,
+  SizeEstimate,
+  IndexEntry,
+  OpenOptions as FeatureCacheOpenOptions,
+} from "./data/features.js";
+export { engineSource, type EngineSourceOptions } from "./data/source.js";
+export { encodeF16, decodeF16, f32ToF16Bits, f16BitsToF32 } from "./data/fp16.js";
+export { ProgressBar, formatDuration, type ProgressOptions, type ProgressStream } from "./cli/progress.js";

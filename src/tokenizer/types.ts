@@ -4,6 +4,8 @@ export interface EncodeOptions {
   addBos?: boolean;
   /** Recognise special/control token strings such as `<|im_start|>` in the text (default true). */
   parseSpecial?: boolean;
+  /** Append EOS (default: the model's own add_eos setting, usually false). */
+  addEos?: boolean;
 }
 
 export interface DecodeOptions {
@@ -27,6 +29,15 @@ export interface Tokenizer {
   tokenToId(token: string): number | undefined;
   /** True for control/special tokens. */
   isSpecial(id: number): boolean;
+  /** The model's own chat template and where it was read from (absent when the model ships none). */
+  readonly chatTemplate?: ChatTemplateSource;
+}
+
+/** A chat template and the file/field it came from, so that template errors can name their source. */
+export interface ChatTemplateSource {
+  template: string;
+  file: string;
+  field: string;
 }
 
 export interface ChatMessage {

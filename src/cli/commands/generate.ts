@@ -1,12 +1,116 @@
+/** `onepass generate`: text on stdout as it is generated, timings on stderr. A thin layer over Engine. */
+import { parseArgs } from "node:util";
 import type { Command } from "../command.js";
 import { InvalidArgumentError } from "../../errors.js";
+import { Engine } from "../../engine/engine.js";
+import type { GenerateResult } from "../../engine/generate.js";
 
-// Placeholder until the engine lands.
+const USAGE = `usage: onepass generate --prompt TEXT [options]
+
+Generates a continuation of TEXT. Only the generated text goes to stdout (streamed as it comes);
+timings go to stderr.
+
+options:
+  --model FILE         .gguf file or Hugging Face folder (default: the built-in stories260K)
+  --prompt TEXT        the prompt ("" = start from BOS)
+  --max-tokens N       most tokens to generate (default 256, or what the context leaves)
+  --temperature T      0 = greedy (default 1)
+  --top-k K            sample among the K most likely tokens (default: no limit)
+  --top-p P            nucleus sampling: the fewest tokens whose probability reaches P (default 1)
+  --seed S             PRNG seed, for reproducible sampling
+  --stop S             stop before this string (repeatable)
+  --chat               treat --prompt as a user message and apply the model's chat template
+  --system TEXT        system message (implies --chat)
+  --no-stream          print the text once, at the end
+  --threads N          ONNX Runtime threads (default: all cores)
+  --cache-dir DIR      where built decoder graphs are cached
+  -h, --help           this text
+`;
+
+const OPTIONS = {
+  model: { type: "string" },
+  prompt: { type: "string" },
+  "max-tokens": { type: "string" },
+  temperature: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  seed: { type: "string" },
+  stop: { type: "string", multiple: true },
+  chat: { type: "boolean" },
+  system: { type: "string" },
+  "no-stream": { type: "boolean" },
+  threads: { type: "string" },
+  "cache-dir": { type: "string" },
+} as const;
+
+/** A numeric flag value, or InvalidArgumentError naming the flag. */
+function numberFlag(name: string, value: string | undefined, kind: "int" | "float"): number | undefined {
+  if (value === undefined) return undefined;
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isFinite(n) || (kind === "int" && !Number.isInteger(n))) {
+    throw new InvalidArgumentError(`expects ${kind === "int" ? "an integer" : "a number"}, got '${value}'`, { field: `--${name}` });
+  }
+  return n;
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    // node's messages name the flag ("Unknown option '--foo'", "Option '--prompt <value>' argument missing")
+    const message = (err as Error).message.replace(/\. To specify a positional argument.*$/s, "");
+    throw new InvalidArgumentError(`${message}\n(see: onepass generate --help)`, {}, { cause: err });
+  }
+}
+
+function formatTimings(r: GenerateResult, totalMs: number): string {
+  const t = r.timings;
+  return (
+    `prompt tokens: ${r.usage.promptTokens}, generated tokens: ${r.usage.completionTokens} (${r.finishReason})\n` +
+    `prefill: ${t.prefillMs.toFixed(1)} ms, ${t.prefillTokensPerS.toFixed(1)} tok/s | ` +
+    `decode: ${t.decodeMs.toFixed(1)} ms, ${t.decodeTokensPerS.toFixed(1)} tok/s | total: ${totalMs.toFixed(1)} ms\n`
+  );
+}
+
 export const generateCommand: Command = {
   name: "generate",
-  summary: "(not built yet)",
-  usage: "onepass generate",
-  async run() {
-    throw new InvalidArgumentError("onepass generate is not built yet");
+  summary: "generate text from a prompt (streams to stdout, timings to stderr)",
+  usage: USAGE,
+  async run(argv: string[]): Promise<number> {
+    const v = parse(argv);
+    if (v.prompt === undefined) throw new InvalidArgumentError("--prompt is required (\"\" starts from BOS; see: onepass generate --help)");
+    const options = {
+      maxTokens: numberFlag("max-tokens", v["max-tokens"], "int"),
+      temperature: numberFlag("temperature", v.temperature, "float"),
+      topK: numberFlag("top-k", v["top-k"], "int"),
+      topP: numberFlag("top-p", v["top-p"], "float"),
+      seed: numberFlag("seed", v.seed, "int"),
+      stop: v.stop,
+    };
+    const threads = numberFlag("threads", v.threads, "int");
+    const chat = v.chat === true || v.system !== undefined;
+
+    const started = performance.now();
+    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"] });
+    const abort = new AbortController();
+    const onSigint = (): void => abort.abort();
+    process.once("SIGINT", onSigint);
+    try {
+      const generation = engine.generate({ prompt: v.prompt, chat, system: v.system, signal: abort.signal, ...options });
+      const loadedMs = performance.now() - started;
+      if (v["no-stream"] === true) {
+        process.stdout.write((await generation.result).text);
+      } else {
+        for await (const chunk of generation) if (chunk.text.length > 0) process.stdout.write(chunk.text);
+      }
+      const result = await generation.result;
+      if (process.stdout.isTTY) process.stdout.write("\n");
+      const totalMs = performance.now() - started;
+      process.stderr.write(`load: ${loadedMs.toFixed(1)} ms\n` + formatTimings(result, totalMs));
+      return 0;
+    } finally {
+      process.removeListener("SIGINT", onSigint);
+      await engine.dispose();
+    }
   },
 };

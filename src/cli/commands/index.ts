@@ -1,6 +1,8 @@
 import type { Command } from "../command.js";
+import { convertCommand } from "./convert.js";
+import { extractCommand } from "./extract.js";
 import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
 
 /** Every command, in the order `onepass --help` lists them. */
-export const commands: Command[] = [generateCommand, inspectCommand];
+export const commands: Command[] = [generateCommand, inspectCommand, convertCommand, extractCommand];

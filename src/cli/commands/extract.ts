@@ -1,0 +1,142 @@
+/** `onepass extract`: run the model once over a dataset and store its hidden states (resumable feature cache). */
+import { parseArgs } from "node:util";
+import type { Command } from "../command.js";
+import { ProgressBar } from "../progress.js";
+import { InvalidArgumentError } from "../../errors.js";
+import { loadDatasetArg } from "../../data/datasets.js";
+import { estimateFeatureBytes, extractFeatures, type FeatureMode } from "../../data/features.js";
+import { engineSource } from "../../data/source.js";
+import { Engine } from "../../engine/engine.js";
+
+const usage = `usage: onepass extract --data D --out DIR [options]
+
+Runs the model once per example and stores its hidden states [L+1, T, d] as fp16 in DIR (sharded, with an
+index and a manifest). Rerunning the same command after an interruption resumes where it stopped.
+
+  --model M             .gguf file or Hugging Face folder (default: the built-in stories260K)
+  --data D              a dataset preset (sst2, imdb, emotion, sst2-glue, toxicchat, wildguardmix, refusal,
+                        guardreasoner-*, normalized/*, ...) or a file (.jsonl .csv .tsv .txt .json .parquet)
+  --data-dir DIR        where presets live (default $ONEPASS_DATA_DIR or ../shared/data)
+  --split S             train | test | ... (default: the preset's first split)
+  --text-field F        dotted path of the text (default: the preset's, or "text")
+  --label-field F       dotted path of the label (default: the preset's, or "label")
+  --limit N             only the first N examples
+  --mode full|summary   full [L+1, T, d] (default) or per-layer mean and max [L+1, 2, d]
+  --max-tokens N        keep the first N tokens of each text (default: the model's context length)
+  --chat                wrap each text as a user message in the model's chat template
+  --shard-size N        examples per shard file (default 256)
+  --threads N           ORT threads
+  --quiet               no progress bar
+  --out DIR             cache folder
+`;
+
+function positiveInt(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${value}`, { field: flag });
+  return n;
+}
+
+function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
+}
+
+export const extractCommand: Command = {
+  name: "extract",
+  summary: "run the model over a dataset and cache its hidden states for probe training (resumable)",
+  usage,
+  async run(argv) {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        options: {
+          model: { type: "string" },
+          data: { type: "string" },
+          "data-dir": { type: "string" },
+          split: { type: "string" },
+          "text-field": { type: "string" },
+          "label-field": { type: "string" },
+          limit: { type: "string" },
+          mode: { type: "string" },
+          "max-tokens": { type: "string" },
+          chat: { type: "boolean" },
+          "shard-size": { type: "string" },
+          threads: { type: "string" },
+          quiet: { type: "boolean" },
+          out: { type: "string" },
+        },
+        strict: true,
+        allowPositionals: false,
+      }));
+    } catch (err) {
+      throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
+    }
+    if (values.data === undefined) throw new InvalidArgumentError("--data is required", { field: "--data" });
+    if (values.out === undefined) throw new InvalidArgumentError("--out is required", { field: "--out" });
+    const mode = (values.mode ?? "full") as FeatureMode;
+    if (mode !== "full" && mode !== "summary") throw new InvalidArgumentError(`--mode must be full or summary, got ${values.mode}`, { field: "--mode" });
+    const limit = positiveInt(values.limit, "--limit");
+    const maxTokensArg = positiveInt(values["max-tokens"], "--max-tokens");
+    const shardSize = positiveInt(values["shard-size"], "--shard-size");
+    const threads = positiveInt(values.threads, "--threads");
+
+    const dataset = await loadDatasetArg(values.data, {
+      split: values.split,
+      dataDir: values["data-dir"],
+      textField: values["text-field"],
+      labelField: values["label-field"],
+      limit,
+    });
+    const engine = await Engine.load(values.model, { taps: true, ...(threads !== undefined ? { threads } : {}) });
+    try {
+      const source = engineSource(engine, { template: values.chat ? "chat" : "raw" });
+      const maxTokens = Math.min(maxTokensArg ?? engine.contextLength, engine.contextLength);
+      const est = estimateFeatureBytes({ source, examples: dataset.examples, mode, maxTokens });
+      process.stderr.write(
+        `extract: ${dataset.examples.length} examples of ${dataset.name}${dataset.split ? ` (${dataset.split})` : ""}, ` +
+          `labels [${dataset.labelNames.join(", ")}], ${source.layers} layers × d ${source.dim}, mode ${mode}\n` +
+          `extract: estimated size ≈ ${formatBytes(est.bytes)} (avg ${est.avgTokens.toFixed(1)} tokens/example${est.measured ? "" : ", guessed"}, fp16)\n`,
+      );
+      const bar = new ProgressBar({ total: dataset.examples.length, label: "extract", unit: "ex", enabled: !values.quiet });
+      // Ctrl-C stops after the current example; the cache stays resumable.
+      const stop = new AbortController();
+      const onSigint = () => stop.abort();
+      process.once("SIGINT", onSigint);
+      let result;
+      try {
+        result = await extractFeatures({
+          source,
+          examples: dataset.examples,
+          labelNames: dataset.labelNames,
+          dataset: { name: dataset.name, split: dataset.split, files: dataset.files, textField: dataset.textField, labelField: dataset.labelField },
+          outDir: values.out,
+          mode,
+          shardSize,
+          maxTokens,
+          signal: stop.signal,
+          onProgress: (p) => bar.update(p.done),
+        });
+      } finally {
+        process.removeListener("SIGINT", onSigint);
+        bar.finish();
+      }
+      const resumed = result.resumedFrom > 0 ? ` (${result.resumedFrom} were already there)` : "";
+      process.stderr.write(
+        result.complete
+          ? `extract: done, ${result.count} examples${resumed}, ${formatBytes(result.bytes)} in ${values.out}\n`
+          : `extract: stopped at ${result.count} of ${dataset.examples.length}; run the same command again to resume\n`,
+      );
+      return result.complete ? 0 : 130;
+    } finally {
+      await engine.dispose();
+    }
+  },
+};

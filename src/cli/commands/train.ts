@@ -1,0 +1,152 @@
+/** `onepass train`: train a probe on a feature cache (optionally with a random hyper-parameter search). */
+import type { Command } from "../command.js";
+import { ProgressBar } from "../progress.js";
+import { InvalidArgumentError } from "../../errors.js";
+import { openFeatureCache } from "../../data/features.js";
+import { cacheSource } from "../../probe/cache-source.js";
+import { numFlag, oneOf, parseFlags, required } from "../../probe/cli-args.js";
+import { saveProbe } from "../../probe/artifact.js";
+import type { ProbeConfig } from "../../probe/probe.js";
+import { searchProbe, meanStd } from "../../probe/search.js";
+import { trainProbe, type SelectionMetric, type TrainOptions, type TrainResult } from "../../probe/train.js";
+
+const usage = `usage: onepass train --features DIR --probe pooling|scoring|mha|fixed --out P [options]
+
+Trains a probe on hidden states cached by \`onepass extract\` and saves it as a folder P
+(weights.safetensors + probe.json with the model fingerprint, label names, threshold and metrics).
+
+  --features DIR        training feature cache
+  --val-features DIR    validation cache (default: a stratified, seeded 10% of the training cache)
+  --probe KIND          pooling | scoring | mha | fixed
+  --pool mean|max       pooling and mha (default mean)
+  --layer l             fixed: layer 0..L (default L, the final layer)
+  --token last|mean     fixed: which token (default last)
+  --heads H             mha: heads (default 8)
+  --downcast f          mha: downcast factor, Q/K/V width d/f (default 8)
+  --lr X                peak learning rate (default 1e-3)
+  --batch N             batch size (default 32)
+  --weight-decay X      AdamW weight decay (default 0.01)
+  --epochs N            at most N epochs (default 10), early stopping on validation
+  --patience N          epochs without improvement before stopping (default 3)
+  --metric M            f1 | accuracy | macro-f1 (default: f1 for 2 classes, else accuracy)
+  --class-weights W     balanced, or comma-separated weights per class
+  --target-fpr X        binary: threshold for this validation FPR (default: max validation F1)
+  --search N            random search over the paper's ranges with N configurations
+  --seeds K             re-run the (best) configuration with K seeds → mean ± std (default 3 with --search, else 1)
+  --seed S              base seed (default 0)
+  --quiet               no progress bar
+  --out P               probe folder to write
+`;
+
+const FLAGS = {
+  features: { type: "string" }, "val-features": { type: "string" }, probe: { type: "string" }, pool: { type: "string" },
+  layer: { type: "string" }, token: { type: "string" }, heads: { type: "string" }, downcast: { type: "string" },
+  lr: { type: "string" }, batch: { type: "string" }, "weight-decay": { type: "string" }, epochs: { type: "string" },
+  patience: { type: "string" }, metric: { type: "string" }, "class-weights": { type: "string" }, "target-fpr": { type: "string" },
+  search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
+} as const;
+
+export const trainCommand: Command = {
+  name: "train",
+  summary: "train a probe (pooling, scoring, mha, fixed) on cached hidden states",
+  usage,
+  async run(argv) {
+    const v = parseFlags(argv, FLAGS, usage);
+    const featuresDir = required("features", v.features, usage);
+    const out = required("out", v.out, usage);
+    const kind = required("probe", oneOf("probe", v.probe, ["pooling", "scoring", "mha", "fixed"] as const), usage);
+    const config: ProbeConfig = { kind };
+    const pool = oneOf("pool", v.pool, ["mean", "max"] as const);
+    if (pool !== undefined) config.pool = pool;
+    const layer = numFlag("layer", v.layer, { int: true, min: 0 });
+    if (layer !== undefined) config.layer = layer;
+    const token = oneOf("token", v.token, ["last", "mean"] as const);
+    if (token !== undefined) config.token = token;
+    const heads = numFlag("heads", v.heads, { int: true, min: 1 });
+    if (heads !== undefined) config.heads = heads;
+    const downcast = numFlag("downcast", v.downcast, { int: true, min: 1 });
+    if (downcast !== undefined) config.downcast = downcast;
+    let classWeights: TrainOptions["classWeights"];
+    if (v["class-weights"] === "balanced") classWeights = "balanced";
+    else if (v["class-weights"] !== undefined) classWeights = v["class-weights"].split(",").map((s, i) => numFlag(`class-weights[${i}]`, s, { min: 0 })!);
+    const search = numFlag("search", v.search, { int: true, min: 1 });
+    const seeds = numFlag("seeds", v.seeds, { int: true, min: 1 }) ?? (search !== undefined ? 3 : 1);
+    const seed = numFlag("seed", v.seed, { int: true, min: 0 }) ?? 0;
+
+    const cache = openFeatureCache(featuresDir);
+    const valCache = v["val-features"] !== undefined ? openFeatureCache(v["val-features"]) : undefined;
+    try {
+      const m = cache.manifest;
+      if (valCache !== undefined && valCache.manifest.model.fingerprint !== m.model.fingerprint) {
+        throw new InvalidArgumentError("validation features come from another model than the training features", { file: valCache.dir, field: "model.fingerprint" });
+      }
+      if (valCache !== undefined && valCache.labelNames.join("\u0000") !== cache.labelNames.join("\u0000")) {
+        throw new InvalidArgumentError(`validation label names [${valCache.labelNames}] differ from training [${cache.labelNames}]`, { file: valCache.dir, field: "labelNames" });
+      }
+      const train = cacheSource(cache, config);
+      const options: TrainOptions & { classes: number } = {
+        classes: cache.labelNames.length,
+        lr: numFlag("lr", v.lr, { min: 0 }),
+        batchSize: numFlag("batch", v.batch, { int: true, min: 1 }),
+        weightDecay: numFlag("weight-decay", v["weight-decay"], { min: 0 }),
+        epochs: numFlag("epochs", v.epochs, { int: true, min: 1 }),
+        patience: numFlag("patience", v.patience, { int: true, min: 1 }),
+        metric: oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined,
+        classWeights,
+        targetFpr: numFlag("target-fpr", v["target-fpr"], { min: 0, max: 1 }),
+        validation: valCache !== undefined ? cacheSource(valCache, config) : undefined,
+        seed,
+      };
+      for (const k of Object.keys(options) as (keyof typeof options)[]) if (options[k] === undefined) delete options[k];
+      const quiet = v.quiet === true;
+      let result: TrainResult;
+      let values: number[];
+      if (search !== undefined) {
+        const bar = new ProgressBar({ total: search, label: `search ${kind}`, unit: "cfg", enabled: !quiet });
+        const s = await searchProbe(kind, train, { ...options, budget: search, seeds, seed, base: config, onTrial: (i) => bar.update(i + 1) });
+        bar.finish();
+        result = s.bestRun;
+        values = s.runs.map((r) => r.valMetric);
+        process.stderr.write(`best of ${search}: ${JSON.stringify({ ...s.best.config, lr: +s.best.lr.toPrecision(3), batch: s.best.batchSize, wd: +s.best.weightDecay.toFixed(4) })}\n`);
+      } else {
+        const runs: TrainResult[] = [];
+        for (let k = 0; k < seeds; k++) {
+          let bar: ProgressBar | undefined;
+          const r = await trainProbe(config, train, {
+            ...options,
+            seed: seed + k,
+            onProgress: (p) => {
+              bar ??= new ProgressBar({ total: p.totalSteps, label: `train ${kind}${seeds > 1 ? ` seed ${seed + k}` : ""}`, unit: "step", enabled: !quiet });
+              bar.update(p.step);
+            },
+          });
+          bar?.finish();
+          runs.push(r);
+        }
+        values = runs.map((r) => r.valMetric);
+        result = runs.reduce((a, b) => (b.valMetric > a.valMetric ? b : a));
+      }
+      const { mean, std } = meanStd(values);
+      saveProbe(out, result.probe, {
+        labelNames: cache.labelNames,
+        model: { fingerprint: m.model.fingerprint, name: m.model.name, layers: m.model.layers - 1, dim: m.model.dim },
+        threshold: result.threshold,
+        hyper: { ...result.hyper, bestEpoch: result.bestEpoch, history: result.history, features: featuresDir, examples: cache.size },
+        validation: result.validation,
+        tokenization: m.tokenization,
+        ...(values.length > 1 ? { seeds: { metric: result.metric, mean, std, values } } : {}),
+      });
+      const vm = result.validation;
+      process.stdout.write(
+        `${out}: ${kind} probe, ${result.probe.parameterCount()} aggregator params (+${result.probe.parameterCount({ includeHead: true }) - result.probe.parameterCount()} head)\n` +
+          `validation ${result.metric} ${result.valMetric.toFixed(4)}${values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : ""}; ` +
+          `accuracy ${vm.accuracy.toFixed(4)}${vm.f1 !== undefined ? `, F1 ${vm.f1.toFixed(4)}, AUPRC ${vm.auprc!.toFixed(4)}, threshold ${result.threshold!.toFixed(4)}` : ""}; ` +
+          `best epoch ${result.bestEpoch}, ${result.examplesPerSecond.toFixed(0)} examples/s\n`,
+      );
+      return 0;
+    } finally {
+      cache.close();
+      valCache?.close();
+    }
+  },
+};

@@ -1,0 +1,201 @@
+/**
+ * The facade users import: one loaded model, its tokenizer and one ORT decoder session, serving one request
+ * at a time (requests queue). Generation and single forward passes both go through here, so the hidden
+ * states a probe sees are the ones of the same run that produced the first logits.
+ *
+ *   const engine = await Engine.load();                       // the built-in stories260K
+ *   const gen = engine.generate({ prompt: "Once upon a time", maxTokens: 50, temperature: 0 });
+ *   for await (const chunk of gen) process.stdout.write(chunk.text);
+ *   const { finishReason, timings } = await gen.result;
+ */
+import { statSync } from "node:fs";
+import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
+import { defaultModelPath, loadModel } from "../model/load.js";
+import type { LoadedModel, ModelSpec } from "../model/spec.js";
+import { chatTemplateFor, renderChatTemplate } from "../tokenizer/chat.js";
+import { tokenizerFromGguf } from "../tokenizer/gguf.js";
+import { tokenizerFromHfFolder } from "../tokenizer/hf.js";
+import type { ChatMessage, Tokenizer } from "../tokenizer/types.js";
+import { Generation, planGeneration, runGeneration, type GenerateOptions } from "./generate.js";
+import { createDecoderSession, type DecoderSessionOptions } from "./session.js";
+import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
+
+export interface EngineOptions extends DecoderSessionOptions {}
+
+/** One generation request: a prompt (text or token ids) or chat messages, plus generation options. */
+export interface GenerateRequest extends GenerateOptions {
+  /** Text (encoded with the tokenizer's default BOS handling) or token ids used as they are. */
+  prompt?: string | readonly number[];
+  /** A conversation, rendered with the model's chat template (a generation prompt is appended). */
+  messages?: readonly ChatMessage[];
+  /** With `chat: true` (or `messages`): a system message put first. */
+  system?: string;
+  /** Treat a text `prompt` as one user message and apply the chat template. */
+  chat?: boolean;
+}
+
+/** Serialises requests: each `run` starts when the previous one has finished. */
+class RequestQueue {
+  private tail: Promise<void> = Promise.resolve();
+  /** Waits for the turn; returns the function that ends it. */
+  async acquire(): Promise<() => void> {
+    let release!: () => void;
+    const turn = new Promise<void>((r) => (release = r));
+    const previous = this.tail;
+    this.tail = previous.then(() => turn);
+    await previous;
+    return release;
+  }
+}
+
+export class Engine {
+  private readonly queue = new RequestQueue();
+  private disposed = false;
+
+  private constructor(
+    /** The model file or folder. */
+    readonly path: string,
+    readonly model: LoadedModel,
+    readonly tokenizer: Tokenizer,
+    private readonly session: DecoderSession,
+  ) {}
+
+  /**
+   * Load a model (a .gguf file or a Hugging Face folder; undefined = the built-in stories260K), its
+   * tokenizer, and an ORT session (graph built once and cached under `cacheDir`).
+   */
+  static async load(path?: string, options: EngineOptions = {}): Promise<Engine> {
+    const modelPath = path ?? defaultModelPath();
+    const model = await loadModel(modelPath);
+    try {
+      const tokenizer = statSync(modelPath).isDirectory() ? await tokenizerFromHfFolder(modelPath) : await tokenizerFromGguf(modelPath);
+      const session = await createDecoderSession(model, options);
+      return new Engine(modelPath, model, tokenizer, session);
+    } catch (err) {
+      model.weights.close();
+      throw err;
+    }
+  }
+
+  get spec(): ModelSpec {
+    return this.model.spec;
+  }
+
+  /** sha256 identity of the weights: probes record it and refuse other models. */
+  get fingerprint(): string {
+    return this.model.fingerprint;
+  }
+
+  /** Whether forward/generate can return hidden states (the session was built with taps). */
+  get hasTaps(): boolean {
+    return this.session.hasTaps;
+  }
+
+  get contextLength(): number {
+    return this.session.contextLength;
+  }
+
+  /** Render a conversation with the model's chat template (ChatML when the model has none). */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+    return renderChatTemplate(chatTemplateFor(this.tokenizer), {
+      messages,
+      addGenerationPrompt: options.addGenerationPrompt ?? true,
+      bosToken: this.tokenizer.bosToken,
+      eosToken: this.tokenizer.eosToken,
+    });
+  }
+
+  /** The token ids a request's prompt becomes (chat template applied where asked). */
+  promptTokens(request: Pick<GenerateRequest, "prompt" | "messages" | "system" | "chat">): number[] {
+    const { prompt, messages, system, chat } = request;
+    if (prompt !== undefined && messages !== undefined) {
+      throw new InvalidArgumentError("give either prompt or messages, not both", { field: "messages" });
+    }
+    if (messages !== undefined || chat === true) {
+      if (prompt !== undefined && typeof prompt !== "string") {
+        throw new InvalidArgumentError("a chat prompt must be text, not token ids", { field: "prompt" });
+      }
+      const turns: ChatMessage[] = [
+        ...(system !== undefined ? [{ role: "system", content: system }] : []),
+        ...(messages ?? [{ role: "user", content: prompt ?? "" }]),
+      ];
+      const text = this.applyChatTemplate(turns, { addGenerationPrompt: true });
+      const bos = this.tokenizer.bosToken;
+      const startsWithBos = bos !== undefined && bos.length > 0 && text.startsWith(bos);
+      return this.tokenizer.encode(text, { parseSpecial: true, addBos: this.tokenizer.addBosByDefault && !startsWithBos });
+    }
+    if (system !== undefined) {
+      throw new InvalidArgumentError("system needs chat: true or messages", { field: "system" });
+    }
+    if (prompt === undefined) throw new InvalidArgumentError("a request needs a prompt or messages", { field: "prompt" });
+    if (typeof prompt === "string") return this.tokenizer.encode(prompt);
+    if (!Array.isArray(prompt)) throw new InvalidArgumentError("prompt must be a string or an array of token ids", { field: "prompt" });
+    return [...prompt];
+  }
+
+  /**
+   * Start a generation. Bad requests and context overflow throw here, synchronously; the model runs when
+   * the returned Generation is iterated (streaming chunks) or its `result` awaited. Requests queue: one
+   * runs at a time per engine.
+   */
+  generate(request: GenerateRequest): Generation {
+    this.checkOpen();
+    if (request === null || typeof request !== "object") throw new InvalidArgumentError("generate() needs a request object", { field: "request" });
+    const prompt = this.promptTokens(request);
+    const plan = planGeneration(this.session, this.tokenizer, prompt, request, { file: this.path });
+    const queue = this.queue;
+    const session = this.session;
+    const tokenizer = this.tokenizer;
+    return new Generation(async function* (state) {
+      const release = await queue.acquire();
+      try {
+        return yield* runGeneration(session, tokenizer, plan, state);
+      } finally {
+        release();
+      }
+    });
+  }
+
+  /**
+   * One forward pass over a prompt, without generating: logits of the last (or every) position and, with
+   * `hidden: true`, the HiddenStates [L+1, T, d]. Text is encoded with the tokenizer's default BOS handling.
+   */
+  async forward(input: string | readonly number[], options: ForwardOptions = {}): Promise<ForwardPass> {
+    this.checkOpen();
+    const tokens = typeof input === "string" ? this.tokenizer.encode(input) : [...input];
+    if (tokens.length === 0) throw new InvalidArgumentError("forward() needs at least one token", { field: "input" });
+    if (tokens.length > this.session.contextLength) {
+      throw new ContextOverflowError(`${tokens.length} tokens exceed the context window of ${this.session.contextLength}`, {
+        file: this.path,
+        field: "context_length",
+      });
+    }
+    if (options.hidden === true && !this.session.hasTaps) {
+      throw new InvalidArgumentError("hidden states need an engine loaded with taps: true", { field: "hidden" });
+    }
+    const release = await this.queue.acquire();
+    try {
+      this.session.reset();
+      return await this.session.forward(tokens, options);
+    } finally {
+      release();
+    }
+  }
+
+  /** Free the ORT session and file handles (after the running request, if any). */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    const release = await this.queue.acquire();
+    try {
+      await this.session.dispose();
+      this.model.weights.close();
+    } finally {
+      release();
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.disposed) throw new InvalidArgumentError("the engine has been disposed", { field: "engine" });
+  }
+}

@@ -1,0 +1,377 @@
+/**
+ * The generation loop over a DecoderSession: prefill the prompt in one run (logits + the prompt's hidden
+ * states + KV cache), hand that pass to `onPrefill` (a probe hook that may end the request before any decode
+ * step), then decode one token per run with sampling, stop strings, EOS and a token budget, streaming text.
+ */
+import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
+import type { Tokenizer } from "../tokenizer/types.js";
+import { createTextStreamer } from "../tokenizer/streamer.js";
+import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.js";
+import { StopStringMatcher } from "./stop.js";
+import type { DecoderSession, ForwardPass } from "./types.js";
+
+/** What `onPrefill` may return: `{ stop: true }` ends the request before the first decode step. */
+export interface PrefillDecision {
+  stop?: boolean;
+}
+
+export interface PrefillInfo {
+  /** The prompt's token ids (the tokens of `pass.hidden`). */
+  promptTokens: readonly number[];
+}
+
+export type PrefillHook = (pass: ForwardPass, info: PrefillInfo) => PrefillDecision | void | Promise<PrefillDecision | void>;
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (default: 256, or fewer when the context window leaves less room). */
+  maxTokens?: number;
+  /** Stop strings: generation ends when the text contains one; it is not part of the output. */
+  stop?: string | readonly string[];
+  /** Token ids that end generation (default: the tokenizer's EOS ids). The EOS token is not output. */
+  eosTokenIds?: readonly number[];
+  /**
+   * Called once with the prefill's ForwardPass (logits of the last prompt token and, when the session has
+   * taps, the prompt's HiddenStates [L+1, T, d]) before the first decode step. May be async.
+   */
+  onPrefill?: PrefillHook;
+  /** Request the prompt's hidden states in the prefill (default: when onPrefill is set and the session has taps). */
+  hidden?: boolean;
+  /** Abort: generation ends at the next step with finishReason "abort". */
+  signal?: AbortSignal;
+}
+
+/**
+ * "eos": an end-of-sequence token; "length": maxTokens reached; "stop": a stop string, or onPrefill
+ * returned {stop: true}; "abort": the signal fired or the consumer stopped iterating.
+ */
+export type FinishReason = "stop" | "length" | "eos" | "abort";
+
+/** One streamed piece: the sampled token and the text it released (may be "" while text is held back). */
+export interface GenerateChunk {
+  /** The sampled token id; null for the final chunk that releases held-back text at the end. */
+  token: number | null;
+  text: string;
+}
+
+export interface GenerateTimings {
+  /** Wall time of the prefill run (prompt → first logits and hidden states). */
+  prefillMs: number;
+  /** Wall time of the decode steps (sampling + one run per generated token after the first). */
+  decodeMs: number;
+  prefillTokensPerS: number;
+  /** Decode runs per second (0 when there was none). */
+  decodeTokensPerS: number;
+  /** Time spent in onPrefill. */
+  hookMs: number;
+}
+
+export interface GenerateResult {
+  /** The generated text (= the streamed chunks concatenated), without any stop string. */
+  text: string;
+  /** Every sampled token except EOS (including the one that completed a stop string). */
+  tokens: number[];
+  finishReason: FinishReason;
+  /** The stop string that ended generation, when finishReason is "stop" because of one. */
+  stopString?: string;
+  usage: {
+    promptTokens: number;
+    /** Sampled tokens, EOS included. */
+    completionTokens: number;
+  };
+  timings: GenerateTimings;
+}
+
+/**
+ * A running (or not yet started) generation: iterate it for streaming chunks, await `result` for the
+ * summary. Awaiting `result` without iterating runs the generation to the end. It can be consumed once.
+ */
+export class Generation implements AsyncIterable<GenerateChunk> {
+  private readonly settled: Promise<GenerateResult>;
+  private resolve!: (r: GenerateResult) => void;
+  private reject!: (e: unknown) => void;
+  private started = false;
+  private driveScheduled = false;
+
+  /** @param run yields chunks and returns the result; its finally blocks run even when iteration stops early. */
+  constructor(private readonly run: (state: RunState) => AsyncGenerator<GenerateChunk, GenerateResult>) {
+    this.settled = new Promise<GenerateResult>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.settled.catch(() => {}); // failures reach whoever iterates or awaits; never an unhandled rejection
+  }
+
+  /**
+   * The summary, once generation has ended. If nobody has started iterating by the next turn of the event
+   * loop, asking for it runs the generation to the end (chunks discarded, their text is in `result.text`).
+   */
+  get result(): Promise<GenerateResult> {
+    if (!this.driveScheduled) {
+      this.driveScheduled = true;
+      setImmediate(() => {
+        if (!this.started) void this.drain();
+      });
+    }
+    return this.settled;
+  }
+
+  /** Run to the end and return the result (same as awaiting `result`). */
+  complete(): Promise<GenerateResult> {
+    if (!this.started) void this.drain();
+    return this.settled;
+  }
+
+  /** Run to the end, discarding chunks (the result promise gets the outcome). */
+  private async drain(): Promise<void> {
+    try {
+      for await (const _ of this) {
+        // chunks are part of result.text
+      }
+    } catch {
+      // already delivered through `result`
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GenerateChunk> {
+    if (this.started) throw new InvalidArgumentError("a Generation can be iterated only once");
+    this.started = true;
+    const state: RunState = { finished: false };
+    const inner = this.run(state);
+    return {
+      next: async () => {
+        try {
+          const r = await inner.next();
+          if (r.done) {
+            this.resolve(r.value);
+            return { done: true, value: undefined };
+          }
+          return r;
+        } catch (err) {
+          this.reject(err);
+          throw err;
+        }
+      },
+      return: async () => {
+        // the consumer stopped early: finish the run (its finally releases the session) and report "abort"
+        state.stoppedByConsumer = true;
+        try {
+          const r = await inner.return(undefined as never);
+          if (state.partial !== undefined) this.resolve(state.partial());
+          else if (r.done && r.value !== undefined) this.resolve(r.value);
+        } catch (err) {
+          this.reject(err);
+        }
+        return { done: true, value: undefined };
+      },
+    };
+  }
+}
+
+/** Shared between a Generation and its run: lets an early `return()` still produce a result. */
+export interface RunState {
+  finished: boolean;
+  stoppedByConsumer?: boolean;
+  /** The result so far (finishReason "abort"), set by the run once it has started. */
+  partial?: () => GenerateResult;
+}
+
+/** Where a prompt came from, for error messages. */
+export interface GenerateSource {
+  /** Model file (names the context_length field's origin in ContextOverflowError). */
+  file?: string;
+}
+
+/** Checks generation options; throws InvalidArgumentError naming the field. */
+export function checkGenerateOptions(options: GenerateOptions): void {
+  checkSamplingOptions(options);
+  const { maxTokens } = options;
+  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 0)) {
+    throw new InvalidArgumentError(`maxTokens must be an integer ≥ 0, got ${maxTokens}`, { field: "maxTokens" });
+  }
+  if (options.onPrefill !== undefined && typeof options.onPrefill !== "function") {
+    throw new InvalidArgumentError("onPrefill must be a function", { field: "onPrefill" });
+  }
+}
+
+/**
+ * Generate from `promptTokens` on `session` (its KV cache is reset first). Options are checked and the
+ * context budget enforced immediately (ContextOverflowError); the model runs only when the returned
+ * Generation is iterated or its `result` awaited.
+ */
+export function generate(
+  session: DecoderSession,
+  tokenizer: Tokenizer,
+  promptTokens: readonly number[],
+  options: GenerateOptions = {},
+  source: GenerateSource = {},
+): Generation {
+  const plan = planGeneration(session, tokenizer, promptTokens, options, source);
+  return new Generation((state) => runGeneration(session, tokenizer, plan, state));
+}
+
+/** Validated inputs of one generation. */
+export interface GenerationPlan {
+  prompt: number[];
+  options: GenerateOptions;
+  maxTokens: number;
+  stops: string[];
+  eos: Set<number>;
+}
+
+/** Validate and resolve defaults; throws before any model work. */
+export function planGeneration(
+  session: Pick<DecoderSession, "contextLength" | "vocabSize">,
+  tokenizer: Pick<Tokenizer, "eosTokenIds">,
+  promptTokens: readonly number[],
+  options: GenerateOptions,
+  source: GenerateSource = {},
+): GenerationPlan {
+  checkGenerateOptions(options);
+  if (promptTokens.length === 0) {
+    throw new InvalidArgumentError("the prompt has no tokens (it needs at least BOS)", { field: "prompt" });
+  }
+  promptTokens.forEach((t, i) => {
+    if (!Number.isInteger(t) || t < 0 || t >= session.vocabSize) {
+      throw new InvalidArgumentError(`prompt token ${t} is not in the vocabulary (size ${session.vocabSize})`, { field: "prompt", offset: i });
+    }
+  });
+  // default budget: 256, or what the context leaves
+  const maxTokens = options.maxTokens ?? Math.max(0, Math.min(256, session.contextLength - promptTokens.length));
+  const needed = promptTokens.length + maxTokens;
+  if (needed > session.contextLength) {
+    throw new ContextOverflowError(
+      `prompt (${promptTokens.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds the context window of ${session.contextLength}`,
+      { file: source.file, field: "context_length" },
+    );
+  }
+  const stops = options.stop === undefined ? [] : typeof options.stop === "string" ? [options.stop] : [...options.stop];
+  new StopStringMatcher(stops); // validates
+  const eos = new Set(options.eosTokenIds ?? tokenizer.eosTokenIds);
+  return { prompt: [...promptTokens], options, maxTokens, stops, eos };
+}
+
+/** The loop itself, as an async generator (the Generation wrapper handles result/early exit). */
+export async function* runGeneration(
+  session: DecoderSession,
+  tokenizer: Tokenizer,
+  plan: GenerationPlan,
+  state: RunState,
+): AsyncGenerator<GenerateChunk, GenerateResult> {
+  const { prompt, options, maxTokens, eos } = plan;
+  const sampler = new Sampler(options);
+  const matcher = new StopStringMatcher(plan.stops);
+  // the prompt's last tokens give the first generated token its context (" there" after "time,", but
+  // "Once" right after BOS), so prompt text + generated text reads as one decode
+  const detok = createTextStreamer(tokenizer, { contextIds: prompt.slice(-4) });
+  const tokens: number[] = [];
+  let text = "";
+  let sampled = 0;
+  let finishReason: FinishReason = "abort";
+  let stopString: string | undefined;
+  const timings: GenerateTimings = { prefillMs: 0, decodeMs: 0, prefillTokensPerS: 0, decodeTokensPerS: 0, hookMs: 0 };
+  let decodeRuns = 0;
+  let decodeStart = 0;
+  const result = (): GenerateResult => {
+    if (decodeStart > 0) timings.decodeMs = performance.now() - decodeStart;
+    timings.prefillTokensPerS = timings.prefillMs > 0 ? (prompt.length * 1000) / timings.prefillMs : 0;
+    timings.decodeTokensPerS = timings.decodeMs > 0 ? (decodeRuns * 1000) / timings.decodeMs : 0;
+    return {
+      text,
+      tokens: [...tokens],
+      finishReason,
+      ...(stopString !== undefined ? { stopString } : {}),
+      usage: { promptTokens: prompt.length, completionTokens: sampled },
+      timings: { ...timings },
+    };
+  };
+  state.partial = result;
+  const aborted = (): boolean => options.signal?.aborted === true;
+
+  if (aborted()) return result();
+  session.reset();
+  const wantHidden = options.hidden ?? (options.onPrefill !== undefined && session.hasTaps);
+  const t0 = performance.now();
+  let pass = await session.forward(prompt, { hidden: wantHidden });
+  timings.prefillMs = performance.now() - t0;
+
+  if (options.onPrefill !== undefined) {
+    const h0 = performance.now();
+    const decision = await options.onPrefill(pass, { promptTokens: prompt });
+    timings.hookMs = performance.now() - h0;
+    if (decision && decision.stop === true) {
+      finishReason = "stop";
+      state.finished = true;
+      return result();
+    }
+  }
+  if (maxTokens === 0) {
+    finishReason = "length";
+    state.finished = true;
+    return result();
+  }
+
+  decodeStart = performance.now();
+  const vocab = session.vocabSize;
+  for (;;) {
+    if (aborted()) {
+      finishReason = "abort";
+      break;
+    }
+    const row = pass.logits.subarray((pass.positions - 1) * vocab, pass.positions * vocab); // [V] last position
+    const token = sampler.sample(row);
+    sampled++;
+    if (eos.has(token)) {
+      finishReason = "eos";
+      break;
+    }
+    tokens.push(token);
+    const check = matcher.push(detok.push(token));
+    let piece = check.text;
+    if (check.stopped) {
+      finishReason = "stop";
+      stopString = check.stop;
+      text += piece;
+      yield { token, text: piece };
+      state.finished = true;
+      return result();
+    }
+    const last = tokens.length >= maxTokens;
+    if (last) {
+      // release everything: the incomplete-character tail, then what the stop matcher held back
+      const tail = matcher.push(detok.flush());
+      piece += tail.text;
+      if (tail.stopped) {
+        finishReason = "stop";
+        stopString = tail.stop;
+        text += piece;
+        yield { token, text: piece };
+        state.finished = true;
+        return result();
+      }
+      piece += matcher.flush();
+      finishReason = "length";
+      text += piece;
+      yield { token, text: piece };
+      break;
+    }
+    text += piece;
+    yield { token, text: piece };
+    pass = await session.forward([token]);
+    decodeRuns++;
+  }
+  if (finishReason !== "length") {
+    const tail = matcher.push(detok.flush());
+    const rest = tail.text + (tail.stopped ? "" : matcher.flush());
+    if (tail.stopped) {
+      finishReason = "stop";
+      stopString = tail.stop;
+    }
+    if (rest.length > 0) {
+      text += rest;
+      yield { token: null, text: rest };
+    }
+  }
+  state.finished = true;
+  return result();
+}
+

@@ -1,0 +1,251 @@
+/**
+ * Builds the Llama-family decoder (llama, qwen2, qwen3) as an ONNX graph with ONNX Runtime contrib ops, a KV
+ * cache, logits only for the positions asked, and (with `taps`) one stacked hidden-state output
+ * [L+1, 1, T, d] in the Hugging Face output_hidden_states convention.
+ *
+ * Graph inputs:  input_ids [1, T] int64, attention_mask [1, past+T] int64, position_ids [1, T] int64,
+ *                logits_positions [P] int64 (rows of this run whose logits are wanted),
+ *                past_key_values.{i}.key / .value [1, kvH, past, hd] float32.
+ * Graph outputs: logits [1, P, vocab] float32, present.{i}.key / .value [1, kvH, past+T, hd],
+ *                hidden_states [L+1, 1, T, d] float32 (only with taps).
+ */
+import { GraphError, UnsupportedModelError } from "../errors.js";
+import { TensorNames, type Int4Blocks, type ModelSpec, type WeightSource } from "../model/spec.js";
+import { MS_DOMAIN, OnnxModelBuilder, float } from "./onnx.js";
+import { ropeCaches } from "./rope.js";
+
+export interface DecoderBuildOptions {
+  /** Add the stacked `hidden_states` output (default true). */
+  taps?: boolean;
+  /** MatMulNBits accuracy_level: 0 exact-ish fp32 activations, 4 int8 activations (faster). Default 4. */
+  accuracyLevel?: 0 | 1 | 2 | 3 | 4;
+  /** Use MatMulNBits where the source stores exact 4-bit blocks (default true); false dequantises to f32. */
+  int4?: boolean;
+  /** Rows of the rotary cos/sin caches (max position + 1). Default spec.contextLength. */
+  maxPositions?: number;
+}
+
+/** Bump when the graph layout changes, so cached graphs are rebuilt. */
+export const DECODER_BUILDER_VERSION = 2;
+
+export interface DecoderGraphInfo {
+  modelPath: string;
+  taps: boolean;
+  layers: number;
+  /** Names of the past/present tensors per layer. */
+  pastNames: { key: string; value: string }[];
+  presentNames: { key: string; value: string }[];
+}
+
+export const pastName = (i: number, kind: "key" | "value") => `past_key_values.${i}.${kind}`;
+export const presentName = (i: number, kind: "key" | "value") => `present.${i}.${kind}`;
+
+/** Writes `modelPath` (+ `.data`) for the decoder described by spec + weights. */
+export function buildDecoderGraph(
+  spec: ModelSpec,
+  weights: WeightSource,
+  modelPath: string,
+  options: DecoderBuildOptions = {},
+): DecoderGraphInfo {
+  const taps = options.taps ?? true;
+  const accuracyLevel = options.accuracyLevel ?? 4;
+  const useInt4 = options.int4 ?? true;
+  const maxPositions = options.maxPositions ?? spec.contextLength;
+  const { dim: d, heads: H, kvHeads: KV, headDim: hd, layers: L, ffnDim: F, vocabSize: V } = spec;
+  if (H % KV !== 0) throw new UnsupportedModelError(`heads ${H} not a multiple of kv heads ${KV}`, { file: weights.path, field: "head_count_kv" });
+  if (spec.ropeDim !== hd) throw new UnsupportedModelError(`partial rotary (ropeDim ${spec.ropeDim} ≠ headDim ${hd})`, { file: weights.path, field: "rope.dimension_count" });
+
+  const g = new OnnxModelBuilder(modelPath);
+  try {
+    // ---- inputs
+    const inputIds = g.input("input_ids", "int64", [1, "T"]); // [1, T]
+    const attentionMask = g.input("attention_mask", "int64", [1, "total"]); // [1, past+T]
+    const positionIds = g.input("position_ids", "int64", [1, "T"]); // [1, T]
+    const logitsPositions = g.input("logits_positions", "int64", ["P"]); // [P]
+    const pastNames: DecoderGraphInfo["pastNames"] = [];
+    const presentNames: DecoderGraphInfo["presentNames"] = [];
+    for (let i = 0; i < L; i++) {
+      pastNames.push({ key: g.input(pastName(i, "key"), "float32", [1, KV, "past", hd]), value: g.input(pastName(i, "value"), "float32", [1, KV, "past", hd]) }); // [1, kvH, past, hd]
+      presentNames.push({ key: presentName(i, "key"), value: presentName(i, "value") });
+    }
+
+    // ---- GroupQueryAttention bookkeeping from the mask: seqlens_k = total - 1, total_sequence_length
+    const maskSum = g.op("ReduceSum", [attentionMask, g.constI64([1])], { keepdims: 0 }); // [1]
+    const seqlensK = g.op("Cast", [g.op("Sub", [maskSum, g.constI64([1], [])])], { to: 6 }); // [1] int32
+    const totalLen = g.op("Cast", [g.op("Gather", [g.op("Shape", [attentionMask]), g.constI64([1], [])], { axis: 0 })], { to: 6 }); // [] int32
+
+    // ---- rotary caches; GQA's fused rotary needs head_size % 16 == 0, else a separate RotaryEmbedding
+    const { cos, sin } = ropeCaches(spec, maxPositions);
+    const cosCache = g.initializer("rope_cos", "float32", [maxPositions, hd / 2], cos); // [maxPos, hd/2]
+    const sinCache = g.initializer("rope_sin", "float32", [maxPositions, hd / 2], sin); // [maxPos, hd/2]
+    const fusedRotary = hd % 16 === 0;
+    const interleaved = spec.ropeStyle === "interleaved" ? 1 : 0;
+
+    /** y = x·Wᵀ for the row-concatenation of `names` ([out_i, in] each). x [1, T, inDim] → [1, T, Σout_i]. */
+    const linear = (x: string, names: string[], inDim: number, label: string): string => {
+      const blocks = useInt4 && weights.readInt4 ? names.map((n) => weights.readInt4!(n)) : [];
+      if (blocks.length > 0 && blocks.every((b) => b !== undefined)) {
+        const b = concatInt4(blocks as Int4Blocks[]);
+        const nBlocks = Math.ceil(b.k / 32);
+        const mmInputs = [
+          x,
+          g.initializer(`${label}.q4`, "uint8", [b.n, nBlocks, 16], b.data), // [N, K/32, 16]
+          g.initializer(`${label}.scales`, "float32", [b.n * nBlocks], b.scales), // [N * K/32]
+        ];
+        if (b.zeroPoints !== undefined) {
+          mmInputs.push(g.initializer(`${label}.zero_points`, "uint8", [b.n * Math.ceil(nBlocks / 2)], b.zeroPoints)); // [N * ceil(K/64)]
+        }
+        return g.op("MatMulNBits", mmInputs, { K: b.k, N: b.n, bits: 4, block_size: 32, accuracy_level: accuracyLevel }, MS_DOMAIN);
+      }
+      const mats = names.map((n) => weights.readF32(n)); // each [out_i, in]
+      const outDim = mats.reduce((a, m) => a + m.length / inDim, 0);
+      const wt = new Float32Array(inDim * outDim); // [in, out] (transposed once here)
+      let col = 0;
+      for (const m of mats) {
+        const rows = m.length / inDim;
+        for (let r = 0; r < rows; r++) for (let i = 0; i < inDim; i++) wt[i * outDim + col + r] = m[r * inDim + i];
+        col += rows;
+      }
+      return g.op("MatMul", [x, g.initializer(`${label}.weight_t`, "float32", [inDim, outDim], wt)]);
+    };
+    const vector = (name: string) => g.initializer(name, "float32", [weights.info(name).shape.reduce((a, b) => a * b, 1)], weights.readF32(name));
+
+    // ---- embeddings: x0 [1, T, d]
+    let residual = embedding(g, weights, inputIds, V, d, useInt4); // [1, T, d]
+    const hiddenTaps: string[] = [residual]; // each [1, T, d]
+    let normed = g.op("SimplifiedLayerNormalization", [residual, vector(TensorNames.block(0).attnNorm)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [1, T, d]
+
+    for (let i = 0; i < L; i++) {
+      const n = TensorNames.block(i);
+      // ---- attention: attn [1, T, d]
+      const qkvDim = (H + 2 * KV) * hd;
+      let qkv = linear(normed, [n.q, n.k, n.v], d, `blk.${i}.attn_qkv`); // [1, T, (H+2KV)*hd]
+      if (spec.qkvBias) {
+        const bias = new Float32Array(qkvDim); // [(H+2KV)*hd]
+        bias.set(weights.readF32(n.qBias), 0);
+        bias.set(weights.readF32(n.kBias), H * hd);
+        bias.set(weights.readF32(n.vBias), (H + KV) * hd);
+        qkv = g.op("Add", [qkv, g.initializer(`blk.${i}.attn_qkv.bias`, "float32", [qkvDim], bias)]); // [1, T, (H+2KV)*hd]
+      }
+      let attnInputs: string[];
+      if (fusedRotary && !spec.qkNorm) {
+        attnInputs = [qkv, "", ""]; // packed QKV
+      } else {
+        let [q, k, v] = g.node("Split", [qkv, g.constI64([H * hd, KV * hd, KV * hd])], 3, { axis: -1 }); // [1,T,H*hd], [1,T,KV*hd] x2
+        if (spec.qkNorm) {
+          const headNorm = (x: string, w: string) => {
+            const perHead = g.op("Reshape", [x, g.constI64([0, 0, -1, hd])]); // [1, T, heads, hd]
+            const y = g.op("SimplifiedLayerNormalization", [perHead, vector(w)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [1, T, heads, hd]
+            return g.op("Reshape", [y, g.constI64([0, 0, -1])]); // [1, T, heads*hd]
+          };
+          q = headNorm(q, n.qNorm);
+          k = headNorm(k, n.kNorm);
+        }
+        if (!fusedRotary) {
+          const rope = (x: string, heads: number) =>
+            g.op("RotaryEmbedding", [x, positionIds, cosCache, sinCache], { interleaved, num_heads: heads, rotary_embedding_dim: hd }, MS_DOMAIN); // [1, T, heads*hd]
+          q = rope(q, H);
+          k = rope(k, KV);
+        }
+        attnInputs = [q, k, v];
+      }
+      const present = presentNames[i];
+      const gqaInputs = [...attnInputs, pastNames[i].key, pastNames[i].value, seqlensK, totalLen];
+      if (fusedRotary) gqaInputs.push(cosCache, sinCache);
+      const [attnHeads] = g.node("GroupQueryAttention", gqaInputs, [g.fresh("attn"), present.key, present.value], {
+        num_heads: H,
+        kv_num_heads: KV,
+        do_rotary: fusedRotary ? 1 : 0,
+        rotary_interleaved: interleaved,
+      }, MS_DOMAIN); // [1, T, H*hd]
+      const attn = linear(attnHeads, [n.o], H * hd, `blk.${i}.attn_output`); // [1, T, d]
+
+      // residual += attn; normed = ffn_norm(residual)
+      const afterAttn = g.node("SkipSimplifiedLayerNormalization", [attn, residual, vector(n.ffnNorm)], [g.fresh("ffn_in"), "", "", g.fresh("resid")], { epsilon: float(spec.rmsNormEps) }, MS_DOMAIN);
+      normed = afterAttn[0]; // [1, T, d]
+      residual = afterAttn[3]; // [1, T, d]
+
+      // ---- SwiGLU feed-forward: ffn [1, T, d]
+      const gateUp = linear(normed, [n.gate, n.up], d, `blk.${i}.ffn_gate_up`); // [1, T, 2F]
+      const [gate, up] = g.node("Split", [gateUp, g.constI64([F, F])], 2, { axis: -1 }); // [1, T, F] x2
+      const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]); // [1, T, F]
+      const ffn = linear(act, [n.down], F, `blk.${i}.ffn_down`); // [1, T, d]
+
+      // residual += ffn; normed = next block's attn_norm(residual), or the final norm after the last block
+      const nextNorm = i + 1 < L ? TensorNames.block(i + 1).attnNorm : TensorNames.outputNorm;
+      const afterFfn = g.node("SkipSimplifiedLayerNormalization", [ffn, residual, vector(nextNorm)], [g.fresh("normed"), "", "", g.fresh("resid")], { epsilon: float(spec.rmsNormEps) }, MS_DOMAIN);
+      normed = afterFfn[0]; // [1, T, d]
+      residual = afterFfn[3]; // [1, T, d]
+      hiddenTaps.push(i + 1 < L ? residual : normed); // HF convention: the last entry is after the final norm
+    }
+
+    // ---- LM head only on the rows asked for
+    const rows = g.op("Gather", [normed, logitsPositions], { axis: 1 }); // [1, P, d]
+    const headName = spec.tiedEmbeddings || !weights.has(TensorNames.output) ? TensorNames.tokenEmbedding : TensorNames.output;
+    g.node("Identity", [linear(rows, [headName], d, "lm_head")], ["logits"]); // [1, P, V]
+    g.output("logits", "float32", [1, "P", V]);
+    for (const p of presentNames) {
+      g.output(p.key, "float32", [1, KV, "total", hd]); // [1, kvH, past+T, hd]
+      g.output(p.value, "float32", [1, KV, "total", hd]); // [1, kvH, past+T, hd]
+    }
+    if (taps) {
+      const stacked = g.op("Concat", hiddenTaps, { axis: 0 }); // [L+1, T, d]
+      g.node("Unsqueeze", [stacked, g.constI64([1])], ["hidden_states"]); // [L+1, 1, T, d]
+      g.output("hidden_states", "float32", [L + 1, 1, "T", d]);
+    }
+    g.finish();
+    return { modelPath, taps, layers: L, pastNames, presentNames };
+  } catch (e) {
+    g.abort();
+    if (e instanceof GraphError || e instanceof UnsupportedModelError) throw e;
+    throw new GraphError(`building the decoder graph failed: ${(e as Error).message}`, { file: weights.path }, { cause: e });
+  }
+}
+
+/**
+ * Token embedding lookup: GatherBlockQuantized straight from 4-bit blocks when the source stores them (a
+ * 151,936 × 896 table is 68 MiB instead of 544 MiB as float32), else Gather over float32.
+ */
+function embedding(g: OnnxModelBuilder, weights: WeightSource, inputIds: string, V: number, d: number, useInt4: boolean): string {
+  const blocks = useInt4 && d % 32 === 0 ? weights.readInt4?.(TensorNames.tokenEmbedding) : undefined;
+  if (blocks !== undefined) {
+    const nBlocks = d / 32;
+    const inputs = [
+      g.initializer("token_embd.q4", "uint8", [V, d / 2], blocks.data), // [V, d/2] two 4-bit codes per byte
+      inputIds,
+      g.initializer("token_embd.scales", "float32", [V, nBlocks], blocks.scales), // [V, d/32]
+    ];
+    if (blocks.zeroPoints !== undefined) {
+      inputs.push(g.initializer("token_embd.zero_points", "uint8", [V, Math.ceil(nBlocks / 2)], blocks.zeroPoints)); // [V, ceil(d/64)]
+    }
+    return g.op("GatherBlockQuantized", inputs, { gather_axis: 0, quantize_axis: 1, block_size: 32, bits: 4 }, MS_DOMAIN); // [1, T, d]
+  }
+  const table = g.initializer(TensorNames.tokenEmbedding, "float32", [V, d], weights.readF32(TensorNames.tokenEmbedding)); // [V, d]
+  return g.op("Gather", [table, inputIds], { axis: 0 }); // [1, T, d]
+}
+
+/** Row-concatenates int4 matrices sharing K (rows are independent in MatMulNBits' layout). */
+function concatInt4(parts: Int4Blocks[]): Int4Blocks {
+  if (parts.length === 1) return parts[0];
+  const k = parts[0].k;
+  for (const p of parts) if (p.k !== k) throw new GraphError(`cannot fuse int4 matrices with K ${p.k} and ${k}`);
+  const n = parts.reduce((a, p) => a + p.n, 0);
+  const zpRow = Math.ceil(Math.ceil(k / 32) / 2); // packed zero-point bytes per row
+  const anyZp = parts.some((p) => p.zeroPoints !== undefined);
+  const data = new Uint8Array(parts.reduce((a, p) => a + p.data.length, 0)); // [N, K/32, 16]
+  const scales = new Float32Array(parts.reduce((a, p) => a + p.scales.length, 0)); // [N * K/32]
+  const zeroPoints = anyZp ? new Uint8Array(n * zpRow) : undefined; // [N, ceil(K/64)]
+  let od = 0;
+  let os = 0;
+  let oz = 0;
+  for (const p of parts) {
+    data.set(p.data, od);
+    scales.set(p.scales, os);
+    // a part without zero points uses the implicit 8 in both nibbles
+    if (zeroPoints !== undefined) zeroPoints.set(p.zeroPoints ?? new Uint8Array(p.n * zpRow).fill(0x88), oz);
+    od += p.data.length;
+    os += p.scales.length;
+    oz += p.n * zpRow;
+  }
+  return { n, k, blockSize: 32, data, scales, zeroPoints };
+}

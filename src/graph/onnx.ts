@@ -1,0 +1,230 @@
+/**
+ * A small ONNX model builder over onnx-buf (ONNX 1.20 protobuf types). Initializers above a few KiB are written
+ * as EXTERNAL DATA to `<model>.data` while the graph is built (so a multi-GB model never sits in one protobuf or
+ * in memory at once); `finish()` writes `<model>` and renames both files into place atomically.
+ */
+import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  StringStringEntryProtoSchema,
+  TensorProtoSchema,
+  TensorProto_DataLocation,
+  TensorProto_DataType,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  ValueInfoProtoSchema,
+  type AttributeProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from "onnx-buf";
+import { GraphError } from "../errors.js";
+
+export type ElemType = "float32" | "float16" | "int64" | "int32" | "uint8";
+/** A dimension: a fixed size or a symbolic name ("T", "past", ...). */
+export type Dim = number | string;
+
+const DATA_TYPE: Record<ElemType, number> = {
+  float32: TensorProto_DataType.FLOAT,
+  float16: TensorProto_DataType.FLOAT16,
+  int64: TensorProto_DataType.INT64,
+  int32: TensorProto_DataType.INT32,
+  uint8: TensorProto_DataType.UINT8,
+};
+
+/** Marks a float attribute (plain numbers are int attributes). */
+export class FloatAttr {
+  constructor(readonly value: number) {}
+}
+export const float = (v: number): FloatAttr => new FloatAttr(v);
+export type Attr = number | number[] | string | FloatAttr | FloatAttr[];
+
+/** Initializers at most this many bytes stay inline in the protobuf. */
+const INLINE_LIMIT = 4096;
+/** External tensors start at multiples of this (page size) so ORT may map them. */
+const EXTERNAL_ALIGN = 4096;
+
+export const MS_DOMAIN = "com.microsoft";
+
+export class OnnxModelBuilder {
+  private readonly nodes: NodeProto[] = [];
+  private readonly initializers: TensorProto[] = [];
+  private readonly inputs: ValueInfoProto[] = [];
+  private readonly outputs: ValueInfoProto[] = [];
+  private readonly names = new Set<string>();
+  private readonly dataTmp: string;
+  private readonly dataName: string;
+  private dataFd: number | undefined;
+  private dataOffset = 0;
+  private counter = 0;
+
+  /** @param modelPath where `finish()` puts the model; its weights go to `modelPath + ".data"`. */
+  constructor(readonly modelPath: string, readonly opset = 21, readonly msOpset = 1) {
+    this.dataName = basename(modelPath) + ".data";
+    this.dataTmp = `${modelPath}.data.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    this.dataFd = openSync(this.dataTmp, "w");
+  }
+
+  /** A fresh value name with the given prefix. */
+  fresh(prefix: string): string {
+    let name = `${prefix}_${this.counter++}`;
+    while (this.names.has(name)) name = `${prefix}_${this.counter++}`;
+    this.names.add(name);
+    return name;
+  }
+
+  input(name: string, type: ElemType, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, type, dims));
+    this.names.add(name);
+    return name;
+  }
+
+  output(name: string, type: ElemType, dims: Dim[]): void {
+    this.outputs.push(valueInfo(name, type, dims));
+  }
+
+  /** A constant tensor. Large ones go to the external data file. Returns its name. */
+  initializer(name: string, type: ElemType, dims: number[], data: ArrayBufferView): string {
+    if (this.dataFd === undefined) throw new GraphError("builder already finished", { file: this.modelPath });
+    const count = dims.reduce((a, b) => a * b, 1);
+    const bytesPer = type === "float32" || type === "int32" ? 4 : type === "int64" ? 8 : type === "float16" ? 2 : 1;
+    if (data.byteLength !== count * bytesPer) {
+      throw new GraphError(`initializer has ${data.byteLength} bytes, expected ${count * bytesPer} for [${dims}]`, {
+        file: this.modelPath,
+        field: name,
+      });
+    }
+    this.names.add(name);
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const t = create(TensorProtoSchema, { name, dataType: DATA_TYPE[type], dims: dims.map(BigInt) });
+    if (data.byteLength <= INLINE_LIMIT) {
+      t.rawData = new Uint8Array(bytes); // own copy, plain ArrayBuffer
+    } else {
+      const start = Math.ceil(this.dataOffset / EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
+      if (start > this.dataOffset) writeSync(this.dataFd, new Uint8Array(start - this.dataOffset));
+      let written = 0;
+      while (written < bytes.length) written += writeSync(this.dataFd, bytes, written, bytes.length - written);
+      this.dataOffset = start + bytes.length;
+      t.dataLocation = TensorProto_DataLocation.EXTERNAL;
+      t.externalData = [
+        create(StringStringEntryProtoSchema, { key: "location", value: this.dataName }),
+        create(StringStringEntryProtoSchema, { key: "offset", value: String(start) }),
+        create(StringStringEntryProtoSchema, { key: "length", value: String(bytes.length) }),
+      ];
+    }
+    this.initializers.push(t);
+    return name;
+  }
+
+  /** Small constant helpers (always inline). */
+  constI64(values: number[], dims: number[] = [values.length]): string {
+    return this.initializer(this.fresh("c_i64"), "int64", dims, BigInt64Array.from(values.map(BigInt)));
+  }
+  constF32(values: number[], dims: number[] = [values.length]): string {
+    return this.initializer(this.fresh("c_f32"), "float32", dims, Float32Array.from(values));
+  }
+
+  /**
+   * Adds a node. `outputs` is a count (fresh names made from the op type) or explicit names ("" = omitted
+   * optional output). Returns the output names.
+   */
+  node(op: string, inputs: string[], outputs: number | string[] = 1, attrs: Record<string, Attr> = {}, domain = ""): string[] {
+    const outs = typeof outputs === "number" ? Array.from({ length: outputs }, () => this.fresh(op)) : outputs;
+    for (const o of outs) if (o !== "") this.names.add(o);
+    const n = create(NodeProtoSchema, {
+      opType: op,
+      domain,
+      name: this.fresh(`n_${op}`),
+      input: inputs,
+      output: outs,
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
+    this.nodes.push(n);
+    return outs;
+  }
+
+  /** Single-output shorthand. */
+  op(op: string, inputs: string[], attrs: Record<string, Attr> = {}, domain = ""): string {
+    return this.node(op, inputs, 1, attrs, domain)[0];
+  }
+
+  /** Writes model + data files (temp + rename, data first). */
+  finish(graphName = "onepass"): void {
+    if (this.dataFd === undefined) throw new GraphError("builder already finished", { file: this.modelPath });
+    closeSync(this.dataFd);
+    this.dataFd = undefined;
+    const model = create(ModelProtoSchema, {
+      irVersion: 10n,
+      producerName: "onepass",
+      opsetImport: [
+        create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(this.opset) }),
+        create(OperatorSetIdProtoSchema, { domain: MS_DOMAIN, version: BigInt(this.msOpset) }),
+      ],
+      graph: create(GraphProtoSchema, {
+        name: graphName,
+        node: this.nodes,
+        initializer: this.initializers,
+        input: this.inputs,
+        output: this.outputs,
+      }),
+    });
+    const bytes = toBinary(ModelProtoSchema, model);
+    const modelTmp = `${this.modelPath}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    try {
+      writeFileSync(modelTmp, bytes);
+      renameSync(this.dataTmp, this.modelPath + ".data");
+      renameSync(modelTmp, this.modelPath);
+    } catch (e) {
+      rmSync(modelTmp, { force: true });
+      rmSync(this.dataTmp, { force: true });
+      throw new GraphError(`cannot write ONNX model: ${(e as Error).message}`, { file: this.modelPath }, { cause: e });
+    }
+  }
+
+  /** Drops the temporary data file (after a failed build). */
+  abort(): void {
+    if (this.dataFd !== undefined) closeSync(this.dataFd);
+    this.dataFd = undefined;
+    if (existsSync(this.dataTmp)) rmSync(this.dataTmp, { force: true });
+  }
+}
+
+function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoProto {
+  const shape = create(TensorShapeProtoSchema, {
+    dim: dims.map((d) =>
+      create(TensorShapeProto_DimensionSchema, {
+        value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
+      }),
+    ),
+  });
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: { case: "tensorType", value: create(TypeProto_TensorSchema, { elemType: DATA_TYPE[type], shape }) },
+    }),
+  });
+}
+
+function attribute(name: string, v: Attr): AttributeProto {
+  if (v instanceof FloatAttr) return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f: v.value });
+  if (typeof v === "string") {
+    return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(v) });
+  }
+  if (typeof v === "number") {
+    if (!Number.isInteger(v)) throw new GraphError(`attribute ${name}=${v} is not an integer (use float())`);
+    return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(v) });
+  }
+  if (v.length > 0 && v[0] instanceof FloatAttr) {
+    return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOATS, floats: (v as FloatAttr[]).map((x) => x.value) });
+  }
+  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: (v as number[]).map(BigInt) });
+}

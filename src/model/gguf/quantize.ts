@@ -1,0 +1,114 @@
+/**
+ * Float32 → ggml storage encoders, matching ggml's reference (scalar) quantisers: f16 with round-to-nearest-even,
+ * Q8_0 (d = amax/127, q = round-half-away(x/d)) and Q4_0 (d = signed max-magnitude / -8,
+ * q = min(15, trunc(x/d + 8.5))). Arithmetic is rounded to float32 at each step, as the C code does.
+ */
+import type { TensorDType } from "../spec.js";
+
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+/** float32 value → IEEE half bits, round to nearest even; overflow → ±Inf, NaN stays NaN. */
+export function f32ToF16(v: number): number {
+  scratchF32[0] = v;
+  const x = scratchU32[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rem > halfway || (rem === halfway && (half & 1) === 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) === 1)) half++; // a carry into the exponent is correct
+  return sign | half;
+}
+
+/** float32 value → bfloat16 bits, round to nearest even (NaN stays NaN). */
+export function f32ToBf16(v: number): number {
+  scratchF32[0] = v;
+  const x = scratchU32[0]!;
+  if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+const fr = Math.fround;
+
+/** Encode float32 values into ggml bytes for `dtype` (f32, f16, bf16, q8_0, q4_0). */
+export function encodeTensor(dtype: TensorDType, x: Float32Array): Uint8Array {
+  switch (dtype) {
+    case "f32":
+      return new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
+    case "f16":
+    case "bf16": {
+      const out = new Uint16Array(x.length); // [n]
+      const enc = dtype === "f16" ? f32ToF16 : f32ToBf16;
+      for (let i = 0; i < x.length; i++) out[i] = enc(x[i]!);
+      return new Uint8Array(out.buffer);
+    }
+    case "q8_0":
+      return quantizeQ8_0(x);
+    case "q4_0":
+      return quantizeQ4_0(x);
+    default:
+      throw new RangeError(`encodeTensor: cannot quantise to ${dtype} (pass raw bytes instead)`);
+  }
+}
+
+/** ggml quantize_row_q8_0_ref. x.length must be a multiple of 32. */
+export function quantizeQ8_0(x: Float32Array): Uint8Array {
+  const blocks = x.length / 32;
+  const out = new Uint8Array(blocks * 34); // [blocks, 34]
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < blocks; b++) {
+    const o = b * 32;
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[o + j]!));
+    const d = fr(amax / 127);
+    const id = d !== 0 ? fr(1 / d) : 0;
+    view.setUint16(b * 34, f32ToF16(d), true);
+    for (let j = 0; j < 32; j++) {
+      const v = fr(x[o + j]! * id);
+      view.setInt8(b * 34 + 2 + j, Math.sign(v) * Math.floor(Math.abs(v) + 0.5));
+    }
+  }
+  return out;
+}
+
+/** ggml quantize_row_q4_0_ref. x.length must be a multiple of 32. */
+export function quantizeQ4_0(x: Float32Array): Uint8Array {
+  const blocks = x.length / 32;
+  const out = new Uint8Array(blocks * 18); // [blocks, 18]
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < blocks; b++) {
+    const o = b * 32;
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = x[o + j]!;
+      if (amax < Math.abs(v)) {
+        amax = Math.abs(v);
+        max = v;
+      }
+    }
+    const d = fr(max / -8);
+    const id = d !== 0 ? fr(1 / d) : 0;
+    view.setUint16(b * 18, f32ToF16(d), true);
+    for (let j = 0; j < 16; j++) {
+      const q0 = Math.min(15, Math.trunc(fr(fr(x[o + j]! * id) + 8.5)));
+      const q1 = Math.min(15, Math.trunc(fr(fr(x[o + 16 + j]! * id) + 8.5)));
+      out[b * 18 + 2 + j] = q0 | (q1 << 4);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,96 @@
+/**
+ * `convertModel`: the library side of `onepass convert`.
+ * - to "hf":   any loadable model (GGUF file or HF folder) → a Hugging Face folder (see export.ts).
+ * - to "onnx": any loadable model → onepass's own decoder graph (model.onnx + model.onnx.data + onepass.json),
+ *              optionally with int4 weights (MatMulNBits, block 32) quantised at build time.
+ */
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { InvalidArgumentError } from "../../errors.js";
+import type { LoadedModel, ModelSpec } from "../spec.js";
+import { loadModel } from "../load.js";
+import { quantizeModelInt4, type Int4Scheme } from "../quantize.js";
+import { writeHfFolder, type HfDType } from "./export.js";
+
+export interface ConvertOptions {
+  to: "hf" | "onnx";
+  /** Output folder (created if needed; files in it are replaced atomically one by one). */
+  out: string;
+  /** to "hf": storage dtype (default f32). */
+  dtype?: HfDType;
+  /** to "onnx": quantise linear weights to int4 at build time. */
+  quantize?: "int4";
+  /** to "onnx" with int4: MatMulNBits accuracy_level (default 4 = int8 activations; 0 = fp32). */
+  accuracyLevel?: 0 | 1 | 2 | 3 | 4;
+  /** to "onnx" with int4: quantisation scheme (default see quantize.ts). */
+  int4Scheme?: Int4Scheme;
+  /** to "onnx" with int4: quantise the LM head too (default false). */
+  int4Head?: boolean;
+  /** to "onnx": add the stacked hidden-state output (default true). */
+  taps?: boolean;
+}
+
+export interface ConvertResult {
+  out: string;
+  /** Files written (absolute or relative as `out` was given). */
+  files: string[];
+  /** Spec of the written model (ropeStyle "half" for HF output). */
+  spec: ModelSpec;
+}
+
+/** Converts the model at `modelPath` (a .gguf file or an HF folder). */
+export async function convertModel(modelPath: string, options: ConvertOptions): Promise<ConvertResult> {
+  if (options.to !== "hf" && options.to !== "onnx") throw new InvalidArgumentError(`--to must be hf or onnx, got ${String(options.to)}`, { field: "to" });
+  if (options.out === undefined || options.out === "") throw new InvalidArgumentError("an output folder is required", { field: "out" });
+  if (options.to === "hf" && options.quantize !== undefined) {
+    throw new InvalidArgumentError("--quantize applies to --to onnx (HF folders hold float weights)", { field: "quantize" });
+  }
+  if (options.to === "onnx" && options.dtype !== undefined && options.dtype !== "f32") {
+    throw new InvalidArgumentError("--dtype applies to --to hf (the ONNX graph computes in f32)", { field: "dtype" });
+  }
+  const model = await loadModel(modelPath);
+  try {
+    if (options.to === "hf") {
+      const files = await writeHfFolder(model, options.out, { dtype: options.dtype, sourcePath: modelPath });
+      return { out: options.out, files, spec: { ...model.spec, ropeStyle: "half" } };
+    }
+    return await writeOnnx(model, modelPath, options);
+  } finally {
+    model.weights.close();
+  }
+}
+
+async function writeOnnx(source: LoadedModel, modelPath: string, options: ConvertOptions): Promise<ConvertResult> {
+  const int4 = options.quantize === "int4";
+  if (options.quantize !== undefined && !int4) throw new InvalidArgumentError(`--quantize must be int4, got ${String(options.quantize)}`, { field: "quantize" });
+  const model = int4 ? quantizeModelInt4(source, { scheme: options.int4Scheme, includeOutput: options.int4Head }) : source;
+  // Imported lazily: model/ sits upstream of graph/ and must not depend on it statically.
+  const graphModule = "../../graph/decoder.js";
+  const { buildDecoderGraph, DECODER_BUILDER_VERSION } = (await import(graphModule)) as typeof import("../../graph/decoder.js");
+  mkdirSync(options.out, { recursive: true });
+  const tmp = mkdtempSync(join(options.out, ".convert-"));
+  try {
+    const accuracyLevel = options.accuracyLevel ?? 4;
+    buildDecoderGraph(model.spec, model.weights, join(tmp, "model.onnx"), { taps: options.taps ?? true, accuracyLevel, int4: true });
+    const manifest = {
+      format: "onepass-decoder",
+      builderVersion: DECODER_BUILDER_VERSION,
+      source: modelPath,
+      sourceFingerprint: source.fingerprint,
+      fingerprint: model.fingerprint,
+      spec: model.spec,
+      taps: options.taps ?? true,
+      quantize: int4 ? { type: "int4", blockSize: 32, scheme: options.int4Scheme ?? "symmetric", accuracyLevel, lmHead: options.int4Head ?? false } : null,
+    };
+    writeFileSync(join(tmp, "onepass.json"), JSON.stringify(manifest, null, 2) + "\n");
+    const files: string[] = [];
+    for (const name of ["model.onnx.data", "model.onnx", "onepass.json"]) {
+      if (!existsSync(join(tmp, name))) continue;
+      renameSync(join(tmp, name), join(options.out, name));
+      files.push(join(options.out, name));
+    }
+    return { out: options.out, files, spec: model.spec };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,33 @@
+/** Flag parsing shared by the probe commands (train, eval, classify). */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { InvalidArgumentError } from "../errors.js";
+
+export function parseFlags<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T, usage: string): Record<string, string | boolean | undefined> {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
+  }
+}
+
+/** A numeric flag, or InvalidArgumentError naming it. */
+export function numFlag(name: string, value: string | undefined, o: { int?: boolean; min?: number; max?: number } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isFinite(n) || (o.int === true && !Number.isInteger(n)) || (o.min !== undefined && n < o.min) || (o.max !== undefined && n > o.max)) {
+    const range = o.min !== undefined || o.max !== undefined ? ` in [${o.min ?? "-∞"}, ${o.max ?? "∞"}]` : "";
+    throw new InvalidArgumentError(`expects ${o.int === true ? "an integer" : "a number"}${range}, got '${value}'`, { field: `--${name}` });
+  }
+  return n;
+}
+
+export function oneOf<T extends string>(name: string, value: string | undefined, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new InvalidArgumentError(`expects one of ${allowed.join("|")}, got '${value}'`, { field: `--${name}` });
+  return value as T;
+}
+
+export function required<T>(name: string, value: T | undefined, usage: string): T {
+  if (value === undefined) throw new InvalidArgumentError(`--${name} is required\n\n${usage}`, { field: `--${name}` });
+  return value;
+}

@@ -1,0 +1,165 @@
+/**
+ * Matrix products for the probe autograd. Large float32 products go through an ONNX Runtime MatMul session
+ * (dynamic shapes, broadcasting over a leading group axis); small or float64 products use a plain JS loop.
+ * Why ORT: JS loops reach 0.4–2.5 GFLOP/s, ORT's MatMul 100–300 GFLOP/s on this machine (NOTES-ENGINE.md).
+ */
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  OperatorSetIdProtoSchema,
+  TensorProto_DataType,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  ValueInfoProtoSchema,
+} from "onnx-buf";
+import * as ort from "onnxruntime-node";
+import { GraphError } from "../errors.js";
+
+export type FloatArray = Float32Array | Float64Array;
+
+/** Products with fewer multiply-adds than this run in JS: an ORT call costs ≈18 µs idle, far more on a loaded 2-core machine (async hop to its thread pool). */
+export const ORT_MIN_MACS = 1 << 18;
+
+function valueInfo(name: string, dims: string[]) {
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: "tensorType",
+        value: create(TypeProto_TensorSchema, {
+          elemType: TensorProto_DataType.FLOAT,
+          shape: create(TensorShapeProtoSchema, {
+            dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimParam", value: d } })),
+          }),
+        }),
+      },
+    }),
+  });
+}
+
+/** ONNX model bytes for C = op(A) · op(B), op = optional transpose of the last two axes; rank-3 inputs. */
+function matmulModel(transA: boolean, transB: boolean): Uint8Array {
+  const nodes = [];
+  let a = "A";
+  let b = "B";
+  const perm = create(AttributeProtoSchema, { name: "perm", type: AttributeProto_AttributeType.INTS, ints: [0n, 2n, 1n] });
+  if (transA) {
+    nodes.push(create(NodeProtoSchema, { opType: "Transpose", input: ["A"], output: ["At"], attribute: [perm] }));
+    a = "At";
+  }
+  if (transB) {
+    nodes.push(create(NodeProtoSchema, { opType: "Transpose", input: ["B"], output: ["Bt"], attribute: [perm] }));
+    b = "Bt";
+  }
+  nodes.push(create(NodeProtoSchema, { opType: "MatMul", input: [a, b], output: ["C"] }));
+  const graph = create(GraphProtoSchema, {
+    name: "probe_matmul",
+    node: nodes,
+    input: [valueInfo("A", ["ga", "a1", "a2"]), valueInfo("B", ["gb", "b1", "b2"])],
+    output: [valueInfo("C", ["gc", "m", "n"])],
+  });
+  const model = create(ModelProtoSchema, {
+    irVersion: 8n,
+    producerName: "onepass-probe",
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 17n })],
+    graph,
+  });
+  return toBinary(ModelProtoSchema, model);
+}
+
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+function session(transA: boolean, transB: boolean): Promise<ort.InferenceSession> {
+  const key = `${transA ? 1 : 0}${transB ? 1 : 0}`;
+  let s = sessions.get(key);
+  if (s === undefined) {
+    s = ort.InferenceSession.create(matmulModel(transA, transB), {
+      graphOptimizationLevel: "all",
+      executionMode: "sequential",
+    }).catch((err: unknown) => {
+      throw new GraphError(`cannot create the probe MatMul session: ${String(err)}`, { field: "MatMul" }, { cause: err });
+    });
+    sessions.set(key, s);
+  }
+  return s;
+}
+
+/** Counters for benchmarks: multiply-adds and calls routed to ORT vs JS. */
+export const kernelStats = { ortMacs: 0, ortCalls: 0, ortMs: 0, jsMacs: 0, jsCalls: 0 };
+
+export interface GemmShape {
+  /** Groups of A (B has `groupsB` ∈ {1, groups}: broadcast when 1). */
+  groups: number;
+  groupsB: number;
+  m: number;
+  k: number;
+  n: number;
+  /** A stored as [G, K, M] (use its transpose). */
+  transA?: boolean;
+  /** B stored as [Gb, N, K] (use its transpose). */
+  transB?: boolean;
+}
+
+/** C [G, M, N] = op(A) [G, M, K] · op(B) [G|1, K, N], plain loops (float64-exact for gradient checks). */
+export function gemmJs<T extends FloatArray>(s: GemmShape, a: T, b: T, out: T): T {
+  const { groups, groupsB, m, k, n } = s;
+  const transA = s.transA === true;
+  const transB = s.transB === true;
+  out.fill(0);
+  for (let g = 0; g < groups; g++) {
+    const ao = g * m * k;
+    const bo = (groupsB === 1 ? 0 : g) * k * n;
+    const co = g * m * n;
+    for (let i = 0; i < m; i++) {
+      for (let p = 0; p < k; p++) {
+        const av = transA ? a[ao + p * m + i] : a[ao + i * k + p];
+        if (av === 0) continue;
+        const crow = co + i * n;
+        if (transB) {
+          for (let j = 0; j < n; j++) out[crow + j] += av * b[bo + j * k + p];
+        } else {
+          const brow = bo + p * n;
+          for (let j = 0; j < n; j++) out[crow + j] += av * b[brow + j];
+        }
+      }
+    }
+  }
+  kernelStats.jsMacs += groups * m * k * n;
+  kernelStats.jsCalls++;
+  return out;
+}
+
+/** C [G, M, N] = op(A) · op(B); float32 through ORT above ORT_MIN_MACS, else JS. */
+export async function gemm<T extends FloatArray>(s: GemmShape, a: T, b: T): Promise<T> {
+  const macs = s.groups * s.m * s.k * s.n;
+  const make = (len: number): T => (a instanceof Float64Array ? new Float64Array(len) : new Float32Array(len)) as T;
+  if (!(a instanceof Float32Array) || macs < ORT_MIN_MACS || forceJs) {
+    return gemmJs(s, a, b, make(s.groups * s.m * s.n));
+  }
+  const sess = await session(s.transA === true, s.transB === true);
+  const dimsA = s.transA ? [s.groups, s.k, s.m] : [s.groups, s.m, s.k];
+  const dimsB = s.transB ? [s.groupsB, s.n, s.k] : [s.groupsB, s.k, s.n];
+  const t0 = performance.now();
+  const res = await sess.run({
+    A: new ort.Tensor("float32", a as Float32Array, dimsA),
+    B: new ort.Tensor("float32", b as Float32Array, dimsB),
+  });
+  kernelStats.ortMs += performance.now() - t0;
+  kernelStats.ortMacs += macs;
+  kernelStats.ortCalls++;
+  const c = res["C"];
+  if (c === undefined) throw new GraphError("probe MatMul session returned no output", { field: "C" });
+  return c.data as T;
+}
+
+let forceJs = false;
+/** Route every product through the JS loops (for tests and benchmarks comparing the two). */
+export function setForceJsKernel(on: boolean): void {
+  forceJs = on;
+}

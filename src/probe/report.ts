@@ -1,0 +1,118 @@
+/**
+ * Evaluation of a probe on labelled hidden states, and a self-contained HTML report with inline SVG plots:
+ * layer weights per class, PR curve, ROC curve, confusion matrix, calibration (reliability) diagram.
+ */
+import type { Probe } from "./probe.js";
+import { makeBatch } from "./batch.js";
+import { Tape } from "./autograd.js";
+import {
+  argmaxRows, calibrationBins, confusionMatrix, evaluate, prCurve, rocCurve, thresholdPredictions, type MetricReport,
+} from "./metrics.js";
+import { softmaxRows } from "./probe.js";
+import type { ExampleSource } from "./train.js";
+
+export interface Evaluation {
+  metrics: MetricReport;
+  /** [N, C] */
+  probs: Float32Array;
+  /** [N] */
+  labels: Int32Array;
+  /** [N] predicted class (threshold applied for binary tasks). */
+  preds: Int32Array;
+  /** [C][L+1] mean layer-gate weights over the examples of each true class (scoring probes only). */
+  layerWeightsByClass?: number[][];
+}
+
+/** Runs the probe over every example (batched) and scores it. */
+export async function evaluateProbe(probe: Probe, src: ExampleSource, options: { threshold?: number; batchSize?: number; onProgress?: (done: number) => void } = {}): Promise<Evaluation> {
+  const C = probe.shape.classes, L1 = probe.shape.layers, bs = options.batchSize ?? 32;
+  const probs = new Float32Array(src.size * C); // [N, C]
+  const labels = Int32Array.from({ length: src.size }, (_, i) => src.labels[i]); // [N]
+  const gateSums = probe.config.kind === "scoring" ? Array.from({ length: C }, () => new Float64Array(L1)) : undefined; // [C][L+1]
+  const counts = new Array<number>(C).fill(0);
+  for (let s = 0; s < src.size; s += bs) {
+    const e = Math.min(src.size, s + bs);
+    const hs = [];
+    for (let i = s; i < e; i++) hs.push(src.get(i));
+    const tape = new Tape("f32", false);
+    const { logits, layerWeights } = await probe.forward(tape, makeBatch(hs));
+    probs.set(softmaxRows(logits.data, C), s * C);
+    for (let i = s; i < e; i++) {
+      counts[labels[i]]++;
+      if (gateSums !== undefined && layerWeights !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights.data[(i - s) * L1 + l];
+    }
+    options.onProgress?.(e);
+  }
+  const metrics = evaluate(labels, probs, C, options.threshold);
+  const preds = C === 2 && options.threshold !== undefined
+    ? thresholdPredictions(Float64Array.from({ length: src.size }, (_, i) => probs[2 * i + 1]), options.threshold)
+    : argmaxRows(probs, C);
+  const layerWeightsByClass = gateSums?.map((row, c) => Array.from(row, (v) => (counts[c] > 0 ? v / counts[c] : 0)));
+  return { metrics, probs, labels, preds, layerWeightsByClass };
+}
+
+const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const W = 360, H = 260, M = 40;
+
+function axes(xLabel: string, yLabel: string, xMax = 1, yMax = 1): string {
+  const ticks = [0, 0.25, 0.5, 0.75, 1];
+  return [
+    `<line x1="${M}" y1="${H - M}" x2="${W - 10}" y2="${H - M}" stroke="#000"/><line x1="${M}" y1="10" x2="${M}" y2="${H - M}" stroke="#000"/>`,
+    ...ticks.map((t) => `<text x="${M + t * (W - M - 10)}" y="${H - M + 14}" font-size="10" text-anchor="middle">${+(t * xMax).toFixed(2)}</text>`),
+    ...ticks.map((t) => `<text x="${M - 4}" y="${H - M - t * (H - M - 10) + 3}" font-size="10" text-anchor="end">${+(t * yMax).toFixed(2)}</text>`),
+    `<text x="${(W + M) / 2}" y="${H - 6}" font-size="11" text-anchor="middle">${esc(xLabel)}</text>`,
+    `<text x="12" y="${H / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${H / 2})">${esc(yLabel)}</text>`,
+  ].join("");
+}
+
+function polyline(xs: number[], ys: number[], color: string, xMax = 1, yMax = 1, dash = ""): string {
+  const pts = xs.map((x, i) => `${(M + (x / xMax) * (W - M - 10)).toFixed(1)},${(H - M - (ys[i] / yMax) * (H - M - 10)).toFixed(1)}`).join(" ");
+  return `<polyline fill="none" stroke="${color}" stroke-width="1.5" ${dash ? `stroke-dasharray="${dash}"` : ""} points="${pts}"/>`;
+}
+
+function svg(title: string, body: string): string {
+  return `<figure><figcaption>${esc(title)}</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">${body}</svg></figure>`;
+}
+
+function legend(names: string[]): string {
+  return names.map((n, i) => `<rect x="${W - 110}" y="${14 + i * 14}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${W - 96}" y="${23 + i * 14}" font-size="10">${esc(n)}</text>`).join("");
+}
+
+/** A standalone HTML page (no external resources). */
+export function reportHtml(ev: Evaluation, info: { title: string; labelNames: string[]; probeDir?: string; featuresDir?: string; meta?: object }): string {
+  const C = info.labelNames.length;
+  const figs: string[] = [];
+  if (ev.layerWeightsByClass !== undefined) {
+    const L1 = ev.layerWeightsByClass[0].length;
+    const yMax = Math.max(1e-9, ...ev.layerWeightsByClass.flat());
+    const body = axes("layer (0 = embeddings)", "mean layer weight", L1 - 1, yMax) + ev.layerWeightsByClass.map((row, c) => polyline(row.map((_, l) => l), row, COLORS[c % COLORS.length], Math.max(1, L1 - 1), yMax)).join("") + legend(info.labelNames);
+    figs.push(svg("Layer-gate weights per true class", body));
+  }
+  if (C === 2) {
+    const scores = Float64Array.from({ length: ev.labels.length }, (_, i) => ev.probs[2 * i + 1]);
+    const pr = prCurve(ev.labels, scores);
+    figs.push(svg(`Precision–recall (AUPRC ${ev.metrics.auprc?.toFixed(3)})`, axes("recall", "precision") + polyline([0, ...pr.recall], [pr.precision[0] ?? 1, ...pr.precision], COLORS[0])));
+    const roc = rocCurve(ev.labels, scores);
+    figs.push(svg(`ROC (AUC ${ev.metrics.rocAuc?.toFixed(3)})`, axes("false-positive rate", "true-positive rate") + polyline([0, 1], [0, 1], "#aaa", 1, 1, "4 3") + polyline(roc.fpr, roc.tpr, COLORS[0])));
+  }
+  const cal = calibrationBins(ev.labels, ev.probs, C);
+  const bw = (W - M - 10) / cal.count.length;
+  const bars = cal.accuracy.map((a, b) => (cal.count[b] > 0 ? `<rect x="${(M + b * bw + 1).toFixed(1)}" y="${(H - M - a * (H - M - 10)).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(a * (H - M - 10)).toFixed(1)}" fill="${COLORS[0]}" opacity="0.7"><title>n=${cal.count[b]}, conf ${cal.confidence[b].toFixed(3)}</title></rect>` : "")).join("");
+  figs.push(svg(`Calibration (ECE ${ev.metrics.ece.toFixed(3)}, 15 bins)`, axes("confidence", "accuracy") + bars + polyline([0, 1], [0, 1], "#aaa", 1, 1, "4 3")));
+  const cm = confusionMatrix(ev.labels, ev.preds, C);
+  const cell = Math.min(60, (W - M - 10) / C), maxc = Math.max(1, ...cm.flat());
+  const cmBody = cm.map((row, i) => row.map((v, j) => `<rect x="${M + j * cell}" y="${20 + i * cell}" width="${cell}" height="${cell}" fill="rgba(31,119,180,${(v / maxc).toFixed(3)})" stroke="#fff"/><text x="${M + (j + 0.5) * cell}" y="${20 + (i + 0.5) * cell + 4}" font-size="11" text-anchor="middle">${v}</text>`).join("")).join("")
+    + info.labelNames.map((n, i) => `<text x="${M - 4}" y="${20 + (i + 0.5) * cell + 4}" font-size="10" text-anchor="end">${esc(n.slice(0, 6))}</text><text x="${M + (i + 0.5) * cell}" y="${14}" font-size="10" text-anchor="middle">${esc(n.slice(0, 6))}</text>`).join("");
+  figs.push(svg("Confusion matrix (rows: true, columns: predicted)", cmBody));
+  const rows = Object.entries(ev.metrics).filter(([, v]) => v !== undefined).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(4)) : esc(String(v))}</td></tr>`).join("");
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(info.title)}</title>
+<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:1em}figcaption{font-weight:bold;font-size:13px}table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}</style></head><body>
+<h1>${esc(info.title)}</h1>
+<p>probe: ${esc(info.probeDir ?? "")} — features: ${esc(info.featuresDir ?? "")} — ${ev.labels.length} examples</p>
+<table>${rows}</table>
+${figs.join("\n")}
+${info.meta !== undefined ? `<details><summary>probe.json</summary><pre>${esc(JSON.stringify(info.meta, null, 2))}</pre></details>` : ""}
+</body></html>
+`;
+}

@@ -1,0 +1,333 @@
+/**
+ * Probe training: AdamW (β 0.9/0.999), cosine schedule with linear warm-up, mini-batches, at most N epochs,
+ * early stopping on a validation metric, optional class weights; fully reproducible given a seed.
+ */
+import type { HiddenStates } from "../engine/hidden.js";
+import { InvalidArgumentError } from "../errors.js";
+import { Tape, Tensor } from "./autograd.js";
+import { makeBatch } from "./batch.js";
+import { evaluate, chooseThreshold, type MetricReport } from "./metrics.js";
+import { Probe, softmaxRows, type ProbeConfig } from "./probe.js";
+import { Rng } from "./rng.js";
+
+/** Labelled hidden states, e.g. an opened feature cache (FeatureCache fits this shape) or arrays in memory. */
+export interface ExampleSource {
+  readonly size: number;
+  /** [N] label ids */
+  readonly labels: ArrayLike<number>;
+  get(i: number): HiddenStates;
+}
+
+/** A subset of a source by index. */
+export function subset(src: ExampleSource, indices: readonly number[]): ExampleSource {
+  return { size: indices.length, labels: Int32Array.from(indices, (i) => src.labels[i]), get: (i) => src.get(indices[i]) };
+}
+
+/** In-memory source. */
+export function arraySource(hidden: readonly HiddenStates[], labels: ArrayLike<number>): ExampleSource {
+  if (hidden.length !== labels.length) throw new InvalidArgumentError(`${hidden.length} examples but ${labels.length} labels`, { field: "labels" });
+  return { size: hidden.length, labels: Int32Array.from(labels as ArrayLike<number>), get: (i) => hidden[i] };
+}
+
+export type SelectionMetric = "accuracy" | "f1" | "macro-f1";
+
+export interface TrainOptions {
+  /** Peak learning rate (default 1e-3). */
+  lr?: number;
+  /** Default 32. */
+  batchSize?: number;
+  /** AdamW decoupled weight decay (default 0.01). */
+  weightDecay?: number;
+  /** Maximum epochs (default 10). */
+  epochs?: number;
+  /** Fraction of the steps spent in linear warm-up (default 0.06). */
+  warmup?: number;
+  /** Stop after this many epochs without a better validation metric (default 3). */
+  patience?: number;
+  /** Validation metric: "f1" (binary, positive class 1), "accuracy", "macro-f1". Default: f1 if binary, else accuracy. */
+  metric?: SelectionMetric;
+  /** Per-class loss weights, or "balanced" (N / (C·n_c)). */
+  classWeights?: number[] | "balanced";
+  seed?: number;
+  /** Validation set; when absent, a stratified `valFraction` of train (default 0.1), seeded. */
+  validation?: ExampleSource;
+  valFraction?: number;
+  /** Binary: choose the decision threshold on validation for max F1 (default) or a target FPR. */
+  targetFpr?: number;
+  /** Called after each optimiser step and each epoch. */
+  onProgress?: (p: TrainProgress) => void;
+}
+
+export interface TrainProgress {
+  epoch: number;
+  step: number;
+  totalSteps: number;
+  examples: number;
+  loss: number;
+  /** Set at epoch ends. */
+  valMetric?: number;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  trainLoss: number;
+  valMetric: number;
+}
+
+export interface TrainResult {
+  probe: Probe;
+  /** Best validation metric value (the early-stopping criterion). */
+  valMetric: number;
+  metric: SelectionMetric;
+  /** Metrics of the restored (best) probe on validation. */
+  validation: MetricReport;
+  /** Binary tasks: decision threshold on P(class 1). */
+  threshold?: number;
+  bestEpoch: number;
+  history: EpochRecord[];
+  /** Training examples processed per second (forward + backward + update). */
+  examplesPerSecond: number;
+  hyper: ResolvedTrainOptions;
+}
+
+export interface ResolvedTrainOptions {
+  lr: number;
+  batchSize: number;
+  weightDecay: number;
+  epochs: number;
+  warmup: number;
+  patience: number;
+  metric: SelectionMetric;
+  seed: number;
+  classWeights?: number[];
+}
+
+/** Seeded stratified split: about `fraction` of each class goes to validation (at least one if it has two). */
+export function stratifiedSplit(labels: ArrayLike<number>, fraction: number, seed: number): { train: number[]; val: number[] } {
+  const rng = new Rng(seed ^ 0x5eed);
+  const byClass = new Map<number, number[]>();
+  for (let i = 0; i < labels.length; i++) {
+    const c = labels[i];
+    if (!byClass.has(c)) byClass.set(c, []);
+    byClass.get(c)!.push(i);
+  }
+  const train: number[] = [], val: number[] = [];
+  for (const c of [...byClass.keys()].sort((a, b) => a - b)) {
+    const idx = rng.shuffle(byClass.get(c)!.slice());
+    const k = idx.length >= 2 ? Math.max(1, Math.round(idx.length * fraction)) : 0;
+    val.push(...idx.slice(0, k));
+    train.push(...idx.slice(k));
+  }
+  return { train: train.sort((a, b) => a - b), val: val.sort((a, b) => a - b) };
+}
+
+/** Learning rate at step t (0-based) of `total`: linear warm-up, then cosine decay to 0. */
+export function cosineLr(peak: number, t: number, total: number, warmupFraction: number): number {
+  const warm = Math.max(1, Math.ceil(total * warmupFraction));
+  if (t < warm) return (peak * (t + 1)) / warm;
+  const p = (t - warm) / Math.max(1, total - warm);
+  return peak * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, p)));
+}
+
+/** AdamW with decoupled weight decay (Loshchilov & Hutter), β = (0.9, 0.999), ε = 1e-8. */
+export class AdamW {
+  private readonly m = new Map<Tensor, Float64Array>();
+  private readonly v = new Map<Tensor, Float64Array>();
+  private t = 0;
+  constructor(
+    private readonly params: Tensor[],
+    private readonly weightDecay: number,
+    private readonly beta1 = 0.9,
+    private readonly beta2 = 0.999,
+    private readonly eps = 1e-8,
+  ) {
+    for (const p of params) {
+      this.m.set(p, new Float64Array(p.size)); // same shape as p
+      this.v.set(p, new Float64Array(p.size));
+    }
+  }
+  step(lr: number): void {
+    this.t++;
+    const c1 = 1 - this.beta1 ** this.t, c2 = 1 - this.beta2 ** this.t;
+    for (const p of this.params) {
+      const g = p.grad;
+      if (g === null) continue;
+      const m = this.m.get(p)!, v = this.v.get(p)!;
+      const decay = 1 - lr * this.weightDecay;
+      for (let i = 0; i < p.size; i++) {
+        m[i] = this.beta1 * m[i] + (1 - this.beta1) * g[i];
+        v[i] = this.beta2 * v[i] + (1 - this.beta2) * g[i] * g[i];
+        p.data[i] = p.data[i] * decay - (lr * (m[i] / c1)) / (Math.sqrt(v[i] / c2) + this.eps);
+      }
+    }
+  }
+  zeroGrad(): void {
+    for (const p of this.params) p.grad = null;
+  }
+}
+
+function classCount(src: ExampleSource): number {
+  let max = 0;
+  for (let i = 0; i < src.size; i++) max = Math.max(max, src.labels[i]);
+  return max + 1;
+}
+
+/** Aggregated vectors [N, d] of a non-trainable aggregator (pooling, fixed): computed once, reused every epoch. */
+async function precompute(probe: Probe, src: ExampleSource, batchSize: number): Promise<Float32Array> {
+  const d = probe.shape.dim;
+  const out = new Float32Array(src.size * d); // [N, d]
+  for (let s = 0; s < src.size; s += batchSize) {
+    const hs: HiddenStates[] = [];
+    for (let i = s; i < Math.min(src.size, s + batchSize); i++) hs.push(src.get(i));
+    const tape = new Tape("f32", false);
+    const { v } = await probe.aggregator.forward(tape, makeBatch(hs));
+    out.set(v.data, s * d);
+  }
+  return out;
+}
+
+/** The probe's class probabilities [N, C] on a source (uses precomputed vectors when given). */
+async function probabilities(probe: Probe, src: ExampleSource, batchSize: number, pre?: Float32Array): Promise<Float32Array> {
+  const C = probe.shape.classes, d = probe.shape.dim;
+  const out = new Float32Array(src.size * C); // [N, C]
+  for (let s = 0; s < src.size; s += batchSize) {
+    const e = Math.min(src.size, s + batchSize);
+    const tape = new Tape("f32", false);
+    let logits: Tensor;
+    if (pre !== undefined) logits = await probe.head(tape, tape.constant([e - s, d], pre.subarray(s * d, e * d)));
+    else {
+      const hs: HiddenStates[] = [];
+      for (let i = s; i < e; i++) hs.push(src.get(i));
+      logits = (await probe.forward(tape, makeBatch(hs))).logits;
+    }
+    out.set(softmaxRows(logits.data, C), s * C);
+  }
+  return out;
+}
+
+function metricValue(r: MetricReport, metric: SelectionMetric): number {
+  return metric === "f1" ? r.f1 ?? r.macroF1 : metric === "macro-f1" ? r.macroF1 : r.accuracy;
+}
+
+/**
+ * Trains one probe. Without `options.validation`, a stratified split of `train` is held out. The returned
+ * probe holds the weights of the best validation epoch.
+ */
+export async function trainProbe(
+  config: ProbeConfig,
+  train: ExampleSource,
+  options: TrainOptions & { classes?: number } = {},
+): Promise<TrainResult> {
+  if (train.size < 2) throw new InvalidArgumentError(`need at least 2 training examples, got ${train.size}`, { field: "train" });
+  const seed = options.seed ?? 0;
+  let trainSet = train;
+  let valSet = options.validation;
+  if (valSet === undefined) {
+    const split = stratifiedSplit(train.labels, options.valFraction ?? 0.1, seed);
+    trainSet = subset(train, split.train);
+    valSet = subset(train, split.val);
+  }
+  if (valSet.size === 0) throw new InvalidArgumentError("validation set is empty", { field: "validation" });
+  const C = options.classes ?? Math.max(classCount(train), classCount(valSet), 2);
+  const first = trainSet.get(0);
+  const hyper: ResolvedTrainOptions = {
+    lr: options.lr ?? 1e-3,
+    batchSize: options.batchSize ?? 32,
+    weightDecay: options.weightDecay ?? 0.01,
+    epochs: options.epochs ?? 10,
+    warmup: options.warmup ?? 0.06,
+    patience: options.patience ?? 3,
+    metric: options.metric ?? (C === 2 ? "f1" : "accuracy"),
+    seed,
+  };
+  for (const [k, v] of Object.entries({ lr: hyper.lr, batchSize: hyper.batchSize, epochs: hyper.epochs })) {
+    if (!(v > 0) || !Number.isFinite(v)) throw new InvalidArgumentError(`${k} must be a positive number, got ${v}`, { field: k });
+  }
+  if (options.classWeights === "balanced") {
+    const counts = new Array<number>(C).fill(0);
+    for (let i = 0; i < trainSet.size; i++) counts[trainSet.labels[i]]++;
+    hyper.classWeights = counts.map((n) => (n > 0 ? trainSet.size / (C * n) : 0));
+  } else if (options.classWeights !== undefined) {
+    if (options.classWeights.length !== C) throw new InvalidArgumentError(`${options.classWeights.length} class weights for ${C} classes`, { field: "classWeights" });
+    hyper.classWeights = options.classWeights.slice();
+  }
+
+  const probe = new Probe(config, { layers: first.layers, dim: first.dim, classes: C }, { seed });
+  const params = [...probe.params().values()].filter((p) => probe.aggregator.trainable || p.name!.startsWith("head."));
+  const opt = new AdamW(params, hyper.weightDecay);
+  const rng = new Rng(seed * 7919 + 17);
+  const B = hyper.batchSize;
+  const stepsPerEpoch = Math.ceil(trainSet.size / B);
+  const totalSteps = stepsPerEpoch * hyper.epochs;
+  const preTrain = probe.aggregator.trainable ? undefined : await precompute(probe, trainSet, 64);
+  const preVal = probe.aggregator.trainable ? undefined : await precompute(probe, valSet, 64);
+  const d = probe.shape.dim;
+
+  let best = -Infinity, bestEpoch = 0, step = 0, seen = 0, trainMs = 0;
+  let bestState = snapshot(params);
+  const history: EpochRecord[] = [];
+  const order = Array.from({ length: trainSet.size }, (_, i) => i);
+  for (let epoch = 1; epoch <= hyper.epochs; epoch++) {
+    rng.shuffle(order);
+    let lossSum = 0;
+    const t0 = performance.now();
+    for (let s = 0; s < order.length; s += B) {
+      const idx = order.slice(s, s + B);
+      const labels = idx.map((i) => trainSet.labels[i]);
+      const tape = new Tape("f32");
+      let logits: Tensor;
+      if (preTrain !== undefined) {
+        const v = new Float32Array(idx.length * d); // [B, d]
+        idx.forEach((i, r) => v.set(preTrain.subarray(i * d, (i + 1) * d), r * d));
+        logits = await probe.head(tape, tape.constant([idx.length, d], v));
+      } else {
+        logits = (await probe.forward(tape, makeBatch(idx.map((i) => trainSet.get(i))))).logits;
+      }
+      const loss = tape.crossEntropy(logits, labels, hyper.classWeights);
+      opt.zeroGrad();
+      await tape.backward(loss);
+      opt.step(cosineLr(hyper.lr, step, totalSteps, hyper.warmup));
+      step++;
+      seen += idx.length;
+      lossSum += loss.data[0] * idx.length;
+      options.onProgress?.({ epoch, step, totalSteps, examples: seen, loss: loss.data[0] });
+    }
+    trainMs += performance.now() - t0;
+    const probs = await probabilities(probe, valSet, 64, preVal);
+    const value = metricValue(evaluate(valSet.labels, probs, C), hyper.metric);
+    history.push({ epoch, trainLoss: lossSum / trainSet.size, valMetric: value });
+    options.onProgress?.({ epoch, step, totalSteps, examples: seen, loss: lossSum / trainSet.size, valMetric: value });
+    if (value > best) {
+      best = value;
+      bestEpoch = epoch;
+      bestState = snapshot(params);
+    } else if (epoch - bestEpoch >= hyper.patience) break;
+  }
+  restore(params, bestState);
+  const probs = await probabilities(probe, valSet, 64, preVal);
+  const threshold = C === 2 ? chooseThreshold(valSet.labels, Float64Array.from({ length: valSet.size }, (_, i) => probs[2 * i + 1]), { targetFpr: options.targetFpr }) : undefined;
+  return {
+    probe,
+    valMetric: best,
+    metric: hyper.metric,
+    validation: evaluate(valSet.labels, probs, C, threshold),
+    threshold,
+    bestEpoch,
+    history,
+    examplesPerSecond: seen / Math.max(trainMs / 1000, 1e-9),
+    hyper,
+  };
+}
+
+function snapshot(params: Tensor[]): Float32Array[] {
+  return params.map((p) => Float32Array.from(p.data));
+}
+
+function restore(params: Tensor[], state: Float32Array[]): void {
+  params.forEach((p, i) => p.data.set(state[i]));
+}
+
+/** Class probabilities [N, C] of a trained probe on a source. */
+export async function predictSource(probe: Probe, src: ExampleSource, batchSize = 32): Promise<Float32Array> {
+  return probabilities(probe, src, batchSize);
+}

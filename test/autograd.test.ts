@@ -1,0 +1,143 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Tape, Tensor } from "../src/probe/autograd.js";
+import { gemm, gemmJs, kernelStats } from "../src/probe/kernel.js";
+import { Rng } from "../src/probe/rng.js";
+import { Probe, type ProbeConfig } from "../src/probe/probe.js";
+import { makeBatch } from "../src/probe/batch.js";
+import { HiddenStates } from "../src/engine/hidden.js";
+
+const rng = new Rng(1234);
+
+function randTensor(shape: number[], requiresGrad = true, scale = 1): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return new Tensor(shape, Float64Array.from({ length: n }, () => rng.normal() * scale), requiresGrad);
+}
+
+/**
+ * Central finite differences vs the tape's gradient for every element of every input (float64).
+ * The loss is Σ R ⊙ f(inputs) with a fixed random R, so every output element matters.
+ */
+async function gradCheck(name: string, inputs: Tensor[], f: (tape: Tape) => Promise<Tensor> | Tensor, eps = 1e-6): Promise<void> {
+  let weights: Float64Array | null = null;
+  const lossOf = async (record: boolean): Promise<{ loss: Tensor; tape: Tape }> => {
+    const tape = new Tape("f64", record);
+    const out = await f(tape);
+    if (weights === null) weights = Float64Array.from({ length: out.size }, () => rng.normal());
+    const loss = tape.sum(tape.mul(out, tape.constant(out.shape, weights)));
+    return { loss, tape };
+  };
+  for (const x of inputs) x.grad = null;
+  const { loss, tape } = await lossOf(true);
+  await tape.backward(loss);
+  let worst = 0;
+  for (const [k, x] of inputs.entries()) {
+    assert.ok(x.grad !== null, `${name}: input ${k} got no gradient`);
+    for (let i = 0; i < x.size; i++) {
+      const keep = x.data[i];
+      x.data[i] = keep + eps;
+      const up = (await lossOf(false)).loss.data[0];
+      x.data[i] = keep - eps;
+      const down = (await lossOf(false)).loss.data[0];
+      x.data[i] = keep;
+      const numeric = (up - down) / (2 * eps);
+      const analytic = x.grad![i];
+      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(numeric) + Math.abs(analytic), 1e-6);
+      worst = Math.max(worst, rel);
+      assert.ok(rel < 1e-3, `${name}: input ${k}[${i}] analytic ${analytic} vs numeric ${numeric} (rel ${rel})`);
+    }
+  }
+  assert.ok(worst < 1e-3);
+}
+
+test("matmul gradients (2-D, batched, broadcast B, transposed B)", async () => {
+  const a2 = randTensor([3, 4]), b2 = randTensor([4, 5]);
+  await gradCheck("matmul2d", [a2, b2], (t) => t.matmul(a2, b2));
+  const a3 = randTensor([2, 3, 4]), b3 = randTensor([2, 4, 5]);
+  await gradCheck("bmm", [a3, b3], (t) => t.matmul(a3, b3));
+  const bb = randTensor([4, 5]);
+  await gradCheck("bmm-broadcast", [a3, bb], (t) => t.matmul(a3, bb));
+  const bt = randTensor([2, 5, 4]);
+  await gradCheck("bmm-transB", [a3, bt], (t) => t.matmul(a3, bt, { transB: true }));
+  const btb = randTensor([5, 4]);
+  await gradCheck("bmm-transB-broadcast", [a3, btb], (t) => t.matmul(a3, btb, { transB: true }));
+});
+
+test("elementwise, bias, reshape/permute gradients", async () => {
+  const a = randTensor([2, 3, 4]), bias = randTensor([4]);
+  await gradCheck("add-bias", [a, bias], (t) => t.add(a, bias));
+  await gradCheck("tanh", [a], (t) => t.tanh(a));
+  await gradCheck("exp", [a], (t) => t.exp(t.scale(a, 0.5)));
+  const b = randTensor([2, 3, 4]);
+  await gradCheck("mul", [a, b], (t) => t.mul(a, b));
+  const p = randTensor([2, 3, 4, 5]);
+  await gradCheck("permute", [p], (t) => t.permute(t.reshape(p, [2, 3, 4, 5]), [0, 2, 1, 3]));
+  await gradCheck("permute-3", [p], (t) => t.permute(p, [3, 1, 0, 2]));
+});
+
+test("masked softmax and masked mean/max pooling gradients", async () => {
+  const mask = Uint8Array.from([1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0]); // [3, 4]
+  const s = randTensor([2, 3, 4]);
+  await gradCheck("softmax-masked", [s], (t) => t.softmax(s, { mask, maskRows: 3, rowsPerMask: 1 }));
+  await gradCheck("softmax", [s], (t) => t.softmax(s));
+  const x = randTensor([6, 4, 5]); // [G, T, d], group g uses mask row g % 3
+  await gradCheck("pool-mean", [x], (t) => t.pool(x, "mean", { mask, maskRows: 3, rowsPerMask: 1 }));
+  await gradCheck("pool-max", [x], (t) => t.pool(x, "max", { mask, maskRows: 3, rowsPerMask: 1 }));
+  // masked entries get exactly zero probability and zero gradient
+  const tape = new Tape("f64");
+  const y = tape.softmax(s, { mask, maskRows: 3, rowsPerMask: 1 });
+  assert.equal(y.data[3], 0);
+  assert.ok(Math.abs(y.data[0] + y.data[1] + y.data[2] - 1) < 1e-12);
+});
+
+test("scaled dot-product attention and cross-entropy (weighted) gradients", async () => {
+  const q = randTensor([4, 3, 2]), k = randTensor([4, 3, 2]), v = randTensor([4, 3, 2]);
+  const mask = Uint8Array.from([1, 1, 0, 1, 1, 1]); // [2, 3]: rows of group g use batch floor(g/(2·3)) % 2
+  await gradCheck("sdpa", [q, k, v], async (t) => {
+    const sc = t.scale(await t.matmul(q, k, { transB: true }), 1 / Math.sqrt(2));
+    const p = t.softmax(sc, { mask, maskRows: 2, rowsPerMask: 6 });
+    return t.matmul(p, v);
+  });
+  const logits = randTensor([5, 3]);
+  const labels = [0, 2, 1, 2, 0];
+  await gradCheck("ce", [logits], (t) => t.crossEntropy(logits, labels));
+  await gradCheck("ce-weighted", [logits], (t) => t.crossEntropy(logits, labels, [0.5, 2, 1]));
+  // value: hand-computed for one row
+  const tape = new Tape("f64");
+  const ce = tape.crossEntropy(tape.constant([1, 2], Float64Array.from([0, Math.log(3)])), [1]);
+  assert.ok(Math.abs(ce.data[0] - -Math.log(0.75)) < 1e-12);
+});
+
+function randomHidden(layers: number, tokens: number, dim: number): HiddenStates {
+  return new HiddenStates(layers, tokens, dim, Float32Array.from({ length: layers * tokens * dim }, () => rng.normal()));
+}
+
+for (const config of [
+  { kind: "scoring" },
+  { kind: "mha", heads: 2, downcast: 2, pool: "mean" },
+  { kind: "mha", heads: 2, downcast: 2, pool: "max" },
+  { kind: "pooling", pool: "mean" },
+  { kind: "pooling", pool: "max" },
+  { kind: "fixed", layer: 1, token: "mean" },
+] as ProbeConfig[]) {
+  test(`aggregator gradients: ${JSON.stringify(config)} on padded batch`, async () => {
+    const probe = new Probe(config, { layers: 3, dim: 8, classes: 3 }, { seed: 5, dtype: "f64" });
+    const params = [...probe.params().values()];
+    for (const p of params) for (let i = 0; i < p.size; i++) p.data[i] = rng.normal() * 0.5;
+    const batch = makeBatch([randomHidden(3, 4, 8), randomHidden(3, 2, 8), randomHidden(3, 3, 8)], "f64");
+    await gradCheck(`probe ${config.kind}`, params, async (t) => (await probe.forward(t, batch)).logits);
+  });
+}
+
+test("ORT MatMul kernel equals the JS loops (all transpose/broadcast variants)", async () => {
+  for (const [transA, transB, groupsB] of [[false, false, 3], [false, true, 1], [true, false, 3], [true, true, 1]] as const) {
+    const s = { groups: 3, groupsB, m: 64, k: 64, n: 48, transA, transB };
+    const a = Float32Array.from({ length: 3 * 64 * 64 }, () => rng.normal());
+    const b = Float32Array.from({ length: groupsB * 64 * 48 }, () => rng.normal());
+    const before = kernelStats.ortCalls;
+    const c = await gemm(s, a, b);
+    assert.equal(kernelStats.ortCalls, before + 1, "large float32 product should go through ORT");
+    const r = gemmJs(s, Float64Array.from(a), Float64Array.from(b), new Float64Array(3 * 64 * 48));
+    for (let i = 0; i < c.length; i++) assert.ok(Math.abs(c[i] - r[i]) < 1e-3 * (1 + Math.abs(r[i])), `${transA}${transB} [${i}]`);
+  }
+});

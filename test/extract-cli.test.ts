@@ -1,0 +1,86 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadDataset } from "../src/data/datasets.js";
+import { openFeatureCache } from "../src/data/features.js";
+import { Engine } from "../src/engine/engine.js";
+
+const CLI = "dist/src/cli/main.js";
+const DATA = "test/fixtures/palma2025/sst2_test.csv";
+const N = 120;
+
+function stored(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let n = 0;
+  for (const f of readdirSync(dir)) if (f.includes(".idx.jsonl")) n += readFileSync(join(dir, f), "utf8").split("\n").length - 1;
+  return n;
+}
+
+function cli(args: string[], killAt?: { dir: string; n: number }): Promise<{ code: number | null; stderr: string; killed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    let killed = false;
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = killAt && setInterval(() => {
+      if (stored(killAt.dir) >= killAt.n) {
+        killed = child.kill("SIGKILL");
+        clearInterval(timer);
+      }
+    }, 5);
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      if (timer) clearInterval(timer);
+      resolve({ code, stderr, killed });
+    });
+  });
+}
+
+test("onepass extract with stories260K: size estimate, SIGKILL + resume, cache equals engine.forward hidden states", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "onepass-extract-"));
+  const out = join(dir, "cache");
+  try {
+    const args = ["extract", "--data", DATA, "--limit", String(N), "--shard-size", "16", "--max-tokens", "24", "--threads", "1", "--out", out];
+    const first = await cli(args, { dir: out, n: 40 });
+    assert.ok(first.killed, `the run ended before it was killed: ${first.stderr}`);
+    assert.match(first.stderr, /estimated size ≈ [\d.]+ (KiB|MiB)/);
+    const second = await cli(args);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /done, 120 examples \((\d+) were already there\)/);
+    const resumedFrom = Number(/\((\d+) were already there\)/.exec(second.stderr)![1]);
+    assert.ok(resumedFrom >= 40 && resumedFrom < N, second.stderr);
+    assert.ok(!readdirSync(out).some((f) => f.endsWith(".part") || f.endsWith(".tmp") || f === "lock"));
+
+    // Bad arguments fail with a message, not a stack trace.
+    const bad = await cli(["extract", "--data", DATA, "--out", out, "--mode", "sparse"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--mode must be full or summary/);
+
+    const cache = openFeatureCache(out);
+    const ds = await loadDataset({ files: [{ path: DATA }], limit: N });
+    assert.equal(cache.size, N);
+    assert.deepEqual([...cache.labels], ds.examples.map((e) => e.label));
+    const engine = await Engine.load(undefined, { taps: true, threads: 1 });
+    try {
+      assert.equal(cache.manifest.model.fingerprint, engine.fingerprint);
+      assert.equal(cache.manifest.model.layers, engine.spec.layers + 1);
+      for (let i = 0; i < N; i += 7) {
+        const ids = engine.promptTokens({ prompt: ds.examples[i].text }).slice(0, 24);
+        const want = (await engine.forward(ids, { hidden: true })).hidden!;
+        const got = cache.get(i);
+        assert.deepEqual([got.layers, got.tokens, got.dim], [want.layers, want.tokens, want.dim], `example ${i}`);
+        for (let k = 0; k < want.data.length; k++) {
+          const x = want.data[k];
+          assert.ok(Math.abs(got.data[k] - x) <= Math.abs(x) * 2 ** -11 + 2 ** -25, `example ${i} value ${k}: ${got.data[k]} vs ${x}`);
+        }
+      }
+    } finally {
+      await engine.dispose();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

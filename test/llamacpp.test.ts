@@ -1,0 +1,58 @@
+// node-llama-cpp (llama.cpp, pinned 3.21.1) as the oracle: the same GGUF file, the same prompt token ids,
+// greedy decoding; onepass must pick the same next token at every step.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { getLlama, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
+import { Engine } from "../src/engine/engine.js";
+
+const MODEL = "assets/stories260K.gguf";
+const PROMPTS = ["Once upon a time", "The little dog ran to the park and", "Tom and Sue were friends. One day", "She said, \"I"];
+const STEPS = 64;
+
+let engine: Engine;
+let llama: Llama;
+let oracle: LlamaModel;
+let cacheDir: string;
+
+before(async () => {
+  cacheDir = mkdtempSync(join(tmpdir(), "onepass-llamacpp-test-"));
+  engine = await Engine.load(MODEL, { cacheDir, threads: 1 });
+  llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
+  oracle = await llama.loadModel({ modelPath: MODEL });
+});
+after(async () => {
+  await engine?.dispose();
+  await oracle?.dispose();
+  await llama?.dispose();
+  rmSync(cacheDir, { recursive: true, force: true });
+});
+
+/** llama.cpp's greedy continuation of `prompt` (token ids), `steps` tokens, EOS included if it comes. */
+async function llamaGreedy(prompt: number[], steps: number): Promise<number[]> {
+  const context = await oracle.createContext({ contextSize: 256, threads: 1 });
+  try {
+    const sequence = context.getSequence();
+    const out: number[] = [];
+    for await (const token of sequence.evaluate(prompt as Token[], { temperature: 0 })) {
+      out.push(token);
+      if (out.length >= steps || token === oracle.tokens.eos) break;
+    }
+    return out;
+  } finally {
+    await context.dispose();
+  }
+}
+
+test(`greedy tokens equal llama.cpp's for ${PROMPTS.length} prompts × ${STEPS} tokens`, async () => {
+  for (const text of PROMPTS) {
+    const prompt = engine.tokenizer.encode(text);
+    const expected = await llamaGreedy(prompt, STEPS);
+    const r = await engine.generate({ prompt, maxTokens: STEPS, temperature: 0 }).result;
+    const ours = r.finishReason === "eos" ? [...r.tokens, engine.tokenizer.eosTokenIds[0]] : r.tokens;
+    assert.deepEqual(ours, expected, `prompt ${JSON.stringify(text)}`);
+    assert.ok(ours.length === STEPS || r.finishReason === "eos");
+  }
+});

@@ -1,0 +1,80 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Probe } from "../src/probe/probe.js";
+import { loadProbe, saveProbe } from "../src/probe/artifact.js";
+import { ModelMismatchError, ProbeError } from "../src/errors.js";
+import { Rng } from "../src/probe/rng.js";
+import { plantedTask } from "./probe-synthetic.js";
+
+const FP = "a".repeat(64);
+const task = plantedTask(8, { layers: 4, dim: 16, layer: 1, position: 0, seed: 3 });
+
+function randomized(probe: Probe, seed: number): Probe {
+  const rng = new Rng(seed);
+  for (const p of probe.params().values()) for (let i = 0; i < p.size; i++) p.data[i] = rng.normal() * 0.3;
+  return probe;
+}
+
+test("save → load gives identical predictions and metadata (scoring, mha, pooling, fixed)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-"));
+  try {
+    for (const config of [{ kind: "scoring" }, { kind: "mha", heads: 2, downcast: 4, pool: "max" }, { kind: "pooling", pool: "max" }, { kind: "fixed", layer: 2, token: "mean" }] as const) {
+      const probe = randomized(new Probe(config, { layers: 4, dim: 16, classes: 3 }, { seed: 1 }), 9);
+      const out = join(dir, config.kind);
+      saveProbe(out, probe, { labelNames: ["a", "b", "c"], model: { fingerprint: FP, layers: 3, dim: 16 }, threshold: undefined });
+      const loaded = loadProbe(out, { expectFingerprint: FP });
+      assert.deepEqual(loaded.meta.config, probe.config);
+      assert.deepEqual(loaded.meta.labelNames, ["a", "b", "c"]);
+      assert.equal(loaded.meta.parameterCount.aggregator, probe.parameterCount());
+      const a = await probe.predictBatch(task.hidden), b = await loaded.probe.predictBatch(task.hidden);
+      assert.deepEqual(Array.from(b), Array.from(a));
+      // saving again over the folder replaces it atomically (no temp folders left behind)
+      saveProbe(out, probe, { labelNames: ["a", "b", "c"], model: { fingerprint: FP, layers: 3, dim: 16 } });
+    }
+    assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith(".")), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loading against another model's fingerprint → ModelMismatchError naming probe.json and the field", () => {
+  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-"));
+  try {
+    const probe = new Probe({ kind: "scoring" }, { layers: 4, dim: 16, classes: 2 });
+    saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, layers: 3, dim: 16 }, threshold: 0.4 });
+    assert.equal(loadProbe(dir).meta.threshold, 0.4);
+    assert.throws(
+      () => loadProbe(dir, { expectFingerprint: "b".repeat(64) }),
+      (e: unknown) => e instanceof ModelMismatchError && e.file === join(dir, "probe.json") && e.field === "model.fingerprint",
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("malformed probe folders → ProbeError naming file and field", () => {
+  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-"));
+  try {
+    assert.throws(() => loadProbe(join(dir, "nope")), ProbeError);
+    const probe = new Probe({ kind: "scoring" }, { layers: 4, dim: 16, classes: 2 });
+    saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, layers: 3, dim: 16 } });
+    const json = join(dir, "probe.json");
+    const good = readFileSync(json, "utf8");
+    writeFileSync(json, good.replace('"neg"', "17"));
+    assert.throws(() => loadProbe(dir), (e: unknown) => e instanceof ProbeError && e.field === "labelNames" && e.file === json);
+    writeFileSync(json, good.replace('"dim": 16', '"dim": 8'));
+    assert.throws(() => loadProbe(dir), (e: unknown) => e instanceof ProbeError && e.field === "scoring.token_gate");
+    writeFileSync(json, good.slice(0, 40));
+    assert.throws(() => loadProbe(dir), (e: unknown) => e instanceof ProbeError && e.file === json);
+    writeFileSync(json, good);
+    const w = join(dir, "weights.safetensors");
+    writeFileSync(w, readFileSync(w).subarray(0, 100));
+    assert.throws(() => loadProbe(dir), (e: unknown) => e instanceof ProbeError && e.file === w);
+    assert.ok(existsSync(json));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
