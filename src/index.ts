@@ -8,7 +8,7 @@ export type { ModelSummary } from "./model/load.js";
 export { loadGguf, readGgufHeader } from "./model/gguf/index.js";
 export type { GgufHeader, GgufMetadataEntry, GgufTensorEntry } from "./model/gguf/index.js";
 export { fingerprintFile } from "./model/fingerprint.js";
-export { writeGguf, writeRandomModel } from "./model/gguf/index.js";
+export { writeGguf, writeRandomModel, randomModelContents } from "./model/gguf/index.js";
 export type { WriteGgufOptions, TensorInput, MetadataInput, TypedMetadataValue, RandomModelOptions } from "./model/gguf/index.js";
 export {
   tokenizerFromGguf,
@@ -71,3 +71,4 @@ export type {
 export { engineSource, type EngineSourceOptions } from "./data/source.js";
 export { encodeF16, decodeF16, f32ToF16Bits, f16BitsToF32 } from "./data/fp16.js";
 export { ProgressBar, formatDuration, type ProgressOptions, type ProgressStream } from "./cli/progress.js";
+export * from "./probe/index.js";

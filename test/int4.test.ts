@@ -202,3 +202,19 @@ test("int4 accuracy cost vs F32 (teacher-forced greedy, 5 prompts × 64 tokens)"
   assert.ok(q.meanErr > 1e-3 && q.meanErr < 0.5, `mean |Δlogit| ${q.meanErr}`);
   assert.ok(s.meanErr > 1e-3, `stories mean |Δlogit| ${s.meanErr}`);
 });
+
+test("exact GGUF Q4_0 blocks pass through unchanged instead of being re-quantised", async () => {
+  const { writeRandomModel } = await import("../src/model/gguf/writer.js");
+  const path = join(root, "q4.gguf");
+  writeRandomModel(path, { architecture: "llama", layers: 1, dim: 64, heads: 4, kvHeads: 4, ffnDim: 96, vocabSize: 300, dtype: "q4_0", seed: 3 });
+  const m = await loadModel(path);
+  try {
+    const native = m.weights.readInt4?.("blk.0.ffn_up.weight");
+    assert.ok(native !== undefined, "the GGUF source offers Q4_0 blocks");
+    const wrapped = quantizeWeightsInt4(m.weights).readInt4("blk.0.ffn_up.weight")!;
+    assert.deepEqual(wrapped.data, native.data);
+    assert.deepEqual(wrapped.scales, native.scales);
+  } finally {
+    m.weights.close();
+  }
+});

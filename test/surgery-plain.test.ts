@@ -13,6 +13,8 @@ import * as ort from "onnxruntime-node";
 import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";
 import { GraphError } from "../src/errors.js";
+import { f16ToF32 } from "../src/model/gguf/dequant.js";
+import { f32ToF16 } from "../src/model/gguf/quantize.js";
 
 const V = 16; // vocab
 const D = 8; // width
@@ -92,11 +94,18 @@ function reference(w: Weights, tokens: number[]): { hidden: Float64Array[]; logi
 type NormForm = "div" | "div-opset12" | "cast-reciprocal" | "mul-square-div-one" | "rmsnorm23";
 
 /** Writes the tiny decoder with every RMSNorm in the given form; no hidden-state output. */
-function writeGraph(path: string, w: Weights, form: NormForm): void {
+/**
+ * Writes the tiny decoder with every RMSNorm in the given form; no hidden-state output. `half`: float16 weights
+ * and residual stream, norms computed in float32 between Casts (as torch exports fp16 models). `exposeTaps`:
+ * also output the expected tap tensors (cast to float32) as tap_0 .. tap_L.
+ */
+function writeGraph(path: string, w: Weights, form: NormForm, { half = false, exposeTaps = false } = {}): void {
   const b = new OnnxModelBuilder(path, form === "rmsnorm23" ? 23 : form === "div-opset12" ? 12 : 21);
   const ids = b.input("input_ids", "int64", ["batch_size", "sequence_length"]); // [B, T]
   b.input("attention_mask", "int64", ["batch_size", "total_sequence_length"]); // [B, T] (unused, Optimum has it)
-  const f32 = (name: string, dims: number[], data: Float32Array) => b.initializer(name, "float32", dims, data);
+  const f32 = (name: string, dims: number[], data: Float32Array) =>
+    half ? b.initializer(name, "float16", dims, Uint16Array.from(data, (v) => f32ToF16(v))) : b.initializer(name, "float32", dims, data);
+  const expected: string[] = [];
   const norm = (x: string, weight: string): string => {
     if (form === "rmsnorm23") return b.op("RMSNormalization", [x, weight], { axis: -1, epsilon: float(EPS) }); // [B, T, D]
     const xc = form === "cast-reciprocal" ? b.op("Cast", [x], { to: 1 }) : x; // [B, T, D] float32
@@ -107,11 +116,12 @@ function writeGraph(path: string, w: Weights, form: NormForm): void {
     const s = b.op("Sqrt", [b.op("Add", [mean, b.constF32([EPS], [])])]); // [B, T, 1]
     let y: string;
     if (form === "div" || form === "div-opset12") y = b.op("Div", [xc, s]); // [B, T, D]
-    else if (form === "cast-reciprocal") y = b.op("Cast", [b.op("Mul", [xc, b.op("Reciprocal", [s])])], { to: 1 }); // [B, T, D]
+    else if (form === "cast-reciprocal") y = b.op("Cast", [b.op("Mul", [xc, b.op("Reciprocal", [s])])], { to: half ? 10 : 1 }); // [B, T, D]
     else y = b.op("Mul", [xc, b.op("Div", [b.constF32([1], []), s])]); // [B, T, D]
     return form === "cast-reciprocal" ? b.op("Mul", [weight, y]) : b.op("Mul", [y, weight]); // [B, T, D]
   };
   let x = b.op("Gather", [f32("model.embed_tokens.weight", [V, D], w.embed), ids], { axis: 0 }); // [B, T, D]
+  expected.push(x);
   for (let l = 0; l < L; l++) {
     const attn = b.op("MatMul", [norm(x, f32(`l${l}.input_layernorm`, [D], w.norms[2 * l])), f32(`l${l}.attn`, [D, D], w.attn[l])]); // [B, T, D]
     x = l % 2 === 0 ? b.op("Add", [x, attn]) : b.op("Add", [attn, x]); // [B, T, D] both operand orders occur in exports
@@ -119,10 +129,18 @@ function writeGraph(path: string, w: Weights, form: NormForm): void {
     const act = b.op("Mul", [up, b.op("Sigmoid", [up])]); // [B, T, 2D]
     const down = b.op("MatMul", [act, f32(`l${l}.down`, [2 * D, D], w.down[l])]); // [B, T, D]
     x = b.op("Add", [x, down]); // [B, T, D]
+    if (l + 1 < L) expected.push(x);
   }
   const final = norm(x, f32("model.norm.weight", [D], w.norms[2 * L])); // [B, T, D]
+  expected.push(final);
   b.node("MatMul", [final, f32("lm_head", [D, V], w.head)], ["logits"]); // [B, T, V]
-  b.output("logits", "float32", ["batch_size", "sequence_length", V]);
+  b.output("logits", half ? "float16" : "float32", ["batch_size", "sequence_length", V]);
+  if (exposeTaps) {
+    expected.forEach((t, l) => {
+      b.node("Cast", [t], [`tap_${l}`], { to: 1 }); // [B, T, D] float32
+      b.output(`tap_${l}`, "float32", ["batch_size", "sequence_length", D]);
+    });
+  }
   b.finish();
 }
 
@@ -158,6 +176,47 @@ for (const form of ["div", "div-opset12", "cast-reciprocal", "mul-square-div-one
     }
   });
 }
+
+test("float16 plain-op decoder (Casts around float32 norms): taps are the right tensors, widened to float32", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-plain-"));
+  try {
+    const w = makeWeights();
+    const path = join(dir, "model.onnx");
+    const exposed = join(dir, "exposed.onnx");
+    writeGraph(path, w, "cast-reciprocal", { half: true });
+    writeGraph(exposed, w, "cast-reciprocal", { half: true, exposeTaps: true });
+    const tapped = tapOnnxFile(path, undefined, { layers: L, dim: D });
+    assert.equal(tapped.stream.embeddingElemType, 10); // FLOAT16
+    const tokens = [1, 2, 14, 8];
+    const T = tokens.length;
+    const feeds = {
+      input_ids: new ort.Tensor("int64", BigInt64Array.from(tokens.map(BigInt)), [1, T]), // [1, T]
+      attention_mask: new ort.Tensor("int64", new BigInt64Array(T).fill(1n), [1, T]), // [1, T]
+    };
+    const s1 = await ort.InferenceSession.create(tapped.path);
+    const s2 = await ort.InferenceSession.create(exposed);
+    const a = await s1.run(feeds);
+    const b = await s2.run(feeds);
+    await s1.release();
+    await s2.release();
+    assert.equal(a.hidden_states.type, "float32");
+    assert.deepEqual(a.hidden_states.dims, [L + 1, 1, T, D]);
+    const h = a.hidden_states.data as Float32Array; // [L+1, 1, T, D]
+    const ref = reference(w, tokens);
+    for (let l = 0; l <= L; l++) {
+      const exact = b[`tap_${l}`].data as Float32Array; // [1, T, D]
+      for (let i = 0; i < T * D; i++) {
+        assert.equal(h[l * T * D + i], exact[i], `layer ${l} value ${i}`);
+        // and close to the float64 reference, to float16 precision
+        assert.ok(Math.abs(h[l * T * D + i] - ref.hidden[l][i]) <= 2e-2 * (1 + Math.abs(ref.hidden[l][i])), `layer ${l} value ${i} vs reference`);
+      }
+    }
+    const logits = a.logits.data as Uint16Array; // [1, T, V] float16
+    for (let i = 0; i < T * V; i++) assert.ok(Math.abs(f16ToF32(logits[i]) - ref.logits[i]) <= 3e-2 * (1 + Math.abs(ref.logits[i])));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test("plain-op decoder whose final norm is not an RMSNorm fails with a GraphError", () => {
   const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-plain-"));

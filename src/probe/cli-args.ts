@@ -2,9 +2,21 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError } from "../errors.js";
 
-export function parseFlags<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T, usage: string): Record<string, string | boolean | undefined> {
+/** Parsed flags: `s(name)` for string flags, `b(name)` for boolean ones. */
+export class Flags {
+  constructor(private readonly values: Record<string, unknown>) {}
+  s(name: string): string | undefined {
+    const v = this.values[name];
+    return typeof v === "string" ? v : undefined;
+  }
+  b(name: string): boolean {
+    return this.values[name] === true;
+  }
+}
+
+export function parseFlags(argv: string[], options: NonNullable<ParseArgsConfig["options"]>, usage: string): Flags {
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
+    return new Flags(parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values);
   } catch (err) {
     throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
   }

@@ -3,6 +3,9 @@ import { convertCommand } from "./convert.js";
 import { extractCommand } from "./extract.js";
 import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
+import { trainCommand } from "./train.js";
+import { evalCommand } from "./eval.js";
+import { classifyCommand } from "./classify.js";
 
 /** Every command, in the order `onepass --help` lists them. */
-export const commands: Command[] = [generateCommand, inspectCommand, convertCommand, extractCommand];
+export const commands: Command[] = [generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand];

@@ -1,0 +1,21 @@
+/** Public probe API (re-exported from src/index.ts). */
+export { Probe, softmaxRows, type ProbeConfig, type ProbeKind, type ProbeShape } from "./probe.js";
+export type { PoolKind } from "./aggregators/pooling.js";
+export type { FixedToken } from "./aggregators/fixed.js";
+export type { Aggregator, AggregateOut } from "./aggregators/types.js";
+export { makeBatch, type ProbeBatch } from "./batch.js";
+export { Tape, Tensor as ProbeTensor, type DType as ProbeDType, type RowMask } from "./autograd.js";
+export { gemm, gemmJs, kernelStats, setForceJsKernel, ORT_MIN_MACS, type GemmShape } from "./kernel.js";
+export {
+  trainProbe, predictSource, arraySource, subset, stratifiedSplit, cosineLr, AdamW,
+  type ExampleSource, type TrainOptions, type TrainResult, type TrainProgress, type EpochRecord, type SelectionMetric, type ResolvedTrainOptions,
+} from "./train.js";
+export { searchProbe, sampleTrial, meanStd, SEARCH_SPACE, type SearchOptions, type SearchResult, type Trial } from "./search.js";
+export {
+  accuracy, macroF1, binaryF1, classScores, confusionMatrix, averagePrecision, rocAuc, rocCurve, prCurve, ece, calibrationBins,
+  chooseThreshold, thresholdPredictions, evaluate, argmaxRows, type MetricReport, type ClassScores,
+} from "./metrics.js";
+export { saveProbe, loadProbe, PROBE_JSON, PROBE_WEIGHTS, type ProbeMeta, type ProbeMetaInput, type ProbeModelInfo, type LoadedProbe } from "./artifact.js";
+export { evaluateProbe, reportHtml, type Evaluation } from "./report.js";
+export { cacheSource } from "./cache-source.js";
+export { Rng as ProbeRng } from "./rng.js";
