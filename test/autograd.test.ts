@@ -141,3 +141,53 @@ test("ORT MatMul kernel equals the JS loops (all transpose/broadcast variants)",
     for (let i = 0; i < c.length; i++) assert.ok(Math.abs(c[i] - r[i]) < 1e-3 * (1 + Math.abs(r[i])), `${transA}${transB} [${i}]`);
   }
 });
+
+test("fused ORT attention equals the composite tape ops (values and gradients, with padding)", async () => {
+  const { attention, setFusedAttention } = await import("../src/probe/sdpa.js");
+  const dims = { G: 4, B: 4, T: 24, H: 2, hd: 8 }; // G·B·H·T·T = 18,432 ≥ the fused threshold
+  const n = dims.G * dims.B * dims.T * dims.H * dims.hd;
+  const mk = () => new Tensor([dims.G, dims.B, dims.T, dims.H, dims.hd], Float32Array.from({ length: n }, () => rng.normal()), true);
+  const mask = new Uint8Array(dims.B * dims.T).fill(1);
+  mask.fill(0, 0 * 24 + 5, 24); // prompt 0 has 5 tokens
+  mask.fill(0, 2 * 24 + 9, 3 * 24); // prompt 2 has 9
+  const R = Float32Array.from({ length: n }, () => rng.normal());
+  const run = async (fused: boolean) => {
+    setFusedAttention(fused);
+    const q = mk(), k = mk(), v = mk();
+    const fresh = [q, k, v].map((t, i) => { t.data.set(inputs[i]); return t; });
+    const tape = new Tape("f32");
+    const o = await attention(tape, fresh[0], fresh[1], fresh[2], { ...dims }, mask);
+    await tape.backward(tape.sum(tape.mul(o, tape.constant(o.shape, R))));
+    setFusedAttention(true);
+    return [o.data, ...fresh.map((t) => t.grad!)];
+  };
+  const inputs = [0, 1, 2].map(() => Float32Array.from({ length: n }, () => rng.normal()));
+  const before = kernelStats.ortCalls;
+  const fused = await run(true);
+  assert.equal(kernelStats.ortCalls, before + 2, "forward + backward through the fused kernel");
+  const plain = await run(false);
+  for (let j = 0; j < 4; j++) {
+    for (let i = 0; i < n; i++) assert.ok(Math.abs(fused[j][i] - plain[j][i]) < 1e-4 * (1 + Math.abs(plain[j][i])), `output ${j} [${i}]: ${fused[j][i]} vs ${plain[j][i]}`);
+  }
+});
+
+test("MHA mean pooling before the output projection equals pooling after it (the paper's order)", async () => {
+  const probe = new Probe({ kind: "mha", heads: 2, downcast: 2, pool: "mean" }, { layers: 3, dim: 8, classes: 2 }, { seed: 3, dtype: "f64" });
+  const batch = makeBatch([randomHidden(3, 4, 8), randomHidden(3, 2, 8)], "f64");
+  const tape = new Tape("f64", false);
+  const fast = (await probe.forward(tape, batch)).v; // [B, d]
+  // Reference: projection back to d for every token, then masked mean, in both stages.
+  const { attention } = await import("../src/probe/sdpa.js");
+  const agg = probe.aggregator as import("../src/probe/aggregators/mha.js").MhaAggregator;
+  const block = async (x: Tensor, w: typeof agg.tokenBlock, G: number, B: number, T: number, mask?: Uint8Array) => {
+    const q = await tape.matmul(x, w.q), k = await tape.matmul(x, w.k), v = await tape.matmul(x, w.v);
+    const ctx = await attention(tape, q, k, v, { G, B, T, H: 2, hd: 2 }, mask);
+    const out = await tape.matmul(tape.reshape(ctx, [G, B * T, 4]), w.o);
+    return tape.pool(tape.reshape(out, [G * B, T, 8]), "mean", mask && { mask, maskRows: B, rowsPerMask: 1 });
+  };
+  const x = tape.reshape(tape.constant([3, 2, 4, 8], batch.x), [3, 2 * 4, 8]);
+  const s1 = await block(x, agg.tokenBlock, 3, 2, 4, batch.mask);
+  const byPrompt = tape.permute(tape.reshape(s1, [3, 2, 8]), [1, 0, 2]);
+  const ref = await block(tape.reshape(byPrompt, [1, 2 * 3, 8]), agg.layerBlock, 1, 2, 3);
+  for (let i = 0; i < ref.size; i++) assert.ok(Math.abs(fast.data[i] - ref.data[i]) < 1e-12, `[${i}] ${fast.data[i]} vs ${ref.data[i]}`);
+});

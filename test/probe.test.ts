@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Probe } from "../src/probe/probe.js";
+import { Probe, type ProbeConfig } from "../src/probe/probe.js";
 import { arraySource, trainProbe, predictSource, stratifiedSplit, cosineLr } from "../src/probe/train.js";
 import { accuracy, argmaxRows } from "../src/probe/metrics.js";
 import { plantedTask } from "./probe-synthetic.js";
@@ -79,4 +79,27 @@ test("stratified split keeps class ratios and is seeded; cosine schedule shape",
   assert.ok(Math.abs(cosineLr(1, 9, 100, 0.1) - 1) < 1e-12);
   assert.ok(Math.abs(cosineLr(1, 55, 100, 0.1) - 0.5) < 1e-12);
   assert.ok(cosineLr(1, 99, 100, 0.1) < 0.001);
+});
+
+test("pooling and fixed aggregators compute the hand-computed vectors (padding ignored)", async () => {
+  const { HiddenStates } = await import("../src/engine/hidden.js");
+  const { Tape } = await import("../src/probe/autograd.js");
+  const { makeBatch } = await import("../src/probe/batch.js");
+  // two layers, d = 2; prompt A has 3 tokens, prompt B 1 token (padded to 3 in the batch)
+  const a = new HiddenStates(2, 3, 2, Float32Array.from([1, 2, 3, -4, 5, 0, /* layer 1 */ -1, 7, 2, 2, 0, 1]));
+  const b = new HiddenStates(2, 1, 2, Float32Array.from([-9, -8, /* layer 1 */ 4, -3]));
+  const batch = makeBatch([a, b]);
+  const v = async (config: ProbeConfig) => Array.from((await new Probe(config, { layers: 2, dim: 2, classes: 2 }).aggregator.forward(new Tape("f32", false), batch)).v.data);
+  // mean: layer means A: [3, -2/3], [1/3, 10/3] → mean over layers [5/3, 4/3]; B: [-9,-8],[4,-3] → [-2.5, -5.5]
+  const mean = await v({ kind: "pooling", pool: "mean" });
+  [5 / 3, 4 / 3, -2.5, -5.5].forEach((x, i) => assert.ok(Math.abs(mean[i] - x) < 1e-6, `mean[${i}] ${mean[i]}`));
+  // max: layer maxes A: [5, 2], [2, 7] → [5, 7]; B: [-9, -8], [4, -3] → [4, -3] (padding zeros never win)
+  assert.deepEqual(await v({ kind: "pooling", pool: "max" }), [5, 7, 4, -3]);
+  assert.deepEqual(await v({ kind: "fixed", layer: 1, token: "last" }), [0, 1, 4, -3]);
+  assert.deepEqual(await v({ kind: "fixed", layer: 0, token: "last" }), [5, 0, -9, -8]);
+  // scoring gates start at w = 0: uniform attention over real tokens and layers = mean pooling
+  const sc = await v({ kind: "scoring" });
+  mean.forEach((x, i) => assert.ok(Math.abs(sc[i] - x) < 1e-6, `scoring[${i}] ${sc[i]}`));
+  const fm = await v({ kind: "fixed", layer: 1, token: "mean" });
+  [1 / 3, 10 / 3, 4, -3].forEach((x, i) => assert.ok(Math.abs(fm[i] - x) < 1e-6));
 });

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { loadModel } from "../src/model/load.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import { referenceForward } from "../src/reference/forward.js";
-import { ContextOverflowError } from "../src/errors.js";
+import { ContextOverflowError, InvalidArgumentError } from "../src/errors.js";
 import type { LoadedModel } from "../src/model/spec.js";
 import type { DecoderSession } from "../src/engine/types.js";
 import { readGgufHeader } from "../src/model/gguf/index.js";
@@ -143,4 +143,48 @@ test("a prompt past the context window throws ContextOverflowError naming contex
     return true;
   });
   assert.equal(session.pastLength, 3, "a rejected run leaves the cache untouched");
+});
+
+test("bad calls fail with typed errors naming the field", async () => {
+  session.reset();
+  await assert.rejects(session.forward([1, model.spec.vocabSize]), (e: unknown) => {
+    assert.ok(e instanceof InvalidArgumentError);
+    assert.equal(e.field, "tokens");
+    assert.equal(e.offset, 1);
+    return true;
+  });
+  await assert.rejects(session.forward([]), InvalidArgumentError);
+  // a second forward while one is in flight would corrupt the KV cache: rejected, the first completes
+  session.reset();
+  const first = session.forward([1, 403]);
+  await assert.rejects(session.forward([407]), InvalidArgumentError);
+  await first;
+  assert.equal(session.pastLength, 2);
+  assert.throws(() => session.truncate(5), InvalidArgumentError);
+  const noTaps = await createDecoderSession(model, { cacheDir, threads: 1, taps: false });
+  try {
+    assert.equal(noTaps.hasTaps, false);
+    await assert.rejects(noTaps.forward([1], { hidden: true }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "taps");
+  } finally {
+    await noTaps.dispose();
+  }
+});
+
+test("a forward longer than maxChunk runs in chunks with the same logits and hidden states", async () => {
+  session.reset();
+  const whole = await session.forward(PROMPT, { hidden: true, logits: "all" });
+  const chunked = await createDecoderSession(model, { cacheDir, threads: 1, maxChunk: 6 }); // 20 tokens → 6+6+6+2
+  try {
+    const r = await chunked.forward(PROMPT, { hidden: true, logits: "all" });
+    assert.equal(r.positions, PROMPT.length);
+    assert.equal(chunked.pastLength, PROMPT.length);
+    assert.ok(maxAbsDiff(r.logits, whole.logits) < 1e-4);
+    assert.ok(maxAbsDiff(r.hidden!.data, whole.hidden!.data) < 1e-4);
+    chunked.reset();
+    const lastOnly = await chunked.forward(PROMPT);
+    assert.equal(lastOnly.positions, 1);
+    assert.ok(maxAbsDiff(lastOnly.logits, whole.logits.subarray((PROMPT.length - 1) * model.spec.vocabSize)) < 1e-4);
+  } finally {
+    await chunked.dispose();
+  }
 });

@@ -6,8 +6,13 @@
  * Graph inputs:  input_ids [1, T] int64, attention_mask [1, past+T] int64, position_ids [1, T] int64,
  *                logits_positions [P] int64 (rows of this run whose logits are wanted),
  *                past_key_values.{i}.key / .value [1, kvH, past, hd] float32.
- * Graph outputs: logits [1, P, vocab] float32, present.{i}.key / .value [1, kvH, past+T, hd],
+ * Graph outputs: logits [1, P, vocab] float32, present.{i}.key / .value [1, kvH, max(past, past+T), hd],
+ *                new_key_values.{i}.key / .value [1, kvH, T, hd] (only this run's rows of present),
  *                hidden_states [L+1, 1, T, d] float32 (only with taps).
+ *
+ * The past inputs may be larger than the valid past (a preallocated buffer): GroupQueryAttention reads only the
+ * first `attention_mask` sum - T positions. Fetching just new_key_values keeps the per-step copy out of ORT to
+ * T rows instead of the whole cache.
  */
 import { GraphError, UnsupportedModelError } from "../errors.js";
 import { TensorNames, type Int4Blocks, type ModelSpec, type WeightSource } from "../model/spec.js";
@@ -26,7 +31,7 @@ export interface DecoderBuildOptions {
 }
 
 /** Bump when the graph layout changes, so cached graphs are rebuilt. */
-export const DECODER_BUILDER_VERSION = 2;
+export const DECODER_BUILDER_VERSION = 4;
 
 export interface DecoderGraphInfo {
   modelPath: string;
@@ -39,6 +44,7 @@ export interface DecoderGraphInfo {
 
 export const pastName = (i: number, kind: "key" | "value") => `past_key_values.${i}.${kind}`;
 export const presentName = (i: number, kind: "key" | "value") => `present.${i}.${kind}`;
+export const newKvName = (i: number, kind: "key" | "value") => `new_key_values.${i}.${kind}`;
 
 /** Writes `modelPath` (+ `.data`) for the decoder described by spec + weights. */
 export function buildDecoderGraph(
@@ -72,7 +78,10 @@ export function buildDecoderGraph(
     // ---- GroupQueryAttention bookkeeping from the mask: seqlens_k = total - 1, total_sequence_length
     const maskSum = g.op("ReduceSum", [attentionMask, g.constI64([1])], { keepdims: 0 }); // [1]
     const seqlensK = g.op("Cast", [g.op("Sub", [maskSum, g.constI64([1], [])])], { to: 6 }); // [1] int32
-    const totalLen = g.op("Cast", [g.op("Gather", [g.op("Shape", [attentionMask]), g.constI64([1], [])], { axis: 0 })], { to: 6 }); // [] int32
+    const totalLen64 = g.op("Gather", [g.op("Shape", [attentionMask]), g.constI64([1])], { axis: 0 }); // [1] int64 = past+T
+    const totalLen = g.op("Cast", [g.op("Squeeze", [totalLen64, g.constI64([0])])], { to: 6 }); // [] int32
+    const runLen = g.op("Gather", [g.op("Shape", [inputIds]), g.constI64([1])], { axis: 0 }); // [1] int64 = T
+    const pastLen = g.op("Sub", [totalLen64, runLen]); // [1] int64
 
     // ---- rotary caches; GQA's fused rotary needs head_size % 16 == 0, else a separate RotaryEmbedding
     const { cos, sin } = ropeCaches(spec, maxPositions);
@@ -95,7 +104,7 @@ export function buildDecoderGraph(
         if (b.zeroPoints !== undefined) {
           mmInputs.push(g.initializer(`${label}.zero_points`, "uint8", [b.n * Math.ceil(nBlocks / 2)], b.zeroPoints)); // [N * ceil(K/64)]
         }
-        return g.op("MatMulNBits", mmInputs, { K: b.k, N: b.n, bits: 4, block_size: 32, accuracy_level: accuracyLevel }, MS_DOMAIN);
+        return g.op("MatMulNBits", mmInputs, { K: b.k, N: b.n, bits: 4, block_size: 32, accuracy_level: accuracyLevel }, MS_DOMAIN); // [1, T, N]
       }
       const mats = names.map((n) => weights.readF32(n)); // each [out_i, in]
       const outDim = mats.reduce((a, m) => a + m.length / inDim, 0);
@@ -106,7 +115,7 @@ export function buildDecoderGraph(
         for (let r = 0; r < rows; r++) for (let i = 0; i < inDim; i++) wt[i * outDim + col + r] = m[r * inDim + i];
         col += rows;
       }
-      return g.op("MatMul", [x, g.initializer(`${label}.weight_t`, "float32", [inDim, outDim], wt)]);
+      return g.op("MatMul", [x, g.initializer(`${label}.weight_t`, "float32", [inDim, outDim], wt)]); // [1, T, out]
     };
     const vector = (name: string) => g.initializer(name, "float32", [weights.info(name).shape.reduce((a, b) => a * b, 1)], weights.readF32(name));
 
@@ -158,6 +167,10 @@ export function buildDecoderGraph(
         do_rotary: fusedRotary ? 1 : 0,
         rotary_interleaved: interleaved,
       }, MS_DOMAIN); // [1, T, H*hd]
+      for (const kind of ["key", "value"] as const) {
+        // this run's rows of the cache (RoPE applied): present[:, :, past:past+T, :]
+        g.node("Slice", [present[kind], pastLen, totalLen64, g.constI64([2])], [newKvName(i, kind)]); // [1, kvH, T, hd]
+      }
       const attn = linear(attnHeads, [n.o], H * hd, `blk.${i}.attn_output`); // [1, T, d]
 
       // residual += attn; normed = ffn_norm(residual)
@@ -166,8 +179,9 @@ export function buildDecoderGraph(
       residual = afterAttn[3]; // [1, T, d]
 
       // ---- SwiGLU feed-forward: ffn [1, T, d]
-      const gateUp = linear(normed, [n.gate, n.up], d, `blk.${i}.ffn_gate_up`); // [1, T, 2F]
-      const [gate, up] = g.node("Split", [gateUp, g.constI64([F, F])], 2, { axis: -1 }); // [1, T, F] x2
+      // two matmuls rather than one fused [2F] matmul + Split: the Split's copy cost more than it saved
+      const gate = linear(normed, [n.gate], d, `blk.${i}.ffn_gate`); // [1, T, F]
+      const up = linear(normed, [n.up], d, `blk.${i}.ffn_up`); // [1, T, F]
       const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]); // [1, T, F]
       const ffn = linear(act, [n.down], F, `blk.${i}.ffn_down`); // [1, T, d]
 
@@ -184,13 +198,17 @@ export function buildDecoderGraph(
     const headName = spec.tiedEmbeddings || !weights.has(TensorNames.output) ? TensorNames.tokenEmbedding : TensorNames.output;
     g.node("Identity", [linear(rows, [headName], d, "lm_head")], ["logits"]); // [1, P, V]
     g.output("logits", "float32", [1, "P", V]);
-    for (const p of presentNames) {
-      g.output(p.key, "float32", [1, KV, "total", hd]); // [1, kvH, past+T, hd]
-      g.output(p.value, "float32", [1, KV, "total", hd]); // [1, kvH, past+T, hd]
+    for (let i = 0; i < L; i++) {
+      g.output(presentNames[i].key, "float32", [1, KV, "present", hd]); // [1, kvH, max(past, past+T), hd]
+      g.output(presentNames[i].value, "float32", [1, KV, "present", hd]); // [1, kvH, max(past, past+T), hd]
+      g.output(newKvName(i, "key"), "float32", [1, KV, "T", hd]); // [1, kvH, T, hd]
+      g.output(newKvName(i, "value"), "float32", [1, KV, "T", hd]); // [1, kvH, T, hd]
     }
     if (taps) {
-      const stacked = g.op("Concat", hiddenTaps, { axis: 0 }); // [L+1, T, d]
-      g.node("Unsqueeze", [stacked, g.constI64([1])], ["hidden_states"]); // [L+1, 1, T, d]
+      // unsqueeze each tap (a free view) so that Concat writes straight into the graph output: one copy
+      const axis1 = g.constI64([1]);
+      const taps4d = hiddenTaps.map((t) => g.op("Unsqueeze", [t, axis1])); // each [1, 1, T, d]
+      g.node("Concat", taps4d, ["hidden_states"], { axis: 0 }); // [L+1, 1, T, d]
       g.output("hidden_states", "float32", [L + 1, 1, "T", d]);
     }
     g.finish();

@@ -3,9 +3,9 @@
  * as EXTERNAL DATA to `<model>.data` while the graph is built (so a multi-GB model never sits in one protobuf or
  * in memory at once); `finish()` writes `<model>` and renames both files into place atomically.
  */
-import { closeSync, existsSync, openSync, renameSync, rmSync, writeSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   AttributeProtoSchema,
   AttributeProto_AttributeType,
@@ -227,4 +227,27 @@ function attribute(name: string, v: Attr): AttributeProto {
     return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOATS, floats: (v as FloatAttr[]).map((x) => x.value) });
   }
   return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: (v as number[]).map(BigInt) });
+}
+
+/**
+ * The bytes of `modelPath` with every MatMulNBits node's accuracy_level set to `level`, or undefined when the
+ * model has no MatMulNBits node. Load the result with the session option
+ * `session.model_external_initializers_file_folder_path` = the model's folder (its weights stay in one file).
+ */
+export function withMatMulNBitsAccuracy(modelPath: string, level: number): Uint8Array | undefined {
+  let model;
+  try {
+    model = fromBinary(ModelProtoSchema, readFileSync(modelPath));
+  } catch (e) {
+    throw new GraphError(`cannot parse ONNX model: ${(e as Error).message}`, { file: modelPath }, { cause: e });
+  }
+  let patched = 0;
+  for (const node of model.graph?.node ?? []) {
+    if (node.opType !== "MatMulNBits") continue;
+    const attr = node.attribute.find((a) => a.name === "accuracy_level");
+    if (attr !== undefined) attr.i = BigInt(level);
+    else node.attribute.push(attribute("accuracy_level", level));
+    patched++;
+  }
+  return patched > 0 ? toBinary(ModelProtoSchema, model) : undefined;
 }

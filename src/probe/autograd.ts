@@ -87,8 +87,33 @@ export class Tape {
     return t.grad;
   }
 
+  /**
+   * t.grad += g. When t has no gradient yet it adopts g without copying: every g handed here is a fresh array
+   * (or the gradient of an output whose backward step has already run), so sharing it is safe.
+   */
+  private accumulate(t: Tensor, g: FloatArray): void {
+    if (t.grad === null && g.length === t.size && (g instanceof Float64Array) === (this.dtype === "f64")) t.grad = g;
+    else Tape.addInto(this.gradOf(t), g);
+  }
+
   private static addInto(dst: FloatArray, src: FloatArray): void {
     for (let i = 0; i < dst.length; i++) dst[i] += src[i];
+  }
+
+  /**
+   * An op computed elsewhere (e.g. a fused ONNX Runtime kernel): `back(dOut)` returns the gradient of each
+   * parent (or null), which the tape accumulates.
+   */
+  custom(shape: number[], data: FloatArray, parents: Tensor[], back: (dOut: FloatArray) => Promise<(FloatArray | null)[]>): Tensor {
+    const c = this.out(shape, data, parents);
+    this.record(c, async () => {
+      const grads = await back(c.grad!);
+      parents.forEach((p, i) => {
+        const g = grads[i];
+        if (p.requiresGrad && g !== null && g !== undefined) this.accumulate(p, g);
+      });
+    });
+    return c;
   }
 
   /** Reverse pass from a scalar loss (d loss / d loss = 1). Gradients accumulate into `.grad`. */
@@ -125,7 +150,7 @@ export class Tape {
       if (a.requiresGrad) {
         // dA = dC · op(B)ᵀ
         const da = await gemm({ groups: G, groupsB: Gb, m: M, k: N, n: K, transB: !transB }, dc, b.data);
-        Tape.addInto(this.gradOf(a), da);
+        this.accumulate(a, da);
       }
       if (b.requiresGrad) {
         // Broadcast B: fold the groups into the contracted axis so the sum over G happens inside one product.
@@ -134,7 +159,7 @@ export class Tape {
         const db = transB
           ? await gemm({ groups: g, groupsB: g, m: N, k: rows, n: K, transA: true }, dc, a.data) // [g, N, K]
           : await gemm({ groups: g, groupsB: g, m: K, k: rows, n: N, transA: true }, a.data, dc); // [g, K, N]
-        Tape.addInto(this.gradOf(b), db);
+        this.accumulate(b, db);
       }
     });
     return c;
@@ -149,7 +174,7 @@ export class Tape {
     const c = this.out(a.shape.slice(), data, [a, b]);
     this.record(c, () => {
       const dc = c.grad!;
-      if (a.requiresGrad) Tape.addInto(this.gradOf(a), dc);
+      if (a.requiresGrad) this.accumulate(a, dc);
       if (b.requiresGrad) {
         const db = this.gradOf(b);
         for (let i = 0; i < dc.length; i++) db[i % n] += dc[i];
@@ -212,7 +237,7 @@ export class Tape {
   reshape(a: Tensor, shape: number[]): Tensor {
     if (sizeOf(shape) !== a.size) throw new InvalidArgumentError(`reshape [${a.shape.join(", ")}] → [${shape.join(", ")}] changes the size`, { field: "reshape" });
     const c = this.out(shape, a.data, [a]);
-    this.record(c, () => Tape.addInto(this.gradOf(a), c.grad!));
+    this.record(c, () => this.accumulate(a, c.grad!));
     return c;
   }
 

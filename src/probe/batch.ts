@@ -18,8 +18,16 @@ export interface ProbeBatch {
   lengths: Int32Array;
 }
 
+/**
+ * A reusable float32 buffer for consecutive batches (training): avoids a fresh multi-hundred-MB allocation per
+ * step. A batch built in it is valid until the next makeBatch with the same scratch.
+ */
+export interface BatchScratch {
+  buffer: Float32Array;
+}
+
 /** Stacks examples (right-padded to the longest one). All must share L+1 and d. */
-export function makeBatch(hs: readonly HiddenStates[], dtype: "f32" | "f64" = "f32"): ProbeBatch {
+export function makeBatch(hs: readonly HiddenStates[], dtype: "f32" | "f64" = "f32", scratch?: BatchScratch): ProbeBatch {
   if (hs.length === 0) throw new InvalidArgumentError("empty batch", { field: "batch" });
   const L1 = hs[0].layers;
   const d = hs[0].dim;
@@ -32,7 +40,13 @@ export function makeBatch(hs: readonly HiddenStates[], dtype: "f32" | "f64" = "f
     T = Math.max(T, h.tokens);
   });
   const B = hs.length;
-  const x = dtype === "f64" ? new Float64Array(L1 * B * T * d) : new Float32Array(L1 * B * T * d); // [L+1, B, T, d]
+  const n = L1 * B * T * d;
+  let x: FloatArray; // [L+1, B, T, d]
+  if (scratch !== undefined && dtype === "f32") {
+    if (scratch.buffer.length < n) scratch.buffer = new Float32Array(n);
+    x = scratch.buffer.subarray(0, n);
+    x.fill(0);
+  } else x = dtype === "f64" ? new Float64Array(n) : new Float32Array(n);
   const mask = new Uint8Array(B * T); // [B, T]
   const lengths = new Int32Array(B); // [B]
   for (let b = 0; b < B; b++) {

@@ -5,7 +5,7 @@
 import type { HiddenStates } from "../engine/hidden.js";
 import { InvalidArgumentError } from "../errors.js";
 import { Tape, Tensor } from "./autograd.js";
-import { makeBatch } from "./batch.js";
+import { makeBatch, type BatchScratch } from "./batch.js";
 import { evaluate, chooseThreshold, type MetricReport } from "./metrics.js";
 import { Probe, softmaxRows, type ProbeConfig } from "./probe.js";
 import { Rng } from "./rng.js";
@@ -267,6 +267,7 @@ export async function trainProbe(
   let bestState = snapshot(params);
   const history: EpochRecord[] = [];
   const order = Array.from({ length: trainSet.size }, (_, i) => i);
+  const scratch: BatchScratch = { buffer: new Float32Array(0) };
   for (let epoch = 1; epoch <= hyper.epochs; epoch++) {
     rng.shuffle(order);
     let lossSum = 0;
@@ -281,7 +282,7 @@ export async function trainProbe(
         idx.forEach((i, r) => v.set(preTrain.subarray(i * d, (i + 1) * d), r * d));
         logits = await probe.head(tape, tape.constant([idx.length, d], v));
       } else {
-        logits = (await probe.forward(tape, makeBatch(idx.map((i) => trainSet.get(i))))).logits;
+        logits = (await probe.forward(tape, makeBatch(idx.map((i) => trainSet.get(i)), "f32", scratch))).logits;
       }
       const loss = tape.crossEntropy(logits, labels, hyper.classWeights);
       opt.zeroGrad();
@@ -305,7 +306,8 @@ export async function trainProbe(
   }
   restore(params, bestState);
   const probs = await probabilities(probe, valSet, 64, preVal);
-  const threshold = C === 2 ? chooseThreshold(valSet.labels, Float64Array.from({ length: valSet.size }, (_, i) => probs[2 * i + 1]), { targetFpr: options.targetFpr }) : undefined;
+  // The threshold serves F1-selected (safety-style) tasks; accuracy/macro-F1 tasks decide by argmax.
+  const threshold = C === 2 && hyper.metric === "f1" ? chooseThreshold(valSet.labels, Float64Array.from({ length: valSet.size }, (_, i) => probs[2 * i + 1]), { targetFpr: options.targetFpr }) : undefined;
   return {
     probe,
     valMetric: best,

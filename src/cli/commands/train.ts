@@ -140,7 +140,7 @@ export const trainCommand: Command = {
       process.stdout.write(
         `${out}: ${kind} probe, ${result.probe.parameterCount()} aggregator params (+${result.probe.parameterCount({ includeHead: true }) - result.probe.parameterCount()} head)\n` +
           `validation ${result.metric} ${result.valMetric.toFixed(4)}${values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : ""}; ` +
-          `accuracy ${vm.accuracy.toFixed(4)}${vm.f1 !== undefined ? `, F1 ${vm.f1.toFixed(4)}, AUPRC ${vm.auprc!.toFixed(4)}, threshold ${result.threshold!.toFixed(4)}` : ""}; ` +
+          `accuracy ${vm.accuracy.toFixed(4)}${vm.f1 !== undefined ? `, F1 ${vm.f1.toFixed(4)}, AUPRC ${vm.auprc!.toFixed(4)}${result.threshold !== undefined ? `, threshold ${result.threshold.toFixed(4)}` : ""}` : ""}; ` +
           `best epoch ${result.bestEpoch}, ${result.examplesPerSecond.toFixed(0)} examples/s\n`,
       );
       return 0;

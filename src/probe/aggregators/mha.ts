@@ -1,4 +1,5 @@
 import type { DType, RowMask, Tape, Tensor } from "../autograd.js";
+import { attention } from "../sdpa.js";
 import type { ProbeBatch } from "../batch.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { newParam } from "../params.js";
@@ -61,20 +62,17 @@ export class MhaAggregator implements Aggregator {
   /** x [G, B·T, d] → attention output pooled over T: [G·B, d]. */
   private async block(tape: Tape, x: Tensor, w: BlockWeights, G: number, B: number, T: number, mask?: Uint8Array): Promise<Tensor> {
     const H = this.heads, hd = this.inner / H, d = this.dim;
-    const split = async (wt: Tensor) => {
-      const y = await tape.matmul(x, wt); // [G, B·T, d/f]
-      const heads = tape.permute(tape.reshape(y, [G, B, T, H, hd]), [0, 1, 3, 2, 4]); // [G, B, H, T, hd]
-      return tape.reshape(heads, [G * B * H, T, hd]);
-    };
-    const q = await split(w.q), k = await split(w.k), v = await split(w.v);
-    const scores = tape.scale(await tape.matmul(q, k, { transB: true }), 1 / Math.sqrt(hd)); // [G·B·H, T, T]
-    const keyMask: RowMask | undefined = mask === undefined ? undefined : { mask, maskRows: B, rowsPerMask: H * T };
-    const attn = tape.softmax(scores, keyMask); // [G·B·H, T, T]
-    const ctx = await tape.matmul(attn, v); // [G·B·H, T, hd]
-    const merged = tape.permute(tape.reshape(ctx, [G, B, H, T, hd]), [0, 1, 3, 2, 4]); // [G, B, T, H, hd]
-    const out = await tape.matmul(tape.reshape(merged, [G, B * T, this.inner]), w.o); // [G, B·T, d]
+    const q = await tape.matmul(x, w.q), k = await tape.matmul(x, w.k), v = await tape.matmul(x, w.v); // [G, B·T, d/f] each
+    const ctx = await attention(tape, q, k, v, { G, B, T, H, hd }, mask); // [G, B, T, H, hd]
     const poolMask: RowMask | undefined = mask === undefined ? undefined : { mask, maskRows: B, rowsPerMask: 1 };
-    return tape.pool(tape.reshape(out, [G * B, T, d]), this.pool, poolMask); // [G·B, d]
+    if (this.pool === "mean") {
+      // Mean pooling is linear, so pooling the heads' output before the projection back to d is exact and
+      // d/(d/f) = f times cheaper: mean_t(o_t)·W_o = mean_t(o_t·W_o).
+      const pooled = tape.pool(tape.reshape(ctx, [G * B, T, this.inner]), "mean", poolMask); // [G·B, d/f]
+      return tape.reshape(await tape.matmul(tape.reshape(pooled, [G, B, this.inner]), w.o), [G * B, d]); // [G·B, d]
+    }
+    const out = await tape.matmul(tape.reshape(ctx, [G, B * T, this.inner]), w.o); // [G, B·T, d]
+    return tape.pool(tape.reshape(out, [G * B, T, d]), "max", poolMask); // [G·B, d]
   }
 
   async forward(tape: Tape, b: ProbeBatch): Promise<AggregateOut> {

@@ -22,3 +22,4 @@ export class PoolingAggregator implements Aggregator {
     return { v: tape.pool(byPrompt, this.pool) }; // [B, d]
   }
 }
+
