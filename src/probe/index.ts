@@ -5,7 +5,8 @@ export type { FixedToken } from "./aggregators/fixed.js";
 export type { Aggregator, AggregateOut } from "./aggregators/types.js";
 export { makeBatch, type ProbeBatch } from "./batch.js";
 export { Tape, Tensor as ProbeTensor, type DType as ProbeDType, type RowMask } from "./autograd.js";
-export { gemm, gemmJs, kernelStats, setForceJsKernel, ORT_MIN_MACS, type GemmShape } from "./kernel.js";
+export { gemm, gemmJs, kernelStats, setForceJsKernel, probeThreads, ORT_MIN_MACS, ORT_MULTITHREAD_MACS, type GemmShape } from "./kernel.js";
+export { attention, setFusedAttention, type AttentionDims } from "./sdpa.js";
 export {
   trainProbe, predictSource, arraySource, subset, stratifiedSplit, cosineLr, AdamW,
   type ExampleSource, type TrainOptions, type TrainResult, type TrainProgress, type EpochRecord, type SelectionMetric, type ResolvedTrainOptions,
