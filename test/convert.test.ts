@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { convertModel } from "../src/model/hf/convert.js";
+import { convertModel } from "../src/convert/index.js";
 import { convertCommand } from "../src/cli/commands/convert.js";
 import { loadModel } from "../src/model/load.js";
 import { openSafetensors } from "../src/model/safetensors.js";

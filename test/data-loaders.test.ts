@@ -1,16 +1,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatasetError } from "../src/errors.js";
 import { DATASET_PRESETS, loadDataset, loadDatasetArg, loadPreset, resolveDataDir } from "../src/data/datasets.js";
+import { tempDir } from "./helpers.js";
 
 const FIX = "test/fixtures/palma2025";
 
 function withTmp(fn: (dir: string) => Promise<void>): () => Promise<void> {
   return async () => {
-    const dir = mkdtempSync(join(tmpdir(), "onepass-data-"));
+    const dir = tempDir("data");
     try {
       await fn(dir);
     } finally {

@@ -3,8 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "../src/data/datasets.js";
 import { extractFeatures, openFeatureCache } from "../src/data/features.js";
@@ -14,11 +13,12 @@ import { loadProbe, saveProbe } from "../src/probe/artifact.js";
 import { cacheSource } from "../src/probe/cache-source.js";
 import { evaluateProbe } from "../src/probe/report.js";
 import { trainProbe } from "../src/probe/train.js";
+import { STORIES260K, tempDir } from "./helpers.js";
 
-const MODEL = "assets/stories260K.gguf";
+const MODEL = STORIES260K;
 
 test("SST-2 on stories260K: scoring probe beats the majority class on held-out prompts", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-e2e-"));
+  const dir = tempDir("e2e");
   const engine = await Engine.load(MODEL, { taps: true });
   try {
     const source = engineSource(engine);

@@ -1,23 +1,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "../src/data/datasets.js";
 import { openFeatureCache } from "../src/data/features.js";
 import { Engine } from "../src/engine/engine.js";
+import { indexLinesSoFar, tempDir } from "./helpers.js";
 
 const CLI = "dist/src/cli/main.js";
 const DATA = "test/fixtures/palma2025/sst2_test.csv";
 const N = 120;
-
-function stored(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let n = 0;
-  for (const f of readdirSync(dir)) if (f.includes(".idx.jsonl")) n += readFileSync(join(dir, f), "utf8").split("\n").length - 1;
-  return n;
-}
 
 function cli(args: string[], killAt?: { dir: string; n: number }): Promise<{ code: number | null; stderr: string; killed: boolean }> {
   return new Promise((resolve, reject) => {
@@ -26,7 +19,7 @@ function cli(args: string[], killAt?: { dir: string; n: number }): Promise<{ cod
     let killed = false;
     child.stderr.on("data", (d) => (stderr += d));
     const timer = killAt && setInterval(() => {
-      if (stored(killAt.dir) >= killAt.n) {
+      if (indexLinesSoFar(killAt.dir) >= killAt.n) {
         killed = child.kill("SIGKILL");
         clearInterval(timer);
       }
@@ -40,7 +33,7 @@ function cli(args: string[], killAt?: { dir: string; n: number }): Promise<{ cod
 }
 
 test("onepass extract with stories260K: size estimate, SIGKILL + resume, cache equals engine.forward hidden states", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-extract-"));
+  const dir = tempDir("extract");
   const out = join(dir, "cache");
   try {
     const args = ["extract", "--data", DATA, "--limit", String(N), "--shard-size", "16", "--max-tokens", "24", "--threads", "1", "--out", out];

@@ -1,18 +1,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FeatureCacheError } from "../src/errors.js";
 import { estimateFeatureBytes, extractFeatures, openFeatureCache, summarize, textHash } from "../src/data/features.js";
-import { decodeF16, encodeF16 } from "../src/data/fp16.js";
+import { decodeF16, encodeF16 } from "../src/numeric/half.js";
 import type { HiddenStates } from "../src/engine/hidden.js";
 import { FAKE_DIM, FAKE_LAYERS, fakeExamples, fakeHidden, fakeSource, fakeTokens } from "./features-fake.js";
+import { indexLinesSoFar, tempDir } from "./helpers.js";
 
 const LABELS = ["a", "b", "c"];
-const tmp = () => mkdtempSync(join(tmpdir(), "onepass-features-"));
+const tmp = () => tempDir("features");
 
 /** Exact fp16 image of a tensor: what the cache must give back. */
 function viaF16(h: HiddenStates): Float32Array {
@@ -182,13 +182,6 @@ test("corrupt or incomplete caches give FeatureCacheError naming the file", asyn
 const CHILD = join(fileURLToPath(new URL(".", import.meta.url)), "features-child.js");
 
 /** Count examples the child has journaled so far. */
-function storedSoFar(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let n = 0;
-  for (const f of readdirSync(dir)) if (f.includes(".idx.jsonl")) n += readFileSync(join(dir, f), "utf8").split("\n").length - 1;
-  return n;
-}
-
 /** Run the child, SIGKILL it once it has stored `killAt` examples; resolves with whether it was killed. */
 function runChild(dir: string, n: number, delayMs: number, killAt?: number): Promise<{ killed: boolean; stdout: string; code: number | null }> {
   return new Promise((resolve, reject) => {
@@ -202,7 +195,7 @@ function runChild(dir: string, n: number, delayMs: number, killAt?: number): Pro
       killAt === undefined
         ? undefined
         : setInterval(() => {
-            if (storedSoFar(dir) >= killAt) {
+            if (indexLinesSoFar(dir) >= killAt) {
               killed = child.kill("SIGKILL");
               clearInterval(timer);
             }
@@ -222,10 +215,10 @@ test("RESUME: kill -9 mid-run (three times), rerun: every example exactly once, 
   try {
     const N = 240;
     for (const killAt of [40, 100, 171]) {
-      const before = storedSoFar(out);
+      const before = indexLinesSoFar(out);
       const r = await runChild(out, N, 2, killAt);
       assert.ok(r.killed, "the child finished before it could be killed: make it slower");
-      assert.ok(storedSoFar(out) >= killAt && storedSoFar(out) > before);
+      assert.ok(indexLinesSoFar(out) >= killAt && indexLinesSoFar(out) > before);
       assert.throws(() => openFeatureCache(out), FeatureCacheError); // incomplete until resumed
     }
     const final = await runChild(out, N, 0);

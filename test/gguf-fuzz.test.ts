@@ -1,30 +1,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OnepassError } from "../src/errors.js";
 import { loadGguf, randomModelContents, readGgufHeader, writeGguf } from "../src/model/gguf/index.js";
+import { mulberry32, tempDir } from "./helpers.js";
 
 const CASES = 240; // FUZZ_CASES / FUZZ_SEED env vars run a longer campaign by hand
 const PER_LOAD_MS = 2000;
 const MAX_GROWTH_BYTES = 256 * 2 ** 20;
 
-/** Seeded PRNG (mulberry32) so a failing case can be replayed. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const N = Number(process.env.FUZZ_CASES ?? CASES);
 test(`fuzz: ${N} mutated GGUF files load or fail with an OnepassError, quickly and in bounded memory`, { timeout: 60_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-fuzz-"));
+  const dir = tempDir("fuzz");
   try {
     const basePath = join(dir, "base.gguf");
     const contents = randomModelContents({ architecture: "qwen2", layers: 2, dim: 64, heads: 4, kvHeads: 2, ffnDim: 64, vocabSize: 300, dtype: "f32", seed: 9 });
@@ -35,7 +24,7 @@ test(`fuzz: ${N} mutated GGUF files load or fail with an OnepassError, quickly a
     const base = readFileSync(basePath);
     const header = readGgufHeader(basePath);
     const metaEnd = header.tensors[0]!.entryOffset; // metadata region: [24, metaEnd); tensor table: [metaEnd, dataStart)
-    const rand = rng(Number(process.env.FUZZ_SEED ?? 12345));
+    const rand = mulberry32(Number(process.env.FUZZ_SEED ?? 12345));
     const pick = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo));
 
     const baselineMem = process.memoryUsage();

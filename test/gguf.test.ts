@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
@@ -10,14 +9,13 @@ import { InvalidArgumentError, ModelFormatError, OnepassError, UnsupportedModelE
 import { defaultModelPath, loadModel } from "../src/model/load.js";
 import { fingerprintFile } from "../src/model/fingerprint.js";
 import { GgufWeightSource, loadGguf, readGgufHeader, writeGguf, writeRandomModel, randomModelContents } from "../src/model/gguf/index.js";
-import { bf16ToF32, f16ToF32 } from "../src/model/gguf/dequant.js";
-import { f32ToBf16, f32ToF16 } from "../src/model/gguf/quantize.js";
 import type { TensorInput } from "../src/model/gguf/writer.js";
+import { tempDir } from "./helpers.js";
 
 const STORIES = defaultModelPath();
 // Published in /work/shared/models/SOURCES.md (and pinned by the source repository's own test).
 const STORIES_SHA256 = "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d";
-const tmp = mkdtempSync(join(tmpdir(), "onepass-gguf-"));
+const tmp = tempDir("gguf");
 process.on("exit", () => rmSync(tmp, { recursive: true, force: true }));
 let fileNo = 0;
 const tmpFile = (name = "m.gguf") => join(tmp, `${fileNo++}-${name}`);
@@ -123,35 +121,7 @@ test("readF32 returns the bytes at the tensor's offset as row-major [out, in]", 
   m.weights.close();
 });
 
-test("f16 and bf16 conversions of known bit patterns", () => {
-  const f16: [number, number][] = [
-    [0x3c00, 1], [0xc000, -2], [0x7bff, 65504], [0x0001, 2 ** -24], [0x03ff, 1023 * 2 ** -24], [0x0400, 2 ** -14],
-    [0x3555, 0.333251953125], [0x7c00, Infinity], [0xfc00, -Infinity], [0x0000, 0], [0x3800, 0.5], [0x4248, 3.140625],
-  ];
-  for (const [bits, v] of f16) {
-    assert.equal(f16ToF32(bits), v, bits.toString(16));
-    assert.equal(f32ToF16(v), bits, String(v));
-  }
-  assert.ok(Object.is(f16ToF32(0x8000), -0));
-  assert.ok(Number.isNaN(f16ToF32(0x7e00)));
-  // Every finite/inf half survives a round trip through float32.
-  for (let h = 0; h < 0x10000; h++) if (!Number.isNaN(f16ToF32(h))) assert.equal(f32ToF16(f16ToF32(h)), h);
-  // Round to nearest, ties to even.
-  assert.equal(f32ToF16(1 + 2 ** -11), 0x3c00);
-  assert.equal(f32ToF16(1 + 3 * 2 ** -11), 0x3c02);
-  assert.equal(f32ToF16(65520), 0x7c00); // halfway above the largest half → Inf
-  assert.equal(f32ToF16(65519), 0x7bff);
-  assert.equal(f32ToF16(2 ** -25), 0x0000); // tie between 0 and the smallest subnormal → even (0)
-  assert.equal(f32ToF16(3 * 2 ** -25), 0x0002);
-  const bf16: [number, number][] = [[0x3f80, 1], [0xc000, -2], [0x4049, 3.140625], [0x7f80, Infinity], [0x0001, 2 ** -133]];
-  for (const [bits, v] of bf16) {
-    assert.equal(bf16ToF32(bits), v);
-    assert.equal(f32ToBf16(v), bits);
-  }
-  assert.equal(f32ToBf16(Math.PI), 0x4049);
-  assert.equal(f32ToBf16(1 + 2 ** -8), 0x3f80); // tie → even
-  assert.equal(f32ToBf16(1 + 3 * 2 ** -8), 0x3f82);
-});
+// f16/bf16 conversions are tested in half.test.ts.
 
 /** Write tensors (no model metadata) and open them through the GGUF weight source. */
 function roundTrip(tensors: TensorInput[]): GgufWeightSource {
@@ -471,7 +441,7 @@ test("loadModel dispatches on the path", async () => {
   await expectError(() => loadModel(missing), InvalidArgumentError, missing);
   const onnx = tmpFile("model.onnx");
   writeFileSync(onnx, "x");
-  await expectError(() => loadModel(onnx), UnsupportedModelError, onnx);
+  await expectError(() => loadModel(onnx), ModelFormatError, onnx); // not an ONNX ModelProto
   const dir = join(tmp, "empty-dir");
   mkdirSync(dir);
   await expectError(() => loadModel(dir), UnsupportedModelError, dir, "config.json");

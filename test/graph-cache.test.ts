@@ -2,19 +2,19 @@
 // rebuilt graph computes the same logits.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel } from "../src/model/load.js";
 import { ensureDecoderGraph, graphCacheKey } from "../src/graph/cache.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import type { LoadedModel } from "../src/model/spec.js";
+import { STORIES260K, tempDir } from "./helpers.js";
 
 let model: LoadedModel;
 let cacheDir: string;
 before(async () => {
-  model = await loadModel("assets/stories260K.gguf");
-  cacheDir = mkdtempSync(join(tmpdir(), "onepass-graph-cache-"));
+  model = await loadModel(STORIES260K);
+  cacheDir = tempDir("graph-cache");
 });
 after(() => {
   model.weights.close();

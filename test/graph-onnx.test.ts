@@ -2,14 +2,14 @@
 // files appear only complete (temp + rename), and ONNX Runtime loads the result by path and computes with it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
+import { tempDir } from "./helpers.js";
 
 test("a MatMul + bias model with an external 64 KiB weight runs in ORT and matches plain arithmetic", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-onnx-"));
+  const dir = tempDir("onnx");
   try {
     const K = 128;
     const N = 128;
@@ -57,7 +57,7 @@ test("a MatMul + bias model with an external 64 KiB weight runs in ORT and match
 });
 
 test("abort() leaves no files behind; a wrong initializer size is a GraphError naming the tensor", () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-onnx-"));
+  const dir = tempDir("onnx");
   try {
     const g = new OnnxModelBuilder(join(dir, "model.onnx"));
     assert.throws(() => g.initializer("bad", "float32", [4, 4], new Float32Array(15)), (e: Error & { field?: string }) => e.name === "GraphError" && e.field === "bad");

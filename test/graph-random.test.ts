@@ -4,26 +4,20 @@
 // (MatMulNBits, packed QKV, interleaved RoPE, tied embeddings), plus prefill-vs-cache continuity on each.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel } from "../src/model/load.js";
 import { writeRandomModel, type RandomModelOptions } from "../src/model/gguf/writer.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import { referenceForward } from "../src/reference/forward.js";
+import { maxAbsDiff, tempDir } from "./helpers.js";
 
 let dir: string;
 before(() => {
-  dir = mkdtempSync(join(tmpdir(), "onepass-graph-random-"));
+  dir = tempDir("graph-random");
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 function std(a: ArrayLike<number>): number {
   let s = 0;
   let s2 = 0;

@@ -20,6 +20,8 @@ export interface RandomHfOptions {
   config?: Record<string, unknown>;
   /** Standard deviation of the q/k/v/o/gate/up weights (down gets 2/3 of it). Default 0.15. */
   linearStd?: number;
+  /** Storage dtype of the 1-D tensors (norms, biases), when it differs from `dtype` (as real BF16 checkpoints with F32 norms). */
+  vectorDtype?: "F32" | "F16" | "BF16";
   /** Split the tensors over two shards with model.safetensors.index.json. */
   sharded?: boolean;
 }
@@ -108,7 +110,7 @@ export function writeRandomHfFolder(dir: string, o: RandomHfOptions): Map<string
   writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2));
   const entries = [...tensors.entries()];
   const input = (list: typeof entries): Record<string, SafetensorsTensorInput> =>
-    Object.fromEntries(list.map(([name, t]) => [name, { shape: t.shape, dtype: o.dtype, data: t.data }]));
+    Object.fromEntries(list.map(([name, t]) => [name, { shape: t.shape, dtype: t.shape.length === 1 ? (o.vectorDtype ?? o.dtype) : o.dtype, data: t.data }]));
   if (o.sharded) {
     const half = Math.ceil(entries.length / 2);
     const shards = [entries.slice(0, half), entries.slice(half)];

@@ -175,6 +175,29 @@ async function rejectsWith(fn: () => Promise<unknown>, cls: Function, file: stri
   });
 }
 
+test("a BF16 folder with F32 norms and biases loads: 1-D tensors in any float dtype, matrices as the config says", async () => {
+  const { dir, written } = folder({ arch: "Qwen2ForCausalLM", dtype: "BF16", vectorDtype: "F32", seed: 11 });
+  const model = await loadHfFolder(dir);
+  try {
+    assert.equal(model.weights.info("blk.0.attn_norm.weight").dtype, "f32");
+    assert.equal(model.weights.info("blk.0.attn_q.bias").dtype, "f32");
+    assert.equal(model.weights.info("blk.0.attn_q.weight").dtype, "bf16");
+    // the F32 vectors come back exactly, the matrices bf16-rounded
+    assert.equal(maxAbsDiff(model.weights.readF32("output_norm.weight"), written.get("model.norm.weight")!), 0);
+    assert.equal(maxAbsDiff(model.weights.readF32("blk.1.attn_k.bias"), written.get("model.layers.1.self_attn.k_proj.bias")!), 0);
+    assert.equal(maxAbsDiff(model.weights.readF32("blk.1.ffn_up.weight"), Array.from(written.get("model.layers.1.mlp.up_proj.weight")!, bf16)), 0);
+    const d = await sessionVsReference(model);
+    assert.ok(d.logits <= 1e-4 && d.hidden <= 1e-4, `session vs reference: logits ${d.logits}, hidden ${d.hidden}`);
+  } finally {
+    model.weights.close();
+  }
+  // the same F32 vectors under an F16 config still load; F32 *matrices* under a BF16 config do not
+  const f16 = folder({ arch: "LlamaForCausalLM", dtype: "F16", vectorDtype: "F32", seed: 12 });
+  (await loadHfFolder(f16.dir)).weights.close();
+  const wrong = folder({ arch: "LlamaForCausalLM", dtype: "F32", vectorDtype: "BF16", config: { torch_dtype: "bfloat16" }, seed: 13 });
+  await rejectsWith(() => loadHfFolder(wrong.dir), ModelFormatError, join(wrong.dir, "config.json"), "torch_dtype", /BF16.*F32/);
+});
+
 test("bad folders give typed errors naming the file and field", async () => {
   // unknown architecture
   const a = folder({ arch: "LlamaForCausalLM", dtype: "F32", config: { architectures: ["GPTNeoXForCausalLM"] } });

@@ -8,8 +8,7 @@
 // ≈7× the random model's mean |logit error|); there the int4 argmax must agree at ≥ 90% of positions.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel } from "../src/model/load.js";
 import { dequantizeInt4Blocks, quantizeInt4Blocks, quantizeModelInt4, quantizeWeightsInt4 } from "../src/model/quantize.js";
@@ -17,6 +16,7 @@ import { createDecoderSession } from "../src/engine/session.js";
 import { referenceForward } from "../src/reference/forward.js";
 import type { LoadedModel, WeightSource } from "../src/model/spec.js";
 import { writeRandomHfFolder } from "./hf-random-folder.js";
+import { STORIES260K, tempDir } from "./helpers.js";
 
 const MARGIN = 0.5;
 let root: string;
@@ -25,9 +25,9 @@ let stories: LoadedModel;
 let qwen: LoadedModel;
 
 before(async () => {
-  root = mkdtempSync(join(tmpdir(), "onepass-int4-test-"));
+  root = tempDir("int4-test");
   cacheDir = join(root, "graphs");
-  stories = await loadModel("assets/stories260K.gguf");
+  stories = await loadModel(STORIES260K);
   const dir = join(root, "qwen");
   // A well-conditioned random Qwen2-shaped model (block gain < 1, so its greedy path is not chaotic).
   writeRandomHfFolder(dir, { arch: "Qwen2ForCausalLM", dtype: "F32", seed: 11, layers: 2, dim: 128, heads: 4, kvHeads: 2, ffn: 256, vocab: 512, linearStd: 0.05 });

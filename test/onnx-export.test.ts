@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GraphError } from "../src/errors.js";
+import { GraphError, ModelFormatError } from "../src/errors.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import type { ForwardPass } from "../src/engine/types.js";
 import { buildDecoderGraph } from "../src/graph/decoder.js";
@@ -16,7 +16,8 @@ import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";
 import { loadGguf } from "../src/model/gguf/index.js";
 import { specToHfConfig } from "../src/model/hf/index.js";
-import { loadOnnxExport, openOnnxExportSession } from "../src/model/onnx-export/index.js";
+import { loadOnnxExport } from "../src/engine/onnx-model.js";
+import { openOnnxDecoderSession } from "../src/engine/session.js";
 import type { ModelSpec } from "../src/model/spec.js";
 import { ggufVocabToTokenizerJson } from "../src/tokenizer/gguf-convert.js";
 import { readGgufVocab } from "../src/tokenizer/gguf-vocab.js";
@@ -87,13 +88,13 @@ test("loadOnnxExport: an untapped Optimum-layout export runs with hidden states 
   }
 });
 
-test("loadOnnxExport: a config whose num_hidden_layers disagrees with the graph, or a folder without a model, is a GraphError", async () => {
+test("loadOnnxExport: a config whose num_hidden_layers disagrees with the graph, or a folder without a model, is a typed error", async () => {
   const dir = mkdtempSync(join(tmpdir(), "onepass-onnx-export-"));
   try {
     await writeStoriesExport(join(dir, "bad"), 7);
     await assert.rejects(loadOnnxExport(join(dir, "bad")), (e: unknown) => e instanceof GraphError && e.field === "num_hidden_layers" && /config says num_hidden_layers = 7/.test(e.message));
     mkdirSync(join(dir, "empty"));
-    await assert.rejects(loadOnnxExport(join(dir, "empty")), (e: unknown) => e instanceof GraphError && e.file === join(dir, "empty"));
+    await assert.rejects(loadOnnxExport(join(dir, "empty")), (e: unknown) => e instanceof ModelFormatError && e.file === join(dir, "empty") && /onnx\/model\.onnx/.test(e.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -122,8 +123,8 @@ test("an export without KV-cache inputs re-runs the sequence and returns only th
       architecture: "llama", layers: 1, dim: D, ffnDim: D, heads: 1, kvHeads: 1, headDim: D, vocabSize: V, contextLength: 16,
       rmsNormEps: 1e-5, ropeTheta: 10000, ropeDim: D, ropeStyle: "half", qkvBias: false, qkNorm: false, tiedEmbeddings: false, eosTokenIds: [],
     };
-    const incremental = await openOnnxExportSession({ path: tapped.path }, spec, { threads: 1 });
-    const whole = await openOnnxExportSession({ path: tapped.path }, spec, { threads: 1 });
+    const incremental = await openOnnxDecoderSession({ path: tapped.path }, spec, { threads: 1 });
+    const whole = await openOnnxDecoderSession({ path: tapped.path }, spec, { threads: 1 });
     const tokens = [3, 7, 1, 11, 5];
     const full = await whole.forward(tokens, { hidden: true, logits: "all" });
     await incremental.forward(tokens.slice(0, 3), { hidden: true });
@@ -139,7 +140,7 @@ test("an export without KV-cache inputs re-runs the sequence and returns only th
     // The prefix matters (CumSum is causal): a fresh run of the last two tokens alone differs.
     await incremental.dispose();
     await whole.dispose();
-    const fresh = await openOnnxExportSession({ path: tapped.path }, spec, { threads: 1 });
+    const fresh = await openOnnxDecoderSession({ path: tapped.path }, spec, { threads: 1 });
     const short = await fresh.forward(tokens.slice(3), { hidden: true, logits: "all" });
     assert.ok(maxAbsDiff(short.logits, step.logits) > 1e-3);
     await fresh.dispose();

@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Probe } from "../src/probe/probe.js";
 import { loadProbe, saveProbe } from "../src/probe/artifact.js";
 import { ModelMismatchError, ProbeError } from "../src/errors.js";
 import { Rng } from "../src/probe/rng.js";
 import { plantedTask } from "./probe-synthetic.js";
+import { tempDir } from "./helpers.js";
 
 const FP = "a".repeat(64);
 const task = plantedTask(8, { layers: 4, dim: 16, layer: 1, position: 0, seed: 3 });
@@ -19,7 +19,7 @@ function randomized(probe: Probe, seed: number): Probe {
 }
 
 test("save → load gives identical predictions and metadata (scoring, mha, pooling, fixed)", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-"));
+  const dir = tempDir("probe");
   try {
     for (const config of [{ kind: "scoring" }, { kind: "mha", heads: 2, downcast: 4, pool: "max" }, { kind: "pooling", pool: "max" }, { kind: "fixed", layer: 2, token: "mean" }] as const) {
       const probe = randomized(new Probe(config, { layers: 4, dim: 16, classes: 3 }, { seed: 1 }), 9);
@@ -41,7 +41,7 @@ test("save → load gives identical predictions and metadata (scoring, mha, pool
 });
 
 test("loading against another model's fingerprint → ModelMismatchError naming probe.json and the field", () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-"));
+  const dir = tempDir("probe");
   try {
     const probe = new Probe({ kind: "scoring" }, { layers: 4, dim: 16, classes: 2 });
     saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, layers: 3, dim: 16 }, threshold: 0.4 });
@@ -56,7 +56,7 @@ test("loading against another model's fingerprint → ModelMismatchError naming 
 });
 
 test("malformed probe folders → ProbeError naming file and field", () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-"));
+  const dir = tempDir("probe");
   try {
     assert.throws(() => loadProbe(join(dir, "nope")), ProbeError);
     const probe = new Probe({ kind: "scoring" }, { layers: 4, dim: 16, classes: 2 });

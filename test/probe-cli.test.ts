@@ -2,11 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { extractFeatures, type HiddenStateSource } from "../src/data/features.js";
 import { plantedTask } from "./probe-synthetic.js";
+import { tempDir } from "./helpers.js";
 
 const CLI = "dist/src/cli/main.js";
 const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
@@ -23,7 +23,7 @@ async function cache(dir: string, n: number, seed: number, fingerprint: string, 
 }
 
 test("train (search + seeds) → eval with HTML report; wrong model and summary caches are refused", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-probe-cli-"));
+  const dir = tempDir("probe-cli");
   try {
     await cache(join(dir, "train"), 240, 21, "model-A");
     await cache(join(dir, "test"), 100, 22, "model-A");

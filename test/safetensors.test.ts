@@ -1,12 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ModelFormatError } from "../src/errors.js";
-import { f16ToF32, f32ToBf16, f32ToF16, openSafetensors, writeSafetensors } from "../src/model/safetensors.js";
+import { openSafetensors, writeSafetensors } from "../src/model/safetensors.js";
+import { f32ToF16 } from "../src/numeric/half.js";
+import { tempDir } from "./helpers.js";
 
-const tmp = () => mkdtempSync(join(tmpdir(), "onepass-st-"));
+const tmp = () => tempDir("st");
 
 /** A safetensors file built byte by byte from the format description (8-byte LE length, JSON, data). */
 function handMadeFile(path: string, headerJson: string, data: Uint8Array, lengthOverride?: bigint): void {
@@ -16,43 +17,7 @@ function handMadeFile(path: string, headerJson: string, data: Uint8Array, length
   writeFileSync(path, Buffer.concat([len, header, data]));
 }
 
-test("IEEE half and bfloat16 encodings match the published bit patterns", () => {
-  // IEEE 754 binary16 reference values.
-  assert.equal(f32ToF16(1), 0x3c00);
-  assert.equal(f32ToF16(-2), 0xc000);
-  assert.equal(f32ToF16(65504), 0x7bff); // largest finite half
-  assert.equal(f32ToF16(65520), 0x7c00); // halfway to 65536 rounds (to even) up to +Inf
-  assert.equal(f32ToF16(2 ** -24), 0x0001); // smallest subnormal
-  assert.equal(f32ToF16(2 ** -14), 0x0400); // smallest normal
-  assert.equal(f32ToF16(1 / 3), 0x3555);
-  assert.equal(f32ToF16(-0), 0x8000);
-  assert.equal(f16ToF32(0x3555), 0.333251953125);
-  assert.equal(f16ToF32(0x7bff), 65504);
-  assert.equal(f16ToF32(0xfc00), -Infinity);
-  // bfloat16 = top half of the float32 bits, rounded to nearest even.
-  assert.equal(f32ToBf16(1), 0x3f80);
-  assert.equal(f32ToBf16(Math.PI), 0x4049); // 3.140625
-  const bits = new Uint32Array(1);
-  const f = new Float32Array(bits.buffer);
-  bits[0] = 0x3f808000; // exactly halfway between 0x3f80 and 0x3f81 → even 0x3f80
-  assert.equal(f32ToBf16(f[0]), 0x3f80);
-  bits[0] = 0x3f818000; // halfway between 0x3f81 and 0x3f82 → even 0x3f82
-  assert.equal(f32ToBf16(f[0]), 0x3f82);
-  bits[0] = 0x3f808001; // just above halfway → up
-  assert.equal(f32ToBf16(f[0]), 0x3f81);
-});
-
-test("every finite half survives f16 → f32 → f16, and midpoints round to even", () => {
-  for (let h = 0; h < 0x10000; h++) {
-    if ((h & 0x7c00) === 0x7c00) continue; // Inf/NaN
-    assert.equal(f32ToF16(f16ToF32(h)), h, `half 0x${h.toString(16)}`);
-  }
-  // Midpoint between consecutive positive halves a and a+1: ties go to the even one.
-  for (let h = 0x0001; h < 0x7bff; h += 97) {
-    const mid = (f16ToF32(h) + f16ToF32(h + 1)) / 2;
-    assert.equal(f32ToF16(mid), h % 2 === 0 ? h : h + 1, `midpoint after 0x${h.toString(16)}`);
-  }
-});
+// f16/bf16 conversions are tested in half.test.ts.
 
 test("reads a hand-built file: metadata, F32/F16/BF16 values, raw bytes", () => {
   const dir = tmp();

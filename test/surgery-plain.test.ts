@@ -13,8 +13,7 @@ import * as ort from "onnxruntime-node";
 import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";
 import { GraphError } from "../src/errors.js";
-import { f16ToF32 } from "../src/model/gguf/dequant.js";
-import { f32ToF16 } from "../src/model/gguf/quantize.js";
+import { f16ToF32, f32ToF16 } from "../src/numeric/half.js";
 
 const V = 16; // vocab
 const D = 8; // width

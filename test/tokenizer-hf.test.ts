@@ -1,11 +1,11 @@
 /** tokenizer.json folders: llama.cpp's GPT-2 vectors through the HF file, config handling, typed errors. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { renderChatTemplate, tokenizerFromGguf, tokenizerFromHfFolder } from "../src/tokenizer/index.js";
 import { ChatTemplateError, TokenizerError } from "../src/errors.js";
+import { tempDir } from "./helpers.js";
 
 const GPT2_DIR = "test/fixtures/hf-tokenizers/gpt2";
 
@@ -32,7 +32,7 @@ test("tokenizer.json (GPT-2) passes llama.cpp's gpt-2 vectors and agrees with th
 });
 
 test("tokenizer_config.json supplies BOS/EOS names, add_bos and a chat template named by file and field", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-hf-"));
+  const dir = tempDir("hf");
   try {
     copyFileSync(join(GPT2_DIR, "tokenizer.json"), join(dir, "tokenizer.json"));
     const configPath = join(dir, "tokenizer_config.json");
@@ -70,7 +70,7 @@ test("tokenizer_config.json supplies BOS/EOS names, add_bos and a chat template 
 });
 
 test("a folder without tokenizer.json → TokenizerError naming the file; a missing folder names the folder", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-hf-"));
+  const dir = tempDir("hf");
   try {
     await assert.rejects(
       tokenizerFromHfFolder(dir),

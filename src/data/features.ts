@@ -49,7 +49,7 @@ import { HiddenStates } from "../engine/hidden.js";
 import { FeatureCacheError, InvalidArgumentError } from "../errors.js";
 import { TMP_SUFFIX, writeFileAtomic } from "./atomic.js";
 import { datasetHash, type Example } from "./datasets.js";
-import { decodeF16, encodeF16 } from "./fp16.js";
+import { decodeF16, encodeF16 } from "../numeric/half.js";
 
 export type FeatureMode = "full" | "summary";
 

@@ -11,12 +11,14 @@
 import { statSync } from "node:fs";
 import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
 import { defaultModelPath, loadModel } from "../model/load.js";
+import { isOnnxModel } from "../model/onnx/index.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { chatTemplateFor, renderChatTemplate } from "../tokenizer/chat.js";
 import { tokenizerFromGguf } from "../tokenizer/gguf.js";
 import { tokenizerFromHfFolder } from "../tokenizer/hf.js";
 import type { ChatMessage, Tokenizer } from "../tokenizer/types.js";
 import { Generation, planGeneration, runGeneration, type GenerateOptions } from "./generate.js";
+import { openOnnxModelSession } from "./onnx-model.js";
 import { createDecoderSession, type DecoderSessionOptions } from "./session.js";
 import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
 
@@ -61,15 +63,24 @@ export class Engine {
   ) {}
 
   /**
-   * Load a model (a .gguf file or a Hugging Face folder; undefined = the built-in stories260K), its
-   * tokenizer, and an ORT session (graph built once and cached under `cacheDir`).
+   * Load a model, its tokenizer, and an ORT session. `path`: a .gguf file or a Hugging Face folder (our graph,
+   * built once and cached under `cacheDir`), an Optimum / onnx-community export folder (its graph, tapped by
+   * surgery in memory), or a `onepass convert --to onnx` folder (its graph as it is); undefined = the built-in
+   * stories260K. Every source gives the same ForwardPass / HiddenStates / generation behaviour.
    */
   static async load(path?: string, options: EngineOptions = {}): Promise<Engine> {
     const modelPath = path ?? defaultModelPath();
     const model = await loadModel(modelPath);
     try {
-      const tokenizer = statSync(modelPath).isDirectory() ? await tokenizerFromHfFolder(modelPath) : await tokenizerFromGguf(modelPath);
-      const session = await createDecoderSession(model, options);
+      let tokenizer: Tokenizer;
+      let session: DecoderSession;
+      if (isOnnxModel(model)) {
+        tokenizer = await tokenizerFromHfFolder(model.onnx.dir);
+        session = await openOnnxModelSession(model, options);
+      } else {
+        tokenizer = statSync(modelPath).isDirectory() ? await tokenizerFromHfFolder(modelPath) : await tokenizerFromGguf(modelPath);
+        session = await createDecoderSession(model, options);
+      }
       return new Engine(modelPath, model, tokenizer, session);
     } catch (err) {
       model.weights.close();

@@ -10,9 +10,14 @@ import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.j
 import { StopStringMatcher } from "./stop.js";
 import type { DecoderSession, ForwardPass } from "./types.js";
 
-/** What `onPrefill` may return: `{ stop: true }` ends the request before the first decode step. */
+/**
+ * What `onPrefill` may return: `{ stop: true }` ends the request before the first decode step (finishReason
+ * "stop"); `{ stop: true, blocked: true }` says a policy refused it (finishReason "blocked").
+ */
 export interface PrefillDecision {
   stop?: boolean;
+  /** With stop: the request was refused by a policy (probe block), not just ended. */
+  blocked?: boolean;
 }
 
 export interface PrefillInfo {
@@ -42,9 +47,10 @@ export interface GenerateOptions extends SamplingOptions {
 
 /**
  * "eos": an end-of-sequence token; "length": maxTokens reached; "stop": a stop string, or onPrefill
- * returned {stop: true}; "abort": the signal fired or the consumer stopped iterating.
+ * returned {stop: true}; "blocked": onPrefill returned {stop: true, blocked: true} (a probe policy refused the
+ * request before any decode step); "abort": the signal fired or the consumer stopped iterating.
  */
-export type FinishReason = "stop" | "length" | "eos" | "abort";
+export type FinishReason = "stop" | "length" | "eos" | "abort" | "blocked";
 
 /** One streamed piece: the sampled token and the text it released (may be "" while text is held back). */
 export interface GenerateChunk {
@@ -112,6 +118,14 @@ export class Generation implements AsyncIterable<GenerateChunk> {
         if (!this.started) void this.drain();
       });
     }
+    return this.settled;
+  }
+
+  /**
+   * The same outcome as `result`, but asking for it starts nothing: it settles when whoever iterates (or
+   * awaits `result`) finishes the generation. For observers such as probe hooks.
+   */
+  get done(): Promise<GenerateResult> {
     return this.settled;
   }
 
@@ -299,7 +313,7 @@ export async function* runGeneration(
     const decision = await options.onPrefill(pass, { promptTokens: prompt });
     timings.hookMs = performance.now() - h0;
     if (decision && decision.stop === true) {
-      finishReason = "stop";
+      finishReason = decision.blocked === true ? "blocked" : "stop";
       state.finished = true;
       return result();
     }

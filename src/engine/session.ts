@@ -1,39 +1,47 @@
 /**
- * DecoderSession over ONNX Runtime: the decoder graph from graph/ (built once, cached on disk), a KV cache in
- * JS-owned buffers that ORT reads in place (only each run's new rows are copied out), and hidden states from
- * the same run() that produces the logits. Multi-token runs may use a second ORT session over the same weights
- * with another MatMulNBits accuracy level (float activations are faster for prefill, int8 for decode).
+ * The one DecoderSession over ONNX Runtime, for every decoder graph onepass runs: the graph built from graph/
+ * (cached on disk), the folder `onepass convert --to onnx` writes, and existing Optimum / onnx-community
+ * exports tapped by graph surgery. The model's inputs and outputs decide how it is fed (introspected once):
+ *
+ * - KV cache "append" (our graphs: float32 past_key_values.* + new_key_values.* outputs): per-layer buffers owned
+ *   by JS and read by ORT in place; each run copies out only its own rows. Multi-token runs may use a second ORT
+ *   session over the same weights with another MatMulNBits accuracy level (float activations are faster for
+ *   prefill, int8 for decode).
+ * - KV cache "present" (Optimum exports: past_key_values.* in, present.* out, float32 or float16): the present
+ *   tensors of one run are the past of the next, in the export's dtype.
+ * - "recompute" (no KV-cache inputs): every forward re-runs the whole sequence and returns the new tokens' rows.
+ *
+ * attention_mask, position_ids and logits_positions are fed when the graph has them; float16 logits are
+ * widened to float32. Hidden states come from the same run() that produces the logits.
  */
 import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ContextOverflowError, GraphError, InvalidArgumentError } from "../errors.js";
-import type { LoadedModel } from "../model/spec.js";
+import { f16ToF32 } from "../model/gguf/dequant.js";
+import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { ensureDecoderGraph } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../graph/onnx.js";
-import { newKvName, pastName, type DecoderBuildOptions } from "../graph/decoder.js";
+import { newKvName, pastName, presentName, type DecoderBuildOptions } from "../graph/decoder.js";
+import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "./hidden.js";
 import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
 
-export interface DecoderSessionOptions {
-  /** Build the graph with the stacked hidden-state output (default true). */
-  taps?: boolean;
+/** How an ORT session runs, whatever graph it runs. */
+export interface OrtRunOptions {
   /** ORT intra-op threads (default: all cores). */
   threads?: number;
-  /** Graph cache folder (default $ONEPASS_CACHE_DIR/graphs or ~/.cache/onepass/graphs). */
-  cacheDir?: string;
   /** ORT execution providers, e.g. ["cuda", "cpu"]; default ["cpu"]. */
   executionProviders?: string[];
-  /** MatMulNBits accuracy level for int4 weights in decode steps (default 4 = int8 activations: ~1.5× faster at 1 token). */
-  accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /**
    * MatMulNBits accuracy level for multi-token runs (prefill). Default 0 (float activations: faster than int8
-   * at T = 512 on AVX-512 here). When it differs from `accuracyLevel`, a second ORT session over the same weight
-   * file serves multi-token runs; both share the KV cache, which lives in JS.
+   * at T = 512 on AVX-512 here). When the graph has MatMulNBits nodes at another level (`accuracyLevel`,
+   * default 4), a second ORT session over the same weight file serves multi-token runs; both share the KV
+   * cache, which lives in JS. Applies to graphs opened from a file.
    */
   prefillAccuracyLevel?: DecoderBuildOptions["accuracyLevel"];
-  /** Use MatMulNBits for exact 4-bit weights (default true). */
-  int4?: boolean;
+  /** MatMulNBits accuracy level the graph's decode session has (default 4; see prefillAccuracyLevel). */
+  accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /** Let ORT worker threads spin between ops (default true: faster, burns CPU while idle). */
   allowSpinning?: boolean;
   /** Extra ORT session config entries ("key": "value"). */
@@ -45,56 +53,149 @@ export interface DecoderSessionOptions {
   maxChunk?: number;
 }
 
+export interface DecoderSessionOptions extends OrtRunOptions {
+  /** Build the graph with the stacked hidden-state output (default true). */
+  taps?: boolean;
+  /** Graph cache folder (default $ONEPASS_CACHE_DIR/graphs or ~/.cache/onepass/graphs). */
+  cacheDir?: string;
+  /** MatMulNBits accuracy level for int4 weights in decode steps (default 4 = int8 activations: ~1.5× faster at 1 token). */
+  accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
+  /** Use MatMulNBits for exact 4-bit weights (default true). */
+  int4?: boolean;
+}
+
+/** The ONNX model to open: a file path, or model bytes plus the folder its external data files are in. */
+export type OnnxModelSource = { path: string } | { bytes: Uint8Array; externalDataDir: string; name: string };
+
+/** A DecoderSession over onepass's own decoder graph for `model` (built once, cached under `cacheDir`). */
 export async function createDecoderSession(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<DecoderSession> {
-  const taps = options.taps ?? true;
+  const buildOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: options.accuracyLevel, int4: options.int4 };
+  checkRunOptions(options);
+  let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir });
+  try {
+    return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
+  } catch (first) {
+    if (!graph.hit || !(first instanceof GraphError)) throw first;
+    // a cached entry that passed validation but does not load: rebuild it once
+    graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, rebuild: true });
+    return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
+  }
+}
+
+function checkRunOptions(options: OrtRunOptions): void {
   const maxChunk = options.maxChunk ?? 1024;
   if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new InvalidArgumentError(`maxChunk must be a positive integer, got ${maxChunk}`, { field: "maxChunk" });
-  const buildOptions: DecoderBuildOptions = { taps, accuracyLevel: options.accuracyLevel, int4: options.int4 };
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) throw new InvalidArgumentError(`threads must be a positive integer, got ${threads}`, { field: "threads" });
-  const sessionOptions: ort.InferenceSession.SessionOptions = {
-    executionProviders: options.executionProviders ?? ["cpu"],
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: "all",
-    executionMode: "sequential",
-  };
+}
+
+/**
+ * A DecoderSession over an already-built decoder graph (ours, or an export tapped by graph/surgery.ts). Its
+ * inputs and outputs are introspected; `spec` gives layers, KV heads, head size, vocabulary and context.
+ */
+export async function openOnnxDecoderSession(source: OnnxModelSource, spec: ModelSpec, options: OrtRunOptions = {}): Promise<DecoderSession> {
+  checkRunOptions(options);
+  const file = "path" in source ? source.path : source.name;
   const config: Record<string, string> = {
     "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1",
     ...options.sessionConfig,
   };
-  sessionOptions.extra = nestConfig(config);
-  let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir });
+  const sessionOptions = (cfg: Record<string, string>): ort.InferenceSession.SessionOptions => ({
+    executionProviders: options.executionProviders ?? ["cpu"],
+    intraOpNumThreads: options.threads ?? availableParallelism(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+    executionMode: "sequential",
+    extra: nestConfig(cfg),
+  });
+  // From memory, ORT resolves external-data locations against this folder.
+  const memoryConfig = (dir: string) => ({ ...config, "session.model_external_initializers_file_folder_path": dir });
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(graph.modelPath, sessionOptions);
-  } catch (first) {
-    if (!graph.hit) throw new GraphError(`ONNX Runtime cannot load the decoder: ${(first as Error).message}`, { file: graph.modelPath }, { cause: first });
-    // a cached entry that passed validation but does not load: rebuild it once
-    graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, rebuild: true });
-    try {
-      session = await ort.InferenceSession.create(graph.modelPath, sessionOptions);
-    } catch (e) {
-      throw new GraphError(`ONNX Runtime cannot load the decoder: ${(e as Error).message}`, { file: graph.modelPath }, { cause: e });
-    }
+    session = "path" in source
+      ? await ort.InferenceSession.create(source.path, sessionOptions(config))
+      : await ort.InferenceSession.create(source.bytes, sessionOptions(memoryConfig(source.externalDataDir)));
+  } catch (e) {
+    throw new GraphError(`ONNX Runtime cannot load the decoder: ${(e as Error).message}`, { file }, { cause: e });
+  }
+  let io: DecoderIo;
+  try {
+    io = inspectIo(session, spec, file);
+  } catch (e) {
+    await session.release();
+    throw e;
   }
   // multi-token runs may want another MatMulNBits accuracy level: same weights file, patched node attributes
   let prefillSession = session;
   const decodeLevel = options.accuracyLevel ?? 4;
   const prefillLevel = options.prefillAccuracyLevel ?? 0;
-  const patched = prefillLevel !== decodeLevel ? withMatMulNBitsAccuracy(graph.modelPath, prefillLevel) : undefined;
-  if (patched !== undefined) {
+  const patched = "path" in source && prefillLevel !== decodeLevel ? withMatMulNBitsAccuracy(source.path, prefillLevel) : undefined;
+  if (patched !== undefined && "path" in source) {
     try {
-      prefillSession = await ort.InferenceSession.create(patched, {
-        ...sessionOptions,
-        extra: nestConfig({ ...config, "session.model_external_initializers_file_folder_path": dirname(graph.modelPath) }),
-      });
+      prefillSession = await ort.InferenceSession.create(patched, sessionOptions(memoryConfig(dirname(source.path))));
     } catch (e) {
       await session.release();
-      throw new GraphError(`ONNX Runtime cannot load the prefill decoder: ${(e as Error).message}`, { file: graph.modelPath }, { cause: e });
+      throw new GraphError(`ONNX Runtime cannot load the prefill decoder: ${(e as Error).message}`, { file }, { cause: e });
     }
   }
-  return new OrtDecoderSession(model, session, prefillSession, taps, graph.hit, maxChunk);
+  return new OrtDecoderSession(spec, session, prefillSession, io, file, options.maxChunk ?? 1024);
+}
+
+/** How the graph keeps its KV cache (see the file comment). */
+type KvMode = "append" | "present" | "recompute";
+
+/** Which optional inputs the graph has and how it keeps its KV cache. */
+interface DecoderIo {
+  mask: boolean;
+  positionIds: boolean;
+  logitsPositions: boolean;
+  kv: KvMode;
+  /** KV-cache element type ("append" is always float32). */
+  pastType: "float32" | "float16";
+  taps: boolean;
+}
+
+const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
+
+function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string): DecoderIo {
+  const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
+  const outputs = new Set(session.outputNames);
+  if (!inputs.has("input_ids")) throw new GraphError(`the model has no input_ids input`, { file, field: "input_ids" });
+  if (!outputs.has("logits")) throw new GraphError(`the model has no logits output`, { file, field: "logits" });
+  for (const name of inputs.keys()) {
+    if (!KNOWN_INPUTS.has(name) && !/^past_key_values\.\d+\.(key|value)$/.test(name)) {
+      throw new GraphError(`the model has an input onepass does not know how to feed`, { file, field: name });
+    }
+  }
+  let kv: KvMode = "recompute";
+  let pastType: DecoderIo["pastType"] = "float32";
+  const pastKey = inputs.get(pastName(0, "key"));
+  if (pastKey !== undefined) {
+    if (!pastKey.isTensor || (pastKey.type !== "float32" && pastKey.type !== "float16")) {
+      throw new GraphError(`KV cache input must be float32 or float16`, { file, field: pastKey.name });
+    }
+    pastType = pastKey.type;
+    const appendable = pastType === "float32" && outputs.has(newKvName(0, "key"));
+    kv = appendable ? "append" : "present";
+    for (let i = 0; i < spec.layers; i++) {
+      for (const kind of ["key", "value"] as const) {
+        if (!inputs.has(pastName(i, kind))) throw new GraphError(`KV cache input missing (config has ${spec.layers} layers)`, { file, field: pastName(i, kind) });
+        const out = kv === "append" ? newKvName(i, kind) : presentName(i, kind);
+        if (!outputs.has(out)) throw new GraphError(`KV cache output missing`, { file, field: out });
+      }
+    }
+    if (inputs.has(pastName(spec.layers, "key"))) {
+      throw new GraphError(`the model has more KV cache inputs than the ${spec.layers} layers of its config`, { file, field: pastName(spec.layers, "key") });
+    }
+  }
+  return {
+    mask: inputs.has("attention_mask"),
+    positionIds: inputs.has("position_ids"),
+    logitsPositions: inputs.has("logits_positions"),
+    kv,
+    pastType,
+    taps: outputs.has(HIDDEN_STATES_OUTPUT),
+  };
 }
 
 /** ORT's `extra` takes nested objects for dotted config keys: {"a.b": "1"} → {a: {b: "1"}}. */
@@ -109,20 +210,28 @@ function nestConfig(cfg: Record<string, string>): Record<string, unknown> {
   return out;
 }
 
+function emptyKv(type: "float32" | "float16", kvHeads: number, headDim: number): ort.Tensor {
+  return type === "float32"
+    ? new ort.Tensor("float32", new Float32Array(0), [1, kvHeads, 0, headDim]) // [1, kvH, 0, hd]
+    : new ort.Tensor("float16", new Uint16Array(0), [1, kvHeads, 0, headDim]); // [1, kvH, 0, hd]
+}
+
 class OrtDecoderSession implements DecoderSession {
   readonly vocabSize: number;
   readonly contextLength: number;
   readonly hasTaps: boolean;
-  /** True when the graph came from the on-disk cache. */
-  readonly graphCacheHit: boolean;
   /**
-   * KV cache: per layer one key and one value buffer [1, kvH, capacity, hd] owned by JS and fed (without a copy)
-   * as past_key_values; GroupQueryAttention reads only the first pastLength positions. Each run fetches just its
-   * own rows (new_key_values, [1, kvH, T, hd]) and appends them here, so the copy out of ORT per decode step is a
-   * few KiB rather than the whole cache. Positions ≥ pastLength hold stale values that are never read.
+   * "append" KV cache: per layer one key and one value buffer [1, kvH, capacity, hd] owned by JS and fed (without
+   * a copy) as past_key_values; GroupQueryAttention reads only the first pastLength positions. Each run fetches
+   * just its own rows (new_key_values, [1, kvH, T, hd]) and appends them here, so the copy out of ORT per decode
+   * step is a few KiB rather than the whole cache. Positions ≥ pastLength hold stale values that are never read.
    */
   private kv: { key: Float32Array; value: Float32Array }[] = []; // each [1, kvH, capacity, hd]
   private capacity = 0;
+  /** "present" KV cache: the previous run's present.* tensors, in the graph's dtype. */
+  private past: { key: ort.Tensor; value: ort.Tensor }[] = []; // each [1, kvH, pastLength, hd]
+  /** "recompute": the tokens so far, re-run by every forward. */
+  private history: number[] = [];
   private length = 0;
   private disposed = false;
   /** A run is in flight: the KV cache must not be touched by a second forward/reset/truncate meanwhile. */
@@ -133,18 +242,18 @@ class OrtDecoderSession implements DecoderSession {
    * @param prefillSession runs of several tokens (may be `session` itself)
    */
   constructor(
-    private readonly model: LoadedModel,
+    private readonly spec: ModelSpec,
     private readonly session: ort.InferenceSession,
     private readonly prefillSession: ort.InferenceSession,
-    taps: boolean,
-    cacheHit: boolean,
+    private readonly io: DecoderIo,
+    private readonly file: string,
     /** Longest run given to ORT at once; longer forward() calls are split (see forward). */
     private readonly maxChunk: number,
   ) {
-    this.vocabSize = model.spec.vocabSize;
-    this.contextLength = model.spec.contextLength;
-    this.hasTaps = taps;
-    this.graphCacheHit = cacheHit;
+    this.vocabSize = spec.vocabSize;
+    this.contextLength = spec.contextLength;
+    this.hasTaps = io.taps;
+    this.setLength(0);
   }
 
   get pastLength(): number {
@@ -153,7 +262,7 @@ class OrtDecoderSession implements DecoderSession {
 
   reset(): void {
     this.assertIdle("reset");
-    this.length = 0;
+    this.setLength(0);
   }
 
   truncate(n: number): void {
@@ -161,17 +270,39 @@ class OrtDecoderSession implements DecoderSession {
     if (!Number.isInteger(n) || n < 0 || n > this.length) {
       throw new InvalidArgumentError(`truncate(${n}) outside [0, ${this.length}]`, { field: "n" });
     }
-    this.length = n; // later positions are overwritten by the next forward
+    this.setLength(n);
+  }
+
+  /** Keeps the first n ≤ length cached positions. */
+  private setLength(n: number): void {
+    if (this.io.kv === "present") {
+      const { kvHeads, headDim, layers } = this.spec;
+      if (n === 0) {
+        const type = this.io.pastType;
+        this.past = Array.from({ length: layers }, () => ({ key: emptyKv(type, kvHeads, headDim), value: emptyKv(type, kvHeads, headDim) }));
+      } else if (n < this.length) {
+        const len = this.length;
+        const cut = (t: ort.Tensor): ort.Tensor => {
+          const src = t.data as Float32Array | Uint16Array; // [1, kvH, len, hd]
+          const dst = src instanceof Float32Array ? new Float32Array(kvHeads * n * headDim) : new Uint16Array(kvHeads * n * headDim); // [1, kvH, n, hd]
+          for (let h = 0; h < kvHeads; h++) dst.set(src.subarray(h * len * headDim, (h * len + n) * headDim), h * n * headDim);
+          return dst instanceof Float32Array ? new ort.Tensor("float32", dst, [1, kvHeads, n, headDim]) : new ort.Tensor("float16", dst, [1, kvHeads, n, headDim]);
+        };
+        this.past = this.past.map((p) => ({ key: cut(p.key), value: cut(p.value) }));
+      }
+    }
+    this.history.length = Math.min(this.history.length, n);
+    this.length = n; // "append": later positions are overwritten by the next forward
   }
 
   private assertIdle(what: string): void {
     if (this.busy) throw new InvalidArgumentError(`${what}() while a forward() of this session is still running`, { field: "session" });
   }
 
-  /** Grows the KV buffers (powers of two, at most contextLength) to hold `total` positions. */
+  /** Grows the "append" KV buffers (powers of two, at most contextLength) to hold `total` positions. */
   private ensureCapacity(total: number): void {
     if (total <= this.capacity) return;
-    const { kvHeads, headDim, layers } = this.model.spec;
+    const { kvHeads, headDim, layers } = this.spec;
     let cap = Math.max(64, this.capacity);
     while (cap < total) cap *= 2;
     cap = Math.min(cap, this.contextLength);
@@ -190,7 +321,7 @@ class OrtDecoderSession implements DecoderSession {
 
   /** Writes this run's rows src [1, kvH, T, hd] at positions [length, length+T) of dst [1, kvH, capacity, hd]. */
   private append(dst: Float32Array, src: Float32Array, T: number): void {
-    const { kvHeads, headDim } = this.model.spec;
+    const { kvHeads, headDim } = this.spec;
     for (let h = 0; h < kvHeads; h++) {
       dst.set(src.subarray(h * T * headDim, (h + 1) * T * headDim), (h * this.capacity + this.length) * headDim);
     }
@@ -202,7 +333,7 @@ class OrtDecoderSession implements DecoderSession {
     const T = tokens.length;
     if (T === 0) throw new InvalidArgumentError("forward() needs at least one token", { field: "tokens" });
     if (this.length + T > this.contextLength) {
-      throw new ContextOverflowError(`${this.length} cached + ${T} new tokens exceed the context of ${this.contextLength}`, { field: "context_length" });
+      throw new ContextOverflowError(`${this.length} cached + ${T} new tokens exceed the context of ${this.contextLength}`, { file: this.file, field: "context_length" });
     }
     if (options.hidden === true && !this.hasTaps) {
       throw new InvalidArgumentError("hidden states requested from a session built without taps", { field: "taps" });
@@ -215,7 +346,8 @@ class OrtDecoderSession implements DecoderSession {
     }
     this.busy = true;
     try {
-      return T <= this.maxChunk ? await this.run(tokens, options) : await this.runChunked(tokens, options);
+      // recompute mode re-runs everything anyway: chunking would only multiply the work
+      return T <= this.maxChunk || this.io.kv === "recompute" ? await this.run(tokens, options) : await this.runChunked(tokens, options);
     } finally {
       this.busy = false;
     }
@@ -226,7 +358,7 @@ class OrtDecoderSession implements DecoderSession {
     // Long prompts run in chunks through the KV cache: ORT's attention scratch grows with T × (past+T) per
     // head, so one 8k-token run would need GiBs. Results are assembled as if from one run.
     const start = this.length;
-    const { layers, dim } = this.model.spec;
+    const { layers, dim } = this.spec;
     const wantHidden = options.hidden === true;
     const all = options.logits === "all";
     const hidden = wantHidden ? new Float32Array((layers + 1) * T * dim) : undefined; // [L+1, T, d]
@@ -244,7 +376,7 @@ class OrtDecoderSession implements DecoderSession {
         logits?.set(last.logits, off * this.vocabSize);
       }
     } catch (e) {
-      this.length = start; // the cache holds none of this call's tokens
+      this.setLength(start); // the cache holds none of this call's tokens
       throw e;
     }
     return {
@@ -258,51 +390,82 @@ class OrtDecoderSession implements DecoderSession {
   /** One ORT run over tokens already validated by forward(). */
   private async run(tokens: readonly number[], options: ForwardOptions): Promise<ForwardPass> {
     const T = tokens.length;
-    const ids = new BigInt64Array(T); // [1, T]
-    const positions = new BigInt64Array(T); // [1, T]
-    for (let t = 0; t < T; t++) {
-      ids[t] = BigInt(tokens[t]);
-      positions[t] = BigInt(this.length + t);
-    }
+    const io = this.io;
+    // With a KV cache the run covers only the new tokens; without one, the whole sequence again.
+    const recompute = io.kv === "recompute";
+    const R = recompute ? this.length + T : T; // tokens in this run
+    const start = recompute ? 0 : this.length; // position of the run's first token
+    const ids = new BigInt64Array(R); // [1, R]
+    if (recompute) for (let t = 0; t < this.length; t++) ids[t] = BigInt(this.history[t]);
+    for (let t = 0; t < T; t++) ids[R - T + t] = BigInt(tokens[t]);
     const all = options.logits === "all";
-    const rows = all ? BigInt64Array.from({ length: T }, (_, t) => BigInt(t)) : BigInt64Array.of(BigInt(T - 1)); // [P]
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor("int64", ids, [1, T]),
-      attention_mask: new ort.Tensor("int64", new BigInt64Array(this.length + T).fill(1n), [1, this.length + T]),
-      position_ids: new ort.Tensor("int64", positions, [1, T]),
-      logits_positions: new ort.Tensor("int64", rows, [rows.length]),
-    };
-    this.ensureCapacity(this.length + T);
-    const { kvHeads, headDim } = this.model.spec;
+    const wanted = all ? T : 1; // rows of logits returned
+    const feeds: Record<string, ort.Tensor> = { input_ids: new ort.Tensor("int64", ids, [1, R]) };
+    if (io.mask) feeds.attention_mask = new ort.Tensor("int64", new BigInt64Array(start + R).fill(1n), [1, start + R]); // [1, past+R]
+    if (io.positionIds) feeds.position_ids = new ort.Tensor("int64", BigInt64Array.from({ length: R }, (_, t) => BigInt(start + t)), [1, R]); // [1, R]
+    if (io.logitsPositions) {
+      feeds.logits_positions = new ort.Tensor("int64", BigInt64Array.from({ length: wanted }, (_, i) => BigInt(R - wanted + i)), [wanted]); // [P]
+    }
+    const { kvHeads, headDim, layers, dim } = this.spec;
     const fetches: string[] = ["logits"];
-    for (let i = 0; i < this.kv.length; i++) {
-      feeds[pastName(i, "key")] = new ort.Tensor("float32", this.kv[i].key, [1, kvHeads, this.capacity, headDim]);
-      feeds[pastName(i, "value")] = new ort.Tensor("float32", this.kv[i].value, [1, kvHeads, this.capacity, headDim]);
-      fetches.push(newKvName(i, "key"), newKvName(i, "value"));
+    if (io.kv === "append") {
+      this.ensureCapacity(this.length + T);
+      for (let i = 0; i < this.kv.length; i++) {
+        feeds[pastName(i, "key")] = new ort.Tensor("float32", this.kv[i].key, [1, kvHeads, this.capacity, headDim]);
+        feeds[pastName(i, "value")] = new ort.Tensor("float32", this.kv[i].value, [1, kvHeads, this.capacity, headDim]);
+        fetches.push(newKvName(i, "key"), newKvName(i, "value"));
+      }
+    } else if (io.kv === "present") {
+      for (let i = 0; i < this.past.length; i++) {
+        feeds[pastName(i, "key")] = this.past[i].key;
+        feeds[pastName(i, "value")] = this.past[i].value;
+        fetches.push(presentName(i, "key"), presentName(i, "value"));
+      }
     }
     const wantHidden = options.hidden === true;
-    if (wantHidden) fetches.push("hidden_states");
+    if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
 
     const t0 = performance.now();
     let out: ort.InferenceSession.ReturnType;
     try {
       out = await (T > 1 ? this.prefillSession : this.session).run(feeds, fetches);
     } catch (e) {
-      throw new GraphError(`ONNX Runtime run failed: ${(e as Error).message}`, { field: "forward" }, { cause: e });
+      throw new GraphError(`ONNX Runtime run failed: ${(e as Error).message}`, { file: this.file, field: "forward" }, { cause: e });
     }
     const runMs = performance.now() - t0;
 
-    for (let i = 0; i < this.kv.length; i++) {
-      this.append(this.kv[i].key, out[newKvName(i, "key")].data as Float32Array, T);
-      this.append(this.kv[i].value, out[newKvName(i, "value")].data as Float32Array, T);
+    // logits [1, rows, V]: the last `wanted` rows, as float32 (no copy when they are all there is)
+    const V = this.vocabSize;
+    const logitsTensor = out.logits;
+    const rows = logitsTensor.dims[1];
+    if (logitsTensor.dims.length !== 3 || logitsTensor.dims[2] !== V || rows < wanted) {
+      throw new GraphError(`logits have shape [${logitsTensor.dims}], expected [1, ≥${wanted}, ${V}]`, { file: this.file, field: "logits" });
+    }
+    const logits = toFloat32(logitsTensor, (rows - wanted) * V, rows * V, this.file); // [wanted, V]
+    let hidden: HiddenStates | undefined;
+    if (wantHidden) {
+      const h = out[HIDDEN_STATES_OUTPUT]; // [L+1, 1, R, d]
+      if (h.type !== "float32" || h.dims.length !== 4 || h.dims[0] !== layers + 1 || h.dims[2] !== R || h.dims[3] !== dim) {
+        throw new GraphError(`hidden_states have shape [${h.dims}] (${h.type}), expected [${layers + 1}, 1, ${R}, ${dim}] float32`, { file: this.file, field: HIDDEN_STATES_OUTPUT });
+      }
+      // [L+1, 1, R, d] squeezed to [L+1, R, d]: same buffer, no copy
+      const whole = new HiddenStates(layers + 1, R, dim, h.data as Float32Array);
+      hidden = R === T ? whole : whole.sliceTokens(R - T, R);
+    }
+
+    if (io.kv === "append") {
+      for (let i = 0; i < this.kv.length; i++) {
+        this.append(this.kv[i].key, out[newKvName(i, "key")].data as Float32Array, T);
+        this.append(this.kv[i].value, out[newKvName(i, "value")].data as Float32Array, T);
+      }
+    } else if (io.kv === "present") {
+      for (let i = 0; i < this.past.length; i++) this.past[i] = { key: out[presentName(i, "key")], value: out[presentName(i, "value")] };
+    } else {
+      this.history.push(...tokens);
     }
     this.length += T;
-    const result: ForwardPass = { logits: out.logits.data as Float32Array, positions: rows.length, runMs };
-    if (wantHidden) {
-      const { layers, dim } = this.model.spec;
-      // [L+1, 1, T, d] squeezed to [L+1, T, d]: same buffer, no copy
-      result.hidden = new HiddenStates(layers + 1, T, dim, out.hidden_states.data as Float32Array);
-    }
+    const result: ForwardPass = { logits, positions: wanted, runMs };
+    if (hidden !== undefined) result.hidden = hidden;
     return result;
   }
 
@@ -310,8 +473,24 @@ class OrtDecoderSession implements DecoderSession {
     if (this.disposed) return;
     this.disposed = true;
     this.kv = [];
+    this.past = [];
     this.capacity = 0;
     await this.session.release();
     if (this.prefillSession !== this.session) await this.prefillSession.release();
   }
+}
+
+/** Elements [from, to) of a float32 or float16 tensor as float32 (a view when it is all of a float32 tensor). */
+function toFloat32(t: ort.Tensor, from: number, to: number, file: string): Float32Array {
+  if (t.type === "float32") {
+    const data = t.data as Float32Array;
+    return from === 0 && to === data.length ? data : data.slice(from, to);
+  }
+  if (t.type === "float16") {
+    const src = t.data as Uint16Array;
+    const out = new Float32Array(to - from); // [to - from]
+    for (let i = from; i < to; i++) out[i - from] = f16ToF32(src[i]);
+    return out;
+  }
+  throw new GraphError(`logits have type ${t.type}, expected float32 or float16`, { file, field: "logits" });
 }

@@ -198,7 +198,8 @@ export class OnnxModelBuilder {
   }
 }
 
-function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoProto {
+/** A typed tensor input/output declaration; number dims are fixed, string dims symbolic. */
+export function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoProto {
   const shape = create(TensorShapeProtoSchema, {
     dim: dims.map((d) =>
       create(TensorShapeProto_DimensionSchema, {
@@ -214,7 +215,8 @@ function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoProto {
   });
 }
 
-function attribute(name: string, v: Attr): AttributeProto {
+/** A node attribute: integer → INT, number[] → INTS, string → STRING, float()/float()[] → FLOAT/FLOATS. */
+export function attribute(name: string, v: Attr): AttributeProto {
   if (v instanceof FloatAttr) return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f: v.value });
   if (typeof v === "string") {
     return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(v) });
@@ -227,6 +229,36 @@ function attribute(name: string, v: Attr): AttributeProto {
     return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOATS, floats: (v as FloatAttr[]).map((x) => x.value) });
   }
   return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: (v as number[]).map(BigInt) });
+}
+
+/** One node (default domain); attributes as in `attribute`. */
+export function nodeProto(op: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}): NodeProto {
+  return create(NodeProtoSchema, { opType: op, input: inputs, output: outputs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+}
+
+/** A small weightless model (default-domain ops only), serialised in memory: for sessions built from bytes. */
+export interface InMemoryModel {
+  name: string;
+  nodes: NodeProto[];
+  inputs: ValueInfoProto[];
+  outputs: ValueInfoProto[];
+  /** Default-domain opset; default 17. */
+  opset?: number;
+  producer?: string;
+}
+
+/** ONNX model bytes (IR version 8) for `m`. */
+export function inMemoryModelBytes(m: InMemoryModel): Uint8Array {
+  const graph = create(GraphProtoSchema, { name: m.name, node: m.nodes, input: m.inputs, output: m.outputs });
+  return toBinary(
+    ModelProtoSchema,
+    create(ModelProtoSchema, {
+      irVersion: 8n,
+      producerName: m.producer ?? "onepass",
+      opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(m.opset ?? 17) })],
+      graph,
+    }),
+  );
 }
 
 /**

@@ -5,15 +5,24 @@ import { fileURLToPath } from "node:url";
 import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from "../errors.js";
 import type { LoadedModel } from "./spec.js";
 import { loadGguf } from "./gguf/index.js";
+import { loadHfFolder } from "./hf/index.js";
+import { detectOnnxLayout, loadOnnxModel } from "./onnx/index.js";
 
 /** Absolute path of the bundled stories260K.gguf (dist/src/model/load.js → ../../../assets). */
 export function defaultModelPath(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), "../../../assets/stories260K.gguf");
 }
 
+/** What a model folder may hold, for the error naming what was looked for. */
+const FOLDER_KINDS =
+  "config.json + model.safetensors or model.safetensors.index.json (Hugging Face), " +
+  "config.json + onnx/model.onnx or model.onnx (Optimum / onnx-community export), " +
+  "onepass.json + model.onnx (onepass convert --to onnx)";
+
 /**
- * Load a model from a .gguf file, or a Hugging Face folder (config.json + safetensors + tokenizer.json).
- * ONNX files are not supported yet.
+ * Load a model from a .gguf file, a Hugging Face folder (config.json + safetensors + tokenizer files), an
+ * Optimum / onnx-community ONNX export folder (or its .onnx file), or a `onepass convert --to onnx` folder.
+ * ONNX models come back as LoadedOnnxModel (format "onnx"): the engine runs their graph rather than building one.
  */
 export async function loadModel(path: string): Promise<LoadedModel> {
   let st;
@@ -23,19 +32,19 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     throw new InvalidArgumentError(`model path does not exist (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path }, { cause: err });
   }
   if (st.isDirectory()) {
-    if (!existsSync(join(path, "config.json"))) {
-      throw new UnsupportedModelError("folder has no config.json (expected a Hugging Face model folder)", { file: path, field: "config.json" });
+    const hasConfig = existsSync(join(path, "config.json"));
+    // A Hugging Face repo may ship safetensors and an onnx/ export side by side: the safetensors win (our graph).
+    if (hasConfig && (existsSync(join(path, "model.safetensors")) || existsSync(join(path, "model.safetensors.index.json")))) {
+      return loadHfFolder(path);
     }
-    // Imported lazily so this module works before (or without) the HF loader.
-    const hfModule = "./hf/index.js";
-    const hf = (await import(hfModule)) as { loadHfFolder(dir: string): Promise<LoadedModel> };
-    return hf.loadHfFolder(path);
+    const onnx = detectOnnxLayout(path);
+    if (onnx !== undefined && (onnx.layout === "onepass" || hasConfig)) return loadOnnxModel(path);
+    if (hasConfig) return loadHfFolder(path); // names the missing safetensors file
+    throw new UnsupportedModelError(`not a model folder (looked for ${FOLDER_KINDS})`, { file: path, field: "config.json" });
   }
-  if (path.toLowerCase().endsWith(".onnx")) {
-    throw new UnsupportedModelError("loading ONNX models is not supported yet", { file: path });
-  }
+  if (path.toLowerCase().endsWith(".onnx")) return loadOnnxModel(path);
   if (path.toLowerCase().endsWith(".gguf") || startsWithGgufMagic(path)) return loadGguf(path);
-  throw new ModelFormatError("unrecognised model file (expected a .gguf file or a Hugging Face folder)", { file: path });
+  throw new ModelFormatError("unrecognised model file (expected a .gguf file, an .onnx file, or a model folder)", { file: path });
 }
 
 function startsWithGgufMagic(path: string): boolean {

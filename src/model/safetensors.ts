@@ -24,6 +24,7 @@
  */
 import { closeSync, fsyncSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { ModelFormatError, InvalidArgumentError, OnepassError } from "../errors.js";
+import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from "../numeric/half.js";
 
 /** Bytes per element of the safetensors dtypes. */
 const DTYPE_BYTES: Record<string, number> = {
@@ -195,88 +196,15 @@ export function bytesToF32(bytes: Uint8Array, dtype: SafetensorsFloatDType): Flo
     new Uint8Array(out.buffer).set(bytes);
     return out;
   }
-  const n = bytes.byteLength / 2;
-  const halves = new Uint16Array(n); // [numel]
+  const halves = new Uint16Array(bytes.byteLength / 2); // [numel]
   new Uint8Array(halves.buffer).set(bytes);
-  const out = new Float32Array(n); // [numel]
-  if (dtype === "BF16") {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) bits[i] = halves[i] << 16;
-  } else {
-    for (let i = 0; i < n; i++) out[i] = f16ToF32(halves[i]);
-  }
-  return out;
-}
-
-/** One IEEE half to float. */
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac === 0 ? sign * Infinity : NaN;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** Float to IEEE half bits, round to nearest even; overflow → ±Inf. */
-export function f32ToF16(value: number): number {
-  f32Scratch[0] = value;
-  const x = u32Scratch[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    // Subnormal half (or zero): shift the full mantissa (with implicit 1) into place, round to nearest even.
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mant & ((1 << shift) - 1);
-    let m = mant >>> shift;
-    if (rest > half || (rest === half && (m & 1) === 1)) m++;
-    return sign | m;
-  }
-  let m = mant >>> 13;
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (m & 1) === 1)) {
-    m++;
-    if (m === 0x400) {
-      m = 0;
-      e++;
-      if (e >= 31) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | m;
-}
-
-/** Float to bfloat16 bits, round to nearest even; NaN stays NaN. */
-export function f32ToBf16(value: number): number {
-  f32Scratch[0] = value;
-  const x = u32Scratch[0];
-  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return ((x >>> 16) | 0x40) & 0xffff;
-  const rounded = x + 0x7fff + ((x >>> 16) & 1);
-  return (rounded >>> 16) & 0xffff;
+  return dtype === "BF16" ? decodeBf16(halves) : decodeF16(halves);
 }
 
 /** Encodes float32 values as little-endian F32/F16/BF16 bytes. */
 export function f32ToBytes(values: Float32Array, dtype: SafetensorsFloatDType): Uint8Array {
   if (dtype === "F32") return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
-  const out = new Uint16Array(values.length); // [numel]
-  if (dtype === "BF16") {
-    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-    for (let i = 0; i < values.length; i++) {
-      const x = bits[i];
-      out[i] = (x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0 ? ((x >>> 16) | 0x40) & 0xffff : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-    }
-  } else {
-    for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]);
-  }
+  const out = dtype === "BF16" ? encodeBf16(values) : encodeF16(values); // [numel]
   return new Uint8Array(out.buffer);
 }
 

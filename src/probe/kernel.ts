@@ -3,21 +3,7 @@
  * (dynamic shapes, broadcasting over a leading group axis); small or float64 products use a plain JS loop.
  * Why ORT: JS loops reach 0.4–2.5 GFLOP/s, ORT's MatMul 100–300 GFLOP/s on this machine (NOTES-ENGINE.md).
  */
-import { create, toBinary } from "@bufbuild/protobuf";
-import {
-  GraphProtoSchema,
-  ModelProtoSchema,
-  NodeProtoSchema,
-  AttributeProtoSchema,
-  AttributeProto_AttributeType,
-  OperatorSetIdProtoSchema,
-  TensorProto_DataType,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  ValueInfoProtoSchema,
-} from "onnx-buf";
+import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 
@@ -32,51 +18,28 @@ export const ORT_MULTITHREAD_MACS = 1 << 24;
 /** Products with fewer multiply-adds than this run in JS: an ORT call costs ≈18 µs idle, far more on a loaded 2-core machine (async hop to its thread pool). */
 export const ORT_MIN_MACS = 1 << 18;
 
-function valueInfo(name: string, dims: string[]) {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: TensorProto_DataType.FLOAT,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimParam", value: d } })),
-          }),
-        }),
-      },
-    }),
-  });
-}
-
 /** ONNX model bytes for C = op(A) · op(B), op = optional transpose of the last two axes; rank-3 inputs. */
 function matmulModel(transA: boolean, transB: boolean): Uint8Array {
   const nodes = [];
   let a = "A";
   let b = "B";
-  const perm = create(AttributeProtoSchema, { name: "perm", type: AttributeProto_AttributeType.INTS, ints: [0n, 2n, 1n] });
+  const perm = [0, 2, 1];
   if (transA) {
-    nodes.push(create(NodeProtoSchema, { opType: "Transpose", input: ["A"], output: ["At"], attribute: [perm] }));
+    nodes.push(nodeProto("Transpose", ["A"], ["At"], { perm }));
     a = "At";
   }
   if (transB) {
-    nodes.push(create(NodeProtoSchema, { opType: "Transpose", input: ["B"], output: ["Bt"], attribute: [perm] }));
+    nodes.push(nodeProto("Transpose", ["B"], ["Bt"], { perm }));
     b = "Bt";
   }
-  nodes.push(create(NodeProtoSchema, { opType: "MatMul", input: [a, b], output: ["C"] }));
-  const graph = create(GraphProtoSchema, {
+  nodes.push(nodeProto("MatMul", [a, b], ["C"]));
+  return inMemoryModelBytes({
     name: "probe_matmul",
-    node: nodes,
-    input: [valueInfo("A", ["ga", "a1", "a2"]), valueInfo("B", ["gb", "b1", "b2"])],
-    output: [valueInfo("C", ["gc", "m", "n"])],
+    producer: "onepass-probe",
+    nodes,
+    inputs: [valueInfo("A", "float32", ["ga", "a1", "a2"]), valueInfo("B", "float32", ["gb", "b1", "b2"])],
+    outputs: [valueInfo("C", "float32", ["gc", "m", "n"])],
   });
-  const model = create(ModelProtoSchema, {
-    irVersion: 8n,
-    producerName: "onepass-probe",
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 17n })],
-    graph,
-  });
-  return toBinary(ModelProtoSchema, model);
 }
 
 const sessions = new Map<string, Promise<ort.InferenceSession>>();

@@ -5,11 +5,7 @@
  * Padding keys get an additive −1e9 bias (one mask row per prompt b, shared by the G groups and H heads).
  * float64 and tiny inputs use the composite tape ops (these are what the gradient checks verify).
  */
-import { create, toBinary } from "@bufbuild/protobuf";
-import {
-  AttributeProtoSchema, AttributeProto_AttributeType, GraphProtoSchema, ModelProtoSchema, NodeProtoSchema, OperatorSetIdProtoSchema,
-  TensorProto_DataType, TensorShapeProtoSchema, TensorShapeProto_DimensionSchema, TypeProtoSchema, TypeProto_TensorSchema, ValueInfoProtoSchema,
-} from "onnx-buf";
+import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 import type { RowMask, Tape, Tensor } from "./autograd.js";
@@ -33,38 +29,19 @@ export function setFusedAttention(on: boolean): void {
 
 type NodeSpec = [op: string, inputs: string[], outputs: string[], attrs?: Record<string, number | number[]>];
 
+/** A float32 input/output of `rank` symbolic dims (`<name>_<axis>`). */
 function vi(name: string, rank: number) {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: TensorProto_DataType.FLOAT,
-          shape: create(TensorShapeProtoSchema, {
-            dim: Array.from({ length: rank }, (_, i) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimParam", value: `${name}_${i}` } })),
-          }),
-        }),
-      },
-    }),
-  });
+  return valueInfo(name, "float32", Array.from({ length: rank }, (_, i) => `${name}_${i}`));
 }
 
 function model(name: string, inputs: [string, number][], outputs: [string, number][], nodes: NodeSpec[]): Uint8Array {
-  const node = nodes.map(([op, input, output, attrs]) =>
-    create(NodeProtoSchema, {
-      opType: op,
-      input,
-      output,
-      attribute: Object.entries(attrs ?? {}).map(([k, v]) =>
-        Array.isArray(v)
-          ? create(AttributeProtoSchema, { name: k, type: AttributeProto_AttributeType.INTS, ints: v.map(BigInt) })
-          : create(AttributeProtoSchema, { name: k, type: AttributeProto_AttributeType.INT, i: BigInt(v) }),
-      ),
-    }),
-  );
-  const graph = create(GraphProtoSchema, { name, node, input: inputs.map(([n, r]) => vi(n, r)), output: outputs.map(([n, r]) => vi(n, r)) });
-  return toBinary(ModelProtoSchema, create(ModelProtoSchema, { irVersion: 8n, producerName: "onepass-probe", opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 17n })], graph }));
+  return inMemoryModelBytes({
+    name,
+    producer: "onepass-probe",
+    nodes: nodes.map(([op, input, output, attrs]) => nodeProto(op, input, output, attrs)),
+    inputs: inputs.map(([n, r]) => vi(n, r)),
+    outputs: outputs.map(([n, r]) => vi(n, r)),
+  });
 }
 
 const HEADS_FIRST = [0, 1, 3, 2, 4]; // [G,B,T,H,hd] ↔ [G,B,H,T,hd]

@@ -7,7 +7,7 @@ import { writeFileAtomic } from "../../data/atomic.js";
 import { openFeatureCache } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
 import { cacheSource } from "../../probe/cache-source.js";
-import { parseFlags, required } from "../../probe/cli-args.js";
+import { parseFlags, required } from "../args.js";
 import { evaluateProbe, reportHtml } from "../../probe/report.js";
 
 const usage = `usage: onepass eval --probe P --features DIR [--report out.html] [--json]
@@ -29,26 +29,26 @@ export const evalCommand: Command = {
   usage,
   async run(argv) {
     const v = parseFlags(argv, { probe: { type: "string" }, features: { type: "string" }, report: { type: "string" }, json: { type: "boolean" }, quiet: { type: "boolean" } }, usage);
-    const probeDir = required("probe", v.s("probe"), usage);
-    const featuresDir = required("features", v.s("features"), usage);
+    const probeDir = required("probe", v.probe, usage);
+    const featuresDir = required("features", v.features, usage);
     const cache = openFeatureCache(featuresDir);
     try {
       const { probe, meta } = loadProbe(probeDir, { expectFingerprint: cache.manifest.model.fingerprint });
       if (meta.labelNames.join("\u0000") !== cache.labelNames.join("\u0000")) {
         throw new ProbeError(`probe labels [${meta.labelNames}] differ from the cache's [${cache.labelNames}]`, { file: resolve(probeDir, "probe.json"), field: "labelNames" });
       }
-      const bar = new ProgressBar({ total: cache.size, label: "eval", unit: "ex", enabled: !v.b("quiet") && !v.b("json") });
+      const bar = new ProgressBar({ total: cache.size, label: "eval", unit: "ex", enabled: v.quiet !== true && v.json !== true });
       const ev = await evaluateProbe(probe, cacheSource(cache, probe.config), { threshold: meta.threshold, onProgress: (d) => bar.update(d) });
       bar.finish();
-      if (v.s("report") !== undefined) {
-        writeFileAtomic(v.s("report")!, reportHtml(ev, { title: `${meta.config.kind} probe on ${cache.manifest.dataset.name}`, labelNames: meta.labelNames, probeDir, featuresDir, meta }));
+      if (v.report !== undefined) {
+        writeFileAtomic(v.report, reportHtml(ev, { title: `${meta.config.kind} probe on ${cache.manifest.dataset.name}`, labelNames: meta.labelNames, probeDir, featuresDir, meta }));
       }
-      if (v.b("json")) process.stdout.write(JSON.stringify({ ...ev.metrics, layerWeightsByClass: ev.layerWeightsByClass }, null, 2) + "\n");
+      if (v.json === true) process.stdout.write(JSON.stringify({ ...ev.metrics, layerWeightsByClass: ev.layerWeightsByClass }, null, 2) + "\n");
       else {
         const m = ev.metrics;
         const lines = [`${m.n} examples: accuracy ${m.accuracy.toFixed(4)}, macro-F1 ${m.macroF1.toFixed(4)}, ECE ${m.ece.toFixed(4)}`];
         if (m.f1 !== undefined) lines.push(`F1 ${m.f1.toFixed(4)} (precision ${m.precision!.toFixed(4)}, recall ${m.recall!.toFixed(4)}) at threshold ${m.threshold?.toFixed(4) ?? "argmax"}; AUPRC ${m.auprc!.toFixed(4)}, ROC-AUC ${m.rocAuc!.toFixed(4)}`);
-        if (v.s("report") !== undefined) lines.push(`report: ${v.s("report")}`);
+        if (v.report !== undefined) lines.push(`report: ${v.report}`);
         process.stdout.write(lines.join("\n") + "\n");
       }
       return 0;

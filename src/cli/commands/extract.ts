@@ -1,8 +1,7 @@
 /** `onepass extract`: run the model once over a dataset and store its hidden states (resumable feature cache). */
-import { parseArgs } from "node:util";
 import type { Command } from "../command.js";
+import { numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { ProgressBar } from "../progress.js";
-import { InvalidArgumentError } from "../../errors.js";
 import { loadDatasetArg } from "../../data/datasets.js";
 import { estimateFeatureBytes, extractFeatures, type FeatureMode } from "../../data/features.js";
 import { engineSource } from "../../data/source.js";
@@ -30,13 +29,6 @@ index and a manifest). Rerunning the same command after an interruption resumes 
   --out DIR             cache folder
 `;
 
-function positiveInt(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${value}`, { field: flag });
-  return n;
-}
-
 function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = n;
@@ -48,47 +40,38 @@ function formatBytes(n: number): string {
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
 
+const OPTIONS = {
+  model: { type: "string" },
+  data: { type: "string" },
+  "data-dir": { type: "string" },
+  split: { type: "string" },
+  "text-field": { type: "string" },
+  "label-field": { type: "string" },
+  limit: { type: "string" },
+  mode: { type: "string" },
+  "max-tokens": { type: "string" },
+  chat: { type: "boolean" },
+  "shard-size": { type: "string" },
+  threads: { type: "string" },
+  quiet: { type: "boolean" },
+  out: { type: "string" },
+} as const;
+
 export const extractCommand: Command = {
   name: "extract",
   summary: "run the model over a dataset and cache its hidden states for probe training (resumable)",
   usage,
   async run(argv) {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: {
-          model: { type: "string" },
-          data: { type: "string" },
-          "data-dir": { type: "string" },
-          split: { type: "string" },
-          "text-field": { type: "string" },
-          "label-field": { type: "string" },
-          limit: { type: "string" },
-          mode: { type: "string" },
-          "max-tokens": { type: "string" },
-          chat: { type: "boolean" },
-          "shard-size": { type: "string" },
-          threads: { type: "string" },
-          quiet: { type: "boolean" },
-          out: { type: "string" },
-        },
-        strict: true,
-        allowPositionals: false,
-      }));
-    } catch (err) {
-      throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
-    }
-    if (values.data === undefined) throw new InvalidArgumentError("--data is required", { field: "--data" });
-    if (values.out === undefined) throw new InvalidArgumentError("--out is required", { field: "--out" });
-    const mode = (values.mode ?? "full") as FeatureMode;
-    if (mode !== "full" && mode !== "summary") throw new InvalidArgumentError(`--mode must be full or summary, got ${values.mode}`, { field: "--mode" });
-    const limit = positiveInt(values.limit, "--limit");
-    const maxTokensArg = positiveInt(values["max-tokens"], "--max-tokens");
-    const shardSize = positiveInt(values["shard-size"], "--shard-size");
-    const threads = positiveInt(values.threads, "--threads");
+    const values = parseFlags(argv, OPTIONS, usage);
+    const data = required("data", values.data);
+    const outDir = required("out", values.out);
+    const mode: FeatureMode = oneOf("mode", values.mode, ["full", "summary"] as const) ?? "full";
+    const limit = numberFlag("limit", values.limit, { int: true, min: 1 });
+    const maxTokensArg = numberFlag("max-tokens", values["max-tokens"], { int: true, min: 1 });
+    const shardSize = numberFlag("shard-size", values["shard-size"], { int: true, min: 1 });
+    const threads = numberFlag("threads", values.threads, { int: true, min: 1 });
 
-    const dataset = await loadDatasetArg(values.data, {
+    const dataset = await loadDatasetArg(data, {
       split: values.split,
       dataDir: values["data-dir"],
       textField: values["text-field"],
@@ -117,7 +100,7 @@ export const extractCommand: Command = {
           examples: dataset.examples,
           labelNames: dataset.labelNames,
           dataset: { name: dataset.name, split: dataset.split, files: dataset.files, textField: dataset.textField, labelField: dataset.labelField },
-          outDir: values.out,
+          outDir,
           mode,
           shardSize,
           maxTokens,
@@ -131,7 +114,7 @@ export const extractCommand: Command = {
       const resumed = result.resumedFrom > 0 ? ` (${result.resumedFrom} were already there)` : "";
       process.stderr.write(
         result.complete
-          ? `extract: done, ${result.count} examples${resumed}, ${formatBytes(result.bytes)} in ${values.out}\n`
+          ? `extract: done, ${result.count} examples${resumed}, ${formatBytes(result.bytes)} in ${outDir}\n`
           : `extract: stopped at ${result.count} of ${dataset.examples.length}; run the same command again to resume\n`,
       );
       return result.complete ? 0 : 130;

@@ -4,6 +4,7 @@ import type { Command } from "../command.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { Engine } from "../../engine/engine.js";
 import type { GenerateResult } from "../../engine/generate.js";
+import { generateWithProbes, loadProbes, type Classification } from "../../probe/live.js";
 
 const USAGE = `usage: onepass generate --prompt TEXT [options]
 
@@ -11,7 +12,7 @@ Generates a continuation of TEXT. Only the generated text goes to stdout (stream
 timings go to stderr.
 
 options:
-  --model FILE         .gguf file or Hugging Face folder (default: the built-in stories260K)
+  --model PATH         .gguf file, Hugging Face folder or ONNX folder (default: the built-in stories260K)
   --prompt TEXT        the prompt ("" = start from BOS)
   --max-tokens N       most tokens to generate (default 256, or what the context leaves)
   --temperature T      0 = greedy (default 1)
@@ -22,6 +23,14 @@ options:
   --chat               treat --prompt as a user message and apply the model's chat template
   --system TEXT        system message (implies --chat)
   --no-stream          print the text once, at the end
+  --json               print one JSON object on stdout at the end instead of the text:
+                       {text, finishReason, usage, timings, classifications}
+  --probe DIR          classify the prompt with this probe (repeatable), from the hidden states of the
+                       same prefill that generates: one line per probe on stderr (name, label, p, probe ms),
+                       before the first generated token
+  --block LABEL        with --probe: refuse the request when a probe's label is LABEL (or PROBE:LABEL;
+                       repeatable): the classification and "blocked" go to stderr, nothing is generated
+                       (finishReason "blocked"), and the exit code is still 0
   --threads N          ONNX Runtime threads (default: all cores)
   --cache-dir DIR      where built decoder graphs are cached
   -h, --help           this text
@@ -39,6 +48,9 @@ const OPTIONS = {
   chat: { type: "boolean" },
   system: { type: "string" },
   "no-stream": { type: "boolean" },
+  json: { type: "boolean" },
+  probe: { type: "string", multiple: true },
+  block: { type: "string", multiple: true },
   threads: { type: "string" },
   "cache-dir": { type: "string" },
 } as const;
@@ -72,6 +84,13 @@ function formatTimings(r: GenerateResult, totalMs: number): string {
   );
 }
 
+/** One stderr line per probe: name, label, P(label), probe ms (and any tokenisation warning). */
+export function formatClassification(c: Classification): string {
+  const p = c.probabilities[c.label];
+  const warn = c.warnings.map((w) => `\n  warning (${c.probe}): ${w}`).join("");
+  return `probe ${c.probe}: ${c.label} p=${p.toFixed(4)} (${c.probeMs.toFixed(2)} ms)${warn}\n`;
+}
+
 export const generateCommand: Command = {
   name: "generate",
   summary: "generate text from a prompt (streams to stdout, timings to stderr)",
@@ -91,20 +110,45 @@ export const generateCommand: Command = {
     const chat = v.chat === true || v.system !== undefined;
 
     const started = performance.now();
-    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"] });
+    const probeDirs = v.probe ?? [];
+    if (v.block !== undefined && probeDirs.length === 0) throw new InvalidArgumentError("--block needs at least one --probe", { field: "--block" });
+    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"], ...(probeDirs.length > 0 ? { taps: true } : {}) });
     const abort = new AbortController();
     const onSigint = (): void => abort.abort();
     process.once("SIGINT", onSigint);
     try {
-      const generation = engine.generate({ prompt: v.prompt, chat, system: v.system, signal: abort.signal, ...options });
+      const request = { prompt: v.prompt, chat, system: v.system, signal: abort.signal, ...options };
+      const json = v.json === true;
+      let classifications: Classification[] | undefined;
+      const generation =
+        probeDirs.length === 0
+          ? engine.generate(request)
+          : generateWithProbes(engine, request, loadProbes(probeDirs, engine.fingerprint), {
+              policy: v.block !== undefined ? { block: v.block } : "annotate",
+              // printed inside the hook: before the first decode step, so before any generated text
+              onClassified: (cs) => {
+                classifications = cs;
+                if (!json) for (const c of cs) process.stderr.write(formatClassification(c));
+              },
+            }).generation;
       const loadedMs = performance.now() - started;
+      if (json) {
+        const r = await generation.result;
+        const out = { text: r.text, finishReason: r.finishReason, usage: r.usage, timings: r.timings, ...(classifications !== undefined ? { classifications } : {}) };
+        process.stdout.write(JSON.stringify(out) + "\n");
+        return 0;
+      }
       if (v["no-stream"] === true) {
         process.stdout.write((await generation.result).text);
       } else {
         for await (const chunk of generation) if (chunk.text.length > 0) process.stdout.write(chunk.text);
       }
       const result = await generation.result;
-      if (process.stdout.isTTY) process.stdout.write("\n");
+      if (result.finishReason === "blocked") {
+        const by = (classifications ?? []).filter((c) => c.blocks).map((c) => `${c.probe}: ${c.label}`);
+        process.stderr.write(`blocked (${by.join(", ")})\n`);
+      }
+      if (process.stdout.isTTY && result.text.length > 0) process.stdout.write("\n");
       const totalMs = performance.now() - started;
       process.stderr.write(`load: ${loadedMs.toFixed(1)} ms\n` + formatTimings(result, totalMs));
       return 0;

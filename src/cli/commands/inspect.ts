@@ -1,7 +1,6 @@
 /** `onepass inspect`: the model's spec and tensor storage types. A thin layer over loadModel/summarizeModel. */
-import { parseArgs } from "node:util";
 import type { Command } from "../command.js";
-import { InvalidArgumentError } from "../../errors.js";
+import { parseFlags } from "../args.js";
 import { defaultModelPath, loadModel, summarizeModel, type ModelSummary } from "../../model/load.js";
 
 const USAGE = `usage: onepass inspect [--model FILE] [--json]
@@ -10,7 +9,8 @@ Prints a model's architecture (layers, width, heads, head size, FFN, vocabulary,
 embeddings, q/k/v bias, q/k norm), its fingerprint, and how many tensors/parameters each storage type holds.
 
 options:
-  --model FILE   .gguf file or Hugging Face folder (default: the built-in stories260K)
+  --model PATH   .gguf file, Hugging Face folder, ONNX export folder, or "convert --to onnx" folder
+                 (default: the built-in stories260K)
   --json         machine-readable output
   -h, --help     this text
 `;
@@ -20,12 +20,7 @@ export const inspectCommand: Command = {
   summary: "show a model's architecture and tensor types",
   usage: USAGE,
   async run(argv: string[]): Promise<number> {
-    let values;
-    try {
-      values = parseArgs({ args: argv, options: { model: { type: "string" }, json: { type: "boolean" } }, strict: true, allowPositionals: false }).values;
-    } catch (err) {
-      throw new InvalidArgumentError(`${(err as Error).message}\n\n${USAGE}`);
-    }
+    const values = parseFlags(argv, { model: { type: "string" }, json: { type: "boolean" } }, USAGE);
     const model = await loadModel(values.model ?? defaultModelPath());
     try {
       const summary = summarizeModel(model);

@@ -4,7 +4,7 @@ import { ProgressBar } from "../progress.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { openFeatureCache } from "../../data/features.js";
 import { cacheSource } from "../../probe/cache-source.js";
-import { numFlag, oneOf, parseFlags, required } from "../../probe/cli-args.js";
+import { numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { saveProbe } from "../../probe/artifact.js";
 import type { ProbeConfig } from "../../probe/probe.js";
 import { searchProbe, meanStd } from "../../probe/search.js";
@@ -52,29 +52,29 @@ export const trainCommand: Command = {
   usage,
   async run(argv) {
     const v = parseFlags(argv, FLAGS, usage);
-    const featuresDir = required("features", v.s("features"), usage);
-    const out = required("out", v.s("out"), usage);
-    const kind = required("probe", oneOf("probe", v.s("probe"), ["pooling", "scoring", "mha", "fixed"] as const), usage);
+    const featuresDir = required("features", v.features, usage);
+    const out = required("out", v.out, usage);
+    const kind = required("probe", oneOf("probe", v.probe, ["pooling", "scoring", "mha", "fixed"] as const), usage);
     const config: ProbeConfig = { kind };
-    const pool = oneOf("pool", v.s("pool"), ["mean", "max"] as const);
+    const pool = oneOf("pool", v.pool, ["mean", "max"] as const);
     if (pool !== undefined) config.pool = pool;
-    const layer = numFlag("layer", v.s("layer"), { int: true, min: 0 });
+    const layer = numberFlag("layer", v.layer, { int: true, min: 0 });
     if (layer !== undefined) config.layer = layer;
-    const token = oneOf("token", v.s("token"), ["last", "mean"] as const);
+    const token = oneOf("token", v.token, ["last", "mean"] as const);
     if (token !== undefined) config.token = token;
-    const heads = numFlag("heads", v.s("heads"), { int: true, min: 1 });
+    const heads = numberFlag("heads", v.heads, { int: true, min: 1 });
     if (heads !== undefined) config.heads = heads;
-    const downcast = numFlag("downcast", v.s("downcast"), { int: true, min: 1 });
+    const downcast = numberFlag("downcast", v.downcast, { int: true, min: 1 });
     if (downcast !== undefined) config.downcast = downcast;
     let classWeights: TrainOptions["classWeights"];
-    if (v.s("class-weights") === "balanced") classWeights = "balanced";
-    else if (v.s("class-weights") !== undefined) classWeights = v.s("class-weights")!.split(",").map((s, i) => numFlag(`class-weights[${i}]`, s, { min: 0 })!);
-    const search = numFlag("search", v.s("search"), { int: true, min: 1 });
-    const seeds = numFlag("seeds", v.s("seeds"), { int: true, min: 1 }) ?? (search !== undefined ? 3 : 1);
-    const seed = numFlag("seed", v.s("seed"), { int: true, min: 0 }) ?? 0;
+    if (v["class-weights"] === "balanced") classWeights = "balanced";
+    else if (v["class-weights"] !== undefined) classWeights = v["class-weights"].split(",").map((s, i) => numberFlag(`class-weights[${i}]`, s, { min: 0 })!);
+    const search = numberFlag("search", v.search, { int: true, min: 1 });
+    const seeds = numberFlag("seeds", v.seeds, { int: true, min: 1 }) ?? (search !== undefined ? 3 : 1);
+    const seed = numberFlag("seed", v.seed, { int: true, min: 0 }) ?? 0;
 
     const cache = openFeatureCache(featuresDir);
-    const valCache = v.s("val-features") !== undefined ? openFeatureCache(v.s("val-features")!) : undefined;
+    const valCache = v["val-features"] !== undefined ? openFeatureCache(v["val-features"]) : undefined;
     try {
       const m = cache.manifest;
       if (valCache !== undefined && valCache.manifest.model.fingerprint !== m.model.fingerprint) {
@@ -86,19 +86,19 @@ export const trainCommand: Command = {
       const train = cacheSource(cache, config);
       const options: TrainOptions & { classes: number } = {
         classes: cache.labelNames.length,
-        lr: numFlag("lr", v.s("lr"), { min: 0 }),
-        batchSize: numFlag("batch", v.s("batch"), { int: true, min: 1 }),
-        weightDecay: numFlag("weight-decay", v.s("weight-decay"), { min: 0 }),
-        epochs: numFlag("epochs", v.s("epochs"), { int: true, min: 1 }),
-        patience: numFlag("patience", v.s("patience"), { int: true, min: 1 }),
-        metric: oneOf("metric", v.s("metric"), ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined,
+        lr: numberFlag("lr", v.lr, { min: 0 }),
+        batchSize: numberFlag("batch", v.batch, { int: true, min: 1 }),
+        weightDecay: numberFlag("weight-decay", v["weight-decay"], { min: 0 }),
+        epochs: numberFlag("epochs", v.epochs, { int: true, min: 1 }),
+        patience: numberFlag("patience", v.patience, { int: true, min: 1 }),
+        metric: oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined,
         classWeights,
-        targetFpr: numFlag("target-fpr", v.s("target-fpr"), { min: 0, max: 1 }),
+        targetFpr: numberFlag("target-fpr", v["target-fpr"], { min: 0, max: 1 }),
         validation: valCache !== undefined ? cacheSource(valCache, config) : undefined,
         seed,
       };
       for (const k of Object.keys(options) as (keyof typeof options)[]) if (options[k] === undefined) delete options[k];
-      const quiet = v.b("quiet");
+      const quiet = v.quiet === true;
       let result: TrainResult;
       let values: number[];
       if (search !== undefined) {

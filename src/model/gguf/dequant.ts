@@ -11,34 +11,12 @@
  *   x = d * scales[sub-block of 16] * (q - 32).
  */
 import type { TensorDType } from "../spec.js";
+import { bf16ToF32, f16ToF32 } from "../../numeric/half.js";
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const f16Table = /* @__PURE__ */ buildF16Table(); // [65536]
-
-function buildF16Table(): Float32Array {
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) t[h] = sign * frac * 2 ** -24;
-    else if (exp === 31) t[h] = frac === 0 ? sign * Infinity : NaN;
-    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return t;
-}
-
-/** IEEE half bits → float32 value (exact). */
-export function f16ToF32(h: number): number {
-  return f16Table[h & 0xffff]!;
-}
-
-const bf16Scratch = new DataView(new ArrayBuffer(4));
-/** bfloat16 bits → float32 value (exact: bf16 is the top half of a float32). */
-export function bf16ToF32(h: number): number {
-  bf16Scratch.setUint32(0, (h & 0xffff) << 16);
-  return bf16Scratch.getFloat32(0);
-}
+// Re-exported for callers that still import the half conversions from here (engine/session.ts,
+// model/onnx-export/session.ts); new code imports numeric/half.js.
+export { f16ToF32, bf16ToF32 };
 
 /** Dequantise `elements` values of `dtype` from `src` (little-endian bytes) into a new Float32Array. */
 export function dequantize(dtype: TensorDType, src: Uint8Array, elements: number): Float32Array {
@@ -50,7 +28,7 @@ export function dequantize(dtype: TensorDType, src: Uint8Array, elements: number
       else for (let i = 0; i < elements; i++) out[i] = view.getFloat32(i * 4, true);
       break;
     case "f16":
-      for (let i = 0; i < elements; i++) out[i] = f16Table[src[2 * i]! | (src[2 * i + 1]! << 8)]!;
+      for (let i = 0; i < elements; i++) out[i] = f16ToF32(src[2 * i]! | (src[2 * i + 1]! << 8));
       break;
     case "bf16": {
       const u32 = new Uint32Array(out.buffer);
@@ -60,14 +38,14 @@ export function dequantize(dtype: TensorDType, src: Uint8Array, elements: number
     case "q8_0": {
       const s8 = new Int8Array(src.buffer, src.byteOffset, src.byteLength);
       for (let b = 0, o = 0; o < elements; b += 34, o += 32) {
-        const d = f16Table[src[b]! | (src[b + 1]! << 8)]!;
+        const d = f16ToF32(src[b]! | (src[b + 1]! << 8));
         for (let j = 0; j < 32; j++) out[o + j] = d * s8[b + 2 + j]!;
       }
       break;
     }
     case "q4_0":
       for (let b = 0, o = 0; o < elements; b += 18, o += 32) {
-        const d = f16Table[src[b]! | (src[b + 1]! << 8)]!;
+        const d = f16ToF32(src[b]! | (src[b + 1]! << 8));
         for (let j = 0; j < 16; j++) {
           const q = src[b + 2 + j]!;
           out[o + j] = d * ((q & 0xf) - 8);
@@ -95,8 +73,8 @@ export function q4kScaleMin(src: Uint8Array, s: number, j: number): [scale: numb
 }
 
 function dequantQ4KBlock(src: Uint8Array, view: DataView, b: number, out: Float32Array, o: number): void {
-  const d = f16Table[view.getUint16(b, true)]!;
-  const dmin = f16Table[view.getUint16(b + 2, true)]!;
+  const d = f16ToF32(view.getUint16(b, true));
+  const dmin = f16ToF32(view.getUint16(b + 2, true));
   const scales = b + 4;
   const qs = b + 16;
   for (let pair = 0; pair < 4; pair++) {
@@ -114,7 +92,7 @@ function dequantQ4KBlock(src: Uint8Array, view: DataView, b: number, out: Float3
 }
 
 function dequantQ6KBlock(src: Uint8Array, view: DataView, b: number, out: Float32Array, o: number): void {
-  const d = f16Table[view.getUint16(b + 208, true)]!;
+  const d = f16ToF32(view.getUint16(b + 208, true));
   for (let half = 0; half < 2; half++) {
     const ql = b + 64 * half;
     const qh = b + 128 + 32 * half;
@@ -148,7 +126,7 @@ export function q4_0ToMatMulNBits(src: Uint8Array, n: number, k: number): { data
   const q = new Uint8Array(32); // [32] nibble values of one block
   for (let blk = 0; blk < n * blocksPerRow; blk++) {
     const b = blk * 18;
-    scales[blk] = f16Table[view.getUint16(b, true)]!;
+    scales[blk] = f16ToF32(view.getUint16(b, true));
     for (let j = 0; j < 16; j++) {
       const byte = src[b + 2 + j]!;
       q[j] = byte & 0xf;

@@ -10,7 +10,8 @@ import { GgufWeightSource } from "./weights.js";
 export { readGgufHeader } from "./reader.js";
 export type { GgufHeader, GgufMetadataEntry, GgufTensorEntry, GgufValue, GgufScalar } from "./reader.js";
 export { GgufWeightSource } from "./weights.js";
-export { f16ToF32, bf16ToF32, dequantize } from "./dequant.js";
+export { dequantize } from "./dequant.js";
+export { f16ToF32, bf16ToF32 } from "../../numeric/half.js";
 export { llama3RopeDivisors } from "./rope-scaling.js";
 
 /**

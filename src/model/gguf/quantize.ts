@@ -4,43 +4,7 @@
  * q = min(15, trunc(x/d + 8.5))). Arithmetic is rounded to float32 at each step, as the C code does.
  */
 import type { TensorDType } from "../spec.js";
-
-const scratchF32 = new Float32Array(1);
-const scratchU32 = new Uint32Array(scratchF32.buffer);
-
-/** float32 value → IEEE half bits, round to nearest even; overflow → ±Inf, NaN stays NaN. */
-export function f32ToF16(v: number): number {
-  scratchF32[0] = v;
-  const x = scratchU32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && (half & 1) === 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) === 1)) half++; // a carry into the exponent is correct
-  return sign | half;
-}
-
-/** float32 value → bfloat16 bits, round to nearest even (NaN stays NaN). */
-export function f32ToBf16(v: number): number {
-  scratchF32[0] = v;
-  const x = scratchU32[0]!;
-  if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
+import { encodeBf16, encodeF16, f32ToF16 } from "../../numeric/half.js";
 
 const fr = Math.fround;
 
@@ -51,9 +15,7 @@ export function encodeTensor(dtype: TensorDType, x: Float32Array): Uint8Array {
       return new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
     case "f16":
     case "bf16": {
-      const out = new Uint16Array(x.length); // [n]
-      const enc = dtype === "f16" ? f32ToF16 : f32ToBf16;
-      for (let i = 0; i < x.length; i++) out[i] = enc(x[i]!);
+      const out = dtype === "f16" ? encodeF16(x) : encodeBf16(x); // [n]
       return new Uint8Array(out.buffer);
     }
     case "q8_0":

@@ -9,7 +9,8 @@ import { dirname, basename, join } from "node:path";
 import { InvalidArgumentError, OnepassError } from "../../errors.js";
 import { TensorNames, type Architecture, type TensorDType } from "../spec.js";
 import { DTYPE_TO_GGML, GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, VALUE_TYPE_NAMES, ValueType, alignUp, dtypeByteSize, scalarSize, type ValueTypeName } from "./format.js";
-import { encodeTensor, f32ToF16 } from "./quantize.js";
+import { encodeTensor } from "./quantize.js";
+import { f32ToF16 } from "../../numeric/half.js";
 import { readGgufHeader, type GgufValue } from "./reader.js";
 
 /** A metadata value with an explicit GGUF type (`type` as name or id; `itemType` for arrays). */

@@ -5,11 +5,12 @@
  * un-permuted here so the folder uses transformers' rotate_half convention like every HF Llama checkpoint.
  */
 import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { InvalidArgumentError, UnsupportedModelError } from "../../errors.js";
 import { TensorNames, type LoadedModel, type ModelSpec } from "../spec.js";
 import { writeSafetensors, type SafetensorsTensorInput } from "../safetensors.js";
 import { specToHfConfig } from "./config.js";
+import { isOnnxModel } from "../onnx/index.js";
 import { canonicalToHf } from "./names.js";
 import { GgufTokenType, readGgufVocab, type GgufVocab } from "../../tokenizer/gguf-vocab.js";
 import { ggufVocabToTokenizerJson } from "../../tokenizer/gguf-convert.js";
@@ -111,18 +112,31 @@ export async function writeHfFolder(model: LoadedModel, outDir: string, options:
   writeJsonAtomic(genPath, gen);
   files.push(genPath);
 
+  files.push(...(await writeTokenizerFiles(model, options.sourcePath, outDir)));
+  return files;
+}
+
+/**
+ * The tokenizer files of a model into `outDir`: converted from the GGUF vocabulary (tokenizer.json +
+ * tokenizer_config.json with the chat template), or copied from a folder source. Returns the files written.
+ */
+export async function writeTokenizerFiles(model: LoadedModel, sourcePath: string, outDir: string): Promise<string[]> {
+  const files: string[] = [];
   if (model.format === "gguf") {
-    const vocab = await readGgufVocab(options.sourcePath);
+    const vocab = await readGgufVocab(sourcePath);
     const tokPath = join(outDir, "tokenizer.json");
     writeJsonAtomic(tokPath, hfTokenizerJsonFromGguf(vocab));
     const tcPath = join(outDir, "tokenizer_config.json");
-    writeJsonAtomic(tcPath, tokenizerConfigFromGguf(vocab, spec, model.chatTemplate));
+    writeJsonAtomic(tcPath, tokenizerConfigFromGguf(vocab, model.spec, model.chatTemplate));
     files.push(tokPath, tcPath);
   } else {
+    const dir = isOnnxModel(model) ? model.onnx.dir : sourcePath;
     for (const name of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "tokenizer.model"]) {
-      const src = join(options.sourcePath, name);
-      if (existsSync(src) && src !== join(outDir, name)) {
-        copyFileSync(src, join(outDir, name));
+      const src = join(dir, name);
+      if (existsSync(src) && resolve(src) !== resolve(join(outDir, name))) {
+        const tmp = join(outDir, `${name}.tmp-${process.pid}`);
+        copyFileSync(src, tmp);
+        renameSync(tmp, join(outDir, name));
         files.push(join(outDir, name));
       }
     }

@@ -136,7 +136,7 @@ function expectedShapes(spec: ModelSpec): Map<string, number[]> {
 }
 
 /** Chat template from tokenizer_config.json (string, or the "default" of a named list) or chat_template.jinja. */
-function readChatTemplate(dir: string): string | undefined {
+export function readChatTemplate(dir: string): string | undefined {
   const jinjaPath = join(dir, "chat_template.jinja");
   if (existsSync(jinjaPath)) return readFileSync(jinjaPath, "utf8");
   const tc = readJsonFile(join(dir, "tokenizer_config.json"), true);
@@ -173,7 +173,9 @@ export async function loadHfFolder(dir: string): Promise<LoadedModel> {
       const st = file.info(hfName);
       const dtype = ST_TO_DTYPE[st.dtype];
       if (dtype === undefined) throw new UnsupportedModelError(`dtype ${st.dtype} is not supported (F32, F16, BF16)`, { file: file.path, field: `${hfName}.dtype` });
-      if (parsed.expectedDType !== undefined && st.dtype !== parsed.expectedDType) {
+      // Weight matrices must be stored as the config says; 1-D tensors (norms, biases) are often kept in F32
+      // inside BF16/F16 checkpoints, and any float dtype is fine for them.
+      if (parsed.expectedDType !== undefined && st.dtype !== parsed.expectedDType && st.shape.length !== 1) {
         throw new ModelFormatError(
           `config says ${parsed.expectedDType} but tensor ${hfName} in ${file.path} is stored as ${st.dtype}`,
           { file: configPath, field: parsed.dtypeField },

@@ -2,15 +2,19 @@
  * `convertModel`: the library side of `onepass convert`.
  * - to "hf":   any loadable model (GGUF file or HF folder) → a Hugging Face folder (see export.ts).
  * - to "onnx": any loadable model → onepass's own decoder graph (model.onnx + model.onnx.data + onepass.json),
- *              optionally with int4 weights (MatMulNBits, block 32) quantised at build time.
+ *              optionally with int4 weights (MatMulNBits, block 32) quantised at build time, plus the
+ *              tokenizer files: the folder is self-contained and `Engine.load(folder)` runs it as it is.
+ * It sits above model/ and graph/ (it reads checkpoints and builds graphs), below the CLI.
  */
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { InvalidArgumentError } from "../../errors.js";
-import type { LoadedModel, ModelSpec } from "../spec.js";
-import { loadModel } from "../load.js";
-import { quantizeModelInt4, type Int4Scheme } from "../quantize.js";
-import { writeHfFolder, type HfDType } from "./export.js";
+import { InvalidArgumentError, UnsupportedModelError } from "../errors.js";
+import { buildDecoderGraph, DECODER_BUILDER_VERSION } from "../graph/decoder.js";
+import type { LoadedModel, ModelSpec } from "../model/spec.js";
+import { loadModel } from "../model/load.js";
+import { ONEPASS_MANIFEST } from "../model/onnx/index.js";
+import { quantizeModelInt4, type Int4Scheme } from "../model/quantize.js";
+import { writeHfFolder, writeTokenizerFiles, type HfDType } from "../model/hf/export.js";
 
 export interface ConvertOptions {
   to: "hf" | "onnx";
@@ -50,6 +54,9 @@ export async function convertModel(modelPath: string, options: ConvertOptions): 
   }
   const model = await loadModel(modelPath);
   try {
+    if (model.format === "onnx") {
+      throw new UnsupportedModelError("converting from an ONNX model is not supported (convert its GGUF or Hugging Face source)", { file: modelPath });
+    }
     if (options.to === "hf") {
       const files = await writeHfFolder(model, options.out, { dtype: options.dtype, sourcePath: modelPath });
       return { out: options.out, files, spec: { ...model.spec, ropeStyle: "half" } };
@@ -64,9 +71,6 @@ async function writeOnnx(source: LoadedModel, modelPath: string, options: Conver
   const int4 = options.quantize === "int4";
   if (options.quantize !== undefined && !int4) throw new InvalidArgumentError(`--quantize must be int4, got ${String(options.quantize)}`, { field: "quantize" });
   const model = int4 ? quantizeModelInt4(source, { scheme: options.int4Scheme, includeOutput: options.int4Head }) : source;
-  // Imported lazily: model/ sits upstream of graph/ and must not depend on it statically.
-  const graphModule = "../../graph/decoder.js";
-  const { buildDecoderGraph, DECODER_BUILDER_VERSION } = (await import(graphModule)) as typeof import("../../graph/decoder.js");
   mkdirSync(options.out, { recursive: true });
   const tmp = mkdtempSync(join(options.out, ".convert-"));
   try {
@@ -82,9 +86,10 @@ async function writeOnnx(source: LoadedModel, modelPath: string, options: Conver
       taps: options.taps ?? true,
       quantize: int4 ? { type: "int4", blockSize: 32, scheme: options.int4Scheme ?? "symmetric", accuracyLevel, lmHead: options.int4Head ?? false } : null,
     };
-    writeFileSync(join(tmp, "onepass.json"), JSON.stringify(manifest, null, 2) + "\n");
-    const files: string[] = [];
-    for (const name of ["model.onnx.data", "model.onnx", "onepass.json"]) {
+    writeFileSync(join(tmp, ONEPASS_MANIFEST), JSON.stringify(manifest, null, 2) + "\n");
+    const files = await writeTokenizerFiles(source, modelPath, options.out);
+    // the manifest last: a folder is recognised as ours (and loadable) only once it is complete
+    for (const name of ["model.onnx.data", "model.onnx", ONEPASS_MANIFEST]) {
       if (!existsSync(join(tmp, name))) continue;
       renameSync(join(tmp, name), join(options.out, name));
       files.push(join(options.out, name));

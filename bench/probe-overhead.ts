@@ -1,0 +1,129 @@
+// Probe overhead per request: a generation without probes (engine built without taps) against the same
+// generation with the hidden-state taps on and one probe (pooling, scoring, MHA) classifying the prefill, as
+// the paper reports it (3B model on a GPU: pooling ×1.12, scoring ×1.17, MHA ×1.52 of base).
+// Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
+// bench/engine.ts writes (used when cached; `--qwen` writes it first).
+// Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen]
+// Probe weights are random (untrained): they cost exactly what trained ones do.
+import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { Engine } from "../src/engine/engine.js";
+import type { LoadedProbe } from "../src/probe/artifact.js";
+import { generateWithProbes } from "../src/probe/live.js";
+import { Probe, type ProbeConfig } from "../src/probe/probe.js";
+import { writeRandomModel } from "../src/model/gguf/writer.js";
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const RUNS = arg("runs", 7);
+const THREADS = arg("threads", 2);
+const DECODE = arg("decode", 16);
+const PROMPT = arg("prompt", 128);
+
+const root = process.env.ONEPASS_CACHE_DIR ?? join(homedir(), ".cache", "onepass");
+const qwenPath = join(root, "bench", "qwen2.5-0.5b-shape-q4_0.gguf"); // the file bench/engine.ts writes
+
+/** The same model bench/engine.ts writes (same options, so either bench can create the cached file). */
+function ensureQwen(): void {
+  if (existsSync(qwenPath)) return;
+  mkdirSync(join(root, "bench"), { recursive: true });
+  const tmp = `${qwenPath}.tmp-${process.pid}`;
+  writeRandomModel(tmp, {
+    architecture: "qwen2", layers: 24, dim: 896, heads: 14, kvHeads: 2, headDim: 64, ffnDim: 4864,
+    vocabSize: 151936, dtype: "q4_0", seed: 2024, tiedEmbeddings: true, contextLength: 32768, name: "random-qwen2.5-0.5b-shape",
+  });
+  renameSync(tmp, qwenPath);
+}
+
+/** Deterministic prompt token ids (not text: both models get exactly PROMPT tokens). */
+function promptIds(vocab: number, bos: number | undefined): number[] {
+  let s = 12345;
+  const ids = Array.from({ length: PROMPT }, () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return 3 + (s % (vocab - 3));
+  });
+  if (bos !== undefined) ids[0] = bos;
+  return ids;
+}
+
+const VARIANTS: { name: string; config?: ProbeConfig }[] = [
+  { name: "base (no taps)" },
+  { name: "taps, no probe" },
+  { name: "+pooling", config: { kind: "pooling", pool: "mean" } },
+  { name: "+scoring", config: { kind: "scoring" } },
+  { name: "+MHA (H=8, f=8)", config: { kind: "mha", heads: 8, downcast: 8 } },
+];
+
+function randomProbe(engine: Engine, config: ProbeConfig): LoadedProbe {
+  const shape = { layers: engine.spec.layers + 1, dim: engine.spec.dim, classes: 2 };
+  const probe = new Probe(config, shape, { seed: 1 });
+  for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898) * 0.5) / Math.sqrt(shape.dim);
+  return {
+    probe,
+    dir: `bench-${config.kind}`,
+    meta: {
+      format: "onepass-probe", version: 1, config, shape, labelNames: ["neg", "pos"],
+      model: { fingerprint: engine.fingerprint, layers: engine.spec.layers, dim: engine.spec.dim },
+      parameterCount: { aggregator: probe.parameterCount(), head: 2 * shape.dim + 2 }, createdAt: new Date(0).toISOString(),
+    },
+  };
+}
+
+interface Sample { prefill: number; probe: number; total: number }
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function benchModel(label: string, path: string): Promise<void> {
+  const plain = await Engine.load(path, { taps: false, threads: THREADS });
+  const tapped = await Engine.load(path, { taps: true, threads: THREADS });
+  const prompt = promptIds(plain.spec.vocabSize, plain.tokenizer.bosTokenId);
+  const probes = VARIANTS.map((v) => (v.config === undefined ? undefined : randomProbe(tapped, v.config)));
+  const samples: Sample[][] = VARIANTS.map(() => []);
+  const request = { prompt, maxTokens: DECODE, temperature: 0, eosTokenIds: [] as number[] };
+  // warm-up, then variants take turns within each round (load from other processes hits them alike)
+  for (let r = -1; r < RUNS; r++) {
+    for (let v = 0; v < VARIANTS.length; v++) {
+      const t0 = performance.now();
+      const p = probes[v];
+      const res = p !== undefined
+        ? await generateWithProbes(tapped, request, [p]).generation.result
+        : await (v === 0 ? plain : tapped).generate({ ...request, hidden: v === 1 }).result;
+      const total = performance.now() - t0;
+      if (res.tokens.length !== DECODE) throw new Error(`expected ${DECODE} tokens, got ${res.tokens.length}`);
+      if (r >= 0) samples[v].push({ prefill: res.timings.prefillMs, probe: res.timings.hookMs, total });
+    }
+  }
+  await plain.dispose();
+  await tapped.dispose();
+
+  const base = samples[0].map((s) => s.total);
+  const basePrefill = median(samples[0].map((s) => s.prefill));
+  console.log(`\n${label}: L=${plain.spec.layers}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}`);
+  const f = (x: number, w = 10) => x.toFixed(2).padStart(w);
+  console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"1+probe/prefill".padStart(16)}`);
+  VARIANTS.forEach((v, i) => {
+    const s = samples[i];
+    const prefill = median(s.map((x) => x.prefill));
+    const probe = median(s.map((x) => x.probe));
+    const total = median(s.map((x) => x.total));
+    // time to the classification = prefill + probe, against the base prefill (the paper's per-request view);
+    // the last column adds only this variant's probe time to the base prefill: steadier on a loaded machine
+    const toLabel = median(s.map((x) => x.prefill + x.probe));
+    console.log(`${v.name.padEnd(18)} ${f(prefill)} ${f(probe)} ${f(total)} ${(total / median(base)).toFixed(3).padStart(11)}× ${(toLabel / basePrefill).toFixed(3).padStart(13)}× ${(1 + probe / basePrefill).toFixed(3).padStart(15)}×`);
+  });
+}
+
+async function main(): Promise<void> {
+  await benchModel("stories260K", "assets/stories260K.gguf");
+  if (process.argv.includes("--qwen")) ensureQwen();
+  if (!process.argv.includes("--no-qwen") && existsSync(qwenPath)) await benchModel("random Qwen2.5-0.5B-shaped Q4_0", qwenPath);
+  else console.log(`\n(no ${qwenPath}: run with --qwen to write it, or npm run bench:engine)`);
+  console.log("\npaper (3B, GPU): pooling ×1.12, scoring ×1.17, MHA ×1.52 of base");
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

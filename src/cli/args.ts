@@ -1,0 +1,72 @@
+/**
+ * Flag parsing shared by every CLI command. Each helper throws InvalidArgumentError naming the flag
+ * (`field --name`), which main.ts prints as `onepass: field --name: ...` with exit status 1.
+ *
+ * Typical command:
+ *
+ *   const OPTIONS = { model: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" } } as const;
+ *   const flags = parseFlags(argv, OPTIONS, usage);   // flags.model: string | undefined, flags.json: boolean | undefined
+ *   const model = required("model", flags.model);      // string, or "--model is required"
+ *   const limit = numberFlag("limit", flags.limit, { int: true, min: 1 });   // number | undefined
+ *   const mode = oneOf("mode", flags.mode, ["full", "summary"] as const);   // "full" | "summary" | undefined
+ *
+ * Numbers are passed as string flags and checked with numberFlag, so "--limit ten" fails with a message
+ * naming --limit instead of silently becoming NaN.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { InvalidArgumentError } from "../errors.js";
+
+/** The `options` of node:util parseArgs: `{ name: { type: "string" | "boolean", multiple?, short? } }`. */
+export type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
+
+/** The parsed values for `options` O, as node:util parseArgs types them. */
+export type FlagValues<O extends FlagOptions> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>["values"];
+
+/**
+ * Parse `argv` strictly (unknown flags and positionals are errors) into values typed from `options`
+ * (string flags → string | undefined, boolean flags → boolean | undefined, `multiple` → arrays).
+ * A parse error becomes InvalidArgumentError with `usage` appended.
+ */
+export function parseFlags<const O extends FlagOptions>(argv: string[], options: O, usage: string): FlagValues<O> {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
+  }
+}
+
+/** `value`, or InvalidArgumentError "--name is required" (followed by `usage` when given). */
+export function required<T>(name: string, value: T | undefined, usage?: string): T {
+  if (value === undefined) throw new InvalidArgumentError(`--${name} is required${usage !== undefined ? `\n\n${usage}` : ""}`, { field: `--${name}` });
+  return value;
+}
+
+export interface NumberFlagOptions {
+  /** Require an integer. */
+  int?: boolean;
+  /** Smallest allowed value (inclusive). */
+  min?: number;
+  /** Largest allowed value (inclusive). */
+  max?: number;
+}
+
+/** The number in a string flag (undefined when the flag is absent), or InvalidArgumentError naming the flag. */
+export function numberFlag(name: string, value: string | undefined, o: NumberFlagOptions = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isFinite(n) || (o.int === true && !Number.isInteger(n)) || (o.min !== undefined && n < o.min) || (o.max !== undefined && n > o.max)) {
+    const range = o.min !== undefined || o.max !== undefined ? ` in [${o.min ?? "-∞"}, ${o.max ?? "∞"}]` : "";
+    throw new InvalidArgumentError(`expects ${o.int === true ? "an integer" : "a number"}${range}, got '${value}'`, { field: `--${name}` });
+  }
+  return n;
+}
+
+/** A string flag restricted to `allowed` (undefined when absent), or InvalidArgumentError "--name must be a, b or c". */
+export function oneOf<T extends string>(name: string, value: string | undefined, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) {
+    const list = allowed.length > 1 ? `${allowed.slice(0, -1).join(", ")} or ${allowed[allowed.length - 1]}` : String(allowed[0]);
+    throw new InvalidArgumentError(`--${name} must be ${list}, got '${value}'`, { field: `--${name}` });
+  }
+  return value as T;
+}

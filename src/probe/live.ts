@@ -1,0 +1,268 @@
+/**
+ * Probes on the live request: classify a prompt from the hidden states of the very prefill run that produces
+ * the first logits (no second pass), before any decode step, and optionally block the request.
+ *
+ *   const engine = await Engine.load(model, { taps: true });
+ *   const probes = loadProbes([dirA, dirB], engine.fingerprint);
+ *   const { generation, classifications } = generateWithProbes(engine, { prompt, maxTokens: 64 }, probes,
+ *     { policy: { block: ["toxic"] } });
+ *   console.error(await classifications);          // settled before the first token is produced
+ *   const result = await generation.result;         // finishReason "blocked" when a probe blocked it
+ */
+import { basename, resolve } from "node:path";
+import type { Engine, GenerateRequest } from "../engine/engine.js";
+import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
+import type { HiddenStates } from "../engine/hidden.js";
+import { InvalidArgumentError, ModelMismatchError, ProbeError } from "../errors.js";
+import { PROBE_JSON, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
+import { Tape } from "./autograd.js";
+import { makeBatch } from "./batch.js";
+import { softmaxRows } from "./probe.js";
+
+/** How a request's prompt became tokens (compared with what the probe was trained on). */
+export interface PromptTokenization {
+  template: "raw" | "chat";
+}
+
+/** What one probe said about one prompt. */
+export interface Classification {
+  /** The probe's name (its key, or its folder's name). */
+  probe: string;
+  /** The decided label: for binary probes with a threshold, P(class 1) ≥ threshold; otherwise the argmax. */
+  label: string;
+  labelIndex: number;
+  /** P(label) for every label name. */
+  probabilities: Record<string, number>;
+  /** Binary probes: the decision threshold on P(labelNames[1]) the label came from. */
+  threshold?: number;
+  /** Scoring probes: the layer-gate weights [L+1] (softmax over layers). */
+  layerWeights?: number[];
+  /** Prompt tokens the probe saw (the first `tokenization.maxTokens` when the probe was trained on a cut). */
+  tokens: number;
+  /** Wall time of this probe on this prompt, ms. */
+  probeMs: number;
+  /** True when this probe's label is one the policy blocks on. */
+  blocks: boolean;
+  /** The prompt was tokenised unlike the probe's training data (BOS, chat template, length cut): read with care. */
+  warnings: string[];
+}
+
+/** "annotate" (default): classify, never stop. { block: [...] }: stop before decoding when a label matches. */
+export type ProbePolicy = "annotate" | { block: readonly string[] };
+
+export interface ProbeHookOptions {
+  /** The serving model's fingerprint (Engine.fingerprint): probes trained on another model are refused. */
+  fingerprint: string;
+  policy?: ProbePolicy;
+  /** How the request's prompt was tokenised (checked against each probe's training tokenisation). */
+  tokenization?: PromptTokenization;
+  /** The tokenizer's BOS id, to check the BOS setting the probes were trained with. */
+  bosTokenId?: number;
+  /** Called with the classifications inside the hook, before the decision reaches the engine. */
+  onClassified?: (classifications: Classification[]) => void;
+}
+
+export interface ProbeHook {
+  /** Pass as GenerateOptions.onPrefill. */
+  onPrefill: PrefillHook;
+  /** Settles when the hook has run (before the first decode step); rejects when `fail` is called first. */
+  results: Promise<Classification[]>;
+  /** Reject `results` (e.g. the generation failed before its prefill). No effect once settled. */
+  fail(err: unknown): void;
+}
+
+/** A probe with the name it is reported under. */
+interface NamedProbe {
+  name: string;
+  loaded: LoadedProbe;
+}
+
+function nameProbes(probes: readonly LoadedProbe[] | Record<string, LoadedProbe>): NamedProbe[] {
+  const list: NamedProbe[] = Array.isArray(probes)
+    ? (probes as readonly LoadedProbe[]).map((loaded) => ({ name: basename(resolve(loaded.dir)), loaded }))
+    : Object.entries(probes as Record<string, LoadedProbe>).map(([name, loaded]) => ({ name, loaded }));
+  if (list.length === 0) throw new InvalidArgumentError("no probes given", { field: "probes" });
+  const seen = new Set<string>();
+  for (const { name } of list) {
+    if (seen.has(name)) throw new InvalidArgumentError(`two probes are named '${name}' (name them with a record)`, { field: "probes" });
+    seen.add(name);
+  }
+  return list;
+}
+
+function checkPolicy(policy: ProbePolicy, probes: NamedProbe[]): Set<string> {
+  if (policy === "annotate") return new Set();
+  if (policy === null || typeof policy !== "object" || !Array.isArray(policy.block)) {
+    throw new InvalidArgumentError(`policy must be "annotate" or { block: [labels] }`, { field: "policy" });
+  }
+  // every blocked label must be one some probe can produce ("label" or "probe:label"): a typo would never block
+  const known = new Set<string>();
+  for (const { name, loaded } of probes) for (const l of loaded.meta.labelNames) known.add(l).add(`${name}:${l}`);
+  for (const b of policy.block) {
+    if (typeof b !== "string" || !known.has(b)) {
+      throw new InvalidArgumentError(`block label '${String(b)}' is not a label of any attached probe (labels: ${[...known].filter((k) => !k.includes(":")).join(", ")})`, { field: "policy.block" });
+    }
+  }
+  return new Set(policy.block);
+}
+
+/** Refuse probes trained on another model or on hidden states of another shape. */
+function checkAttachable({ loaded }: NamedProbe, fingerprint: string): void {
+  const file = `${loaded.dir}/${PROBE_JSON}`;
+  if (loaded.meta.model.fingerprint !== fingerprint) {
+    throw new ModelMismatchError(
+      `probe was trained on model ${loaded.meta.model.fingerprint.slice(0, 16)}…, not on the serving model ${fingerprint.slice(0, 16)}…`,
+      { file, field: "model.fingerprint" },
+    );
+  }
+}
+
+/** Differences between how this prompt was tokenised and how the probe's training prompts were. */
+function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], options: ProbeHookOptions): string[] {
+  const trained = meta.tokenization;
+  if (trained === undefined) return ["the probe does not record how its training prompts were tokenised"];
+  const out: string[] = [];
+  if (options.tokenization !== undefined && options.tokenization.template !== trained.template) {
+    out.push(`prompt tokenised with template '${options.tokenization.template}', the probe was trained on '${trained.template}' prompts`);
+  }
+  if (options.bosTokenId !== undefined) {
+    const hasBos = promptTokens[0] === options.bosTokenId;
+    if (hasBos !== trained.addBos) out.push(`prompt ${hasBos ? "starts" : "does not start"} with BOS, the probe's training prompts ${trained.addBos ? "did" : "did not"}`);
+  }
+  if (trained.maxTokens !== null && promptTokens.length > trained.maxTokens) {
+    out.push(`prompt has ${promptTokens.length} tokens, the probe was trained on the first ${trained.maxTokens}: classified on those`);
+  }
+  return out;
+}
+
+/** Run one probe on one prompt's hidden states: the same computation as Probe.predict, plus the layer gate. */
+async function classifyOne(
+  { name, loaded }: NamedProbe,
+  hidden: HiddenStates,
+  promptTokens: readonly number[],
+  blocked: Set<string>,
+  options: ProbeHookOptions,
+): Promise<Classification> {
+  const { probe, meta } = loaded;
+  const t0 = performance.now();
+  const warnings = tokenizationWarnings(meta, promptTokens, options);
+  const max = meta.tokenization?.maxTokens ?? null;
+  // causal model: the first max tokens' states equal those of a pass over the cut prompt, as in training
+  const h = max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
+  const tape = new Tape(probe.dtype, false);
+  const out = await probe.forward(tape, makeBatch([h], probe.dtype));
+  const probs = softmaxRows(out.logits.data, probe.shape.classes); // [C]
+  const labelIndex =
+    probs.length === 2 && meta.threshold !== undefined ? (probs[1] >= meta.threshold ? 1 : 0) : probs.indexOf(Math.max(...probs));
+  const label = meta.labelNames[labelIndex];
+  const probeMs = performance.now() - t0;
+  return {
+    probe: name,
+    label,
+    labelIndex,
+    probabilities: Object.fromEntries(meta.labelNames.map((n, i) => [n, probs[i]])),
+    ...(probs.length === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
+    ...(out.layerWeights !== undefined ? { layerWeights: Array.from(out.layerWeights.data) } : {}),
+    tokens: h.tokens,
+    probeMs,
+    blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
+    warnings,
+  };
+}
+
+/**
+ * An onPrefill hook that runs every probe on the prefill's HiddenStates [L+1, T, d] and, under a block
+ * policy, ends the request before any decode step (finishReason "blocked") when a probe's label is blocked.
+ * Probes are checked against `fingerprint` here, when attached (ModelMismatchError).
+ */
+export function probeHook(probes: readonly LoadedProbe[] | Record<string, LoadedProbe>, options: ProbeHookOptions): ProbeHook {
+  if (typeof options?.fingerprint !== "string" || options.fingerprint.length === 0) {
+    throw new InvalidArgumentError("probeHook needs the serving model's fingerprint", { field: "fingerprint" });
+  }
+  const named = nameProbes(probes);
+  for (const p of named) checkAttachable(p, options.fingerprint);
+  const blocked = checkPolicy(options.policy ?? "annotate", named);
+
+  let settle!: (c: Classification[]) => void;
+  let reject!: (e: unknown) => void;
+  let settled = false;
+  const results = new Promise<Classification[]>((res, rej) => {
+    settle = res;
+    reject = rej;
+  });
+  results.catch(() => {}); // reaches whoever awaits it; never an unhandled rejection
+  const fail = (err: unknown): void => {
+    if (settled) return;
+    settled = true;
+    reject(err);
+  };
+
+  const onPrefill: PrefillHook = async (pass, info): Promise<PrefillDecision | void> => {
+    try {
+      if (pass.hidden === undefined) {
+        throw new InvalidArgumentError("the prefill returned no hidden states: load the engine with taps: true", { field: "hidden" });
+      }
+      const classifications: Classification[] = [];
+      for (const p of named) {
+        const { layers, dim } = p.loaded.probe.shape;
+        if (pass.hidden.layers !== layers || pass.hidden.dim !== dim) {
+          throw new ProbeError(`probe expects ${layers} layers × ${dim}, the model gives ${pass.hidden.layers} × ${pass.hidden.dim}`, {
+            file: `${p.loaded.dir}/${PROBE_JSON}`,
+            field: "shape",
+          });
+        }
+        classifications.push(await classifyOne(p, pass.hidden, info.promptTokens, blocked, options));
+      }
+      options.onClassified?.(classifications);
+      if (!settled) {
+        settled = true;
+        settle(classifications);
+      }
+      return classifications.some((c) => c.blocks) ? { stop: true, blocked: true } : undefined;
+    } catch (err) {
+      fail(err);
+      throw err;
+    }
+  };
+  return { onPrefill, results, fail };
+}
+
+/** Load probe folders for the serving model (ModelMismatchError for a probe trained on another one). */
+export function loadProbes(dirs: readonly string[], fingerprint: string): LoadedProbe[] {
+  return dirs.map((dir) => loadProbe(dir, { expectFingerprint: fingerprint }));
+}
+
+export interface ProbedGeneration {
+  generation: Generation;
+  /** Settles before the first decode step; rejects if the generation fails before its prefill. */
+  classifications: Promise<Classification[]>;
+}
+
+/**
+ * One request with probes on its prefill: the engine must be loaded with taps. The request's own onPrefill
+ * (if any) is replaced. Bad requests and mismatched probes throw here, synchronously.
+ */
+export function generateWithProbes(
+  engine: Engine,
+  request: GenerateRequest,
+  probes: readonly LoadedProbe[] | Record<string, LoadedProbe>,
+  options: Omit<ProbeHookOptions, "fingerprint" | "tokenization" | "bosTokenId"> = {},
+): ProbedGeneration {
+  if (!engine.hasTaps) throw new InvalidArgumentError("probes need an engine loaded with taps: true", { field: "taps" });
+  const template = request.messages !== undefined || request.chat === true ? "chat" : "raw";
+  // token-id prompts: the caller chose the tokens, so only the BOS check applies
+  const tokenization = typeof request.prompt === "string" || template === "chat" ? { template } as PromptTokenization : undefined;
+  const hook = probeHook(probes, {
+    ...options,
+    fingerprint: engine.fingerprint,
+    tokenization,
+    bosTokenId: engine.tokenizer.bosTokenId,
+  });
+  const generation = engine.generate({ ...request, onPrefill: hook.onPrefill, hidden: true });
+  // a generation that fails (or ends) without reaching the hook must not leave `classifications` pending
+  generation.done.then(
+    () => hook.fail(new InvalidArgumentError("the generation ended before its prefill ran (aborted?)", { field: "signal" })),
+    (err) => hook.fail(err),
+  );
+  return { generation, classifications: hook.results };
+}

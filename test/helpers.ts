@@ -1,0 +1,58 @@
+/** Small helpers shared by test files: temporary folders, the bundled model, array comparisons, a seeded PRNG. */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** The bundled stories260K checkpoint (tests never read /work/shared). */
+export const STORIES260K = "assets/stories260K.gguf";
+
+/** A fresh folder `<os tmp>/onepass-<name>-XXXXXX`; the caller removes it (rmSync(dir, { recursive: true, force: true })). */
+export function tempDir(name: string): string {
+  return mkdtempSync(join(tmpdir(), `onepass-${name}-`));
+}
+
+/** Largest |a[i] − b[i]|; asserts equal lengths. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** Index of the largest value (the first on ties). */
+export function argmax(row: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+/** Seeded PRNG (mulberry32) returning uniforms in [0, 1), so a failing case can be replayed. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Index lines a feature cache in `dir` holds so far (its *.idx.jsonl files and their .part files): the trigger
+ * for kill-mid-run tests. A .part file renamed between listing and reading is skipped (counted on the next poll).
+ */
+export function indexLinesSoFar(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let n = 0;
+  for (const f of readdirSync(dir)) {
+    if (!f.includes(".idx.jsonl")) continue;
+    try {
+      n += readFileSync(join(dir, f), "utf8").split("\n").length - 1;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  return n;
+}
