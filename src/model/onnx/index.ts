@@ -101,7 +101,7 @@ export async function loadOnnxModel(path: string, options: { modelFile?: string 
     const manifestPath = join(dir, ONEPASS_MANIFEST);
     const manifest = readJsonFile(manifestPath);
     spec = specFromManifest(manifest.spec, manifestPath);
-    if (typeof manifest.fingerprint !== "string" || !/^sha256:[0-9a-f]{64}$/.test(manifest.fingerprint)) {
+    if (typeof manifest.fingerprint !== "string" || !/^sha256:[0-9a-f]{64}(\+[a-z0-9-]+)?$/.test(manifest.fingerprint)) {
       throw new ModelFormatError("expected the sha256 fingerprint of the weights the graph was built from", { file: manifestPath, field: "fingerprint" });
     }
     // The graph is a deterministic build of these weights: probes trained on the source model apply as they are.
