@@ -18,8 +18,8 @@ import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ContextOverflowError, GraphError, InvalidArgumentError } from "../errors.js";
-import { f16ToF32 } from "../model/gguf/dequant.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
+import { decodeF16 } from "../numeric/half.js";
 import { ensureDecoderGraph } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../graph/onnx.js";
 import { newKvName, pastName, presentName, type DecoderBuildOptions } from "../graph/decoder.js";
@@ -487,10 +487,8 @@ function toFloat32(t: ort.Tensor, from: number, to: number, file: string): Float
     return from === 0 && to === data.length ? data : data.slice(from, to);
   }
   if (t.type === "float16") {
-    const src = t.data as Uint16Array;
-    const out = new Float32Array(to - from); // [to - from]
-    for (let i = from; i < to; i++) out[i - from] = f16ToF32(src[i]);
-    return out;
+    const src = t.data as Uint16Array; // [n]: f16 bits
+    return decodeF16(src.subarray(from, to)); // [to - from]
   }
   throw new GraphError(`logits have type ${t.type}, expected float32 or float16`, { file, field: "logits" });
 }

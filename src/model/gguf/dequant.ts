@@ -11,12 +11,9 @@
  *   x = d * scales[sub-block of 16] * (q - 32).
  */
 import type { TensorDType } from "../spec.js";
-import { bf16ToF32, f16ToF32 } from "../../numeric/half.js";
+import { f16ToF32 } from "../../numeric/half.js";
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-// Re-exported for callers that still import the half conversions from here (engine/session.ts,
-// model/onnx-export/session.ts); new code imports numeric/half.js.
-export { f16ToF32, bf16ToF32 };
 
 /** Dequantise `elements` values of `dtype` from `src` (little-endian bytes) into a new Float32Array. */
 export function dequantize(dtype: TensorDType, src: Uint8Array, elements: number): Float32Array {

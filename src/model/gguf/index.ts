@@ -11,7 +11,6 @@ export { readGgufHeader } from "./reader.js";
 export type { GgufHeader, GgufMetadataEntry, GgufTensorEntry, GgufValue, GgufScalar } from "./reader.js";
 export { GgufWeightSource } from "./weights.js";
 export { dequantize } from "./dequant.js";
-export { f16ToF32, bf16ToF32 } from "../../numeric/half.js";
 export { llama3RopeDivisors } from "./rope-scaling.js";
 
 /**

@@ -17,8 +17,8 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema, TensorProto_DataLocation, TensorProto_DataType, type ModelProto, type TensorProto } from "onnx-buf";
 import { ModelFormatError, UnsupportedModelError } from "../../errors.js";
 import { fingerprintFile } from "../fingerprint.js";
-import { bf16ToF32, f16ToF32 } from "../gguf/dequant.js";
 import { parseHfConfig, readChatTemplate, readJsonFile } from "../hf/index.js";
+import { bf16ToF32, f16ToF32 } from "../../numeric/half.js";
 import type { LoadedModel, ModelSpec, TensorDType, TensorInfo, WeightSource } from "../spec.js";
 
 /** The manifest file of a `onepass convert --to onnx` folder. */
