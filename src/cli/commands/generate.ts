@@ -1,6 +1,6 @@
 /** `onepass generate`: text on stdout as it is generated, timings on stderr. A thin layer over Engine. */
-import { parseArgs } from "node:util";
 import type { Command } from "../command.js";
+import { numberFlag, parseFlags, required } from "../args.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { Engine } from "../../engine/engine.js";
 import type { GenerateResult } from "../../engine/generate.js";
@@ -55,26 +55,6 @@ const OPTIONS = {
   "cache-dir": { type: "string" },
 } as const;
 
-/** A numeric flag value, or InvalidArgumentError naming the flag. */
-function numberFlag(name: string, value: string | undefined, kind: "int" | "float"): number | undefined {
-  if (value === undefined) return undefined;
-  const n = value.trim() === "" ? NaN : Number(value);
-  if (!Number.isFinite(n) || (kind === "int" && !Number.isInteger(n))) {
-    throw new InvalidArgumentError(`expects ${kind === "int" ? "an integer" : "a number"}, got '${value}'`, { field: `--${name}` });
-  }
-  return n;
-}
-
-function parse(argv: string[]) {
-  try {
-    return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    // node's messages name the flag ("Unknown option '--foo'", "Option '--prompt <value>' argument missing")
-    const message = (err as Error).message.replace(/\. To specify a positional argument.*$/s, "");
-    throw new InvalidArgumentError(`${message}\n(see: onepass generate --help)`, {}, { cause: err });
-  }
-}
-
 function formatTimings(r: GenerateResult, totalMs: number): string {
   const t = r.timings;
   return (
@@ -96,17 +76,17 @@ export const generateCommand: Command = {
   summary: "generate text from a prompt (streams to stdout, timings to stderr)",
   usage: USAGE,
   async run(argv: string[]): Promise<number> {
-    const v = parse(argv);
-    if (v.prompt === undefined) throw new InvalidArgumentError("--prompt is required (\"\" starts from BOS; see: onepass generate --help)");
+    const v = parseFlags(argv, OPTIONS, USAGE);
+    const prompt = required("prompt", v.prompt, '("" starts from BOS; see: onepass generate --help)');
     const options = {
-      maxTokens: numberFlag("max-tokens", v["max-tokens"], "int"),
-      temperature: numberFlag("temperature", v.temperature, "float"),
-      topK: numberFlag("top-k", v["top-k"], "int"),
-      topP: numberFlag("top-p", v["top-p"], "float"),
-      seed: numberFlag("seed", v.seed, "int"),
+      maxTokens: numberFlag("max-tokens", v["max-tokens"], { int: true }),
+      temperature: numberFlag("temperature", v.temperature),
+      topK: numberFlag("top-k", v["top-k"], { int: true }),
+      topP: numberFlag("top-p", v["top-p"]),
+      seed: numberFlag("seed", v.seed, { int: true }),
       stop: v.stop,
     };
-    const threads = numberFlag("threads", v.threads, "int");
+    const threads = numberFlag("threads", v.threads, { int: true, min: 1 });
     const chat = v.chat === true || v.system !== undefined;
 
     const started = performance.now();
@@ -117,7 +97,7 @@ export const generateCommand: Command = {
     const onSigint = (): void => abort.abort();
     process.once("SIGINT", onSigint);
     try {
-      const request = { prompt: v.prompt, chat, system: v.system, signal: abort.signal, ...options };
+      const request = { prompt, chat, system: v.system, signal: abort.signal, ...options };
       const json = v.json === true;
       let classifications: Classification[] | undefined;
       const generation =
