@@ -2,8 +2,7 @@
 // same model (reference pass, ORT session, greedy tokens, tokenizer); GGUF → ONNX graph, with and without int4.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { convertModel } from "../src/convert/index.js";
@@ -16,8 +15,9 @@ import { tokenizerFromGguf, tokenizerFromHfFolder } from "../src/tokenizer/index
 import { writeRandomModel } from "../src/model/gguf/writer.js";
 import { InvalidArgumentError } from "../src/errors.js";
 import type { LoadedModel } from "../src/model/spec.js";
+import { STORIES260K, argmax, maxAbsDiff, tempDir } from "./helpers.js";
 
-const GGUF = "assets/stories260K.gguf";
+const GGUF = STORIES260K;
 let root: string;
 let cacheDir: string;
 let hfDir: string;
@@ -25,7 +25,7 @@ let gguf: LoadedModel;
 let hf: LoadedModel;
 
 before(async () => {
-  root = mkdtempSync(join(tmpdir(), "onepass-convert-test-"));
+  root = tempDir("convert-test");
   cacheDir = join(root, "graphs");
   hfDir = join(root, "stories-hf");
   await convertModel(GGUF, { to: "hf", out: hfDir });
@@ -37,18 +37,6 @@ after(() => {
   hf?.weights.close();
   rmSync(root, { recursive: true, force: true });
 });
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-function argmax(row: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 test("the HF folder is a transformers-style checkpoint of the same model", () => {
   for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {

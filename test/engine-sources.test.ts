@@ -7,8 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema } from "onnx-buf";
@@ -20,8 +19,9 @@ import { loadGguf } from "../src/model/gguf/index.js";
 import { specToHfConfig } from "../src/model/hf/index.js";
 import { writeTokenizerFiles } from "../src/model/hf/export.js";
 import { loadModel, summarizeModel } from "../src/model/load.js";
+import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
-const STORIES = "assets/stories260K.gguf";
+const STORIES = STORIES260K;
 const MAIN = "dist/src/cli/main.js";
 const PROMPT = "Once upon a time, there was a little girl named Lily.";
 
@@ -31,13 +31,6 @@ let exportDir: string;
 let convertDir: string;
 let hfDir: string;
 let gguf: Engine;
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 /** stories260K as an Optimum-layout export: our graph without taps, its KV outputs reduced to present.* only. */
 async function writeOptimumExport(dir: string): Promise<void> {
@@ -59,7 +52,7 @@ async function writeOptimumExport(dir: string): Promise<void> {
 }
 
 before(async () => {
-  root = mkdtempSync(join(tmpdir(), "onepass-sources-"));
+  root = tempDir("sources");
   cacheDir = join(root, "graphs");
   exportDir = join(root, "export");
   convertDir = join(root, "converted");

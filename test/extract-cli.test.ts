@@ -1,35 +1,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "../src/data/datasets.js";
 import { openFeatureCache } from "../src/data/features.js";
 import { Engine } from "../src/engine/engine.js";
-import { indexLinesSoFar, tempDir } from "./helpers.js";
+import { runNodeScript, tempDir, type ChildRun } from "./helpers.js";
 
 const CLI = "dist/src/cli/main.js";
 const DATA = "test/fixtures/palma2025/sst2_test.csv";
 const N = 120;
 
-function cli(args: string[], killAt?: { dir: string; n: number }): Promise<{ code: number | null; stderr: string; killed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    let killed = false;
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = killAt && setInterval(() => {
-      if (indexLinesSoFar(killAt.dir) >= killAt.n) {
-        killed = child.kill("SIGKILL");
-        clearInterval(timer);
-      }
-    }, 5);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      if (timer) clearInterval(timer);
-      resolve({ code, stderr, killed });
-    });
-  });
+/** The CLI as a child process, SIGKILLed once `killAt.dir` holds `killAt.n` index lines. */
+function cli(args: string[], killAt?: { dir: string; n: number }): Promise<ChildRun> {
+  return runNodeScript(CLI, args, killAt);
 }
 
 test("onepass extract with stories260K: size estimate, SIGKILL + resume, cache equals engine.forward hidden states", async () => {

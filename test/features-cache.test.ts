@@ -1,6 +1,5 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,7 +8,7 @@ import { estimateFeatureBytes, extractFeatures, openFeatureCache, summarize, tex
 import { decodeF16, encodeF16 } from "../src/numeric/half.js";
 import type { HiddenStates } from "../src/engine/hidden.js";
 import { FAKE_DIM, FAKE_LAYERS, fakeExamples, fakeHidden, fakeSource, fakeTokens } from "./features-fake.js";
-import { indexLinesSoFar, tempDir } from "./helpers.js";
+import { indexLinesSoFar, runNodeScript, tempDir, type ChildRun } from "./helpers.js";
 
 const LABELS = ["a", "b", "c"];
 const tmp = () => tempDir("features");
@@ -181,32 +180,11 @@ test("corrupt or incomplete caches give FeatureCacheError naming the file", asyn
 
 const CHILD = join(fileURLToPath(new URL(".", import.meta.url)), "features-child.js");
 
-/** Count examples the child has journaled so far. */
-/** Run the child, SIGKILL it once it has stored `killAt` examples; resolves with whether it was killed. */
-function runChild(dir: string, n: number, delayMs: number, killAt?: number): Promise<{ killed: boolean; stdout: string; code: number | null }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, String(n), String(delayMs)], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    let killed = false;
-    const timer =
-      killAt === undefined
-        ? undefined
-        : setInterval(() => {
-            if (indexLinesSoFar(dir) >= killAt) {
-              killed = child.kill("SIGKILL");
-              clearInterval(timer);
-            }
-          }, 5);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      if (timer) clearInterval(timer);
-      if (!killed && code !== 0) reject(new Error(`child failed (${code}): ${stderr}`));
-      else resolve({ killed, stdout, code });
-    });
-  });
+/** Run the child, SIGKILL it once it has stored `killAt` examples; rejects when it fails without being killed. */
+async function runChild(dir: string, n: number, delayMs: number, killAt?: number): Promise<ChildRun> {
+  const r = await runNodeScript(CHILD, [dir, String(n), String(delayMs)], killAt === undefined ? undefined : { dir, n: killAt });
+  if (!r.killed && r.code !== 0) throw new Error(`child failed (${r.code}): ${r.stderr}`);
+  return r;
 }
 
 test("RESUME: kill -9 mid-run (three times), rerun: every example exactly once, in order, correct values, no temp files", async () => {

@@ -1,5 +1,9 @@
-/** Small helpers shared by test files: temporary folders, the bundled model, array comparisons, a seeded PRNG. */
+/**
+ * Small helpers shared by test files: temporary folders, the bundled model, array comparisons, a seeded PRNG, and a
+ * child-process runner for kill-and-resume tests.
+ */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -55,4 +59,43 @@ export function indexLinesSoFar(dir: string): number {
     }
   }
   return n;
+}
+
+/** How a child Node process ended (its whole stdout and stderr). */
+export interface ChildRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** True when runNodeScript sent the SIGKILL (the child was still running). */
+  killed: boolean;
+}
+
+/**
+ * Runs `node <script> ...args`. With `killAt`, SIGKILLs the child as soon as the feature cache in `killAt.dir`
+ * holds `killAt.n` index lines (polled every 5 ms), to test resuming after a crash. Resolves whatever the exit
+ * code; rejects only when the process cannot be started.
+ */
+export function runNodeScript(script: string, args: string[], killAt?: { dir: string; n: number }): Promise<ChildRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let killed = false;
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer =
+      killAt === undefined
+        ? undefined
+        : setInterval(() => {
+            if (indexLinesSoFar(killAt.dir) >= killAt.n) {
+              killed = child.kill("SIGKILL");
+              clearInterval(timer);
+            }
+          }, 5);
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      if (timer) clearInterval(timer);
+      resolve({ code, stdout, stderr, killed });
+    });
+  });
 }

@@ -3,6 +3,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeSafetensors, type SafetensorsTensorInput } from "../src/model/safetensors.js";
+import { mulberry32 } from "./helpers.js";
 
 export interface RandomHfOptions {
   arch: "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM";
@@ -26,18 +27,6 @@ export interface RandomHfOptions {
   sharded?: boolean;
 }
 
-/** Deterministic PRNG (mulberry32) and a Box–Muller normal. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Writes the folder; returns the float32 values written per HF tensor name (before dtype rounding). */
 export function writeRandomHfFolder(dir: string, o: RandomHfOptions): Map<string, Float32Array> {
   const L = o.layers ?? 2;
@@ -47,7 +36,8 @@ export function writeRandomHfFolder(dir: string, o: RandomHfOptions): Map<string
   const hd = o.headDim ?? d / H;
   const F = o.ffn ?? 128;
   const V = o.vocab ?? 256;
-  const rand = rng(o.seed ?? 1);
+  const rand = mulberry32(o.seed ?? 1);
+  // Box–Muller normal from the seeded uniforms.
   const normal = () => Math.sqrt(-2 * Math.log(rand() + 1e-12)) * Math.cos(2 * Math.PI * rand());
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   const add = (name: string, shape: number[], std: number, mean = 0) => {

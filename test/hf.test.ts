@@ -2,8 +2,7 @@
 // loadHfFolder: the name mapping, the config, and the ORT session against the TypeScript reference pass.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadHfFolder } from "../src/model/hf/index.js";
 import { loadModel } from "../src/model/load.js";
@@ -12,11 +11,12 @@ import { referenceForward } from "../src/reference/forward.js";
 import { ModelFormatError, UnsupportedModelError } from "../src/errors.js";
 import type { LoadedModel } from "../src/model/spec.js";
 import { writeRandomHfFolder, type RandomHfOptions } from "./hf-random-folder.js";
+import { maxAbsDiff, tempDir } from "./helpers.js";
 
 let root: string;
 let cacheDir: string;
 before(() => {
-  root = mkdtempSync(join(tmpdir(), "onepass-hf-test-"));
+  root = tempDir("hf-test");
   cacheDir = join(root, "graphs");
 });
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -25,13 +25,6 @@ let n = 0;
 function folder(o: RandomHfOptions): { dir: string; written: Map<string, Float32Array> } {
   const dir = join(root, `m${n++}`);
   return { dir, written: writeRandomHfFolder(dir, o) };
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 /** bfloat16 rounding done independently: Math.fround keeps the top 16 bits after round-half-even. */

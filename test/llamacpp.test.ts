@@ -2,13 +2,12 @@
 // greedy decoding; onepass must pick the same next token at every step.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { getLlama, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { Engine } from "../src/engine/engine.js";
+import { STORIES260K, tempDir } from "./helpers.js";
 
-const MODEL = "assets/stories260K.gguf";
+const MODEL = STORIES260K;
 const PROMPTS = ["Once upon a time", "The little dog ran to the park and", "Tom and Sue were friends. One day", "She said, \"I"];
 const STEPS = 64;
 
@@ -18,7 +17,7 @@ let oracle: LlamaModel;
 let cacheDir: string;
 
 before(async () => {
-  cacheDir = mkdtempSync(join(tmpdir(), "onepass-llamacpp-test-"));
+  cacheDir = tempDir("llamacpp-test");
   engine = await Engine.load(MODEL, { cacheDir, threads: 1 });
   llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
   oracle = await llama.loadModel({ modelPath: MODEL });

@@ -5,8 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GraphError, ModelFormatError } from "../src/errors.js";
 import { createDecoderSession } from "../src/engine/session.js";
@@ -22,15 +21,9 @@ import type { ModelSpec } from "../src/model/spec.js";
 import { ggufVocabToTokenizerJson } from "../src/tokenizer/gguf-convert.js";
 import { readGgufVocab } from "../src/tokenizer/gguf-vocab.js";
 import { tokenizerFromGguf } from "../src/tokenizer/gguf.js";
+import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
-const STORIES = "assets/stories260K.gguf";
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
+const STORIES = STORIES260K;
 
 function assertSamePass(a: ForwardPass, b: ForwardPass, what: string): void {
   assert.equal(a.positions, b.positions, what);
@@ -56,7 +49,7 @@ async function writeStoriesExport(dir: string, layersInConfig?: number): Promise
 }
 
 test("loadOnnxExport: an untapped Optimum-layout export runs with hidden states equal to the engine's tapped graph", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-onnx-export-"));
+  const dir = tempDir("onnx-export");
   try {
     const spec = await writeStoriesExport(join(dir, "export"));
     const exp = await loadOnnxExport(join(dir, "export"));
@@ -89,7 +82,7 @@ test("loadOnnxExport: an untapped Optimum-layout export runs with hidden states 
 });
 
 test("loadOnnxExport: a config whose num_hidden_layers disagrees with the graph, or a folder without a model, is a typed error", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-onnx-export-"));
+  const dir = tempDir("onnx-export");
   try {
     await writeStoriesExport(join(dir, "bad"), 7);
     await assert.rejects(loadOnnxExport(join(dir, "bad")), (e: unknown) => e instanceof GraphError && e.field === "num_hidden_layers" && /config says num_hidden_layers = 7/.test(e.message));
@@ -102,7 +95,7 @@ test("loadOnnxExport: a config whose num_hidden_layers disagrees with the graph,
 
 test("an export without KV-cache inputs re-runs the sequence and returns only the new tokens' states", async () => {
   // A causal toy decoder: x + CumSum(norm(x)) over time, then + norm(x)·W; opset-23 RMSNormalization.
-  const dir = mkdtempSync(join(tmpdir(), "onepass-onnx-export-"));
+  const dir = tempDir("onnx-export");
   try {
     const V = 12;
     const D = 4;

@@ -2,9 +2,7 @@
 // llama2.c's published greedy sample, and itself (KV cache vs recomputation, chunked prefill).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { loadModel } from "../src/model/load.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import { referenceForward } from "../src/reference/forward.js";
@@ -12,8 +10,9 @@ import { ContextOverflowError, InvalidArgumentError } from "../src/errors.js";
 import type { LoadedModel } from "../src/model/spec.js";
 import type { DecoderSession } from "../src/engine/types.js";
 import { readGgufHeader } from "../src/model/gguf/index.js";
+import { STORIES260K, argmax, maxAbsDiff, tempDir } from "./helpers.js";
 
-const MODEL = "assets/stories260K.gguf";
+const MODEL = STORIES260K;
 // llama2.c (karpathy/llama2.c README, stories260K) greedy sample from BOS
 const LLAMA2C_SAMPLE =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily\'s mom said, "Lily, let\'s go to the park." Lily was sad and didn\'t know what to do. She said, "I want to play with your ball, but I can\'t find it."\nLily was sad and didn\'t know what to do. She said, "I\'m sorry, Lily. I didn\'t know what to do."\nLily didn\'t want to help her mom, so she';
@@ -23,21 +22,9 @@ let model: LoadedModel;
 let cacheDir: string;
 let session: DecoderSession;
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-function argmax(row: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
-
 before(async () => {
   model = await loadModel(MODEL);
-  cacheDir = mkdtempSync(join(tmpdir(), "onepass-session-test-"));
+  cacheDir = tempDir("session-test");
   session = await createDecoderSession(model, { cacheDir, threads: 2 });
 });
 after(async () => {

@@ -6,8 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as ort from "onnxruntime-node";
@@ -15,6 +14,7 @@ import { ModelProtoSchema, NodeProtoSchema, TensorProto_DataType } from "onnx-bu
 import { buildDecoderGraph } from "../src/graph/decoder.js";
 import { addHiddenStateTaps, reencode } from "../src/graph/surgery.js";
 import { loadGguf } from "../src/model/gguf/index.js";
+import { STORIES260K, tempDir } from "./helpers.js";
 
 // ---- a minimal protobuf wire writer (field numbers from onnx/onnx.proto)
 type Bytes = number[];
@@ -110,9 +110,9 @@ test("onnx-buf keeps unknown fields: byte-identical when they end a message, mov
 });
 
 test("onnx-buf decode → encode is byte-identical for our own decoder graphs (with and without taps)", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-fidelity-"));
+  const dir = tempDir("fidelity");
   try {
-    const model = await loadGguf("assets/stories260K.gguf");
+    const model = await loadGguf(STORIES260K);
     for (const taps of [false, true]) {
       const path = join(dir, `m${taps}.onnx`);
       buildDecoderGraph(model.spec, model.weights, path, { taps, int4: false });
@@ -126,9 +126,9 @@ test("onnx-buf decode → encode is byte-identical for our own decoder graphs (w
 });
 
 test("surgery carries metadata, doc strings and unknown top-level fields through byte for byte, and ORT still runs it", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-fidelity-"));
+  const dir = tempDir("fidelity");
   try {
-    const model = await loadGguf("assets/stories260K.gguf");
+    const model = await loadGguf(STORIES260K);
     const path = join(dir, "model.onnx");
     buildDecoderGraph(model.spec, model.weights, path, { taps: false, int4: false });
     model.weights.close();

@@ -6,14 +6,14 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";
 import { GraphError } from "../src/errors.js";
 import { f16ToF32, f32ToF16 } from "../src/numeric/half.js";
+import { tempDir } from "./helpers.js";
 
 const V = 16; // vocab
 const D = 8; // width
@@ -145,7 +145,7 @@ function writeGraph(path: string, w: Weights, form: NormForm, { half = false, ex
 
 for (const form of ["div", "div-opset12", "cast-reciprocal", "mul-square-div-one", "rmsnorm23"] as const) {
   test(`plain-op decoder (${form} RMSNorm): surgical taps equal a float64 reference`, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-plain-"));
+    const dir = tempDir("surgery-plain");
     try {
       const w = makeWeights();
       const path = join(dir, "model.onnx");
@@ -177,7 +177,7 @@ for (const form of ["div", "div-opset12", "cast-reciprocal", "mul-square-div-one
 }
 
 test("float16 plain-op decoder (Casts around float32 norms): taps are the right tensors, widened to float32", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-plain-"));
+  const dir = tempDir("surgery-plain");
   try {
     const w = makeWeights();
     const path = join(dir, "model.onnx");
@@ -218,7 +218,7 @@ test("float16 plain-op decoder (Casts around float32 norms): taps are the right 
 });
 
 test("plain-op decoder whose final norm is not an RMSNorm fails with a GraphError", () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-plain-"));
+  const dir = tempDir("surgery-plain");
   try {
     const path = join(dir, "model.onnx");
     const b = new OnnxModelBuilder(path);

@@ -5,8 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../src/errors.js";
@@ -16,15 +15,9 @@ import { addHiddenStateTaps, tapOnnxFile } from "../src/graph/surgery.js";
 import { loadGguf } from "../src/model/gguf/index.js";
 import { writeRandomModel } from "../src/model/gguf/writer.js";
 import type { ModelSpec } from "../src/model/spec.js";
+import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
-const STORIES = "assets/stories260K.gguf";
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
+const STORIES = STORIES260K;
 
 /** Feeds for our builder's graph: one run of `tokens` after `past` cached positions. */
 function decoderFeeds(spec: ModelSpec, tokens: number[], pastLen: number, past?: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
@@ -46,7 +39,7 @@ function decoderFeeds(spec: ModelSpec, tokens: number[], pastLen: number, past?:
 
 /** Builds `gguf` without and with taps, taps the former by surgery, and compares the two in ORT. */
 async function compareSurgeryWithBuiltTaps(gguf: string, prompt: number[], next: number): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-"));
+  const dir = tempDir("surgery");
   try {
     const model = await loadGguf(gguf);
     const { spec, weights } = model;
@@ -96,7 +89,7 @@ test("surgery on an untapped stories260K export matches the graph built with tap
 });
 
 test("surgery on an untapped random qwen2 export (q/k/v bias Adds, fused-rotary GQA) matches the graph built with taps", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-qwen2-"));
+  const dir = tempDir("surgery-qwen2");
   try {
     const gguf = join(dir, "qwen2.gguf");
     writeRandomModel(gguf, { architecture: "qwen2", layers: 3, dim: 64, heads: 4, kvHeads: 2, ffnDim: 96, vocabSize: 320, dtype: "f32", seed: 11, weightStd: 0.1 });
@@ -107,7 +100,7 @@ test("surgery on an untapped random qwen2 export (q/k/v bias Adds, fused-rotary 
 });
 
 test("surgery leaves every byte outside the graph field as it was and keeps the original graph bytes", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-"));
+  const dir = tempDir("surgery");
   try {
     const model = await loadGguf(STORIES);
     const path = join(dir, "model.onnx");
@@ -128,7 +121,7 @@ test("surgery leaves every byte outside the graph field as it was and keeps the 
 });
 
 test("surgery refuses a wrong layer count, an existing hidden_states output and a second tap", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-"));
+  const dir = tempDir("surgery");
   try {
     const model = await loadGguf(STORIES);
     const plain = join(dir, "plain.onnx");
@@ -148,7 +141,7 @@ test("surgery refuses a wrong layer count, an existing hidden_states output and 
 });
 
 test("a graph without a residual chain or without input_ids fails with a GraphError naming the file", () => {
-  const dir = mkdtempSync(join(tmpdir(), "onepass-surgery-"));
+  const dir = tempDir("surgery");
   try {
     // Embedding → MatMul → logits: no residual Add anywhere.
     const noChain = join(dir, "nochain.onnx");

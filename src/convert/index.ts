@@ -84,6 +84,8 @@ async function writeOnnx(source: LoadedModel, modelPath: string, options: Conver
       fingerprint: model.fingerprint,
       spec: model.spec,
       taps: options.taps ?? true,
+      // MatMulNBits accuracy_level of the graph (also for exact Q4 GGUF blocks without --quantize): the engine's decode level
+      accuracyLevel,
       quantize: int4 ? { type: "int4", blockSize: 32, scheme: options.int4Scheme ?? "symmetric", accuracyLevel, lmHead: options.int4Head ?? false } : null,
     };
     writeFileSync(join(tmp, ONEPASS_MANIFEST), JSON.stringify(manifest, null, 2) + "\n");

@@ -20,9 +20,17 @@ import type { ChatMessage, Tokenizer } from "../tokenizer/types.js";
 import { Generation, planGeneration, runGeneration, type GenerateOptions } from "./generate.js";
 import { openOnnxModelSession } from "./onnx-model.js";
 import { createDecoderSession, type DecoderSessionOptions } from "./session.js";
+import { resolveExecutionProviders, type DeviceRequest } from "./providers.js";
 import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
 
-export interface EngineOptions extends DecoderSessionOptions {}
+export interface EngineOptions extends DecoderSessionOptions {
+  /**
+   * Where the model runs: "cpu", "cuda" (a typed error with the install command when the CUDA provider is not
+   * installed), "auto" (CUDA when it loads, else CPU with a one-line notice), or ORT provider names. Resolved by
+   * engine/providers.ts into executionProviders; when absent, executionProviders (default ["cpu"]) applies.
+   */
+  device?: DeviceRequest;
+}
 
 /** One generation request: a prompt (text or token ids) or chat messages, plus generation options. */
 export interface GenerateRequest extends GenerateOptions {
@@ -68,8 +76,11 @@ export class Engine {
    * surgery in memory), or a `onepass convert --to onnx` folder (its graph as it is); undefined = the built-in
    * stories260K. Every source gives the same ForwardPass / HiddenStates / generation behaviour.
    */
-  static async load(path?: string, options: EngineOptions = {}): Promise<Engine> {
+  static async load(path?: string, engineOptions: EngineOptions = {}): Promise<Engine> {
     const modelPath = path ?? defaultModelPath();
+    // the device is checked before the model is read, so a missing provider fails fast
+    const { device, ...options } = engineOptions;
+    if (device !== undefined) options.executionProviders = await resolveExecutionProviders(device);
     const model = await loadModel(modelPath);
     try {
       let tokenizer: Tokenizer;

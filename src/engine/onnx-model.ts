@@ -5,10 +5,11 @@
  * folder. Either way the session is engine/session.ts's one implementation.
  */
 import { readFileSync } from "node:fs";
-import { dirname } from "node:path";
-import { GraphError } from "../errors.js";
+import { dirname, join } from "node:path";
+import { GraphError, ModelFormatError } from "../errors.js";
 import { addHiddenStateTaps, HIDDEN_STATES_OUTPUT, type ResidualStream } from "../graph/surgery.js";
-import { loadOnnxModel, type LoadedOnnxModel } from "../model/onnx/index.js";
+import { readJsonFile } from "../model/hf/index.js";
+import { loadOnnxModel, ONEPASS_MANIFEST, type LoadedOnnxModel } from "../model/onnx/index.js";
 import type { ModelSpec } from "../model/spec.js";
 import { tokenizerFromHfFolder } from "../tokenizer/hf.js";
 import type { PipelineTokenizer } from "../tokenizer/pipeline.js";
@@ -36,7 +37,28 @@ export function onnxRunSource(model: LoadedOnnxModel, taps = true): { source: On
 
 /** A DecoderSession over an ONNX model's graph (tapped unless `taps: false`). */
 export async function openOnnxModelSession(model: LoadedOnnxModel, options: OnnxSessionOptions = {}): Promise<DecoderSession> {
-  return openOnnxDecoderSession(onnxRunSource(model, options.taps ?? true).source, model.spec, options);
+  return openOnnxDecoderSession(onnxRunSource(model, options.taps ?? true).source, model.spec, withManifestAccuracyLevel(model, options));
+}
+
+/**
+ * A onepass convert folder's graph has its MatMulNBits nodes at the accuracy level recorded in onepass.json
+ * (`quantize.accuracyLevel`, or top-level `accuracyLevel`): that, not the default 4, is the decode session's
+ * level. Without it a folder built at level 0 opened a second, identical prefill session at level 0.
+ * (Note for the session owner: this is decided here, not in session.ts, because only this module knows the
+ * manifest; session.ts's `accuracyLevel` option keeps its meaning, "the level the graph file has".)
+ */
+function withManifestAccuracyLevel<T extends OrtRunOptions>(model: LoadedOnnxModel, options: T): T {
+  if (model.onnx.layout !== "onepass") return options;
+  const file = join(model.onnx.dir, ONEPASS_MANIFEST);
+  const manifest = readJsonFile(file);
+  const quantize = manifest.quantize as { accuracyLevel?: unknown } | null | undefined;
+  const field = quantize?.accuracyLevel !== undefined ? "quantize.accuracyLevel" : "accuracyLevel";
+  const level = quantize?.accuracyLevel ?? manifest.accuracyLevel;
+  if (level === undefined) return options;
+  if (level !== 0 && level !== 1 && level !== 2 && level !== 3 && level !== 4) {
+    throw new ModelFormatError(`expected a MatMulNBits accuracy level 0..4, got ${JSON.stringify(level)}`, { file, field });
+  }
+  return { ...options, accuracyLevel: level };
 }
 
 export interface OnnxExport {
@@ -70,7 +92,7 @@ export async function loadOnnxExport(path: string, options: { modelFile?: string
     tokenizer,
     fingerprint: model.fingerprint,
     stream,
-    createSession: (sessionOptions?: OrtRunOptions) => openOnnxDecoderSession(source, model.spec, sessionOptions),
+    createSession: (sessionOptions?: OrtRunOptions) => openOnnxDecoderSession(source, model.spec, withManifestAccuracyLevel(model, sessionOptions ?? {})),
   };
   return model.chatTemplate !== undefined ? { ...exp, chatTemplate: model.chatTemplate } : exp;
 }

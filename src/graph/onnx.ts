@@ -231,9 +231,9 @@ export function attribute(name: string, v: Attr): AttributeProto {
   return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: (v as number[]).map(BigInt) });
 }
 
-/** One node (default domain); attributes as in `attribute`. */
-export function nodeProto(op: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}): NodeProto {
-  return create(NodeProtoSchema, { opType: op, input: inputs, output: outputs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+/** One node (default domain); attributes as in `attribute`; `name` is left empty unless given. */
+export function nodeProto(op: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}, name = ""): NodeProto {
+  return create(NodeProtoSchema, { opType: op, name, input: inputs, output: outputs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
 }
 
 /** A small weightless model (default-domain ops only), serialised in memory: for sessions built from bytes. */

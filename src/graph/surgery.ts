@@ -14,16 +14,10 @@ import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import {
-  AttributeProtoSchema,
-  AttributeProto_AttributeType,
   ModelProtoSchema,
   NodeProtoSchema,
   TensorProtoSchema,
   TensorProto_DataType,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
   ValueInfoProtoSchema,
   type GraphProto,
   type ModelProto,
@@ -31,9 +25,9 @@ import {
   type TensorProto,
 } from "onnx-buf";
 import { GraphError } from "../errors.js";
+import { MS_DOMAIN, nodeProto, valueInfo } from "./onnx.js";
 
 export const HIDDEN_STATES_OUTPUT = "hidden_states";
-const MS_DOMAIN = "com.microsoft";
 
 /** How a residual step was recognised (for reports and tests). */
 export type ResidualStepKind = "add" | "skip-simplified-layer-norm";
@@ -314,38 +308,21 @@ export function addHiddenStateTaps(modelBytes: Uint8Array, options: TapOptions =
     if (needsCast) {
       // Taps stay float32 whatever the model's dtype (Node has no Float16Array).
       const out = `${prefix}/cast_${l}`;
-      nodes.push(node("Cast", `${prefix}/Cast_${l}`, [t], [out], [intAttr("to", TensorProto_DataType.FLOAT)]));
+      nodes.push(nodeProto("Cast", [t], [out], { to: TensorProto_DataType.FLOAT }, `${prefix}/Cast_${l}`));
       t = out;
     }
     const out = `${prefix}/unsqueeze_${l}`; // [1, batch, T, d]
     nodes.push(
       opset >= 13
-        ? node("Unsqueeze", `${prefix}/Unsqueeze_${l}`, [t, axesName], [out])
-        : node("Unsqueeze", `${prefix}/Unsqueeze_${l}`, [t], [out], [intsAttr("axes", [0])]),
+        ? nodeProto("Unsqueeze", [t, axesName], [out], {}, `${prefix}/Unsqueeze_${l}`)
+        : nodeProto("Unsqueeze", [t], [out], { axes: [0] }, `${prefix}/Unsqueeze_${l}`),
     );
     unsqueezed.push(out);
   });
-  nodes.push(node("Concat", `${prefix}/Concat`, unsqueezed, [outputName], [intAttr("axis", 0)])); // [L+1, batch, T, d]
+  nodes.push(nodeProto("Concat", unsqueezed, [outputName], { axis: 0 }, `${prefix}/Concat`)); // [L+1, batch, T, d]
 
   const dims = [stream.layers + 1, "batch_size", "sequence_length", options.dim ?? "hidden_size"];
-  const output = create(ValueInfoProtoSchema, {
-    name: outputName,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: TensorProto_DataType.FLOAT,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) =>
-              create(TensorShapeProto_DimensionSchema, {
-                value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
-              }),
-            ),
-          }),
-        }),
-      },
-    }),
-  });
+  const output = valueInfo(outputName, "float32", dims);
 
   // GraphProto fields: node = 1, initializer = 5, output = 12.
   const extra: number[][] = [];
@@ -382,16 +359,6 @@ export function tapOnnxFile(src: string, dest?: string, options: Omit<TapOptions
     throw new GraphError(`cannot write tapped model: ${(e as Error).message}`, { file: out }, { cause: e });
   }
   return { ...tapped, path: out };
-}
-
-function node(opType: string, name: string, input: string[], output: string[], attribute: ReturnType<typeof intAttr>[] = []): NodeProto {
-  return create(NodeProtoSchema, { opType, name, input, output, attribute });
-}
-function intAttr(name: string, i: number) {
-  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(i) });
-}
-function intsAttr(name: string, ints: number[]) {
-  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: ints.map(BigInt) });
 }
 
 // ---- protobuf wire format helpers (only what the splice needs) ----

@@ -2,7 +2,7 @@
 import type { Command } from "../command.js";
 import { Engine } from "../../engine/engine.js";
 import { loadProbe } from "../../probe/artifact.js";
-import { parseFlags, required } from "../args.js";
+import { numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { generateWithProbes } from "../../probe/live.js";
 
 const usage = `usage: onepass classify --probe P --text TEXT [--model M] [--json]
@@ -10,11 +10,13 @@ const usage = `usage: onepass classify --probe P --text TEXT [--model M] [--json
 Runs the model once over TEXT (tokenised as the probe's training data was) and prints the probe's label,
 class probabilities and, for scoring probes, the layer-gate weights.
 
-  --model M             .gguf file or Hugging Face folder (default: the built-in stories260K); must be the
+  --model M             .gguf file, Hugging Face folder or ONNX folder (default: the built-in stories260K); must be the
                         model the probe was trained on
   --probe P             probe folder (from onepass train)
   --text TEXT           the prompt
   --json                JSON output
+  --threads N           ONNX Runtime threads (default: all cores)
+  --device D            cpu (default) | cuda | auto (CUDA when installed, else CPU with a notice)
 `;
 
 export const classifyCommand: Command = {
@@ -22,10 +24,12 @@ export const classifyCommand: Command = {
   summary: "classify a prompt with a probe (one forward pass)",
   usage,
   async run(argv) {
-    const v = parseFlags(argv, { model: { type: "string" }, probe: { type: "string" }, text: { type: "string" }, json: { type: "boolean" }, threads: { type: "string" } }, usage);
+    const v = parseFlags(argv, { model: { type: "string" }, probe: { type: "string" }, text: { type: "string" }, json: { type: "boolean" }, threads: { type: "string" }, device: { type: "string" } }, usage);
     const probeDir = required("probe", v.probe, usage);
     const text = required("text", v.text, usage);
-    const engine = await Engine.load(v.model, { taps: true });
+    const threads = numberFlag("threads", v.threads, { int: true, min: 1 });
+    const device = oneOf("device", v.device, ["cpu", "cuda", "auto"] as const);
+    const engine = await Engine.load(v.model, { taps: true, ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) });
     try {
       const loaded = loadProbe(probeDir, { expectFingerprint: engine.fingerprint });
       // the same path as `generate --probe`: one prefill, the probe on its hidden states, no decode step

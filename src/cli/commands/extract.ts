@@ -25,6 +25,7 @@ index and a manifest). Rerunning the same command after an interruption resumes 
   --chat                wrap each text as a user message in the model's chat template
   --shard-size N        examples per shard file (default 256)
   --threads N           ORT threads
+  --device D            cpu (default) | cuda | auto (CUDA when installed, else CPU with a notice)
   --quiet               no progress bar
   --out DIR             cache folder
 `;
@@ -53,6 +54,7 @@ const OPTIONS = {
   chat: { type: "boolean" },
   "shard-size": { type: "string" },
   threads: { type: "string" },
+  device: { type: "string" },
   quiet: { type: "boolean" },
   out: { type: "string" },
 } as const;
@@ -70,6 +72,7 @@ export const extractCommand: Command = {
     const maxTokensArg = numberFlag("max-tokens", values["max-tokens"], { int: true, min: 1 });
     const shardSize = numberFlag("shard-size", values["shard-size"], { int: true, min: 1 });
     const threads = numberFlag("threads", values.threads, { int: true, min: 1 });
+    const device = oneOf("device", values.device, ["cpu", "cuda", "auto"] as const);
 
     const dataset = await loadDatasetArg(data, {
       split: values.split,
@@ -78,7 +81,7 @@ export const extractCommand: Command = {
       labelField: values["label-field"],
       limit,
     });
-    const engine = await Engine.load(values.model, { taps: true, ...(threads !== undefined ? { threads } : {}) });
+    const engine = await Engine.load(values.model, { taps: true, ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) });
     try {
       const source = engineSource(engine, { template: values.chat ? "chat" : "raw" });
       const maxTokens = Math.min(maxTokensArg ?? engine.contextLength, engine.contextLength);

@@ -1,6 +1,6 @@
 /** `onepass generate`: text on stdout as it is generated, timings on stderr. A thin layer over Engine. */
 import type { Command } from "../command.js";
-import { numberFlag, parseFlags, required } from "../args.js";
+import { numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { Engine } from "../../engine/engine.js";
 import type { GenerateResult } from "../../engine/generate.js";
@@ -32,6 +32,7 @@ options:
                        repeatable): the classification and "blocked" go to stderr, nothing is generated
                        (finishReason "blocked"), and the exit code is still 0
   --threads N          ONNX Runtime threads (default: all cores)
+  --device D           cpu (default) | cuda | auto (CUDA when installed, else CPU with a notice)
   --cache-dir DIR      where built decoder graphs are cached
   -h, --help           this text
 `;
@@ -52,6 +53,7 @@ const OPTIONS = {
   probe: { type: "string", multiple: true },
   block: { type: "string", multiple: true },
   threads: { type: "string" },
+  device: { type: "string" },
   "cache-dir": { type: "string" },
 } as const;
 
@@ -87,12 +89,13 @@ export const generateCommand: Command = {
       stop: v.stop,
     };
     const threads = numberFlag("threads", v.threads, { int: true, min: 1 });
+    const device = oneOf("device", v.device, ["cpu", "cuda", "auto"] as const);
     const chat = v.chat === true || v.system !== undefined;
 
     const started = performance.now();
     const probeDirs = v.probe ?? [];
     if (v.block !== undefined && probeDirs.length === 0) throw new InvalidArgumentError("--block needs at least one --probe", { field: "--block" });
-    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"], ...(probeDirs.length > 0 ? { taps: true } : {}) });
+    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"], ...(device !== undefined ? { device } : {}), ...(probeDirs.length > 0 ? { taps: true } : {}) });
     const abort = new AbortController();
     const onSigint = (): void => abort.abort();
     process.once("SIGINT", onSigint);
