@@ -54,7 +54,7 @@ export { Sampler, Rng, argmax, topKIndices, selectNucleus, samplingDistribution,
 export { StopStringMatcher, type StopCheck } from "./engine/stop.js";
 export type { DecoderSession, ForwardPass, ForwardOptions } from "./engine/types.js";
 export { loadDataset, loadPreset, loadDatasetArg, resolveDataDir, datasetHash, DATASET_PRESETS } from "./data/datasets.js";
-export type { Dataset, Example, DatasetFile, DatasetFormat, DatasetPreset, LoadOptions, PresetOptions } from "./data/datasets.js";
+export type { Dataset, DatasetTask, Example, DatasetFile, DatasetFormat, DatasetPreset, LoadOptions, PresetOptions } from "./data/datasets.js";
 export { extractFeatures, openFeatureCache, estimateFeatureBytes, summarize, textHash } from "./data/features.js";
 export type {
   FeatureCache,

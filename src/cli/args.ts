@@ -29,10 +29,27 @@ export type FlagValues<O extends FlagOptions> = ReturnType<typeof parseArgs<{ ar
  */
 export function parseFlags<const O extends FlagOptions>(argv: string[], options: O, usage: string): FlagValues<O> {
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+    return parseArgs({ args: joinNegativeNumbers(argv, options), options, strict: true, allowPositionals: false }).values;
   } catch (err) {
     throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
   }
+}
+
+/**
+ * `--limit -1` → `--limit=-1` for string flags, so that a negative number reaches numberFlag (which says what
+ * range is allowed) instead of parseArgs' "argument is ambiguous" message.
+ */
+function joinNegativeNumbers(argv: string[], options: FlagOptions): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i], next = argv[i + 1];
+    const name = a.startsWith("--") && !a.includes("=") ? a.slice(2) : undefined;
+    if (name !== undefined && options[name]?.type === "string" && next !== undefined && /^-\d|^-\.\d|^-Infinity$/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
 }
 
 /** `value`, or InvalidArgumentError "--name is required" (followed by `usage` when given). */

@@ -19,9 +19,18 @@ export interface Example {
   label: number;
 }
 
+/**
+ * What kind of task a dataset is, when known (presets know; plain files do not). It sets defaults the paper
+ * ties to the task: safety tasks select and report on F1 of the positive (harmful) class, sentiment and
+ * topic/emotion tasks on accuracy.
+ */
+export type DatasetTask = "safety" | "sentiment" | "topic";
+
 export interface Dataset {
   /** Preset name or file path(s), for manifests and reports. */
   name: string;
+  /** The preset's task kind; absent for plain files. */
+  task?: DatasetTask;
   split?: string;
   /** Files read, in order. */
   files: string[];
@@ -217,6 +226,8 @@ export interface DatasetPreset {
   splits: Record<string, PresetPart[]>;
   /** Split used when none is asked for. */
   defaultSplit: string;
+  /** Task kind, recorded in feature-cache manifests (sets train's default selection metric). */
+  task: DatasetTask;
   options: Omit<LoadOptions, "files" | "name" | "split" | "limit">;
   /** For presets reading one file that holds every split: the field whose value is the split name. */
   splitField?: string;
@@ -227,19 +238,21 @@ const EMOTION = ["sadness", "joy", "love", "anger", "fear", "surprise"];
 const HARM = ["unharmful", "harmful"];
 const RESPONSE_TEMPLATE = "Human user:\n{text}\n\nAI assistant:\n{response}";
 
-function palma(name: string, file: string, labelNames: string[], description: string): DatasetPreset {
+function palma(name: string, file: string, labelNames: string[], task: DatasetTask, description: string): DatasetPreset {
   return {
     name,
     description,
+    task,
     splits: { train: [{ path: `palma2025/${file}_train.csv` }], test: [{ path: `palma2025/${file}_test.csv` }] },
     defaultSplit: "train",
     options: { labelNames },
   };
 }
 
-function normalized(name: string, file: string, labelNames: string[], splits: string[], extra: Partial<LoadOptions> = {}): DatasetPreset {
+function normalized(name: string, file: string, labelNames: string[], task: DatasetTask, splits: string[], extra: Partial<LoadOptions> = {}): DatasetPreset {
   return {
     name,
+    task,
     description: `normalized/${file}.jsonl (splits ${splits.join(", ")})`,
     splits: Object.fromEntries(splits.map((s) => [s, [{ path: `normalized/${file}.jsonl` }]])),
     defaultSplit: splits[0],
@@ -256,14 +269,15 @@ const refusalSplit = (s: string): PresetPart[] => [
 /** Every preset, by name. Paths are relative to the data dir (default ../shared/data). */
 export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries(
   [
-    palma("sst2", "sst2", BINARY_SENTIMENT, "SST-2 subset of Palma et al. 2025 (6,920 train / 1,821 test)"),
-    palma("imdb", "reduced_imdb", BINARY_SENTIMENT, "IMDB reduced, Palma et al. 2025 (6,250 / 6,250)"),
-    palma("emotion", "reduced_emotion", EMOTION, "dair-ai emotion reduced, Palma et al. 2025 (6,000 / 2,000), 6 labels"),
+    palma("sst2", "sst2", BINARY_SENTIMENT, "sentiment", "SST-2 subset of Palma et al. 2025 (6,920 train / 1,821 test)"),
+    palma("imdb", "reduced_imdb", BINARY_SENTIMENT, "sentiment", "IMDB reduced, Palma et al. 2025 (6,250 / 6,250)"),
+    palma("emotion", "reduced_emotion", EMOTION, "topic", "dair-ai emotion reduced, Palma et al. 2025 (6,000 / 2,000), 6 labels"),
     {
       name: "sst2-glue",
       description: "GLUE SST-2 TSV (67,349 train / 872 dev; `test` = dev, GLUE test labels are hidden)",
       splits: { train: [{ path: "sst2/train.tsv" }], dev: [{ path: "sst2/dev.tsv" }], test: [{ path: "sst2/dev.tsv" }] },
       defaultSplit: "train",
+      task: "sentiment" as const,
       options: { textField: "sentence", labelNames: BINARY_SENTIMENT },
     },
     {
@@ -271,6 +285,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "aclImdb v1 as JSONL (25,000 / 25,000)",
       splits: { train: [{ path: "imdb/train.jsonl" }], test: [{ path: "imdb/test.jsonl" }] },
       defaultSplit: "train",
+      task: "sentiment" as const,
       options: { labelNames: BINARY_SENTIMENT },
     },
     {
@@ -278,6 +293,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "dair-ai emotion text;label files (16,000 / 2,000 val / 2,000 test)",
       splits: { train: [{ path: "emotion/train.txt" }], val: [{ path: "emotion/val.txt" }], test: [{ path: "emotion/test.txt" }] },
       defaultSplit: "train",
+      task: "topic" as const,
       options: { labelNames: EMOTION },
     },
     {
@@ -288,6 +304,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
         test: [{ path: "toxicchat/judgebench_toxic_chat_test.json" }],
       },
       defaultSplit: "train",
+      task: "safety" as const,
       options: { textField: "instance", labelField: "annotations.toxicity.majority_human", labelNames: ["non-toxic", "toxic"] },
     },
     {
@@ -298,6 +315,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
         test: [{ path: "toxicchat/judgebench_toxic_chat_test.json" }],
       },
       defaultSplit: "train",
+      task: "safety" as const,
       options: { textField: "instance", labelField: "annotations.jailbreaking.majority_human", labelNames: ["benign", "jailbreak"] },
     },
     {
@@ -305,6 +323,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "ToxicChat 0124 full test split (5,083; wizard101 copy), label safe/harmful",
       splits: { test: [{ path: "toxicchat/wizard101_toxicchat_test.json" }] },
       defaultSplit: "test",
+      task: "safety" as const,
       options: { labelMap: { safe: 0, harmful: 1 }, labelNames: ["safe", "harmful"] },
     },
     {
@@ -312,6 +331,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "WildGuardTest prompts (parquet), label = prompt_harm_label, rows without one dropped (1,699)",
       splits: { test: [{ path: "wildguardmix/wildguardtest.parquet" }] },
       defaultSplit: "test",
+      task: "safety" as const,
       options: { textField: "prompt", labelField: "prompt_harm_label", labelNames: HARM, dropMissingLabels: true },
     },
     {
@@ -319,6 +339,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "WildGuardTest prompt+response, label = response_harm_label, rows without one dropped (1,709)",
       splits: { test: [{ path: "wildguardmix/wildguardtest.parquet" }] },
       defaultSplit: "test",
+      task: "safety" as const,
       options: {
         textTemplate: "Human user:\n{prompt}\n\nAI assistant:\n{response}",
         labelField: "response_harm_label",
@@ -331,6 +352,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "Arditi et al. refusal-direction splits: harmless (Alpaca) = 0, harmful = 1",
       splits: { train: refusalSplit("train"), val: refusalSplit("val"), test: refusalSplit("test") },
       defaultSplit: "train",
+      task: "safety" as const,
       options: { textField: "instruction", labelNames: ["harmless", "harmful"] },
     },
     {
@@ -338,6 +360,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "GuardReasoner Aegis 1.0 test (359 prompts), prompt harm",
       splits: { test: [{ path: "normalized/guardreasoner_aegis_test.jsonl" }] },
       defaultSplit: "test",
+      task: "safety" as const,
       options: { labelNames: HARM },
     },
     {
@@ -345,6 +368,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "GuardReasoner BeaverTails 30k test (3,021), response harm; text = prompt + response",
       splits: { test: [{ path: "normalized/guardreasoner_beavertails_30k_test.jsonl" }] },
       defaultSplit: "test",
+      task: "safety" as const,
       options: { labelNames: HARM, textTemplate: RESPONSE_TEMPLATE },
     },
     {
@@ -352,17 +376,18 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       description: "GuardReasoner PKU-SafeRLHF test (2,000), response harm; text = prompt + response",
       splits: { test: [{ path: "normalized/guardreasoner_safe_rlhf_test.jsonl" }] },
       defaultSplit: "test",
+      task: "safety" as const,
       options: { labelNames: HARM, textTemplate: RESPONSE_TEMPLATE },
     },
-    normalized("normalized/sst2", "sst2", BINARY_SENTIMENT, ["train", "dev"]),
-    normalized("normalized/emotion", "emotion", EMOTION, ["train", "val", "test"]),
-    normalized("normalized/toxicchat_human", "toxicchat_human", ["non-toxic", "toxic"], ["train", "test"]),
-    normalized("normalized/toxicchat_test_full", "toxicchat_test_full", ["safe", "harmful"], ["test"]),
-    normalized("normalized/wildguardtest_prompt", "wildguardtest_prompt", HARM, ["test"]),
-    normalized("normalized/wildguardtest_response", "wildguardtest_response", HARM, ["test"], { textTemplate: RESPONSE_TEMPLATE }),
-    normalized("normalized/guardreasoner_aegis_test", "guardreasoner_aegis_test", HARM, ["test"]),
-    normalized("normalized/guardreasoner_beavertails_30k_test", "guardreasoner_beavertails_30k_test", HARM, ["test"], { textTemplate: RESPONSE_TEMPLATE }),
-    normalized("normalized/guardreasoner_safe_rlhf_test", "guardreasoner_safe_rlhf_test", HARM, ["test"], { textTemplate: RESPONSE_TEMPLATE }),
+    normalized("normalized/sst2", "sst2", BINARY_SENTIMENT, "sentiment", ["train", "dev"]),
+    normalized("normalized/emotion", "emotion", EMOTION, "topic", ["train", "val", "test"]),
+    normalized("normalized/toxicchat_human", "toxicchat_human", ["non-toxic", "toxic"], "safety", ["train", "test"]),
+    normalized("normalized/toxicchat_test_full", "toxicchat_test_full", ["safe", "harmful"], "safety", ["test"]),
+    normalized("normalized/wildguardtest_prompt", "wildguardtest_prompt", HARM, "safety", ["test"]),
+    normalized("normalized/wildguardtest_response", "wildguardtest_response", HARM, "safety", ["test"], { textTemplate: RESPONSE_TEMPLATE }),
+    normalized("normalized/guardreasoner_aegis_test", "guardreasoner_aegis_test", HARM, "safety", ["test"]),
+    normalized("normalized/guardreasoner_beavertails_30k_test", "guardreasoner_beavertails_30k_test", HARM, "safety", ["test"], { textTemplate: RESPONSE_TEMPLATE }),
+    normalized("normalized/guardreasoner_safe_rlhf_test", "guardreasoner_safe_rlhf_test", HARM, "safety", ["test"], { textTemplate: RESPONSE_TEMPLATE }),
   ].map((p) => [p.name, p]),
 );
 
@@ -373,7 +398,7 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
 export function resolveDataDir(dataDir?: string): string {
   const dir = dataDir ?? process.env.ONEPASS_DATA_DIR ?? resolve(process.cwd(), "../shared/data");
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new DatasetError("data directory not found (pass dataDir or set ONEPASS_DATA_DIR)", { file: dir });
+    throw new DatasetError("data directory not found (pass --data-dir / dataDir, or set ONEPASS_DATA_DIR)", { file: dir });
   }
   return dir;
 }
@@ -414,7 +439,7 @@ export async function loadPreset(name: string, options: PresetOptions = {}): Pro
   if (options.labelField !== undefined) opts.labelField = options.labelField;
   const ds = await loadDataset(opts);
   if (ds.examples.length === 0) throw new DatasetError(`preset ${name} split ${split}: no examples`, { file: ds.files[0] });
-  return ds;
+  return { ...ds, task: preset.task };
 }
 
 /** A preset name or a file path: what `onepass extract --data D` accepts. */

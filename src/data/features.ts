@@ -48,7 +48,7 @@ import { join } from "node:path";
 import { HiddenStates } from "../engine/hidden.js";
 import { FeatureCacheError, InvalidArgumentError } from "../errors.js";
 import { TMP_SUFFIX, writeFileAtomic } from "./atomic.js";
-import { datasetHash, type Example } from "./datasets.js";
+import { datasetHash, type DatasetTask, type Example } from "./datasets.js";
 import { decodeF16, encodeF16 } from "../numeric/half.js";
 
 export type FeatureMode = "full" | "summary";
@@ -88,7 +88,8 @@ export interface FeatureManifest {
   version: 1;
   model: { fingerprint: string; name?: string; layers: number; dim: number };
   tokenization: TokenizationSettings;
-  dataset: { name: string; split?: string; files: string[]; textField?: string; labelField?: string; count: number; hash: string };
+  /** `task`: the preset's task kind when known (train picks its default selection metric from it). */
+  dataset: { name: string; split?: string; task?: DatasetTask; files: string[]; textField?: string; labelField?: string; count: number; hash: string };
   labelNames: string[];
   mode: FeatureMode;
   dtype: "f16";
@@ -127,7 +128,7 @@ export interface ExtractOptions {
   examples: readonly Example[];
   labelNames: readonly string[];
   /** Dataset identity recorded in the manifest. */
-  dataset?: { name: string; split?: string; files?: string[]; textField?: string; labelField?: string };
+  dataset?: { name: string; split?: string; task?: DatasetTask; files?: string[]; textField?: string; labelField?: string };
   outDir: string;
   mode?: FeatureMode;
   /** Examples per shard file (default 256). */
@@ -213,6 +214,7 @@ function buildManifest(options: ExtractOptions): FeatureManifest {
     dataset: {
       name: options.dataset?.name ?? "examples",
       ...(options.dataset?.split !== undefined ? { split: options.dataset.split } : {}),
+      ...(options.dataset?.task !== undefined ? { task: options.dataset.task } : {}),
       files: options.dataset?.files ?? [],
       ...(options.dataset?.textField !== undefined ? { textField: options.dataset.textField } : {}),
       ...(options.dataset?.labelField !== undefined ? { labelField: options.dataset.labelField } : {}),

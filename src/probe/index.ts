@@ -8,7 +8,7 @@ export { Tape, Tensor as ProbeTensor, type DType as ProbeDType, type RowMask } f
 export { gemm, gemmJs, kernelStats, setForceJsKernel, probeThreads, ORT_MIN_MACS, ORT_MULTITHREAD_MACS, type GemmShape } from "./kernel.js";
 export { attention, setFusedAttention, type AttentionDims } from "./sdpa.js";
 export {
-  trainProbe, predictSource, arraySource, subset, stratifiedSplit, cosineLr, AdamW,
+  trainProbe, defaultSelectionMetric, predictSource, arraySource, subset, stratifiedSplit, cosineLr, AdamW,
   type ExampleSource, type TrainOptions, type TrainResult, type TrainProgress, type EpochRecord, type SelectionMetric, type ResolvedTrainOptions,
 } from "./train.js";
 export { searchProbe, sampleTrial, meanStd, SEARCH_SPACE, type SearchOptions, type SearchResult, type Trial } from "./search.js";

@@ -9,6 +9,7 @@ import { makeBatch, type BatchScratch } from "./batch.js";
 import { evaluate, chooseThreshold, type MetricReport } from "./metrics.js";
 import { Probe, softmaxRows, type ProbeConfig } from "./probe.js";
 import { Rng } from "./rng.js";
+import type { DatasetTask } from "../data/datasets.js";
 
 /** Labelled hidden states, e.g. an opened feature cache (FeatureCache fits this shape) or arrays in memory. */
 export interface ExampleSource {
@@ -31,6 +32,16 @@ export function arraySource(hidden: readonly HiddenStates[], labels: ArrayLike<n
 
 export type SelectionMetric = "accuracy" | "f1" | "macro-f1";
 
+/**
+ * The metric the paper selects on for a task: F1 of the positive class for binary safety tasks, accuracy for
+ * sentiment and topic tasks and for every multi-class task. A binary task of unknown kind gets F1 (the
+ * conservative choice for imbalanced data).
+ */
+export function defaultSelectionMetric(classes: number, task?: DatasetTask): SelectionMetric {
+  if (classes !== 2) return "accuracy";
+  return task === "sentiment" || task === "topic" ? "accuracy" : "f1";
+}
+
 export interface TrainOptions {
   /** Peak learning rate (default 1e-3). */
   lr?: number;
@@ -44,8 +55,10 @@ export interface TrainOptions {
   warmup?: number;
   /** Stop after this many epochs without a better validation metric (default 3). */
   patience?: number;
-  /** Validation metric: "f1" (binary, positive class 1), "accuracy", "macro-f1". Default: f1 if binary, else accuracy. */
+  /** Validation metric: "f1" (binary, positive class 1), "accuracy", "macro-f1". Default: defaultSelectionMetric(classes, task). */
   metric?: SelectionMetric;
+  /** The dataset's task kind (from the feature-cache manifest), which picks the default metric. */
+  task?: DatasetTask;
   /** Per-class loss weights, or "balanced" (N / (C·n_c)). */
   classWeights?: number[] | "balanced";
   seed?: number;
@@ -237,7 +250,7 @@ export async function trainProbe(
     epochs: options.epochs ?? 10,
     warmup: options.warmup ?? 0.06,
     patience: options.patience ?? 3,
-    metric: options.metric ?? (C === 2 ? "f1" : "accuracy"),
+    metric: options.metric ?? defaultSelectionMetric(C, options.task),
     seed,
   };
   for (const [k, v] of Object.entries({ lr: hyper.lr, batchSize: hyper.batchSize, epochs: hyper.epochs })) {

@@ -1,8 +1,9 @@
 /** `onepass eval`: metrics of a trained probe on a feature cache, optionally an HTML report with plots. */
-import { resolve } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
-import { ProbeError } from "../../errors.js";
+import { InvalidArgumentError, ProbeError } from "../../errors.js";
 import { writeFileAtomic } from "../../data/atomic.js";
 import { openFeatureCache } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
@@ -31,6 +32,11 @@ export const evalCommand: Command = {
     const v = parseFlags(argv, { probe: { type: "string" }, features: { type: "string" }, report: { type: "string" }, json: { type: "boolean" }, quiet: { type: "boolean" } }, usage);
     const probeDir = required("probe", v.probe, usage);
     const featuresDir = required("features", v.features, usage);
+    // Fail before the (possibly long) evaluation when the report cannot be written.
+    if (v.report !== undefined) {
+      const dir = dirname(resolve(v.report));
+      if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InvalidArgumentError("report folder does not exist", { file: dir, field: "--report" });
+    }
     const cache = openFeatureCache(featuresDir);
     try {
       const { probe, meta } = loadProbe(probeDir, { expectFingerprint: cache.manifest.model.fingerprint });
@@ -47,7 +53,7 @@ export const evalCommand: Command = {
       else {
         const m = ev.metrics;
         const lines = [`${m.n} examples: accuracy ${m.accuracy.toFixed(4)}, macro-F1 ${m.macroF1.toFixed(4)}, ECE ${m.ece.toFixed(4)}`];
-        if (m.f1 !== undefined) lines.push(`F1 ${m.f1.toFixed(4)} (precision ${m.precision!.toFixed(4)}, recall ${m.recall!.toFixed(4)}) at threshold ${m.threshold?.toFixed(4) ?? "argmax"}; AUPRC ${m.auprc!.toFixed(4)}, ROC-AUC ${m.rocAuc!.toFixed(4)}`);
+        if (m.f1 !== undefined) lines.push(`F1 ${m.f1.toFixed(4)} (precision ${m.precision!.toFixed(4)}, recall ${m.recall!.toFixed(4)}) ${m.threshold !== undefined ? `at threshold ${m.threshold.toFixed(4)}` : "at argmax"}; AUPRC ${m.auprc!.toFixed(4)}, ROC-AUC ${m.rocAuc!.toFixed(4)}`);
         if (v.report !== undefined) lines.push(`report: ${v.report}`);
         process.stdout.write(lines.join("\n") + "\n");
       }

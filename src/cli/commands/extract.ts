@@ -102,7 +102,7 @@ export const extractCommand: Command = {
           source,
           examples: dataset.examples,
           labelNames: dataset.labelNames,
-          dataset: { name: dataset.name, split: dataset.split, files: dataset.files, textField: dataset.textField, labelField: dataset.labelField },
+          dataset: { name: dataset.name, split: dataset.split, task: dataset.task, files: dataset.files, textField: dataset.textField, labelField: dataset.labelField },
           outDir,
           mode,
           shardSize,

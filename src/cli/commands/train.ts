@@ -8,7 +8,7 @@ import { numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { saveProbe } from "../../probe/artifact.js";
 import type { ProbeConfig } from "../../probe/probe.js";
 import { searchProbe, meanStd } from "../../probe/search.js";
-import { trainProbe, type SelectionMetric, type TrainOptions, type TrainResult } from "../../probe/train.js";
+import { defaultSelectionMetric, trainProbe, type SelectionMetric, type TrainOptions, type TrainResult } from "../../probe/train.js";
 
 const usage = `usage: onepass train --features DIR --probe pooling|scoring|mha|fixed --out P [options]
 
@@ -28,7 +28,8 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --weight-decay X      AdamW weight decay (default 0.01)
   --epochs N            at most N epochs (default 10), early stopping on validation
   --patience N          epochs without improvement before stopping (default 3)
-  --metric M            f1 | accuracy | macro-f1 (default: f1 for 2 classes, else accuracy)
+  --metric M            f1 | accuracy | macro-f1 (default: from the dataset's task kind in the cache manifest:
+                        safety → f1, sentiment/topic → accuracy; unknown binary → f1; >2 classes → accuracy)
   --class-weights W     balanced, or comma-separated weights per class
   --target-fpr X        binary: threshold for this validation FPR (default: max validation F1)
   --search N            random search over the paper's ranges with N configurations
@@ -84,6 +85,11 @@ export const trainCommand: Command = {
         throw new InvalidArgumentError(`validation label names [${valCache.labelNames}] differ from training [${cache.labelNames}]`, { file: valCache.dir, field: "labelNames" });
       }
       const train = cacheSource(cache, config);
+      const metricFlag = oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined;
+      const task = m.dataset.task;
+      const metric = metricFlag ?? defaultSelectionMetric(cache.labelNames.length, task);
+      const why = metricFlag !== undefined ? "--metric" : `default for ${task !== undefined ? `a ${task} task` : "a dataset of unknown kind"} with ${cache.labelNames.length} classes`;
+      process.stderr.write(`train: selecting on validation ${metric} (${why})\n`);
       const options: TrainOptions & { classes: number } = {
         classes: cache.labelNames.length,
         lr: numberFlag("lr", v.lr, { min: 0 }),
@@ -91,7 +97,7 @@ export const trainCommand: Command = {
         weightDecay: numberFlag("weight-decay", v["weight-decay"], { min: 0 }),
         epochs: numberFlag("epochs", v.epochs, { int: true, min: 1 }),
         patience: numberFlag("patience", v.patience, { int: true, min: 1 }),
-        metric: oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined,
+        metric,
         classWeights,
         targetFpr: numberFlag("target-fpr", v["target-fpr"], { min: 0, max: 1 }),
         validation: valCache !== undefined ? cacheSource(valCache, config) : undefined,
@@ -136,13 +142,7 @@ export const trainCommand: Command = {
         tokenization: m.tokenization,
         ...(values.length > 1 ? { seeds: { metric: result.metric, mean, std, values } } : {}),
       });
-      const vm = result.validation;
-      process.stdout.write(
-        `${out}: ${kind} probe, ${result.probe.parameterCount()} aggregator params (+${result.probe.parameterCount({ includeHead: true }) - result.probe.parameterCount()} head)\n` +
-          `validation ${result.metric} ${result.valMetric.toFixed(4)}${values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : ""}; ` +
-          `accuracy ${vm.accuracy.toFixed(4)}${vm.f1 !== undefined ? `, F1 ${vm.f1.toFixed(4)}, AUPRC ${vm.auprc!.toFixed(4)}${result.threshold !== undefined ? `, threshold ${result.threshold.toFixed(4)}` : ""}` : ""}; ` +
-          `best epoch ${result.bestEpoch}, ${result.examplesPerSecond.toFixed(0)} examples/s\n`,
-      );
+      process.stdout.write(`${out}: ${kind} probe, ${result.probe.parameterCount()} aggregator params (+${result.probe.parameterCount({ includeHead: true }) - result.probe.parameterCount()} head)\n` + trainSummary(result, values, mean, std, cache.labelNames[1]) + "\n");
       return 0;
     } finally {
       cache.close();
@@ -150,3 +150,20 @@ export const trainCommand: Command = {
     }
   },
 };
+
+/**
+ * The result lines of a training run, saying what each number is: the selection metric is computed from the
+ * argmax prediction at the best epoch; the "at threshold" numbers use the decision threshold tuned afterwards
+ * on the same validation set (binary F1-selected tasks only), which is what the saved probe applies.
+ */
+export function trainSummary(result: TrainResult, values: number[], mean: number, std: number, positiveName = "class 1"): string {
+  const vm = result.validation;
+  const seeds = values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : "";
+  const lines = [`selected on validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, best epoch ${result.bestEpoch})${seeds}`];
+  const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)}` : "at argmax";
+  let m = `validation ${decision}: accuracy ${vm.accuracy.toFixed(4)}, macro-F1 ${vm.macroF1.toFixed(4)}`;
+  if (vm.f1 !== undefined) m += `, F1 ${vm.f1.toFixed(4)}; threshold-free AUPRC ${vm.auprc!.toFixed(4)}`;
+  lines.push(m);
+  lines.push(`${result.examplesPerSecond.toFixed(0)} training examples/s`);
+  return lines.join("\n");
+}
