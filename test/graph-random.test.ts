@@ -1,7 +1,8 @@
 // The ORT decoder graph against the TypeScript reference pass on random-weight GGUF files written here,
 // covering each graph path: qwen2 (q/k/v bias, half-style RoPE as a separate RotaryEmbedding, GQA ratio 4),
 // qwen3 (per-head q/k RMSNorm, headDim ≠ dim/heads, RoPE fused into GroupQueryAttention), and a Q4_0 llama
-// (MatMulNBits, packed QKV, interleaved RoPE, tied embeddings), plus prefill-vs-cache continuity on each.
+// (MatMulNBits, packed QKV, interleaved RoPE, tied embeddings), a head size of 4 (plain-op attention), plus
+// prefill-vs-cache continuity on each.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
@@ -43,6 +44,11 @@ const CASES: { label: string; options: RandomModelOptions; expect: Record<string
     label: "llama Q4_0, tied embeddings, headDim 16 (MatMulNBits, packed QKV, interleaved)",
     options: { architecture: "llama", layers: 2, dim: 64, heads: 4, kvHeads: 4, ffnDim: 96, vocabSize: 320, dtype: "q4_0", seed: 13, weightStd: 0.15, tiedEmbeddings: true },
     expect: { tiedEmbeddings: true, ropeStyle: "interleaved", headDim: 16 },
+  },
+  {
+    label: "llama, headDim 4, GQA 4/2 (plain-op attention: the GroupQueryAttention kernel needs head_size % 8 == 0)",
+    options: { architecture: "llama", layers: 2, dim: 16, heads: 4, kvHeads: 2, ffnDim: 40, vocabSize: 300, dtype: "f32", seed: 14, weightStd: 0.3 },
+    expect: { ropeStyle: "interleaved", headDim: 4 },
   },
 ];
 

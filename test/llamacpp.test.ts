@@ -55,3 +55,33 @@ test(`greedy tokens equal llama.cpp's for ${PROMPTS.length} prompts × ${STEPS} 
     assert.ok(ours.length === STEPS || r.finishReason === "eos");
   }
 });
+
+// A second file on other paths: F16 token embedding, the 32k Llama-2 SentencePiece vocabulary, and head size 4
+// (below GroupQueryAttention's minimum, so the graph uses plain-op attention). Random weights: gibberish text,
+// but every greedy choice must still be llama.cpp's.
+test("llama-2-tiny-random (F16 embedding, head size 4, 32k vocab): greedy tokens equal llama.cpp's", async () => {
+  const path = "test/fixtures/llama-2-tiny-random.gguf";
+  const tiny = await Engine.load(path, { cacheDir, threads: 1 });
+  const tinyOracle = await llama.loadModel({ modelPath: path });
+  try {
+    for (const text of ["Hello world", "The capital of France is"]) {
+      const prompt = tiny.tokenizer.encode(text);
+      assert.deepEqual(prompt.slice(1), tinyOracle.tokenize(text, false), "same prompt ids (after BOS)");
+      const context = await tinyOracle.createContext({ contextSize: 256, threads: 1 });
+      const expected: number[] = [];
+      try {
+        for await (const token of context.getSequence().evaluate(prompt as Token[], { temperature: 0 })) {
+          expected.push(token);
+          if (expected.length >= 32) break;
+        }
+      } finally {
+        await context.dispose();
+      }
+      const r = await tiny.generate({ prompt, maxTokens: 32, temperature: 0 }).result;
+      assert.deepEqual(r.tokens.slice(0, expected.length), expected, `prompt ${JSON.stringify(text)}`);
+    }
+  } finally {
+    await tiny.dispose();
+    await tinyOracle.dispose();
+  }
+});

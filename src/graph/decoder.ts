@@ -31,7 +31,7 @@ export interface DecoderBuildOptions {
 }
 
 /** Bump when the graph layout changes, so cached graphs are rebuilt. */
-export const DECODER_BUILDER_VERSION = 4;
+export const DECODER_BUILDER_VERSION = 6;
 
 export interface DecoderGraphInfo {
   modelPath: string;
@@ -87,7 +87,10 @@ export function buildDecoderGraph(
     const { cos, sin } = ropeCaches(spec, maxPositions);
     const cosCache = g.initializer("rope_cos", "float32", [maxPositions, hd / 2], cos); // [maxPos, hd/2]
     const sinCache = g.initializer("rope_sin", "float32", [maxPositions, hd / 2], sin); // [maxPos, hd/2]
-    const fusedRotary = hd % 16 === 0;
+    // ORT's GroupQueryAttention kernel needs head_size % 8 == 0 (tiny test models have 4): plain ops otherwise
+    const gqaKernel = hd % 8 === 0;
+    const fusedRotary = gqaKernel && hd % 16 === 0;
+    const causalBias = gqaKernel ? "" : causalMaskBias(g, attentionMask, pastLen, totalLen64); // [T, past+T]
     const interleaved = spec.ropeStyle === "interleaved" ? 1 : 0;
 
     /** y = x·Wᵀ for the row-concatenation of `names` ([out_i, in] each). x [1, T, inDim] → [1, T, Σout_i]. */
@@ -159,17 +162,22 @@ export function buildDecoderGraph(
         attnInputs = [q, k, v];
       }
       const present = presentNames[i];
-      const gqaInputs = [...attnInputs, pastNames[i].key, pastNames[i].value, seqlensK, totalLen];
-      if (fusedRotary) gqaInputs.push(cosCache, sinCache);
-      const [attnHeads] = g.node("GroupQueryAttention", gqaInputs, [g.fresh("attn"), present.key, present.value], {
-        num_heads: H,
-        kv_num_heads: KV,
-        do_rotary: fusedRotary ? 1 : 0,
-        rotary_interleaved: interleaved,
-      }, MS_DOMAIN); // [1, T, H*hd]
-      for (const kind of ["key", "value"] as const) {
-        // this run's rows of the cache (RoPE applied): present[:, :, past:past+T, :]
-        g.node("Slice", [present[kind], pastLen, totalLen64, g.constI64([2])], [newKvName(i, kind)]); // [1, kvH, T, hd]
+      let attnHeads: string; // [1, T, H*hd]
+      if (gqaKernel) {
+        const gqaInputs = [...attnInputs, pastNames[i].key, pastNames[i].value, seqlensK, totalLen];
+        if (fusedRotary) gqaInputs.push(cosCache, sinCache);
+        [attnHeads] = g.node("GroupQueryAttention", gqaInputs, [g.fresh("attn"), present.key, present.value], {
+          num_heads: H,
+          kv_num_heads: KV,
+          do_rotary: fusedRotary ? 1 : 0,
+          rotary_interleaved: interleaved,
+        }, MS_DOMAIN); // [1, T, H*hd]
+        for (const kind of ["key", "value"] as const) {
+          // this run's rows of the cache (RoPE applied): present[:, :, past:past+T, :]
+          g.node("Slice", [present[kind], pastLen, totalLen64, g.constI64([2])], [newKvName(i, kind)]); // [1, kvH, T, hd]
+        }
+      } else {
+        attnHeads = plainAttention(g, attnInputs, pastNames[i], pastLen, present, [newKvName(i, "key"), newKvName(i, "value")], causalBias, { H, KV, hd });
       }
       const attn = linear(attnHeads, [n.o], H * hd, `blk.${i}.attn_output`); // [1, T, d]
 
@@ -218,6 +226,53 @@ export function buildDecoderGraph(
     if (e instanceof GraphError || e instanceof UnsupportedModelError) throw e;
     throw new GraphError(`building the decoder graph failed: ${(e as Error).message}`, { file: weights.path }, { cause: e });
   }
+}
+
+/**
+ * Additive attention bias [T, past+T]: 0 where key position s may be seen by query t (s ≤ past + t and the
+ * attention mask is 1), -inf elsewhere.
+ */
+function causalMaskBias(g: OnnxModelBuilder, attentionMask: string, pastLen: string, totalLen64: string): string {
+  const zero = g.constI64([0], []);
+  const one = g.constI64([1], []);
+  const scalar = (x: string) => g.op("Squeeze", [x, g.constI64([0])]); // [1] → []
+  const queryPos = g.op("Range", [scalar(pastLen), scalar(totalLen64), one]); // [T] = past .. past+T-1
+  const keyPos = g.op("Range", [zero, scalar(totalLen64), one]); // [S] = 0 .. past+T-1
+  const causal = g.op("LessOrEqual", [g.op("Unsqueeze", [keyPos, g.constI64([0])]), g.op("Unsqueeze", [queryPos, g.constI64([1])])]); // [T, S]
+  const keyValid = g.op("Equal", [attentionMask, one]); // [1, S]
+  const allowed = g.op("And", [causal, keyValid]); // [T, S]
+  return g.op("Where", [allowed, g.constF32([0], []), g.constF32([-Infinity], [])]); // [T, S]
+}
+
+/**
+ * Grouped-query attention with a KV cache from plain ONNX ops (for head sizes the contrib kernel rejects).
+ * q [1, T, H*hd], k/v [1, T, KV*hd] (RoPE applied) → [1, T, H*hd]; writes present (past ++ new) and new rows.
+ * pastLen [1] int64: how many leading rows of the fed past buffers are real.
+ */
+function plainAttention(
+  g: OnnxModelBuilder,
+  [q, k, v]: string[],
+  past: { key: string; value: string },
+  pastLen: string,
+  present: { key: string; value: string },
+  newNames: [string, string],
+  bias: string,
+  { H, KV, hd }: { H: number; KV: number; hd: number },
+): string {
+  const heads = (x: string, n: number) => g.op("Transpose", [g.op("Reshape", [x, g.constI64([0, 0, n, hd])])], { perm: [0, 2, 1, 3] }); // [1, n, T, hd]
+  const kNew = g.node("Identity", [heads(k, KV)], [newNames[0]])[0]; // [1, KV, T, hd]
+  const vNew = g.node("Identity", [heads(v, KV)], [newNames[1]])[0]; // [1, KV, T, hd]
+  // the session may feed a cache buffer longer than the past (stale rows after it): keep the first past rows
+  const valid = (x: string) => g.op("Slice", [x, g.constI64([0]), pastLen, g.constI64([2])]); // [1, KV, past, hd]
+  const kAll = g.node("Concat", [valid(past.key), kNew], [present.key], { axis: 2 })[0]; // [1, KV, S, hd]
+  const vAll = g.node("Concat", [valid(past.value), vNew], [present.value], { axis: 2 })[0]; // [1, KV, S, hd]
+  // each KV head serves H/KV query heads: [1, KV, S, hd] → [1, KV, H/KV, S, hd] → [1, H, S, hd]
+  const repeat = (x: string) =>
+    g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [x, g.constI64([2])]), g.constI64([1, KV, H / KV, 1, 1])]), g.constI64([1, H, -1, hd])]);
+  const scores = g.op("MatMul", [heads(q, H), g.op("Transpose", [repeat(kAll)], { perm: [0, 1, 3, 2] })]); // [1, H, T, S]
+  const scaled = g.op("Add", [g.op("Mul", [scores, g.constF32([1 / Math.sqrt(hd)], [])]), bias]); // [1, H, T, S]
+  const context = g.op("MatMul", [g.op("Softmax", [scaled], { axis: -1 }), repeat(vAll)]); // [1, H, T, hd]
+  return g.op("Reshape", [g.op("Transpose", [context], { perm: [0, 2, 1, 3] }), g.constI64([0, 0, H * hd])]); // [1, T, H*hd]
 }
 
 /**
