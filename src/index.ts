@@ -24,12 +24,12 @@ export type { ChatTemplateSource, RenderChatOptions, TextStreamer, TextStreamerO
 export { loadHfFolder } from "./model/hf/index.js";
 export { openSafetensors, writeSafetensors } from "./model/safetensors.js";
 export type { SafetensorsFile, SafetensorsTensorInfo, SafetensorsTensorInput } from "./model/safetensors.js";
-export { convertModel } from "./convert/index.js";
+export { convertModel, QUANTISE_INT4_STAGE, WRITE_TENSORS_STAGE } from "./convert/index.js";
 export type { ConvertOptions, ConvertResult } from "./convert/index.js";
 export { quantizeWeightsInt4, quantizeModelInt4, quantizeInt4Blocks, dequantizeInt4Blocks } from "./model/quantize.js";
 export type { QuantizeInt4Options, Int4WeightSource, Int4Scheme } from "./model/quantize.js";
 export { createDecoderSession, openOnnxDecoderSession, type DecoderSessionOptions, type OrtRunOptions, type OnnxModelSource } from "./engine/session.js";
-export { buildDecoderGraph, type DecoderBuildOptions, type DecoderGraphInfo } from "./graph/decoder.js";
+export { BUILD_GRAPH_STAGE, buildDecoderGraph, type DecoderBuildOptions, type DecoderGraphInfo, type ProgressCallback, type ProgressEvent } from "./graph/decoder.js";
 export { ensureDecoderGraph, defaultGraphCacheDir, type CachedGraph } from "./graph/cache.js";
 export { referenceForward, type ReferenceResult } from "./reference/forward.js";
 export { addHiddenStateTaps, tapOnnxFile, findResidualStream, HIDDEN_STATES_OUTPUT } from "./graph/surgery.js";
@@ -74,5 +74,5 @@ export { engineSource, type EngineSourceOptions } from "./data/source.js";
 export { encodeF16, decodeF16, encodeBf16, decodeBf16, f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from "./numeric/half.js";
 // Older public names of the scalar f16 conversions.
 export { f32ToF16 as f32ToF16Bits, f16ToF32 as f16BitsToF32 } from "./numeric/half.js";
-export { ProgressBar, formatDuration, type ProgressOptions, type ProgressStream } from "./cli/progress.js";
+export { ProgressBar, formatDuration, stageProgress, type ProgressOptions, type ProgressStream, type StageProgressEvent } from "./cli/progress.js";
 export * from "./probe/index.js";

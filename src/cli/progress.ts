@@ -114,3 +114,31 @@ export class ProgressBar {
     this.stream.write(`\r${bar} ${text}\x1b[K`);
   }
 }
+
+/** One report of staged library work (the shape of the library's onProgress events). */
+export interface StageProgressEvent {
+  stage: string;
+  done: number;
+  total: number;
+  unit: string;
+}
+
+/**
+ * An `onProgress` callback for library work with named stages (e.g. "building graph"): one ProgressBar per
+ * stage, labelled with the stage, created on its first report and finished when it reaches its total. Nothing
+ * is printed for work that never reports (a graph cache hit). Stages may interleave (int4 quantising happens
+ * during the graph build): each keeps its own rate and ETA.
+ */
+export function stageProgress(options: Omit<ProgressOptions, "total" | "label" | "unit"> = {}): (p: StageProgressEvent) => void {
+  const bars = new Map<string, ProgressBar>();
+  return (p) => {
+    if (options.enabled === false) return;
+    let bar = bars.get(p.stage);
+    if (bar === undefined) {
+      bar = new ProgressBar({ ...options, total: p.total, label: p.stage, unit: p.unit });
+      bars.set(p.stage, bar);
+    }
+    bar.update(p.done);
+    if (p.done >= p.total) bar.finish();
+  };
+}

@@ -9,8 +9,8 @@
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError, UnsupportedModelError } from "../errors.js";
-import { buildDecoderGraph, DECODER_BUILDER_VERSION } from "../graph/decoder.js";
-import type { LoadedModel, ModelSpec } from "../model/spec.js";
+import { buildDecoderGraph, DECODER_BUILDER_VERSION, type ProgressCallback } from "../graph/decoder.js";
+import { TensorNames, type LoadedModel, type ModelSpec, type WeightSource } from "../model/spec.js";
 import { loadModel } from "../model/load.js";
 import { ONEPASS_MANIFEST } from "../model/onnx/index.js";
 import { quantizeModelInt4, type Int4Scheme } from "../model/quantize.js";
@@ -32,7 +32,16 @@ export interface ConvertOptions {
   int4Head?: boolean;
   /** to "onnx": add the stacked hidden-state output (default true). */
   taps?: boolean;
+  /**
+   * Hears long work: to "hf" stage "writing tensors" (one per tensor written); to "onnx" stage "building graph"
+   * (see buildDecoderGraph) and, with int4, stage "quantising int4" (one per matrix quantised, interleaved with
+   * the build, which quantises as it goes). Silent when absent.
+   */
+  onProgress?: ProgressCallback;
 }
+
+export const WRITE_TENSORS_STAGE = "writing tensors";
+export const QUANTISE_INT4_STAGE = "quantising int4";
 
 export interface ConvertResult {
   out: string;
@@ -58,7 +67,8 @@ export async function convertModel(modelPath: string, options: ConvertOptions): 
       throw new UnsupportedModelError("converting from an ONNX model is not supported (convert its GGUF or Hugging Face source)", { file: modelPath });
     }
     if (options.to === "hf") {
-      const files = await writeHfFolder(model, options.out, { dtype: options.dtype, sourcePath: modelPath });
+      const counted = options.onProgress === undefined ? model : { ...model, weights: countingTensorsWritten(model, options.onProgress) };
+      const files = await writeHfFolder(counted, options.out, { dtype: options.dtype, sourcePath: modelPath });
       return { out: options.out, files, spec: { ...model.spec, ropeStyle: "half" } };
     }
     return await writeOnnx(model, modelPath, options);
@@ -70,12 +80,13 @@ export async function convertModel(modelPath: string, options: ConvertOptions): 
 async function writeOnnx(source: LoadedModel, modelPath: string, options: ConvertOptions): Promise<ConvertResult> {
   const int4 = options.quantize === "int4";
   if (options.quantize !== undefined && !int4) throw new InvalidArgumentError(`--quantize must be int4, got ${String(options.quantize)}`, { field: "quantize" });
-  const model = int4 ? quantizeModelInt4(source, { scheme: options.int4Scheme, includeOutput: options.int4Head }) : source;
+  const quantised = int4 ? quantizeModelInt4(source, { scheme: options.int4Scheme, includeOutput: options.int4Head }) : source;
+  const model = int4 && options.onProgress !== undefined ? { ...quantised, weights: countingInt4Reads(quantised, options.int4Head ?? false, options.onProgress) } : quantised;
   mkdirSync(options.out, { recursive: true });
   const tmp = mkdtempSync(join(options.out, ".convert-"));
   try {
     const accuracyLevel = options.accuracyLevel ?? 4;
-    buildDecoderGraph(model.spec, model.weights, join(tmp, "model.onnx"), { taps: options.taps ?? true, accuracyLevel, int4: true });
+    buildDecoderGraph(model.spec, model.weights, join(tmp, "model.onnx"), { taps: options.taps ?? true, accuracyLevel, int4: true, onProgress: options.onProgress });
     const manifest = {
       format: "onepass-decoder",
       builderVersion: DECODER_BUILDER_VERSION,
@@ -100,4 +111,63 @@ async function writeOnnx(source: LoadedModel, modelPath: string, options: Conver
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * `model.weights` reporting each tensor the HF writer reads: it reads every tensor it writes exactly once, as it
+ * reaches it (the tied LM head is not written).
+ */
+function countingTensorsWritten(model: LoadedModel, onProgress: ProgressCallback): WeightSource {
+  const inner = model.weights;
+  const skipped = (name: string) => name === TensorNames.output && model.spec.tiedEmbeddings;
+  const total = inner.list().filter((t) => !skipped(t.name)).length;
+  let done = 0;
+  onProgress({ stage: WRITE_TENSORS_STAGE, done, total, unit: "tensor" });
+  return {
+    ...bindWeights(inner),
+    readF32(name) {
+      const values = inner.readF32(name); // shape of `name`
+      if (!skipped(name) && done < total) onProgress({ stage: WRITE_TENSORS_STAGE, done: ++done, total, unit: "tensor" });
+      return values;
+    },
+  };
+}
+
+/**
+ * `model.weights` (int4-quantising) reporting each linear matrix the graph builder gets in int4 form: the seven
+ * per layer, plus output.weight with `head` (quantizeWeightsInt4's set; a native 4-bit pass-through counts too).
+ */
+function countingInt4Reads(model: LoadedModel, head: boolean, onProgress: ProgressCallback): WeightSource {
+  const inner = model.weights;
+  const matrices = new Set<string>();
+  for (let i = 0; i < model.spec.layers; i++) {
+    const n = TensorNames.block(i);
+    for (const name of [n.q, n.k, n.v, n.o, n.gate, n.up, n.down]) if (inner.has(name)) matrices.add(name);
+  }
+  if (head && inner.has(TensorNames.output)) matrices.add(TensorNames.output);
+  const total = matrices.size;
+  let done = 0;
+  onProgress({ stage: QUANTISE_INT4_STAGE, done, total, unit: "matrix" });
+  return {
+    ...bindWeights(inner),
+    readInt4(name) {
+      const blocks = inner.readInt4?.(name);
+      // each matrix once, even if read again
+      if (blocks !== undefined && matrices.delete(name)) onProgress({ stage: QUANTISE_INT4_STAGE, done: ++done, total, unit: "matrix" });
+      return blocks;
+    },
+  };
+}
+
+/** The methods of a WeightSource bound to it (so a spread copy can override some). */
+function bindWeights(w: WeightSource): WeightSource {
+  return {
+    path: w.path,
+    list: () => w.list(),
+    has: (name) => w.has(name),
+    info: (name) => w.info(name),
+    readF32: (name) => w.readF32(name),
+    ...(w.readInt4 !== undefined ? { readInt4: (name: string) => w.readInt4!(name) } : {}),
+    close: () => w.close(),
+  };
 }

@@ -22,7 +22,7 @@ import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
 import { ensureDecoderGraph } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../graph/onnx.js";
-import { newKvName, pastName, presentName, type DecoderBuildOptions } from "../graph/decoder.js";
+import { newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "./hidden.js";
 import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
@@ -62,6 +62,8 @@ export interface DecoderSessionOptions extends OrtRunOptions {
   accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /** Use MatMulNBits for exact 4-bit weights (default true). */
   int4?: boolean;
+  /** Hears long work (stage "building graph" when the graph is not cached yet); silent when absent. */
+  onProgress?: ProgressCallback;
 }
 
 /** The ONNX model to open: a file path, or model bytes plus the folder its external data files are in. */
@@ -71,13 +73,13 @@ export type OnnxModelSource = { path: string } | { bytes: Uint8Array; externalDa
 export async function createDecoderSession(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<DecoderSession> {
   const buildOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: options.accuracyLevel, int4: options.int4 };
   checkRunOptions(options);
-  let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir });
+  let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
   try {
     return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
   } catch (first) {
     if (!graph.hit || !(first instanceof GraphError)) throw first;
     // a cached entry that passed validation but does not load: rebuild it once
-    graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, rebuild: true });
+    graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, rebuild: true, onProgress: options.onProgress });
     return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
   }
 }

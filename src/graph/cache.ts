@@ -10,7 +10,10 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import type { LoadedModel } from "../model/spec.js";
 import { GraphError } from "../errors.js";
-import { DECODER_BUILDER_VERSION, buildDecoderGraph, type DecoderBuildOptions } from "./decoder.js";
+import { DECODER_BUILDER_VERSION, buildDecoderGraph, type DecoderBuildOptions, type ProgressCallback } from "./decoder.js";
+
+/** The build options that shape the graph (the cache key); progress reporting is not one of them. */
+type GraphShapeOptions = Required<Omit<DecoderBuildOptions, "onProgress">>;
 
 export interface CachedGraph {
   /** Path of model.onnx (its weights in model.onnx.data next to it). */
@@ -24,7 +27,7 @@ export interface CachedGraph {
 interface Manifest {
   builderVersion: number;
   fingerprint: string;
-  options: Required<DecoderBuildOptions>;
+  options: GraphShapeOptions;
   modelBytes: number;
   dataBytes: number;
   /** sha256 of model.onnx (small: the weights live in the data file). */
@@ -39,7 +42,7 @@ export function defaultGraphCacheDir(): string {
   return root !== undefined && root !== "" ? join(root, "graphs") : join(homedir(), ".cache", "onepass", "graphs");
 }
 
-function normalise(model: LoadedModel, o: DecoderBuildOptions): Required<DecoderBuildOptions> {
+function normalise(model: LoadedModel, o: DecoderBuildOptions): GraphShapeOptions {
   return {
     taps: o.taps ?? true,
     accuracyLevel: o.accuracyLevel ?? 4,
@@ -102,12 +105,13 @@ function validEntry(dir: string): boolean {
 
 /**
  * The cached graph for (model, options), building it if absent or invalid. `rebuild: true` discards the
- * existing entry first (used when ORT rejects a cached file that passed validation).
+ * existing entry first (used when ORT rejects a cached file that passed validation). `onProgress` hears the
+ * build (stage "building graph") only when there is one: a cache hit reports nothing.
  */
 export function ensureDecoderGraph(
   model: LoadedModel,
   options: DecoderBuildOptions = {},
-  cache: { cacheDir?: string; rebuild?: boolean } = {},
+  cache: { cacheDir?: string; rebuild?: boolean; onProgress?: ProgressCallback } = {},
 ): CachedGraph {
   const root = cache.cacheDir ?? defaultGraphCacheDir();
   const key = graphCacheKey(model, options);
@@ -125,7 +129,7 @@ export function ensureDecoderGraph(
   try {
     const opts = normalise(model, options);
     const tmpModel = join(tmp, "model.onnx");
-    buildDecoderGraph(model.spec, model.weights, tmpModel, opts);
+    buildDecoderGraph(model.spec, model.weights, tmpModel, { ...opts, onProgress: cache.onProgress ?? options.onProgress });
     const manifest: Manifest = {
       builderVersion: DECODER_BUILDER_VERSION,
       fingerprint: model.fingerprint,

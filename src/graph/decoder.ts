@@ -28,7 +28,23 @@ export interface DecoderBuildOptions {
   int4?: boolean;
   /** Rows of the rotary cos/sin caches (max position + 1). Default spec.contextLength. */
   maxPositions?: number;
+  /** Called as the graph is built (stage "building graph": embedding, each layer, LM head). Not part of the cache key. */
+  onProgress?: ProgressCallback;
 }
+
+/** One progress report of long model work: `done` of `total` units of `stage` are finished. */
+export interface ProgressEvent {
+  stage: string;
+  done: number;
+  total: number;
+  unit: string;
+}
+
+/** Receives progress reports; long work calls it synchronously, so it should be cheap. */
+export type ProgressCallback = (p: ProgressEvent) => void;
+
+/** Stage name of buildDecoderGraph's reports. */
+export const BUILD_GRAPH_STAGE = "building graph";
 
 /** Bump when the graph layout changes, so cached graphs are rebuilt. */
 export const DECODER_BUILDER_VERSION = 6;
@@ -61,8 +77,14 @@ export function buildDecoderGraph(
   if (H % KV !== 0) throw new UnsupportedModelError(`heads ${H} not a multiple of kv heads ${KV}`, { file: weights.path, field: "head_count_kv" });
   if (spec.ropeDim !== hd) throw new UnsupportedModelError(`partial rotary (ropeDim ${spec.ropeDim} ≠ headDim ${hd})`, { file: weights.path, field: "rope.dimension_count" });
 
+  // embedding + L layers + LM head; no work at all when nobody listens
+  const onProgress = options.onProgress;
+  const buildSteps = L + 2;
+  const report = onProgress === undefined ? () => {} : (done: number) => onProgress({ stage: BUILD_GRAPH_STAGE, done, total: buildSteps, unit: "part" });
+
   const g = new OnnxModelBuilder(modelPath);
   try {
+    report(0);
     // ---- inputs
     const inputIds = g.input("input_ids", "int64", [1, "T"]); // [1, T]
     const attentionMask = g.input("attention_mask", "int64", [1, "total"]); // [1, past+T]
@@ -124,6 +146,7 @@ export function buildDecoderGraph(
 
     // ---- embeddings: x0 [1, T, d]
     let residual = embedding(g, weights, inputIds, V, d, useInt4); // [1, T, d]
+    report(1);
     const hiddenTaps: string[] = [residual]; // each [1, T, d]
     let normed = g.op("SimplifiedLayerNormalization", [residual, vector(TensorNames.block(0).attnNorm)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [1, T, d]
 
@@ -199,6 +222,7 @@ export function buildDecoderGraph(
       normed = afterFfn[0]; // [1, T, d]
       residual = afterFfn[3]; // [1, T, d]
       hiddenTaps.push(i + 1 < L ? residual : normed); // HF convention: the last entry is after the final norm
+      report(i + 2);
     }
 
     // ---- LM head only on the rows asked for
@@ -220,6 +244,7 @@ export function buildDecoderGraph(
       g.output("hidden_states", "float32", [L + 1, 1, "T", d]);
     }
     g.finish();
+    report(buildSteps);
     return { modelPath, taps, layers: L, pastNames, presentNames };
   } catch (e) {
     g.abort();

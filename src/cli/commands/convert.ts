@@ -2,6 +2,7 @@
 import type { Command } from "../command.js";
 import { numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { convertModel, type ConvertOptions } from "../../convert/index.js";
+import { stageProgress } from "../progress.js";
 
 const usage = `usage: onepass convert --model PATH --to hf|onnx --out DIR [options]
 
@@ -56,6 +57,7 @@ export const convertCommand: Command = {
       int4Scheme: scheme,
       int4Head: values["int4-head"] === true,
       taps: values["no-taps"] === true ? false : undefined,
+      onProgress: stageProgress(),
     });
     process.stdout.write(`wrote ${result.files.length} files to ${result.out}:\n${result.files.map((f) => `  ${f}`).join("\n")}\n`);
     return 0;

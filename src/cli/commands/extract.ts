@@ -1,7 +1,7 @@
 /** `onepass extract`: run the model once over a dataset and store its hidden states (resumable feature cache). */
 import type { Command } from "../command.js";
 import { numberFlag, oneOf, parseFlags, required } from "../args.js";
-import { ProgressBar } from "../progress.js";
+import { ProgressBar, stageProgress } from "../progress.js";
 import { loadDatasetArg } from "../../data/datasets.js";
 import { estimateFeatureBytes, extractFeatures, type FeatureMode } from "../../data/features.js";
 import { engineSource } from "../../data/source.js";
@@ -81,7 +81,7 @@ export const extractCommand: Command = {
       labelField: values["label-field"],
       limit,
     });
-    const engine = await Engine.load(values.model, { taps: true, ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) });
+    const engine = await Engine.load(values.model, { taps: true, onProgress: stageProgress({ enabled: !values.quiet }), ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) });
     try {
       const source = engineSource(engine, { template: values.chat ? "chat" : "raw" });
       const maxTokens = Math.min(maxTokensArg ?? engine.contextLength, engine.contextLength);

@@ -1,6 +1,7 @@
 /** `onepass generate`: text on stdout as it is generated, timings on stderr. A thin layer over Engine. */
 import type { Command } from "../command.js";
 import { numberFlag, oneOf, parseFlags, required } from "../args.js";
+import { stageProgress } from "../progress.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { Engine } from "../../engine/engine.js";
 import type { GenerateResult } from "../../engine/generate.js";
@@ -95,7 +96,8 @@ export const generateCommand: Command = {
     const started = performance.now();
     const probeDirs = v.probe ?? [];
     if (v.block !== undefined && probeDirs.length === 0) throw new InvalidArgumentError("--block needs at least one --probe", { field: "--block" });
-    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"], ...(device !== undefined ? { device } : {}), ...(probeDirs.length > 0 ? { taps: true } : {}) });
+    // a graph build (first run of a model) shows a bar on stderr; stdout stays the generated text only
+    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"], onProgress: stageProgress(), ...(device !== undefined ? { device } : {}), ...(probeDirs.length > 0 ? { taps: true } : {}) });
     const abort = new AbortController();
     const onSigint = (): void => abort.abort();
     process.once("SIGINT", onSigint);
