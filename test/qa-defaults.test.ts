@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { loadPreset } from "../src/data/datasets.js";
-import { writeFileAtomic } from "../src/data/atomic.js";
+import { writeFileAtomic } from "../src/util/atomic.js";
 import { defaultSelectionMetric } from "../src/probe/train.js";
 import { integerTicks } from "../src/probe/report.js";
 import { numberFlag, parseFlags } from "../src/cli/args.js";

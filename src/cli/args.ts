@@ -87,3 +87,13 @@ export function oneOf<T extends string>(name: string, value: string | undefined,
   }
   return value as T;
 }
+
+/**
+ * `--threads N` and `--device cpu|cuda|auto`, checked, as Engine.load options; an absent flag is left out so
+ * the engine's default applies.
+ */
+export function engineFlags(values: { threads?: string; device?: string }): { threads?: number; device?: "cpu" | "cuda" | "auto" } {
+  const threads = numberFlag("threads", values.threads, { int: true, min: 1 });
+  const device = oneOf("device", values.device, ["cpu", "cuda", "auto"] as const);
+  return { ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) };
+}

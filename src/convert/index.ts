@@ -14,7 +14,8 @@ import { TensorNames, type LoadedModel, type ModelSpec, type WeightSource } from
 import { loadModel } from "../model/load.js";
 import { ONEPASS_MANIFEST } from "../model/onnx/index.js";
 import { quantizeModelInt4, type Int4Scheme } from "../model/quantize.js";
-import { writeHfFolder, writeTokenizerFiles, type HfDType } from "../model/hf/export.js";
+import { hfSpecOf, writeHfFolder, writeTokenizerFiles, type HfDType } from "../model/hf/export.js";
+import { delegatingWeightSource } from "../model/weight-source.js";
 
 export interface ConvertOptions {
   to: "hf" | "onnx";
@@ -69,7 +70,7 @@ export async function convertModel(modelPath: string, options: ConvertOptions): 
     if (options.to === "hf") {
       const counted = options.onProgress === undefined ? model : { ...model, weights: countingTensorsWritten(model, options.onProgress) };
       const files = await writeHfFolder(counted, options.out, { dtype: options.dtype, sourcePath: modelPath });
-      return { out: options.out, files, spec: { ...model.spec, ropeStyle: "half" } };
+      return { out: options.out, files, spec: hfSpecOf(model.spec) };
     }
     return await writeOnnx(model, modelPath, options);
   } finally {
@@ -124,7 +125,7 @@ function countingTensorsWritten(model: LoadedModel, onProgress: ProgressCallback
   let done = 0;
   onProgress({ stage: WRITE_TENSORS_STAGE, done, total, unit: "tensor" });
   return {
-    ...bindWeights(inner),
+    ...delegatingWeightSource(inner),
     readF32(name) {
       const values = inner.readF32(name); // shape of `name`
       if (!skipped(name) && done < total) onProgress({ stage: WRITE_TENSORS_STAGE, done: ++done, total, unit: "tensor" });
@@ -149,25 +150,12 @@ function countingInt4Reads(model: LoadedModel, head: boolean, onProgress: Progre
   let done = 0;
   onProgress({ stage: QUANTISE_INT4_STAGE, done, total, unit: "matrix" });
   return {
-    ...bindWeights(inner),
+    ...delegatingWeightSource(inner),
     readInt4(name) {
       const blocks = inner.readInt4?.(name);
       // each matrix once, even if read again
       if (blocks !== undefined && matrices.delete(name)) onProgress({ stage: QUANTISE_INT4_STAGE, done: ++done, total, unit: "matrix" });
       return blocks;
     },
-  };
-}
-
-/** The methods of a WeightSource bound to it (so a spread copy can override some). */
-function bindWeights(w: WeightSource): WeightSource {
-  return {
-    path: w.path,
-    list: () => w.list(),
-    has: (name) => w.has(name),
-    info: (name) => w.info(name),
-    readF32: (name) => w.readF32(name),
-    ...(w.readInt4 !== undefined ? { readInt4: (name: string) => w.readInt4!(name) } : {}),
-    close: () => w.close(),
   };
 }

@@ -238,6 +238,21 @@ const EMOTION = ["sadness", "joy", "love", "anger", "fear", "surprise"];
 const HARM = ["unharmful", "harmful"];
 const RESPONSE_TEMPLATE = "Human user:\n{text}\n\nAI assistant:\n{response}";
 
+/** The JUDGE-BENCH copy of ToxicChat: one preset per human-annotated label (`annotations.<label>.majority_human`). */
+function judgeBenchToxicChat(name: string, label: string, labelNames: string[], description: string): DatasetPreset {
+  return {
+    name,
+    description,
+    task: "safety",
+    splits: {
+      train: [{ path: "toxicchat/judgebench_toxic_chat_train.json" }],
+      test: [{ path: "toxicchat/judgebench_toxic_chat_test.json" }],
+    },
+    defaultSplit: "train",
+    options: { textField: "instance", labelField: `annotations.${label}.majority_human`, labelNames },
+  };
+}
+
 function palma(name: string, file: string, labelNames: string[], task: DatasetTask, description: string): DatasetPreset {
   return {
     name,
@@ -296,28 +311,8 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       task: "topic" as const,
       options: { labelNames: EMOTION },
     },
-    {
-      name: "toxicchat",
-      description: "ToxicChat 0124 human-annotated (JUDGE-BENCH; 2,801 train / 2,853 test), label = toxicity",
-      splits: {
-        train: [{ path: "toxicchat/judgebench_toxic_chat_train.json" }],
-        test: [{ path: "toxicchat/judgebench_toxic_chat_test.json" }],
-      },
-      defaultSplit: "train",
-      task: "safety" as const,
-      options: { textField: "instance", labelField: "annotations.toxicity.majority_human", labelNames: ["non-toxic", "toxic"] },
-    },
-    {
-      name: "toxicchat-jailbreak",
-      description: "ToxicChat 0124 human-annotated, label = jailbreaking",
-      splits: {
-        train: [{ path: "toxicchat/judgebench_toxic_chat_train.json" }],
-        test: [{ path: "toxicchat/judgebench_toxic_chat_test.json" }],
-      },
-      defaultSplit: "train",
-      task: "safety" as const,
-      options: { textField: "instance", labelField: "annotations.jailbreaking.majority_human", labelNames: ["benign", "jailbreak"] },
-    },
+    judgeBenchToxicChat("toxicchat", "toxicity", ["non-toxic", "toxic"], "ToxicChat 0124 human-annotated (JUDGE-BENCH; 2,801 train / 2,853 test), label = toxicity"),
+    judgeBenchToxicChat("toxicchat-jailbreak", "jailbreaking", ["benign", "jailbreak"], "ToxicChat 0124 human-annotated, label = jailbreaking"),
     {
       name: "toxicchat-test-full",
       description: "ToxicChat 0124 full test split (5,083; wizard101 copy), label safe/harmful",

@@ -47,7 +47,7 @@ import {
 import { join } from "node:path";
 import { HiddenStates } from "../engine/hidden.js";
 import { FeatureCacheError, InvalidArgumentError } from "../errors.js";
-import { TMP_SUFFIX, writeFileAtomic } from "./atomic.js";
+import { TMP_SUFFIX, writeFileAtomic } from "../util/atomic.js";
 import { datasetHash, type DatasetTask, type Example } from "./datasets.js";
 import { decodeF16, encodeF16 } from "../numeric/half.js";
 

@@ -13,7 +13,7 @@ import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
 import { defaultModelPath, loadModel } from "../model/load.js";
 import { isOnnxModel } from "../model/onnx/index.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
-import { chatTemplateFor, renderChatTemplate } from "../tokenizer/chat.js";
+import { chatTemplateFor, encodeChat, renderChatTemplate } from "../tokenizer/chat.js";
 import { tokenizerFromGguf } from "../tokenizer/gguf.js";
 import { tokenizerFromHfFolder } from "../tokenizer/hf.js";
 import type { ChatMessage, Tokenizer } from "../tokenizer/types.js";
@@ -141,10 +141,7 @@ export class Engine {
         ...(system !== undefined ? [{ role: "system", content: system }] : []),
         ...(messages ?? [{ role: "user", content: prompt ?? "" }]),
       ];
-      const text = this.applyChatTemplate(turns, { addGenerationPrompt: true });
-      const bos = this.tokenizer.bosToken;
-      const startsWithBos = bos !== undefined && bos.length > 0 && text.startsWith(bos);
-      return this.tokenizer.encode(text, { parseSpecial: true, addBos: this.tokenizer.addBosByDefault && !startsWithBos });
+      return encodeChat(this.tokenizer, turns, { addGenerationPrompt: true });
     }
     if (system !== undefined) {
       throw new InvalidArgumentError("system needs chat: true or messages", { field: "system" });

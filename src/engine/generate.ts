@@ -300,6 +300,14 @@ export async function* runGeneration(
   };
   state.partial = result;
   const aborted = (): boolean => options.signal?.aborted === true;
+  /**
+   * At the end, release everything: the incomplete-character tail of the detokenizer, then what the stop
+   * matcher held back, unless that tail completes a stop string (then the text ends before it).
+   */
+  const releaseHeld = (): { text: string; stop?: string } => {
+    const tail = matcher.push(detok.flush());
+    return tail.stopped ? { text: tail.text, stop: tail.stop } : { text: tail.text + matcher.flush() };
+  };
 
   if (aborted()) return result();
   session.reset();
@@ -349,41 +357,31 @@ export async function* runGeneration(
       state.finished = true;
       return result();
     }
-    const last = tokens.length >= maxTokens;
-    if (last) {
-      // release everything: the incomplete-character tail, then what the stop matcher held back
-      const tail = matcher.push(detok.flush());
+    if (tokens.length >= maxTokens) {
+      // the last token's chunk also carries everything still held back
+      const tail = releaseHeld();
       piece += tail.text;
-      if (tail.stopped) {
-        finishReason = "stop";
-        stopString = tail.stop;
-        text += piece;
-        yield { token, text: piece };
-        state.finished = true;
-        return result();
-      }
-      piece += matcher.flush();
-      finishReason = "length";
+      finishReason = tail.stop !== undefined ? "stop" : "length";
+      stopString = tail.stop;
       text += piece;
       yield { token, text: piece };
-      break;
+      state.finished = true;
+      return result();
     }
     text += piece;
     yield { token, text: piece };
     pass = await session.forward([token]);
     decodeRuns++;
   }
-  if (finishReason !== "length") {
-    const tail = matcher.push(detok.flush());
-    const rest = tail.text + (tail.stopped ? "" : matcher.flush());
-    if (tail.stopped) {
-      finishReason = "stop";
-      stopString = tail.stop;
-    }
-    if (rest.length > 0) {
-      text += rest;
-      yield { token: null, text: rest };
-    }
+  // "eos" or "abort": what was held back comes as a final chunk without a token
+  const tail = releaseHeld();
+  if (tail.stop !== undefined) {
+    finishReason = "stop";
+    stopString = tail.stop;
+  }
+  if (tail.text.length > 0) {
+    text += tail.text;
+    yield { token: null, text: tail.text };
   }
   state.finished = true;
   return result();

@@ -12,19 +12,9 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { create, toBinary } from "@bufbuild/protobuf";
-import {
-  GraphProtoSchema,
-  ModelProtoSchema,
-  NodeProtoSchema,
-  OperatorSetIdProtoSchema,
-  TensorProto_DataType,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
-} from "onnx-buf";
 import * as ort from "onnxruntime-node";
 import { InvalidArgumentError, OnepassError, type ErrorWhere } from "../errors.js";
+import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
 
 /** An execution provider was asked for that this onnxruntime-node installation cannot run. */
 export class ExecutionProviderError extends OnepassError {
@@ -136,20 +126,10 @@ async function probeSession(name: string): Promise<void> {
 
 /** A valid ONNX model y = Identity(x), x: float32 [1]. */
 function identityModel(): Uint8Array {
-  const value = (n: string) =>
-    create(ValueInfoProtoSchema, {
-      name: n,
-      type: create(TypeProtoSchema, { value: { case: "tensorType", value: create(TypeProto_TensorSchema, { elemType: TensorProto_DataType.FLOAT }) } }),
-    });
-  const model = create(ModelProtoSchema, {
-    irVersion: 8n,
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 17n })],
-    graph: create(GraphProtoSchema, {
-      name: "provider-probe",
-      node: [create(NodeProtoSchema, { opType: "Identity", input: ["x"], output: ["y"] })],
-      input: [value("x")],
-      output: [value("y")],
-    }),
+  return inMemoryModelBytes({
+    name: "provider-probe",
+    nodes: [nodeProto("Identity", ["x"], ["y"])],
+    inputs: [valueInfo("x", "float32", [1])], // [1]
+    outputs: [valueInfo("y", "float32", [1])], // [1]
   });
-  return toBinary(ModelProtoSchema, model);
 }

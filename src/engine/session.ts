@@ -40,7 +40,10 @@ export interface OrtRunOptions {
    * cache, which lives in JS. Applies to graphs opened from a file.
    */
   prefillAccuracyLevel?: DecoderBuildOptions["accuracyLevel"];
-  /** MatMulNBits accuracy level the graph's decode session has (default 4; see prefillAccuracyLevel). */
+  /**
+   * MatMulNBits accuracy level of the decode session (default 4 = int8 activations: ~1.5× faster at 1 token):
+   * the level createDecoderSession builds the graph with, the level an opened graph file already has.
+   */
   accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /** Let ORT worker threads spin between ops (default true: faster, burns CPU while idle). */
   allowSpinning?: boolean;
@@ -58,8 +61,6 @@ export interface DecoderSessionOptions extends OrtRunOptions {
   taps?: boolean;
   /** Graph cache folder (default $ONEPASS_CACHE_DIR/graphs or ~/.cache/onepass/graphs). */
   cacheDir?: string;
-  /** MatMulNBits accuracy level for int4 weights in decode steps (default 4 = int8 activations: ~1.5× faster at 1 token). */
-  accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /** Use MatMulNBits for exact 4-bit weights (default true). */
   int4?: boolean;
   /** Hears long work (stage "building graph" when the graph is not cached yet); silent when absent. */
@@ -212,10 +213,11 @@ function nestConfig(cfg: Record<string, string>): Record<string, unknown> {
   return out;
 }
 
-function emptyKv(type: "float32" | "float16", kvHeads: number, headDim: number): ort.Tensor {
-  return type === "float32"
-    ? new ort.Tensor("float32", new Float32Array(0), [1, kvHeads, 0, headDim]) // [1, kvH, 0, hd]
-    : new ort.Tensor("float16", new Uint16Array(0), [1, kvHeads, 0, headDim]); // [1, kvH, 0, hd]
+/** A KV-cache tensor [1, kvH, n, hd] of the graph's type over `data` (float16 as raw bits). */
+function kvTensor(data: Float32Array | Uint16Array, kvHeads: number, n: number, headDim: number): ort.Tensor {
+  return data instanceof Float32Array
+    ? new ort.Tensor("float32", data, [1, kvHeads, n, headDim]) // [1, kvH, n, hd]
+    : new ort.Tensor("float16", data, [1, kvHeads, n, headDim]); // [1, kvH, n, hd]
 }
 
 class OrtDecoderSession implements DecoderSession {
@@ -280,15 +282,15 @@ class OrtDecoderSession implements DecoderSession {
     if (this.io.kv === "present") {
       const { kvHeads, headDim, layers } = this.spec;
       if (n === 0) {
-        const type = this.io.pastType;
-        this.past = Array.from({ length: layers }, () => ({ key: emptyKv(type, kvHeads, headDim), value: emptyKv(type, kvHeads, headDim) }));
+        const empty = () => kvTensor(this.io.pastType === "float32" ? new Float32Array(0) : new Uint16Array(0), kvHeads, 0, headDim); // [1, kvH, 0, hd]
+        this.past = Array.from({ length: layers }, () => ({ key: empty(), value: empty() }));
       } else if (n < this.length) {
         const len = this.length;
         const cut = (t: ort.Tensor): ort.Tensor => {
           const src = t.data as Float32Array | Uint16Array; // [1, kvH, len, hd]
           const dst = src instanceof Float32Array ? new Float32Array(kvHeads * n * headDim) : new Uint16Array(kvHeads * n * headDim); // [1, kvH, n, hd]
           for (let h = 0; h < kvHeads; h++) dst.set(src.subarray(h * len * headDim, (h * len + n) * headDim), h * n * headDim);
-          return dst instanceof Float32Array ? new ort.Tensor("float32", dst, [1, kvHeads, n, headDim]) : new ort.Tensor("float16", dst, [1, kvHeads, n, headDim]);
+          return kvTensor(dst, kvHeads, n, headDim);
         };
         this.past = this.past.map((p) => ({ key: cut(p.key), value: cut(p.value) }));
       }

@@ -18,23 +18,22 @@
  * per weight for the scale search vs ~0.05 µs), paid once per cached graph.
  */
 import { InvalidArgumentError } from "../errors.js";
-import type { Int4Blocks, LoadedModel, TensorInfo, WeightSource } from "./spec.js";
+import type { Int4Blocks, LoadedModel, WeightSource } from "./spec.js";
+import { delegatingWeightSource } from "./weight-source.js";
 
 export type Int4Scheme = "asymmetric" | "symmetric";
 
+/** MatMulNBits' accuracy_level is not chosen here: it is an option of the graph builder / decoder session. */
 export interface QuantizeInt4Options {
-  /** MatMulNBits accuracy_level to record on the wrapper (int4AccuracyLevel) for callers that build the graph; the builder/session take it as their own option. Default 0. */
-  accuracyLevel?: number;
   /** Default "symmetric" (see the module comment). */
   scheme?: Int4Scheme;
   /** Also quantise the LM head (`output.weight`, when untied). Default false: the head decides every token. */
   includeOutput?: boolean;
 }
 
-/** A WeightSource whose readInt4 quantises linear weights; carries the accuracy level for the graph builder. */
+/** A WeightSource whose readInt4 quantises linear weights. */
 export interface Int4WeightSource extends WeightSource {
   readInt4(name: string): Int4Blocks | undefined;
-  readonly int4AccuracyLevel: number;
   readonly int4Scheme: Int4Scheme;
 }
 
@@ -152,21 +151,12 @@ export function dequantizeInt4Blocks(blocks: Int4Blocks): Float32Array {
  * exact int4 form (e.g. GGUF Q4_0) are passed through unchanged rather than re-quantised.
  */
 export function quantizeWeightsInt4(weights: WeightSource, options: QuantizeInt4Options = {}): Int4WeightSource {
-  const accuracyLevel = options.accuracyLevel ?? 0;
-  if (![0, 1, 2, 3, 4].includes(accuracyLevel)) {
-    throw new InvalidArgumentError(`accuracyLevel must be 0..4, got ${accuracyLevel}`, { field: "accuracyLevel" });
-  }
   const scheme = options.scheme ?? "symmetric";
   const includeOutput = options.includeOutput ?? false;
   const quantisable = (name: string): boolean => LINEAR.test(name) || (includeOutput && name === "output.weight");
   return {
-    path: weights.path,
-    int4AccuracyLevel: accuracyLevel,
+    ...delegatingWeightSource(weights),
     int4Scheme: scheme,
-    list: (): TensorInfo[] => weights.list(),
-    has: (name) => weights.has(name),
-    info: (name) => weights.info(name),
-    readF32: (name) => weights.readF32(name),
     readInt4(name) {
       if (!quantisable(name) || !weights.has(name)) return undefined;
       const native = weights.readInt4?.(name);
@@ -175,7 +165,6 @@ export function quantizeWeightsInt4(weights: WeightSource, options: QuantizeInt4
       if (shape.length !== 2) return undefined;
       return quantizeInt4Blocks(weights.readF32(name), shape[0], shape[1], scheme);
     },
-    close: () => weights.close(),
   };
 }
 

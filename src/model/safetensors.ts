@@ -22,9 +22,10 @@
  * }, { format: "pt" });
  * ```
  */
-import { closeSync, fsyncSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { ModelFormatError, InvalidArgumentError, OnepassError } from "../errors.js";
-import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from "../numeric/half.js";
+import { bytesToFloats, floatsToBytes, type FloatStorage } from "../numeric/half.js";
+import { openForReading, readExactly } from "./file-read.js";
 
 /** Bytes per element of the safetensors dtypes. */
 const DTYPE_BYTES: Record<string, number> = {
@@ -33,8 +34,8 @@ const DTYPE_BYTES: Record<string, number> = {
   F8_E4M3: 1, F8_E5M2: 1,
 };
 
-/** The float dtypes `read()` converts to Float32Array. */
-export type SafetensorsFloatDType = "F32" | "F16" | "BF16";
+/** The float dtypes `read()` converts to Float32Array (and Float32Array data is written as), by safetensors name. */
+export const SAFETENSORS_FLOAT_STORAGE: Readonly<Partial<Record<string, FloatStorage>>> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 export interface SafetensorsTensorInfo {
   name: string;
@@ -66,12 +67,7 @@ const MAX_HEADER_BYTES = 100_000_000;
 
 /** Opens a safetensors file and parses its header; tensor data is read only on request. */
 export function openSafetensors(path: string): SafetensorsFile {
-  let fd: number;
-  try {
-    fd = openSync(path, "r");
-  } catch (err) {
-    throw new ModelFormatError(`cannot open safetensors file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path }, { cause: err });
-  }
+  const fd = openForReading(path);
   try {
     return parseSafetensors(path, fd);
   } catch (err) {
@@ -80,26 +76,15 @@ export function openSafetensors(path: string): SafetensorsFile {
   }
 }
 
-function readExactly(fd: number, path: string, position: number, length: number): Uint8Array {
-  const buf = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = readSync(fd, buf, done, length - done, position + done);
-    if (n === 0) throw new ModelFormatError(`file ends after ${position + done} bytes, needed ${position + length}`, { file: path, offset: position + done });
-    done += n;
-  }
-  return buf;
-}
-
 function parseSafetensors(path: string, fd: number): SafetensorsFile {
   const fileSize = statSync(path).size;
   if (fileSize < 8) throw new ModelFormatError(`file is ${fileSize} bytes, too short for a safetensors header`, { file: path, field: "header length", offset: 0 });
-  const lenBytes = readExactly(fd, path, 0, 8);
+  const lenBytes = readExactly(fd, path, 0, 8, "header length");
   const headerLen = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
   if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileSize) {
     throw new ModelFormatError(`header length ${headerLen} goes beyond the file (${fileSize} bytes)`, { file: path, field: "header length", offset: 0 });
   }
-  const headerText = new TextDecoder("utf-8", { fatal: false }).decode(readExactly(fd, path, 8, headerLen));
+  const headerText = new TextDecoder("utf-8", { fatal: false }).decode(readExactly(fd, path, 8, headerLen, "header"));
   let header: unknown;
   try {
     header = JSON.parse(headerText);
@@ -161,7 +146,7 @@ function parseSafetensors(path: string, fd: number): SafetensorsFile {
   const readBytes = (name: string): Uint8Array => {
     const t = info(name);
     if (!open) throw new OnepassError("safetensors file is closed", { file: path, field: name });
-    return readExactly(fd, path, t.offset, t.byteLength);
+    return readExactly(fd, path, t.offset, t.byteLength, name);
   };
   return {
     path,
@@ -171,11 +156,11 @@ function parseSafetensors(path: string, fd: number): SafetensorsFile {
     info,
     readBytes,
     read(name) {
-      const t = info(name);
-      if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") {
-        throw new ModelFormatError(`dtype ${t.dtype} cannot be read as float32 (use readBytes)`, { file: path, field: `${name}.dtype` });
+      const storage = SAFETENSORS_FLOAT_STORAGE[info(name).dtype];
+      if (storage === undefined) {
+        throw new ModelFormatError(`dtype ${info(name).dtype} cannot be read as float32 (use readBytes)`, { file: path, field: `${name}.dtype` });
       }
-      return bytesToF32(readBytes(name), t.dtype);
+      return bytesToFloats(readBytes(name), storage);
     },
     close() {
       if (open) {
@@ -184,28 +169,6 @@ function parseSafetensors(path: string, fd: number): SafetensorsFile {
       }
     },
   };
-}
-
-// ---- float conversions -------------------------------------------------------------------------------------
-
-/** Decodes little-endian F32/F16/BF16 bytes to float32. */
-export function bytesToF32(bytes: Uint8Array, dtype: SafetensorsFloatDType): Float32Array {
-  if (dtype === "F32") {
-    // Copy into an aligned buffer (bytes may sit at any offset).
-    const out = new Float32Array(bytes.byteLength / 4); // [numel]
-    new Uint8Array(out.buffer).set(bytes);
-    return out;
-  }
-  const halves = new Uint16Array(bytes.byteLength / 2); // [numel]
-  new Uint8Array(halves.buffer).set(bytes);
-  return dtype === "BF16" ? decodeBf16(halves) : decodeF16(halves);
-}
-
-/** Encodes float32 values as little-endian F32/F16/BF16 bytes. */
-export function f32ToBytes(values: Float32Array, dtype: SafetensorsFloatDType): Uint8Array {
-  if (dtype === "F32") return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
-  const out = dtype === "BF16" ? encodeBf16(values) : encodeF16(values); // [numel]
-  return new Uint8Array(out.buffer);
 }
 
 // ---- writer -------------------------------------------------------------------------------------------------
@@ -260,10 +223,11 @@ export function writeSafetensors(path: string, tensors: Record<string, Safetenso
       const values = typeof t.data === "function" ? t.data() : t.data;
       let bytes: Uint8Array;
       if (values instanceof Float32Array) {
-        if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16") {
+        const storage = SAFETENSORS_FLOAT_STORAGE[dtype];
+        if (storage === undefined) {
           throw new InvalidArgumentError(`Float32Array data can be stored as F32/F16/BF16, not ${dtype}`, { file: path, field: `${name}.dtype` });
         }
-        bytes = f32ToBytes(values, dtype);
+        bytes = floatsToBytes(values, storage);
       } else {
         bytes = values;
       }

@@ -111,3 +111,25 @@ export function decodeBf16(src: Uint16Array, out: Float32Array = new Float32Arra
   for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
   return out;
 }
+
+/** The float storage types that hold plain float32/f16/bf16 values (no blocks). */
+export type FloatStorage = "f32" | "f16" | "bf16";
+
+/** Little-endian bytes of float32 values stored as f32/f16/bf16 (a fresh buffer). */
+export function floatsToBytes(values: Float32Array, dtype: FloatStorage): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+  const bits = dtype === "bf16" ? encodeBf16(values) : encodeF16(values); // [n]
+  return new Uint8Array(bits.buffer);
+}
+
+/** float32 values of little-endian f32/f16/bf16 bytes, which may sit at any offset (copied to an aligned buffer). */
+export function bytesToFloats(bytes: Uint8Array, dtype: FloatStorage): Float32Array {
+  if (dtype === "f32") {
+    const out = new Float32Array(bytes.byteLength / 4); // [n]
+    new Uint8Array(out.buffer).set(bytes);
+    return out;
+  }
+  const bits = new Uint16Array(bytes.byteLength / 2); // [n]
+  new Uint8Array(bits.buffer).set(bytes);
+  return dtype === "bf16" ? decodeBf16(bits) : decodeF16(bits);
+}

@@ -5,7 +5,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { dirname, join, basename } from "node:path";
-import { writeFileAtomic } from "../data/atomic.js";
+import { writeFileAtomic } from "../util/atomic.js";
 import { ModelMismatchError, OnepassError, ProbeError } from "../errors.js";
 import { openSafetensors, writeSafetensors } from "../model/safetensors.js";
 import type { MetricReport } from "./metrics.js";

@@ -6,7 +6,7 @@ import { InvalidArgumentError } from "../errors.js";
 import type { PoolKind } from "./aggregators/pooling.js";
 import type { ProbeConfig, ProbeKind } from "./probe.js";
 import { Rng } from "./rng.js";
-import { stratifiedSplit, subset, trainProbe, type ExampleSource, type TrainOptions, type TrainResult } from "./train.js";
+import { trainProbe, withValidation, type ExampleSource, type TrainOptions, type TrainResult } from "./train.js";
 
 /** The paper's search space. */
 export const SEARCH_SPACE = {
@@ -69,13 +69,7 @@ export async function searchProbe(kind: ProbeKind, train: ExampleSource, options
   const seed = options.seed ?? 0;
   const rng = new Rng(seed + 101);
   // One fixed validation split for every trial, so trials are compared on the same data.
-  let trainSet = train;
-  let validation = options.validation;
-  if (validation === undefined) {
-    const split = stratifiedSplit(train.labels, options.valFraction ?? 0.1, seed);
-    trainSet = subset(train, split.train);
-    validation = subset(train, split.val);
-  }
+  const { train: trainSet, validation } = withValidation(train, options, seed);
   const dim = trainSet.get(0).dim;
   const trials: { trial: Trial; valMetric: number }[] = [];
   for (let i = 0; i < options.budget; i++) {

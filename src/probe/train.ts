@@ -134,6 +134,20 @@ export function stratifiedSplit(labels: ArrayLike<number>, fraction: number, see
   return { train: train.sort((a, b) => a - b), val: val.sort((a, b) => a - b) };
 }
 
+/**
+ * The training and validation sets: `options.validation` when given (train as is), else a seeded stratified
+ * `valFraction` (default 0.1) of `train` held out.
+ */
+export function withValidation(
+  train: ExampleSource,
+  options: Pick<TrainOptions, "validation" | "valFraction">,
+  seed: number,
+): { train: ExampleSource; validation: ExampleSource } {
+  if (options.validation !== undefined) return { train, validation: options.validation };
+  const split = stratifiedSplit(train.labels, options.valFraction ?? 0.1, seed);
+  return { train: subset(train, split.train), validation: subset(train, split.val) };
+}
+
 /** Learning rate at step t (0-based) of `total`: linear warm-up, then cosine decay to 0. */
 export function cosineLr(peak: number, t: number, total: number, warmupFraction: number): number {
   const warm = Math.max(1, Math.ceil(total * warmupFraction));
@@ -233,13 +247,7 @@ export async function trainProbe(
 ): Promise<TrainResult> {
   if (train.size < 2) throw new InvalidArgumentError(`need at least 2 training examples, got ${train.size}`, { field: "train" });
   const seed = options.seed ?? 0;
-  let trainSet = train;
-  let valSet = options.validation;
-  if (valSet === undefined) {
-    const split = stratifiedSplit(train.labels, options.valFraction ?? 0.1, seed);
-    trainSet = subset(train, split.train);
-    valSet = subset(train, split.val);
-  }
+  const { train: trainSet, validation: valSet } = withValidation(train, options, seed);
   if (valSet.size === 0) throw new InvalidArgumentError("validation set is empty", { field: "validation" });
   const C = options.classes ?? Math.max(classCount(train), classCount(valSet), 2);
   const first = trainSet.get(0);

@@ -9,24 +9,19 @@ import type { ChatTemplateSource, DecodeOptions, EncodeOptions, Tokenizer } from
 import type { SpecialTokenSplitter } from "./special.js";
 import { InvalidArgumentError, TokenizerError } from "../errors.js";
 
-export interface PipelineConfig {
+/** The Tokenizer facts a loader states as they are (addBosByDefault is derived from defaultPrefixIds). */
+type TokenizerFacts = Pick<Tokenizer, "vocabSize" | "bosTokenId" | "eosTokenIds" | "bosToken" | "eosToken" | "chatTemplate" | "idToToken" | "tokenToId">;
+
+export interface PipelineConfig extends TokenizerFacts {
   /** Name of the file the tokenizer was built from, for error messages. */
   source: string;
   library: LibraryTokenizer;
   splitter: SpecialTokenSplitter;
-  vocabSize: number;
-  bosTokenId?: number;
-  eosTokenIds: number[];
-  bosToken?: string;
-  eosToken?: string;
   /** Ids put before / after the text by default (BOS / EOS as the model's settings say). */
   defaultPrefixIds: number[];
   defaultSuffixIds: number[];
   specialIds: ReadonlySet<number>;
-  idToToken: (id: number) => string | undefined;
-  tokenToId: (token: string) => number | undefined;
   decode: (ids: readonly number[], skipSpecial: boolean) => string;
-  chatTemplate?: ChatTemplateSource;
 }
 
 export class PipelineTokenizer implements Tokenizer {

@@ -19,10 +19,15 @@ export type Fragment = string | number;
 
 export class SpecialTokenSplitter {
   private readonly entries: SpecialTokenEntry[];
+  /** Every entry by id when some entry strips whitespace, else empty (most vocabularies: no strip pass). */
+  private readonly entryById: ReadonlyMap<number, SpecialTokenEntry>;
 
   constructor(entries: readonly SpecialTokenEntry[]) {
     // Longest first; on equal length, lower id first (a stable, documented order).
     this.entries = entries.filter((e) => e.text.length > 0).sort((a, b) => b.text.length - a.text.length || a.id - b.id);
+    // built once here, not per split(): encode() is called for every prompt
+    const anyStrip = this.entries.some((e) => e.lstrip || e.rstrip);
+    this.entryById = new Map(anyStrip ? this.entries.map((e) => [e.id, e]) : []);
   }
 
   get size(): number {
@@ -55,18 +60,12 @@ export class SpecialTokenSplitter {
   }
 
   private applyStrip(fragments: Fragment[]): Fragment[] {
-    const byId = new Map<number, SpecialTokenEntry>();
-    let anyStrip = false;
-    for (const e of this.entries) {
-      if (e.lstrip || e.rstrip) anyStrip = true;
-      byId.set(e.id, e);
-    }
-    if (!anyStrip) return fragments;
+    if (this.entryById.size === 0) return fragments;
     const out = fragments.slice();
     for (let i = 0; i < out.length; i++) {
       const f = out[i];
       if (typeof f !== "number") continue;
-      const e = byId.get(f);
+      const e = this.entryById.get(f);
       if (e?.lstrip && i > 0 && typeof out[i - 1] === "string") out[i - 1] = (out[i - 1] as string).trimEnd();
       if (e?.rstrip && i + 1 < out.length && typeof out[i + 1] === "string") out[i + 1] = (out[i + 1] as string).trimStart();
     }

@@ -2,7 +2,7 @@
 import type { Command } from "../command.js";
 import { Engine } from "../../engine/engine.js";
 import { loadProbe } from "../../probe/artifact.js";
-import { numberFlag, oneOf, parseFlags, required } from "../args.js";
+import { engineFlags, parseFlags, required } from "../args.js";
 import { stageProgress } from "../progress.js";
 import { generateWithProbes } from "../../probe/live.js";
 
@@ -28,9 +28,7 @@ export const classifyCommand: Command = {
     const v = parseFlags(argv, { model: { type: "string" }, probe: { type: "string" }, text: { type: "string" }, json: { type: "boolean" }, threads: { type: "string" }, device: { type: "string" } }, usage);
     const probeDir = required("probe", v.probe, usage);
     const text = required("text", v.text, usage);
-    const threads = numberFlag("threads", v.threads, { int: true, min: 1 });
-    const device = oneOf("device", v.device, ["cpu", "cuda", "auto"] as const);
-    const engine = await Engine.load(v.model, { taps: true, onProgress: stageProgress(), ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) });
+    const engine = await Engine.load(v.model, { taps: true, onProgress: stageProgress(), ...engineFlags(v) });
     try {
       const loaded = loadProbe(probeDir, { expectFingerprint: engine.fingerprint });
       // the same path as `generate --probe`: one prefill, the probe on its hidden states, no decode step

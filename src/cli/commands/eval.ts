@@ -4,7 +4,7 @@ import { dirname, resolve } from "node:path";
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
 import { InvalidArgumentError, ProbeError } from "../../errors.js";
-import { writeFileAtomic } from "../../data/atomic.js";
+import { writeFileAtomic } from "../../util/atomic.js";
 import { openFeatureCache } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
 import { cacheSource } from "../../probe/cache-source.js";

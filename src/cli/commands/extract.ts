@@ -1,6 +1,6 @@
 /** `onepass extract`: run the model once over a dataset and store its hidden states (resumable feature cache). */
 import type { Command } from "../command.js";
-import { numberFlag, oneOf, parseFlags, required } from "../args.js";
+import { engineFlags, numberFlag, oneOf, parseFlags, required } from "../args.js";
 import { ProgressBar, stageProgress } from "../progress.js";
 import { loadDatasetArg } from "../../data/datasets.js";
 import { estimateFeatureBytes, extractFeatures, type FeatureMode } from "../../data/features.js";
@@ -71,8 +71,7 @@ export const extractCommand: Command = {
     const limit = numberFlag("limit", values.limit, { int: true, min: 1 });
     const maxTokensArg = numberFlag("max-tokens", values["max-tokens"], { int: true, min: 1 });
     const shardSize = numberFlag("shard-size", values["shard-size"], { int: true, min: 1 });
-    const threads = numberFlag("threads", values.threads, { int: true, min: 1 });
-    const device = oneOf("device", values.device, ["cpu", "cuda", "auto"] as const);
+    const threadsAndDevice = engineFlags(values);
 
     const dataset = await loadDatasetArg(data, {
       split: values.split,
@@ -81,7 +80,7 @@ export const extractCommand: Command = {
       labelField: values["label-field"],
       limit,
     });
-    const engine = await Engine.load(values.model, { taps: true, onProgress: stageProgress({ enabled: !values.quiet }), ...(threads !== undefined ? { threads } : {}), ...(device !== undefined ? { device } : {}) });
+    const engine = await Engine.load(values.model, { taps: true, onProgress: stageProgress({ enabled: !values.quiet }), ...threadsAndDevice });
     try {
       const source = engineSource(engine, { template: values.chat ? "chat" : "raw" });
       const maxTokens = Math.min(maxTokensArg ?? engine.contextLength, engine.contextLength);

@@ -1,6 +1,6 @@
 /** `onepass generate`: text on stdout as it is generated, timings on stderr. A thin layer over Engine. */
 import type { Command } from "../command.js";
-import { numberFlag, oneOf, parseFlags, required } from "../args.js";
+import { engineFlags, numberFlag, parseFlags, required } from "../args.js";
 import { stageProgress } from "../progress.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { Engine } from "../../engine/engine.js";
@@ -89,15 +89,14 @@ export const generateCommand: Command = {
       seed: numberFlag("seed", v.seed, { int: true }),
       stop: v.stop,
     };
-    const threads = numberFlag("threads", v.threads, { int: true, min: 1 });
-    const device = oneOf("device", v.device, ["cpu", "cuda", "auto"] as const);
+    const threadsAndDevice = engineFlags(v);
     const chat = v.chat === true || v.system !== undefined;
 
     const started = performance.now();
     const probeDirs = v.probe ?? [];
     if (v.block !== undefined && probeDirs.length === 0) throw new InvalidArgumentError("--block needs at least one --probe", { field: "--block" });
     // a graph build (first run of a model) shows a bar on stderr; stdout stays the generated text only
-    const engine = await Engine.load(v.model, { threads, cacheDir: v["cache-dir"], onProgress: stageProgress(), ...(device !== undefined ? { device } : {}), ...(probeDirs.length > 0 ? { taps: true } : {}) });
+    const engine = await Engine.load(v.model, { ...threadsAndDevice, cacheDir: v["cache-dir"], onProgress: stageProgress(), ...(probeDirs.length > 0 ? { taps: true } : {}) });
     const abort = new AbortController();
     const onSigint = (): void => abort.abort();
     process.once("SIGINT", onSigint);

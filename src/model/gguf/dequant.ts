@@ -11,27 +11,14 @@
  *   x = d * scales[sub-block of 16] * (q - 32).
  */
 import type { TensorDType } from "../spec.js";
-import { f16ToF32 } from "../../numeric/half.js";
-
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+import { bytesToFloats, f16ToF32 } from "../../numeric/half.js";
 
 /** Dequantise `elements` values of `dtype` from `src` (little-endian bytes) into a new Float32Array. */
 export function dequantize(dtype: TensorDType, src: Uint8Array, elements: number): Float32Array {
+  if (dtype === "f32" || dtype === "f16" || dtype === "bf16") return bytesToFloats(src.subarray(0, elements * (dtype === "f32" ? 4 : 2)), dtype);
   const out = new Float32Array(elements); // [elements]
   const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
   switch (dtype) {
-    case "f32":
-      if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(src.subarray(0, elements * 4));
-      else for (let i = 0; i < elements; i++) out[i] = view.getFloat32(i * 4, true);
-      break;
-    case "f16":
-      for (let i = 0; i < elements; i++) out[i] = f16ToF32(src[2 * i]! | (src[2 * i + 1]! << 8));
-      break;
-    case "bf16": {
-      const u32 = new Uint32Array(out.buffer);
-      for (let i = 0; i < elements; i++) u32[i] = ((src[2 * i]! << 16) | (src[2 * i + 1]! << 24)) >>> 0;
-      break;
-    }
     case "q8_0": {
       const s8 = new Int8Array(src.buffer, src.byteOffset, src.byteLength);
       for (let b = 0, o = 0; o < elements; b += 34, o += 32) {

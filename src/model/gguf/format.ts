@@ -29,6 +29,11 @@ export const enum ValueType {
 export const VALUE_TYPE_NAMES = ["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"] as const;
 export type ValueTypeName = (typeof VALUE_TYPE_NAMES)[number];
 
+/** Name of a value type id, for messages. */
+export function valueTypeName(t: number): string {
+  return VALUE_TYPE_NAMES[t] ?? `type ${t}`;
+}
+
 /** Byte size of fixed-size scalar types (string/array are variable). */
 export function scalarSize(t: number): number | undefined {
   switch (t) {

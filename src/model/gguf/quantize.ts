@@ -4,7 +4,7 @@
  * q = min(15, trunc(x/d + 8.5))). Arithmetic is rounded to float32 at each step, as the C code does.
  */
 import type { TensorDType } from "../spec.js";
-import { encodeBf16, encodeF16, f32ToF16 } from "../../numeric/half.js";
+import { f32ToF16, floatsToBytes } from "../../numeric/half.js";
 
 const fr = Math.fround;
 
@@ -12,12 +12,9 @@ const fr = Math.fround;
 export function encodeTensor(dtype: TensorDType, x: Float32Array): Uint8Array {
   switch (dtype) {
     case "f32":
-      return new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
     case "f16":
-    case "bf16": {
-      const out = dtype === "f16" ? encodeF16(x) : encodeBf16(x); // [n]
-      return new Uint8Array(out.buffer);
-    }
+    case "bf16":
+      return floatsToBytes(x, dtype);
     case "q8_0":
       return quantizeQ8_0(x);
     case "q4_0":

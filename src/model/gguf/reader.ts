@@ -5,9 +5,10 @@
  * (We parse the header ourselves rather than through @huggingface/gguf, whose errors are untyped and carry no
  * offset; the tests cross-check this parser against that library.)
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, readSync } from "node:fs";
 import { ModelFormatError, OnepassError, UnsupportedModelError } from "../../errors.js";
-import { GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, ValueType, VALUE_TYPE_NAMES, alignUp, scalarSize, type GgmlType } from "./format.js";
+import { openForReading } from "../file-read.js";
+import { GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, ValueType, alignUp, scalarSize, type GgmlType } from "./format.js";
 
 export type GgufScalar = number | bigint | boolean | string;
 export type GgufValue = GgufScalar | GgufScalar[] | GgufValue[];
@@ -156,12 +157,7 @@ class BoundedReader {
 
 /** Parse the header (metadata + tensor table) of a GGUF file, validating every count, length and offset. */
 export function readGgufHeader(path: string): GgufHeader {
-  let fd: number;
-  try {
-    fd = openSync(path, "r");
-  } catch (err) {
-    throw new ModelFormatError(`cannot open model file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path }, { cause: err });
-  }
+  const fd = openForReading(path);
   try {
     const size = fstatSync(fd).size;
     return parseHeader(new BoundedReader(fd, size, path));
@@ -264,9 +260,4 @@ function parseHeader(r: BoundedReader): GgufHeader {
     tensors.push({ name, ne, shape: [...ne].reverse(), type, elements, byteSize, dataOffset, entryOffset });
   }
   return { path: file, version, fileSize: r.size, metadata, tensors, alignment, dataStart };
-}
-
-/** Name of a value type id, for messages. */
-export function valueTypeName(t: number): string {
-  return VALUE_TYPE_NAMES[t] ?? `type ${t}`;
 }

@@ -2,7 +2,7 @@
  * GGUF metadata + tensor table → ModelSpec, with every tensor's shape checked against the metadata.
  */
 import { ModelFormatError, UnsupportedModelError } from "../../errors.js";
-import { TensorNames, type Architecture, type ModelSpec, type RopeScaling } from "../spec.js";
+import { TensorNames, type Architecture, type ModelSpec } from "../spec.js";
 import type { GgufHeader, GgufMetadataEntry, GgufTensorEntry } from "./reader.js";
 
 const ARCHITECTURES: readonly Architecture[] = ["llama", "qwen2", "qwen3"];
@@ -117,6 +117,11 @@ export function specFromGguf(header: GgufHeader): { spec: ModelSpec; chatTemplat
   }
   const ropeTheta = md.number(k("rope.freq_base")) ?? 10000;
   if (!(ropeTheta > 1)) throw new ModelFormatError(`rope.freq_base ${ropeTheta} must be > 1`, { file, field: k("rope.freq_base") });
+  // llama3 scaling is stored as the rope_freqs tensor, read by loadGguf (rope-scaling.ts); other types are refused.
+  const scalingType = md.string(k("rope.scaling.type"));
+  if (scalingType !== undefined && scalingType !== "none") {
+    throw new UnsupportedModelError(`rope scaling type "${scalingType}" is not supported`, { file, field: k("rope.scaling.type"), offset: md.entry(k("rope.scaling.type"))?.offset });
+  }
 
   const tensors = new Map(header.tensors.map((t) => [t.name, t]));
   const embd = tensors.get(TensorNames.tokenEmbedding);
@@ -203,18 +208,7 @@ export function specFromGguf(header: GgufHeader): { spec: ModelSpec; chatTemplat
     bosTokenId,
     eosTokenIds,
   };
-  const ropeScaling = ropeScalingFromGguf(header, md, arch, ropeDim, ropeTheta);
-  if (ropeScaling !== undefined) spec.ropeScaling = ropeScaling;
   if (spec.name === undefined) delete spec.name;
   if (spec.bosTokenId === undefined) delete spec.bosTokenId;
   return { spec, chatTemplate: md.string("tokenizer.chat_template") };
-}
-
-/** Rope scaling declared in metadata: only "none" is accepted (linear/yarn are not implemented). */
-function ropeScalingFromGguf(header: GgufHeader, md: MetadataView, arch: string, _ropeDim: number, _theta: number): RopeScaling | undefined {
-  const type = md.string(`${arch}.rope.scaling.type`);
-  if (type !== undefined && type !== "none") {
-    throw new UnsupportedModelError(`rope scaling type "${type}" is not supported`, { file: header.path, field: `${arch}.rope.scaling.type` });
-  }
-  return undefined; // llama3 scaling is stored as the rope_freqs tensor: see rope-scaling.ts (loadGguf)
 }

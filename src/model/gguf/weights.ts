@@ -1,6 +1,7 @@
 /** WeightSource over a GGUF file: per-tensor positioned reads from one file descriptor. */
-import { closeSync, openSync, readSync } from "node:fs";
-import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from "../../errors.js";
+import { closeSync } from "node:fs";
+import { InvalidArgumentError, UnsupportedModelError } from "../../errors.js";
+import { openForReading, readExactly } from "../file-read.js";
 import type { Int4Blocks, TensorInfo, WeightSource } from "../spec.js";
 import { dequantize, q4_0ToMatMulNBits } from "./dequant.js";
 import type { GgufHeader, GgufTensorEntry } from "./reader.js";
@@ -69,16 +70,7 @@ export class GgufWeightSource implements WeightSource {
   }
 
   private readBytes(t: GgufTensorEntry): Uint8Array {
-    this.fd ??= openSync(this.path, "r");
-    const buf = new Uint8Array(t.byteSize); // [byteSize]
-    let got = 0;
-    while (got < t.byteSize) {
-      const r = readSync(this.fd, buf, got, t.byteSize - got, t.dataOffset + got);
-      if (r === 0) {
-        throw new ModelFormatError("file is truncated (it changed after loading?)", { file: this.path, field: t.name, offset: t.dataOffset + got });
-      }
-      got += r;
-    }
-    return buf;
+    this.fd ??= openForReading(this.path);
+    return readExactly(this.fd, this.path, t.dataOffset, t.byteSize, t.name); // [byteSize]
   }
 }

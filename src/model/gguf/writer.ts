@@ -8,7 +8,7 @@ import { closeSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs"
 import { dirname, basename, join } from "node:path";
 import { InvalidArgumentError, OnepassError } from "../../errors.js";
 import { TensorNames, type Architecture, type TensorDType } from "../spec.js";
-import { DTYPE_TO_GGML, GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, VALUE_TYPE_NAMES, ValueType, alignUp, dtypeByteSize, scalarSize, type ValueTypeName } from "./format.js";
+import { DTYPE_TO_GGML, GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, VALUE_TYPE_NAMES, ValueType, alignUp, dtypeByteSize, scalarSize, valueTypeName, type ValueTypeName } from "./format.js";
 import { encodeTensor } from "./quantize.js";
 import { f32ToF16 } from "../../numeric/half.js";
 import { readGgufHeader, type GgufValue } from "./reader.js";
@@ -219,7 +219,7 @@ function writeMetadataValue(w: ByteWriter, key: string, input: MetadataInput): v
 }
 
 function writeTyped(w: ByteWriter, key: string, type: number, itemType: number | undefined, value: GgufValue): void {
-  const bad = () => new InvalidArgumentError(`value ${String(value).slice(0, 40)} does not fit type ${VALUE_TYPE_NAMES[type]}`, { field: key });
+  const bad = () => new InvalidArgumentError(`value ${String(value).slice(0, 40)} does not fit type ${valueTypeName(type)}`, { field: key });
   if (type === ValueType.Array) {
     if (!Array.isArray(value) || itemType === undefined) throw bad();
     w.u32(itemType);

@@ -4,9 +4,10 @@
  * source). GGUF `llama` files store q/k rows permuted for interleaved RoPE (llama.cpp's converter); they are
  * un-permuted here so the folder uses transformers' rotate_half convention like every HF Llama checkpoint.
  */
-import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, renameSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { InvalidArgumentError, UnsupportedModelError } from "../../errors.js";
+import { writeFileAtomic } from "../../util/atomic.js";
 import { TensorNames, type LoadedModel, type ModelSpec } from "../spec.js";
 import { writeSafetensors, type SafetensorsTensorInput } from "../safetensors.js";
 import { specToHfConfig } from "./config.js";
@@ -21,18 +22,9 @@ const TORCH_DTYPE = { f32: "float32", f16: "float16", bf16: "bfloat16" } as cons
 
 /**
  * llama.cpp's converter permutes q/k rows per head: HF row (j·hd/2 + i) of a head goes to row (2i + j),
- * i < hd/2, j ∈ {0,1}. This is that permutation: w [heads·hd, cols] in HF order → GGUF order.
+ * i < hd/2, j ∈ {0,1}. This undoes it: w [heads·hd, cols] in GGUF (interleaved) row order → HF (rotate_half) order.
  */
-export function permuteRopeRows(w: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
-  return moveRows(w, heads, headDim, cols, true);
-}
-
-/** The inverse of permuteRopeRows: GGUF (interleaved) row order → HF (rotate_half) row order. */
 export function unpermuteRopeRows(w: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
-  return moveRows(w, heads, headDim, cols, false);
-}
-
-function moveRows(w: Float32Array, heads: number, headDim: number, cols: number, toGguf: boolean): Float32Array {
   if (w.length !== heads * headDim * cols || headDim % 2 !== 0) {
     throw new InvalidArgumentError(`cannot permute ${w.length} values as ${heads} heads × ${headDim} rows × ${cols} cols`);
   }
@@ -43,8 +35,7 @@ function moveRows(w: Float32Array, heads: number, headDim: number, cols: number,
       for (let i = 0; i < half; i++) {
         const hfRow = h * headDim + j * half + i;
         const ggufRow = h * headDim + 2 * i + j;
-        const [src, dst] = toGguf ? [hfRow, ggufRow] : [ggufRow, hfRow];
-        out.set(w.subarray(src * cols, (src + 1) * cols), dst * cols);
+        out.set(w.subarray(ggufRow * cols, (ggufRow + 1) * cols), hfRow * cols);
       }
     }
   }
@@ -52,9 +43,7 @@ function moveRows(w: Float32Array, heads: number, headDim: number, cols: number,
 }
 
 function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
-  renameSync(tmp, path);
+  writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
 }
 
 /** The spec the HF folder describes: same model, rotate_half RoPE. */

@@ -8,9 +8,10 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fingerprintFile } from "../fingerprint.js";
 import { ModelFormatError, UnsupportedModelError } from "../../errors.js";
-import type { LoadedModel, ModelSpec, TensorDType, TensorInfo, WeightSource } from "../spec.js";
+import type { LoadedModel, ModelSpec, TensorInfo, WeightSource } from "../spec.js";
 import { TensorNames } from "../spec.js";
-import { openSafetensors, type SafetensorsFile } from "../safetensors.js";
+import { openSafetensors, SAFETENSORS_FLOAT_STORAGE, type SafetensorsFile } from "../safetensors.js";
+import { tableWeightSource } from "../weight-source.js";
 import { parseHfConfig } from "./config.js";
 import { canonicalToHf, hfToCanonical, isIgnorableHfTensor } from "./names.js";
 
@@ -89,8 +90,6 @@ function openShards(dir: string): { files: SafetensorsFile[]; where: Map<string,
   }
   return { files, where };
 }
-
-const ST_TO_DTYPE: Record<string, TensorDType> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /**
  * "sha256:<hex>" over config.json's bytes and the per-file fingerprints of the weight files (each streamed
@@ -171,7 +170,7 @@ export async function loadHfFolder(dir: string): Promise<LoadedModel> {
         throw new UnsupportedModelError(`tensor ${hfName} has no counterpart in onepass's ${spec.architecture} decoder`, { file: file.path, field: hfName });
       }
       const st = file.info(hfName);
-      const dtype = ST_TO_DTYPE[st.dtype];
+      const dtype = SAFETENSORS_FLOAT_STORAGE[st.dtype];
       if (dtype === undefined) throw new UnsupportedModelError(`dtype ${st.dtype} is not supported (F32, F16, BF16)`, { file: file.path, field: `${hfName}.dtype` });
       // Weight matrices must be stored as the config says; 1-D tensors (norms, biases) are often kept in F32
       // inside BF16/F16 checkpoints, and any float dtype is fine for them.
@@ -220,25 +219,7 @@ function canonicalHfHint(name: string): string {
 }
 
 function hfWeightSource(dir: string, locations: Map<string, TensorLocation>, files: SafetensorsFile[]): WeightSource {
-  const get = (name: string): TensorLocation => {
-    const loc = locations.get(name);
-    if (loc === undefined) throw new ModelFormatError("no such tensor", { file: dir, field: name });
-    return loc;
-  };
-  return {
-    path: dir,
-    list: () => [...locations.values()].map((l) => ({ ...l.info, shape: l.info.shape.slice() })),
-    has: (name) => locations.has(name),
-    info: (name) => {
-      const i = get(name).info;
-      return { ...i, shape: i.shape.slice() };
-    },
-    readF32: (name) => {
-      const loc = get(name);
-      return loc.file.read(loc.hfName);
-    },
-    close: () => {
-      for (const f of files) f.close();
-    },
-  };
+  return tableWeightSource(dir, locations, (loc) => loc.file.read(loc.hfName), () => {
+    for (const f of files) f.close();
+  });
 }

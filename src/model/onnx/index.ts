@@ -11,15 +11,17 @@
  * initializers (MatMulNBits blocks, scales' zero points) are not listed.
  */
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema, TensorProto_DataLocation, TensorProto_DataType, type ModelProto, type TensorProto } from "onnx-buf";
 import { ModelFormatError, UnsupportedModelError } from "../../errors.js";
 import { fingerprintFile } from "../fingerprint.js";
 import { parseHfConfig, readChatTemplate, readJsonFile } from "../hf/index.js";
-import { bf16ToF32, f16ToF32 } from "../../numeric/half.js";
+import { bf16ToF32, bytesToFloats, f16ToF32, type FloatStorage } from "../../numeric/half.js";
 import type { LoadedModel, ModelSpec, TensorDType, TensorInfo, WeightSource } from "../spec.js";
+import { tableWeightSource } from "../weight-source.js";
+import { openForReading, readExactly } from "../file-read.js";
 
 /** The manifest file of a `onepass convert --to onnx` folder. */
 export const ONEPASS_MANIFEST = "onepass.json";
@@ -161,22 +163,7 @@ function externalLocation(t: TensorProto, modelPath: string): ExternalLocation |
 }
 
 function onnxWeightSource(modelPath: string, tensors: Map<string, OnnxTensor>): WeightSource {
-  const get = (name: string): OnnxTensor => {
-    const t = tensors.get(name);
-    if (t === undefined) throw new ModelFormatError("no such float initializer", { file: modelPath, field: name });
-    return t;
-  };
-  return {
-    path: modelPath,
-    list: () => [...tensors.values()].map((t) => ({ ...t.info, shape: t.info.shape.slice() })),
-    has: (name) => tensors.has(name),
-    info: (name) => {
-      const i = get(name).info;
-      return { ...i, shape: i.shape.slice() };
-    },
-    readF32: (name) => readInitializer(modelPath, get(name)),
-    close: () => {},
-  };
+  return tableWeightSource(modelPath, tensors, (t) => readInitializer(modelPath, t), () => {}, "float initializer");
 }
 
 /** An initializer's values as float32 [shape], from raw_data, float_data/int32_data, or its external data file. */
@@ -188,12 +175,9 @@ function readInitializer(modelPath: string, t: OnnxTensor): Float32Array {
     const file = join(dirname(modelPath), t.location.file);
     const length = t.location.length ?? n * width;
     if (length !== n * width) throw new ModelFormatError(`external data length ${length} ≠ ${n} × ${width} bytes`, { file, field: t.info.name, offset: t.location.offset });
-    raw = new Uint8Array(length);
-    const fd = openSync(file, "r");
+    const fd = openForReading(file);
     try {
-      if (readSync(fd, raw, 0, length, t.location.offset) !== length) {
-        throw new ModelFormatError("external data file is shorter than the tensor", { file, field: t.info.name, offset: t.location.offset });
-      }
+      raw = readExactly(fd, file, t.location.offset, length, t.info.name);
     } finally {
       closeSync(fd);
     }
@@ -201,14 +185,8 @@ function readInitializer(modelPath: string, t: OnnxTensor): Float32Array {
     raw = t.tensor.rawData;
     if (raw.length !== n * width) throw new ModelFormatError(`raw_data has ${raw.length} bytes, expected ${n * width}`, { file: modelPath, field: t.info.name });
   }
+  if (raw !== undefined) return bytesToFloats(raw, t.info.dtype as FloatStorage); // [shape]; only ONNX_FLOAT_TYPES are listed
   const out = new Float32Array(n); // [shape]
-  if (raw !== undefined) {
-    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-    for (let i = 0; i < n; i++) {
-      out[i] = width === 4 ? view.getFloat32(4 * i, true) : t.info.dtype === "f16" ? f16ToF32(view.getUint16(2 * i, true)) : bf16ToF32(view.getUint16(2 * i, true));
-    }
-    return out;
-  }
   // typed fields: FLOAT in float_data; FLOAT16/BFLOAT16 bit patterns in int32_data
   const values = t.info.dtype === "f32" ? t.tensor?.floatData : t.tensor?.int32Data;
   if (values === undefined || values.length !== n) throw new ModelFormatError(`initializer holds ${values?.length ?? 0} values, expected ${n}`, { file: modelPath, field: t.info.name });
