@@ -135,11 +135,13 @@ export function setForceJsKernel(on: boolean): void {
 }
 
 /**
- * ORT intra-op threads for the probe kernels: ONEPASS_PROBE_THREADS when set, else 1 for small work and ORT's
- * default (all cores) for large work.
+ * ORT session options for the probe kernels: intra-op threads from ONEPASS_PROBE_THREADS when set, else 1 for
+ * small work and ORT's default (all cores) for large work. Spinning is off: a probe runs between the serving
+ * model's prefill and decode, and idle probe threads spinning on the same cores would slow the decode steps.
  */
-export function probeThreads(small: boolean): { intraOpNumThreads?: number } {
+export function probeThreads(small: boolean): { intraOpNumThreads?: number; extra: Record<string, unknown> } {
+  const extra = { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } };
   const n = Number(process.env.ONEPASS_PROBE_THREADS);
-  if (Number.isInteger(n) && n > 0) return { intraOpNumThreads: n };
-  return small ? { intraOpNumThreads: 1 } : {};
+  if (Number.isInteger(n) && n > 0) return { intraOpNumThreads: n, extra };
+  return small ? { intraOpNumThreads: 1, extra } : { extra };
 }
