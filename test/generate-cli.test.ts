@@ -2,9 +2,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
+import { tempDir } from "./helpers.js";
 
 const MAIN = "dist/src/cli/main.js";
 // karpathy/llama2.c README stories260K greedy sample: its first 20 tokens after BOS
@@ -12,7 +11,7 @@ const SAMPLE_START = "Once upon a time, there was a little girl named Lily. She 
 
 let cacheDir: string;
 before(() => {
-  cacheDir = mkdtempSync(join(tmpdir(), "onepass-cli-test-"));
+  cacheDir = tempDir("cli-test");
 });
 after(() => rmSync(cacheDir, { recursive: true, force: true }));
 

@@ -2,12 +2,11 @@
 // hook's hidden states from the real decoder, streaming, stop strings and the request queue.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { Engine } from "../src/engine/engine.js";
 import type { ForwardPass } from "../src/engine/types.js";
 import { ContextOverflowError, InvalidArgumentError } from "../src/errors.js";
+import { maxAbsDiff, tempDir } from "./helpers.js";
 
 // karpathy/llama2.c README: stories260K, greedy (temperature 0) from BOS
 const LLAMA2C_SAMPLE =
@@ -17,7 +16,7 @@ let engine: Engine;
 let cacheDir: string;
 
 before(async () => {
-  cacheDir = mkdtempSync(join(tmpdir(), "onepass-engine-test-"));
+  cacheDir = tempDir("engine-test");
   engine = await Engine.load(undefined, { cacheDir, threads: 1 });
 });
 after(async () => {
@@ -75,8 +74,7 @@ test("onPrefill sees the real prompt's hidden states [L+1, T, d] = the forward()
   // the same prompt through forward(): identical states and last-token logits
   const f = await engine.forward(prompt, { hidden: true });
   assert.ok(f.hidden);
-  let maxDiff = 0;
-  for (let i = 0; i < f.hidden.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(f.hidden.data[i] - seen.hidden.data[i]));
+  const maxDiff = maxAbsDiff(f.hidden.data, seen.hidden.data);
   assert.ok(maxDiff < 1e-5, `hidden states differ by ${maxDiff}`);
   assert.deepEqual(Array.from(f.logits), Array.from(seen.logits));
 

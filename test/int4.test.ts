@@ -16,7 +16,7 @@ import { createDecoderSession } from "../src/engine/session.js";
 import { referenceForward } from "../src/reference/forward.js";
 import type { LoadedModel, WeightSource } from "../src/model/spec.js";
 import { writeRandomHfFolder } from "./hf-random-folder.js";
-import { STORIES260K, tempDir } from "./helpers.js";
+import { STORIES260K, argmax, maxAbsDiff, tempDir } from "./helpers.js";
 
 const MARGIN = 0.5;
 let root: string;
@@ -38,12 +38,6 @@ after(() => {
   qwen?.weights.close();
   rmSync(root, { recursive: true, force: true });
 });
-
-function argmax(row: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 test("block layout: codes, nibble order, scales, zero points and K padding", () => {
   // Row 0: two blocks (K = 40: the second holds 8 values + 24 padding). Values are exact multiples of a
@@ -118,10 +112,8 @@ test("ORT MatMulNBits (accuracy level 0) equals the reference pass on the dequan
     const session = await createDecoderSession(quantizeModelInt4(qwen, { scheme }), { cacheDir, threads: 2, accuracyLevel: 0 });
     try {
       const pass = await session.forward(tokens, { hidden: true, logits: "all" });
-      let m = 0;
-      for (let i = 0; i < ref.logits.length; i++) m = Math.max(m, Math.abs(pass.logits[i] - ref.logits[i]));
-      let h = 0;
-      for (let i = 0; i < ref.hidden.data.length; i++) h = Math.max(h, Math.abs(pass.hidden!.data[i] - ref.hidden.data[i]));
+      const m = maxAbsDiff(pass.logits, ref.logits);
+      const h = maxAbsDiff(pass.hidden!.data, ref.hidden.data);
       assert.ok(m <= 1e-4 && h <= 1e-4, `${scheme}: logits ${m}, hidden ${h}`);
     } finally {
       await session.dispose();

@@ -50,7 +50,7 @@ test("train (search + seeds) → eval with HTML report; wrong model and summary 
     assert.equal(m.layerWeightsByClass.length, 2);
     const html = readFileSync(report, "utf8");
     for (const title of ["Layer-gate weights", "Precision–recall", "ROC", "Confusion matrix", "Calibration"]) assert.ok(html.includes(title), title);
-    assert.ok((html.match(/<svg /g) ?? []).length === 5);
+    assert.equal((html.match(/<svg /g) ?? []).length, 5);
 
     const wrong = cli("eval", "--probe", probe, "--features", join(dir, "other"));
     assert.equal(wrong.status, 1);

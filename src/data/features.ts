@@ -195,7 +195,7 @@ export function estimateFeatureBytes(options: Pick<ExtractOptions, "source" | "e
     avg = sum / k;
     measured = source.countTokens !== undefined;
   }
-  const rows = mode === "full" ? avg : 2;
+  const rows = rowsFor(mode, avg);
   return { examples: n, avgTokens: avg, measured, bytes: Math.round(n * rows * source.layers * source.dim * 2) };
 }
 
@@ -326,6 +326,15 @@ function parseIndex(
   return { entries, validChars: pos, dataEnd: off };
 }
 
+/** The index of finalised shard k (strict: any bad line throws), checked to cover its data file exactly. */
+function readSealedShard(dir: string, k: number, m: FeatureManifest, firstIndex: number): { entries: IndexEntry[]; dataBytes: number } {
+  const data = join(dir, dataName(k));
+  const dataBytes = statSync(data).size;
+  const parsed = parseIndex(join(dir, indexName(k)), readFileSync(join(dir, indexName(k)), "utf8"), m, firstIndex, dataBytes, false);
+  if (parsed.dataEnd !== dataBytes) throw new FeatureCacheError(`shard data has ${dataBytes} bytes, index covers ${parsed.dataEnd}`, { file: data });
+  return { entries: parsed.entries, dataBytes };
+}
+
 function removeIfExists(path: string): void {
   if (existsSync(path)) unlinkSync(path);
 }
@@ -371,10 +380,7 @@ function recover(dir: string, m: FeatureManifest): IndexEntry[] {
     const data = join(dir, dataName(k));
     const index = join(dir, indexName(k));
     if (!(existsSync(data) && existsSync(index))) break;
-    const size = statSync(data).size;
-    const parsed = parseIndex(index, readFileSync(index, "utf8"), m, entries.length, size, false);
-    if (parsed.dataEnd !== size) throw new FeatureCacheError(`shard data has ${size} bytes, index covers ${parsed.dataEnd}`, { file: data });
-    entries.push(...parsed.entries);
+    entries.push(...readSealedShard(dir, k, m, entries.length).entries);
   }
   // Shard k is the one in progress (if any).
   const data = join(dir, dataName(k));
@@ -494,8 +500,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
       closeSync(fdData);
       closeSync(fdIndex);
       fdData = fdIndex = -1;
-      renameSync(join(outDir, dataName(shard)) + PART, join(outDir, dataName(shard)));
-      renameSync(join(outDir, indexName(shard)) + PART, join(outDir, indexName(shard)));
+      finishShardFiles(outDir, shard);
     };
 
     options.onProgress?.({ done: next, total, resumed, tokens, bytes });
@@ -595,14 +600,12 @@ export function openFeatureCache(dir: string, options: OpenOptions = {}): Featur
     const index = join(dir, indexName(k));
     if (!existsSync(index)) break;
     if (!existsSync(data)) throw new FeatureCacheError("shard index without its data file", { file: data });
-    const size = statSync(data).size;
-    const parsed = parseIndex(index, readFileSync(index, "utf8"), manifest, entries.length, size, false);
-    if (parsed.dataEnd !== size) throw new FeatureCacheError(`shard data has ${size} bytes, index covers ${parsed.dataEnd}`, { file: data });
+    const parsed = readSealedShard(dir, k, manifest, entries.length);
     if (parsed.entries.length !== manifest.shardSize && entries.length + parsed.entries.length !== manifest.dataset.count) {
       throw new FeatureCacheError(`shard holds ${parsed.entries.length} examples, expected ${manifest.shardSize}`, { file: index });
     }
     entries.push(...parsed.entries);
-    shardSizes.push(size);
+    shardSizes.push(parsed.dataBytes);
   }
   if (!manifest.complete || entries.length !== manifest.dataset.count) {
     throw new FeatureCacheError(

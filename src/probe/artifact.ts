@@ -110,6 +110,16 @@ function asProbeError(err: unknown): unknown {
   return err;
 }
 
+/** A probe trained on another model than `fingerprint` (the "loaded" or "serving" one) → ModelMismatchError. */
+export function checkProbeModel(meta: ProbeMeta, fingerprint: string, file: string, role: "loaded" | "serving"): void {
+  if (meta.model.fingerprint !== fingerprint) {
+    throw new ModelMismatchError(
+      `probe was trained on model ${meta.model.fingerprint.slice(0, 16)}…, not on the ${role} model ${fingerprint.slice(0, 16)}…`,
+      { file, field: "model.fingerprint" },
+    );
+  }
+}
+
 export interface LoadedProbe {
   probe: Probe;
   meta: ProbeMeta;
@@ -121,12 +131,7 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
   const jsonPath = join(dir, PROBE_JSON);
   if (!existsSync(jsonPath)) throw new ProbeError(`no ${PROBE_JSON}: not a probe folder`, { file: dir });
   const meta = parseMeta(jsonPath, readFileSync(jsonPath, "utf8"));
-  if (options.expectFingerprint !== undefined && meta.model.fingerprint !== options.expectFingerprint) {
-    throw new ModelMismatchError(
-      `probe was trained on model ${meta.model.fingerprint.slice(0, 16)}…, not on the loaded model ${options.expectFingerprint.slice(0, 16)}…`,
-      { file: jsonPath, field: "model.fingerprint" },
-    );
-  }
+  if (options.expectFingerprint !== undefined) checkProbeModel(meta, options.expectFingerprint, jsonPath, "loaded");
   let probe: Probe;
   try {
     probe = new Probe(meta.config, meta.shape);

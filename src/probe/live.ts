@@ -13,10 +13,11 @@ import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
 import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
 import type { HiddenStates } from "../engine/hidden.js";
-import { InvalidArgumentError, ModelMismatchError, ProbeError } from "../errors.js";
-import { PROBE_JSON, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
+import { InvalidArgumentError, ProbeError } from "../errors.js";
+import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { Tape } from "./autograd.js";
 import { makeBatch } from "./batch.js";
+import { predictClasses } from "./metrics.js";
 import { softmaxRows } from "./probe.js";
 
 /** How a request's prompt became tokens (compared with what the probe was trained on). */
@@ -106,17 +107,6 @@ function checkPolicy(policy: ProbePolicy, probes: NamedProbe[]): Set<string> {
   return new Set(policy.block);
 }
 
-/** Refuse probes trained on another model or on hidden states of another shape. */
-function checkAttachable({ loaded }: NamedProbe, fingerprint: string): void {
-  const file = `${loaded.dir}/${PROBE_JSON}`;
-  if (loaded.meta.model.fingerprint !== fingerprint) {
-    throw new ModelMismatchError(
-      `probe was trained on model ${loaded.meta.model.fingerprint.slice(0, 16)}…, not on the serving model ${fingerprint.slice(0, 16)}…`,
-      { file, field: "model.fingerprint" },
-    );
-  }
-}
-
 /** Differences between how this prompt was tokenised and how the probe's training prompts were. */
 function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], options: ProbeHookOptions): string[] {
   const trained = meta.tokenization;
@@ -152,8 +142,7 @@ async function classifyOne(
   const tape = new Tape(probe.dtype, false);
   const out = await probe.forward(tape, makeBatch([h], probe.dtype));
   const probs = softmaxRows(out.logits.data, probe.shape.classes); // [C]
-  const labelIndex =
-    probs.length === 2 && meta.threshold !== undefined ? (probs[1] >= meta.threshold ? 1 : 0) : probs.indexOf(Math.max(...probs));
+  const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
   const label = meta.labelNames[labelIndex];
   const probeMs = performance.now() - t0;
   return {
@@ -161,7 +150,7 @@ async function classifyOne(
     label,
     labelIndex,
     probabilities: Object.fromEntries(meta.labelNames.map((n, i) => [n, probs[i]])),
-    ...(probs.length === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
+    ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
     ...(out.layerWeights !== undefined ? { layerWeights: Array.from(out.layerWeights.data) } : {}),
     tokens: h.tokens,
     probeMs,
@@ -180,7 +169,7 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
     throw new InvalidArgumentError("probeHook needs the serving model's fingerprint", { field: "fingerprint" });
   }
   const named = nameProbes(probes);
-  for (const p of named) checkAttachable(p, options.fingerprint);
+  for (const { loaded } of named) checkProbeModel(loaded.meta, options.fingerprint, `${loaded.dir}/${PROBE_JSON}`, "serving");
   const blocked = checkPolicy(options.policy ?? "annotate", named);
 
   let settle!: (c: Classification[]) => void;

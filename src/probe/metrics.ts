@@ -145,30 +145,32 @@ export function prCurve(labels: ArrayLike<number>, scores: ArrayLike<number>, po
 export function ece(labels: ArrayLike<number>, probs: ArrayLike<number>, C: number, bins = 15): number {
   const n = labels.length;
   if (probs.length !== n * C) throw new InvalidArgumentError(`${n} labels but ${probs.length / C} probability rows`, { field: "probabilities" });
-  const count = new Float64Array(bins), conf = new Float64Array(bins), acc = new Float64Array(bins); // [bins]
-  const pred = argmaxRows(probs, C);
-  for (let i = 0; i < n; i++) {
-    const p = probs[i * C + pred[i]];
-    const b = Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1)); // bins (k/B, (k+1)/B]
-    count[b]++;
-    conf[b] += p;
-    if (pred[i] === labels[i]) acc[b]++;
-  }
+  const { confidence, accuracy, count } = calibrationBins(labels, probs, C, bins);
   let e = 0;
-  for (let b = 0; b < bins; b++) if (count[b] > 0) e += (count[b] / n) * Math.abs(acc[b] / count[b] - conf[b] / count[b]);
+  for (let b = 0; b < bins; b++) if (count[b] > 0) e += (count[b] / n) * Math.abs(accuracy[b] - confidence[b]);
   return e;
 }
 
-/** Reliability diagram data: per bin, mean confidence, accuracy and count. */
+/** Reliability diagram data: per equal-width bin (k/B, (k+1)/B] of max probability, mean confidence, accuracy and count. */
 export function calibrationBins(labels: ArrayLike<number>, probs: ArrayLike<number>, C: number, bins = 15): { confidence: number[]; accuracy: number[]; count: number[] } {
   const pred = argmaxRows(probs, C);
-  const count = new Array<number>(bins).fill(0), conf = new Array<number>(bins).fill(0), acc = new Array<number>(bins).fill(0);
+  const count = new Array<number>(bins).fill(0), conf = new Array<number>(bins).fill(0), acc = new Array<number>(bins).fill(0); // [bins]
   for (let i = 0; i < labels.length; i++) {
     const p = probs[i * C + pred[i]];
     const b = Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1));
     count[b]++; conf[b] += p; if (pred[i] === labels[i]) acc[b]++;
   }
   return { confidence: conf.map((c, b) => (count[b] ? c / count[b] : 0)), accuracy: acc.map((a, b) => (count[b] ? a / count[b] : 0)), count };
+}
+
+/** P(class 1) of each row of binary probabilities [N, 2]. */
+export function positiveScores(probs: ArrayLike<number>): Float64Array {
+  return Float64Array.from({ length: probs.length / 2 }, (_, i) => probs[2 * i + 1]); // [N]
+}
+
+/** Predicted classes [N]: for binary tasks with a threshold, P(class 1) ≥ threshold; otherwise the argmax. */
+export function predictClasses(probs: ArrayLike<number>, C: number, threshold?: number): Int32Array {
+  return C === 2 && threshold !== undefined ? thresholdPredictions(positiveScores(probs), threshold) : argmaxRows(probs, C);
 }
 
 /** Binary decisions at a threshold on P(positive). */
@@ -216,8 +218,8 @@ export interface MetricReport {
 /** All metrics for probabilities [N, C]; binary decisions use `threshold` on P(class 1) (default argmax). */
 export function evaluate(labels: ArrayLike<number>, probs: ArrayLike<number>, C: number, threshold?: number): MetricReport {
   const binary = C === 2;
-  const scores = binary ? Float64Array.from({ length: labels.length }, (_, i) => probs[i * 2 + 1]) : undefined;
-  const preds = binary && threshold !== undefined ? thresholdPredictions(scores!, threshold) : argmaxRows(probs, C);
+  const scores = binary ? positiveScores(probs) : undefined; // [N]
+  const preds = predictClasses(probs, C, threshold); // [N]
   const r: MetricReport = { n: labels.length, accuracy: accuracy(labels, preds), macroF1: macroF1(labels, preds, C), ece: ece(labels, probs, C) };
   if (binary) {
     const s = classScores(labels, preds, 1);

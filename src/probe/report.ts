@@ -6,7 +6,7 @@ import type { Probe } from "./probe.js";
 import { makeBatch } from "./batch.js";
 import { Tape } from "./autograd.js";
 import {
-  argmaxRows, calibrationBins, confusionMatrix, evaluate, prCurve, rocCurve, thresholdPredictions, type MetricReport,
+  calibrationBins, confusionMatrix, evaluate, positiveScores, prCurve, predictClasses, rocCurve, type MetricReport,
 } from "./metrics.js";
 import { softmaxRows } from "./probe.js";
 import type { ExampleSource } from "./train.js";
@@ -29,13 +29,13 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
   const probs = new Float32Array(src.size * C); // [N, C]
   const labels = Int32Array.from({ length: src.size }, (_, i) => src.labels[i]); // [N]
   const gateSums = probe.config.kind === "scoring" ? Array.from({ length: C }, () => new Float64Array(L1)) : undefined; // [C][L+1]
-  const counts = new Array<number>(C).fill(0);
+  const counts = new Array<number>(C).fill(0); // [C] examples per true class
   for (let s = 0; s < src.size; s += bs) {
     const e = Math.min(src.size, s + bs);
-    const hs = [];
+    const hs = []; // e − s HiddenStates [L+1, T_i, d]
     for (let i = s; i < e; i++) hs.push(src.get(i));
-    const tape = new Tape("f32", false);
-    const { logits, layerWeights } = await probe.forward(tape, makeBatch(hs));
+    const tape = new Tape(probe.dtype, false);
+    const { logits, layerWeights } = await probe.forward(tape, makeBatch(hs, probe.dtype));
     probs.set(softmaxRows(logits.data, C), s * C);
     for (let i = s; i < e; i++) {
       counts[labels[i]]++;
@@ -44,9 +44,7 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
     options.onProgress?.(e);
   }
   const metrics = evaluate(labels, probs, C, options.threshold);
-  const preds = C === 2 && options.threshold !== undefined
-    ? thresholdPredictions(Float64Array.from({ length: src.size }, (_, i) => probs[2 * i + 1]), options.threshold)
-    : argmaxRows(probs, C);
+  const preds = predictClasses(probs, C, options.threshold); // [N]
   const layerWeightsByClass = gateSums?.map((row, c) => Array.from(row, (v) => (counts[c] > 0 ? v / counts[c] : 0)));
   return { metrics, probs, labels, preds, layerWeightsByClass };
 }
@@ -141,7 +139,7 @@ export function reportHtml(ev: Evaluation, info: { title: string; labelNames: st
     figs.push(svg("Layer-gate weights per true class", body));
   }
   if (C === 2) {
-    const scores = Float64Array.from({ length: ev.labels.length }, (_, i) => ev.probs[2 * i + 1]);
+    const scores = positiveScores(ev.probs); // [N]
     const pr = prCurve(ev.labels, scores);
     figs.push(svg(`Precision–recall (AUPRC ${ev.metrics.auprc?.toFixed(3)})`, axes("recall", "precision") + polyline([0, ...pr.recall], [pr.precision[0] ?? 1, ...pr.precision], COLORS[0])));
     const roc = rocCurve(ev.labels, scores);
