@@ -3,18 +3,11 @@
 // Usage: npm run bench:engine [-- --threads N --runs N --decode N --accuracy 0|4 --prefill-accuracy 0|4 --no-llama]
 // Engines run in turns within each round (this machine is shared: load from other processes moves absolute
 // figures by ±30% or more); the table shows the best and the median round.
-import { existsSync, mkdirSync, renameSync } from "node:fs";
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { loadModel } from "../src/model/load.js";
-import { writeRandomModel } from "../src/model/gguf/writer.js";
+import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath } from "./common.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import type { LoadedModel } from "../src/model/spec.js";
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
 const THREADS = arg("threads", 2);
 const RUNS = arg("runs", 5);
 const PROMPT = 512;
@@ -22,23 +15,6 @@ const DECODE = arg("decode", 32);
 const ACCURACY = arg("accuracy", 4) as 0 | 4;
 const PREFILL_ACCURACY = arg("prefill-accuracy", 0) as 0 | 4;
 const WITH_LLAMA = !process.argv.includes("--no-llama");
-
-const root = process.env.ONEPASS_CACHE_DIR ?? join(homedir(), ".cache", "onepass");
-const benchDir = join(root, "bench");
-const ggufPath = join(benchDir, "qwen2.5-0.5b-shape-q4_0.gguf");
-
-function ensureModel(): void {
-  if (existsSync(ggufPath)) return;
-  mkdirSync(benchDir, { recursive: true });
-  const tmp = `${ggufPath}.tmp-${process.pid}`;
-  const t0 = performance.now();
-  writeRandomModel(tmp, {
-    architecture: "qwen2", layers: 24, dim: 896, heads: 14, kvHeads: 2, headDim: 64, ffnDim: 4864,
-    vocabSize: 151936, dtype: "q4_0", seed: 2024, tiedEmbeddings: true, contextLength: 32768, name: "random-qwen2.5-0.5b-shape",
-  });
-  renameSync(tmp, ggufPath);
-  console.log(`wrote ${ggufPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-}
 
 function promptTokens(vocab: number): number[] {
   let s = 12345;
@@ -123,7 +99,7 @@ async function llamaCppEngine(): Promise<Engine> {
 }
 
 async function main(): Promise<void> {
-  ensureModel();
+  ensureQwenShapedModel();
   console.log(`model ${ggufPath}`);
   console.log(`threads ${THREADS}, prompt ${PROMPT}, decode ${DECODE} steps, ${RUNS} interleaved rounds; MatMulNBits accuracy_level ${PREFILL_ACCURACY} (prefill) / ${ACCURACY} (decode)`);
   const model = await loadModel(ggufPath);

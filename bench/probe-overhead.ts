@@ -5,38 +5,19 @@
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
 // Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen]
 // Probe weights are random (untrained): they cost exactly what trained ones do.
-import { existsSync, mkdirSync, renameSync } from "node:fs";
-import { homedir } from "node:os";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { Engine } from "../src/engine/engine.js";
 import type { LoadedProbe } from "../src/probe/artifact.js";
 import { generateWithProbes } from "../src/probe/live.js";
 import { Probe, type ProbeConfig } from "../src/probe/probe.js";
-import { writeRandomModel } from "../src/model/gguf/writer.js";
+import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH } from "./common.js";
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
 const RUNS = arg("runs", 7);
 const THREADS = arg("threads", 2);
 const DECODE = arg("decode", 16);
 const PROMPT = arg("prompt", 128);
 
-const root = process.env.ONEPASS_CACHE_DIR ?? join(homedir(), ".cache", "onepass");
-const qwenPath = join(root, "bench", "qwen2.5-0.5b-shape-q4_0.gguf"); // the file bench/engine.ts writes
-
-/** The same model bench/engine.ts writes (same options, so either bench can create the cached file). */
-function ensureQwen(): void {
-  if (existsSync(qwenPath)) return;
-  mkdirSync(join(root, "bench"), { recursive: true });
-  const tmp = `${qwenPath}.tmp-${process.pid}`;
-  writeRandomModel(tmp, {
-    architecture: "qwen2", layers: 24, dim: 896, heads: 14, kvHeads: 2, headDim: 64, ffnDim: 4864,
-    vocabSize: 151936, dtype: "q4_0", seed: 2024, tiedEmbeddings: true, contextLength: 32768, name: "random-qwen2.5-0.5b-shape",
-  });
-  renameSync(tmp, qwenPath);
-}
+const qwenPath = QWEN_SHAPED_PATH; // the file bench/engine.ts writes
 
 /** Deterministic prompt token ids (not text: both models get exactly PROMPT tokens). */
 function promptIds(vocab: number, bos: number | undefined): number[] {
@@ -129,7 +110,7 @@ async function benchModel(label: string, path: string): Promise<void> {
 
 async function main(): Promise<void> {
   await benchModel("stories260K", "assets/stories260K.gguf");
-  if (process.argv.includes("--qwen")) ensureQwen();
+  if (process.argv.includes("--qwen")) ensureQwenShapedModel();
   const skipQwen = process.argv.includes("--no-qwen");
   if (!skipQwen && existsSync(qwenPath)) await benchModel("random Qwen2.5-0.5B-shaped Q4_0", qwenPath);
   else if (!skipQwen) console.log(`\n(no ${qwenPath}: run with --qwen to write it, or npm run bench:engine)`);

@@ -6,7 +6,7 @@ import type { HiddenStates } from "../engine/hidden.js";
 import { InvalidArgumentError } from "../errors.js";
 import { Tape, Tensor } from "./autograd.js";
 import { makeBatch, type BatchScratch } from "./batch.js";
-import { evaluate, chooseThreshold, type MetricReport } from "./metrics.js";
+import { evaluate, chooseThreshold, positiveScores, type MetricReport } from "./metrics.js";
 import { Probe, softmaxRows, type ProbeConfig } from "./probe.js";
 import { Rng } from "./rng.js";
 import type { DatasetTask } from "../data/datasets.js";
@@ -328,7 +328,7 @@ export async function trainProbe(
   restore(params, bestState);
   const probs = await probabilities(probe, valSet, 64, preVal);
   // The threshold serves F1-selected (safety-style) tasks; accuracy/macro-F1 tasks decide by argmax.
-  const threshold = C === 2 && hyper.metric === "f1" ? chooseThreshold(valSet.labels, Float64Array.from({ length: valSet.size }, (_, i) => probs[2 * i + 1]), { targetFpr: options.targetFpr }) : undefined;
+  const threshold = C === 2 && hyper.metric === "f1" ? chooseThreshold(valSet.labels, positiveScores(probs), { targetFpr: options.targetFpr }) : undefined;
   return {
     probe,
     valMetric: best,
