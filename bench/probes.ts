@@ -4,14 +4,14 @@
  * Usage: npm run bench:probes [-- --examples N --batch B]
  */
 import * as ort from "onnxruntime-node";
-import { HiddenStates } from "../src/engine/hidden.js";
-import { gemm, kernelStats, setForceJsKernel } from "../src/probe/kernel.js";
-import { setFusedAttention } from "../src/probe/sdpa.js";
-import { Rng } from "../src/probe/rng.js";
+import { HiddenStates } from "../src/types/hidden.js";
+import { gemm, kernelStats, setForceJsKernel } from "../src/tensor/kernel.js";
+import { setFusedAttention } from "../src/tensor/sdpa.js";
+import { Rng } from "../src/numeric/rng.js";
 import { arraySource, trainProbe } from "../src/probe/train.js";
 import { Probe, type ProbeConfig } from "../src/probe/probe.js";
-import { Tape } from "../src/probe/autograd.js";
-import { makeBatch } from "../src/probe/batch.js";
+import { Tape } from "../src/tensor/autograd.js";
+import { makeBatch } from "../src/tensor/batch.js";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);

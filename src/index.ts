@@ -1,15 +1,18 @@
-/** onepass public API: the CLI and the server use exactly these exports. */
+/**
+ * onepass public API: the CLI and the server use exactly these exports. Test scaffolding (random models, the
+ * float64 reference forward pass) is in `onepass/testing`; the CLI's progress bar stays with the CLI.
+ */
 export * from "./errors.js";
 export * from "./model/spec.js";
-export { HiddenStates } from "./engine/hidden.js";
+export { HiddenStates } from "./types/hidden.js";
 export type { Tokenizer, EncodeOptions, DecodeOptions, ChatMessage } from "./tokenizer/types.js";
 export { loadModel, defaultModelPath, summarizeModel } from "./model/load.js";
 export type { ModelSummary } from "./model/load.js";
 export { loadGguf, readGgufHeader } from "./model/gguf/index.js";
 export type { GgufHeader, GgufMetadataEntry, GgufTensorEntry } from "./model/gguf/index.js";
 export { fingerprintFile } from "./model/fingerprint.js";
-export { writeGguf, writeRandomModel, randomModelContents } from "./model/gguf/index.js";
-export type { WriteGgufOptions, TensorInput, MetadataInput, TypedMetadataValue, RandomModelOptions } from "./model/gguf/index.js";
+export { writeGguf } from "./model/gguf/index.js";
+export type { WriteGgufOptions, TensorInput, MetadataInput, TypedMetadataValue } from "./model/gguf/index.js";
 export {
   tokenizerFromGguf,
   tokenizerFromGgufMetadata,
@@ -31,7 +34,6 @@ export type { QuantizeInt4Options, Int4WeightSource, Int4Scheme } from "./model/
 export { createDecoderSession, openOnnxDecoderSession, type DecoderSessionOptions, type OrtRunOptions, type OnnxModelSource } from "./engine/session.js";
 export { BUILD_GRAPH_STAGE, buildDecoderGraph, type DecoderBuildOptions, type DecoderGraphInfo, type ProgressCallback, type ProgressEvent } from "./graph/decoder.js";
 export { ensureDecoderGraph, defaultGraphCacheDir, type CachedGraph } from "./graph/cache.js";
-export { referenceForward, type ReferenceResult } from "./reference/forward.js";
 export { addHiddenStateTaps, tapOnnxFile, findResidualStream, HIDDEN_STATES_OUTPUT } from "./graph/surgery.js";
 export type { ResidualStream, TapOptions, TappedModel } from "./graph/surgery.js";
 export { loadOnnxModel, isOnnxModel, detectOnnxLayout, ONEPASS_MANIFEST } from "./model/onnx/index.js";
@@ -50,7 +52,8 @@ export type {
   PrefillDecision,
   PrefillInfo,
 } from "./engine/generate.js";
-export { Sampler, Rng, argmax, topKIndices, selectNucleus, samplingDistribution, type SamplingOptions } from "./engine/sampler.js";
+export { Rng } from "./numeric/rng.js";
+export { Sampler, argmax, topKIndices, selectNucleus, samplingDistribution, type SamplingOptions } from "./engine/sampler.js";
 export { StopStringMatcher, type StopCheck } from "./engine/stop.js";
 export type { DecoderSession, ForwardPass, ForwardOptions } from "./engine/types.js";
 export { loadDataset, loadPreset, loadDatasetArg, resolveDataDir, datasetHash, DATASET_PRESETS } from "./data/datasets.js";
@@ -74,5 +77,5 @@ export { engineSource, type EngineSourceOptions } from "./data/source.js";
 export { encodeF16, decodeF16, encodeBf16, decodeBf16, f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from "./numeric/half.js";
 // Older public names of the scalar f16 conversions.
 export { f32ToF16 as f32ToF16Bits, f16ToF32 as f16BitsToF32 } from "./numeric/half.js";
-export { ProgressBar, formatDuration, stageProgress, type ProgressOptions, type ProgressStream, type StageProgressEvent } from "./cli/progress.js";
 export * from "./probe/index.js";
+export { reportHtml, integerTicks } from "./pages/report.js";

@@ -1,11 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Tape, Tensor } from "../src/probe/autograd.js";
-import { gemm, gemmJs, kernelStats } from "../src/probe/kernel.js";
-import { Rng } from "../src/probe/rng.js";
+import { Tape, Tensor } from "../src/tensor/autograd.js";
+import { gemm, gemmJs, kernelStats } from "../src/tensor/kernel.js";
+import { Rng } from "../src/numeric/rng.js";
 import { Probe, type ProbeConfig } from "../src/probe/probe.js";
-import { makeBatch } from "../src/probe/batch.js";
-import { HiddenStates } from "../src/engine/hidden.js";
+import { makeBatch } from "../src/tensor/batch.js";
+import { HiddenStates } from "../src/types/hidden.js";
 
 const rng = new Rng(1234);
 
@@ -143,7 +143,7 @@ test("ORT MatMul kernel equals the JS loops (all transpose/broadcast variants)",
 });
 
 test("fused ORT attention equals the composite tape ops (values and gradients, with padding)", async () => {
-  const { attention, setFusedAttention } = await import("../src/probe/sdpa.js");
+  const { attention, setFusedAttention } = await import("../src/tensor/sdpa.js");
   const dims = { G: 4, B: 4, T: 24, H: 2, hd: 8 }; // G·B·H·T·T = 18,432 ≥ the fused threshold
   const n = dims.G * dims.B * dims.T * dims.H * dims.hd;
   const mk = () => new Tensor([dims.G, dims.B, dims.T, dims.H, dims.hd], Float32Array.from({ length: n }, () => rng.normal()), true);
@@ -177,7 +177,7 @@ test("MHA mean pooling before the output projection equals pooling after it (the
   const tape = new Tape("f64", false);
   const fast = (await probe.forward(tape, batch)).v; // [B, d]
   // Reference: projection back to d for every token, then masked mean, in both stages.
-  const { attention } = await import("../src/probe/sdpa.js");
+  const { attention } = await import("../src/tensor/sdpa.js");
   const agg = probe.aggregator as import("../src/probe/aggregators/mha.js").MhaAggregator;
   const block = async (x: Tensor, w: typeof agg.tokenBlock, G: number, B: number, T: number, mask?: Uint8Array) => {
     const q = await tape.matmul(x, w.q), k = await tape.matmul(x, w.k), v = await tape.matmul(x, w.v);

@@ -11,7 +11,7 @@ import { engineSource } from "../src/data/source.js";
 import { Engine } from "../src/engine/engine.js";
 import { loadProbe, saveProbe } from "../src/probe/artifact.js";
 import { cacheSource } from "../src/probe/cache-source.js";
-import { evaluateProbe } from "../src/probe/report.js";
+import { evaluateProbe } from "../src/probe/evaluate.js";
 import { trainProbe } from "../src/probe/train.js";
 import { STORIES260K, tempDir } from "./helpers.js";
 

@@ -17,7 +17,7 @@ import { UnsupportedModelError } from "../src/errors.js";
 import { buildDecoderGraph } from "../src/graph/decoder.js";
 import { loadGguf } from "../src/model/gguf/index.js";
 import { specToHfConfig } from "../src/model/hf/index.js";
-import { writeTokenizerFiles } from "../src/model/hf/export.js";
+import { writeTokenizerFiles } from "../src/convert/hf-export.js";
 import { loadModel, summarizeModel } from "../src/model/load.js";
 import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { FeatureCacheError } from "../src/errors.js";
 import { estimateFeatureBytes, extractFeatures, openFeatureCache, summarize, textHash } from "../src/data/features.js";
 import { decodeF16, encodeF16 } from "../src/numeric/half.js";
-import type { HiddenStates } from "../src/engine/hidden.js";
+import type { HiddenStates } from "../src/types/hidden.js";
 import { FAKE_DIM, FAKE_LAYERS, fakeExamples, fakeHidden, fakeSource, fakeTokens } from "./features-fake.js";
 import { indexLinesSoFar, runNodeScript, tempDir, type ChildRun } from "./helpers.js";
 

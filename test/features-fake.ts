@@ -2,7 +2,7 @@
  * A deterministic stand-in for the engine in feature-cache tests: hidden states are a fixed function of
  * the text (so a rerun in another process reproduces them), optionally slowed down to make a run killable.
  */
-import { HiddenStates } from "../src/engine/hidden.js";
+import { HiddenStates } from "../src/types/hidden.js";
 import type { HiddenStateSource } from "../src/data/features.js";
 
 export const FAKE_LAYERS = 3;

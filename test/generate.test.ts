@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { generate, type GenerateChunk } from "../src/engine/generate.js";
 import { StopStringMatcher } from "../src/engine/stop.js";
-import { HiddenStates } from "../src/engine/hidden.js";
+import { HiddenStates } from "../src/types/hidden.js";
 import type { DecoderSession, ForwardOptions, ForwardPass } from "../src/engine/types.js";
 import type { Tokenizer } from "../src/tokenizer/types.js";
 import { ContextOverflowError, InvalidArgumentError } from "../src/errors.js";

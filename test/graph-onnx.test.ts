@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
+import { OnnxModelBuilder, float } from "../src/onnx/proto.js";
 import { tempDir } from "./helpers.js";
 
 test("a MatMul + bias model with an external 64 KiB weight runs in ORT and matches plain arithmetic", async () => {

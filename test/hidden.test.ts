@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HiddenStates } from "../src/engine/hidden.js";
+import { HiddenStates } from "../src/types/hidden.js";
 
 test("HiddenStates views are layer-major and copy-free", () => {
   const data = new Float32Array(2 * 3 * 4).map((_, i) => i); // [2, 3, 4]

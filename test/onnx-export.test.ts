@@ -11,7 +11,7 @@ import { GraphError, ModelFormatError } from "../src/errors.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import type { ForwardPass } from "../src/engine/types.js";
 import { buildDecoderGraph } from "../src/graph/decoder.js";
-import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
+import { OnnxModelBuilder, float } from "../src/onnx/proto.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";
 import { loadGguf } from "../src/model/gguf/index.js";
 import { specToHfConfig } from "../src/model/hf/index.js";

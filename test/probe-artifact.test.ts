@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Probe } from "../src/probe/probe.js";
 import { loadProbe, saveProbe } from "../src/probe/artifact.js";
 import { ModelMismatchError, ProbeError } from "../src/errors.js";
-import { Rng } from "../src/probe/rng.js";
+import { Rng } from "../src/numeric/rng.js";
 import { plantedTask } from "./probe-synthetic.js";
 import { tempDir } from "./helpers.js";
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { loadDataset } from "../src/data/datasets.js";
 import { Engine } from "../src/engine/engine.js";
 import { generate } from "../src/engine/generate.js";
-import type { HiddenStates } from "../src/engine/hidden.js";
+import type { HiddenStates } from "../src/types/hidden.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import type { DecoderSession, ForwardOptions } from "../src/engine/types.js";
 import { InvalidArgumentError, ModelMismatchError } from "../src/errors.js";

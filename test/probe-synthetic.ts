@@ -1,6 +1,6 @@
 // Synthetic hidden states for probe tests (not a test file itself).
-import { HiddenStates } from "../src/engine/hidden.js";
-import { Rng } from "../src/probe/rng.js";
+import { HiddenStates } from "../src/types/hidden.js";
+import { Rng } from "../src/numeric/rng.js";
 
 export interface PlantedTask {
   hidden: HiddenStates[];

@@ -82,9 +82,9 @@ test("stratified split keeps class ratios and is seeded; cosine schedule shape",
 });
 
 test("pooling and fixed aggregators compute the hand-computed vectors (padding ignored)", async () => {
-  const { HiddenStates } = await import("../src/engine/hidden.js");
-  const { Tape } = await import("../src/probe/autograd.js");
-  const { makeBatch } = await import("../src/probe/batch.js");
+  const { HiddenStates } = await import("../src/types/hidden.js");
+  const { Tape } = await import("../src/tensor/autograd.js");
+  const { makeBatch } = await import("../src/tensor/batch.js");
   // two layers, d = 2; prompt A has 3 tokens, prompt B 1 token (padded to 3 in the batch)
   const a = new HiddenStates(2, 3, 2, Float32Array.from([1, 2, 3, -4, 5, 0, /* layer 1 */ -1, 7, 2, 2, 0, 1]));
   const b = new HiddenStates(2, 1, 2, Float32Array.from([-9, -8, /* layer 1 */ 4, -3]));

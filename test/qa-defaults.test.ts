@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { loadPreset } from "../src/data/datasets.js";
 import { writeFileAtomic } from "../src/util/atomic.js";
 import { defaultSelectionMetric } from "../src/probe/train.js";
-import { integerTicks } from "../src/probe/report.js";
+import { integerTicks } from "../src/pages/report.js";
 import { numberFlag, parseFlags } from "../src/cli/args.js";
 import { InvalidArgumentError } from "../src/errors.js";
 

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Rng, Sampler, argmax, samplingDistribution, topKIndices } from "../src/engine/sampler.js";
+import { Sampler, argmax, samplingDistribution, topKIndices } from "../src/engine/sampler.js";
+import { Rng } from "../src/numeric/rng.js";
 import { InvalidArgumentError } from "../src/errors.js";
 
 /** Deterministic pseudo-random logits (a different generator from the sampler's). */

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { OnnxModelBuilder, float } from "../src/graph/onnx.js";
+import { OnnxModelBuilder, float } from "../src/onnx/proto.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";
 import { GraphError } from "../src/errors.js";
 import { f16ToF32, f32ToF16 } from "../src/numeric/half.js";

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../src/errors.js";
 import { buildDecoderGraph } from "../src/graph/decoder.js";
-import { OnnxModelBuilder } from "../src/graph/onnx.js";
+import { OnnxModelBuilder } from "../src/onnx/proto.js";
 import { addHiddenStateTaps, tapOnnxFile } from "../src/graph/surgery.js";
 import { loadGguf } from "../src/model/gguf/index.js";
 import { writeRandomModel } from "../src/model/gguf/writer.js";

@@ -14,7 +14,7 @@ import { TensorNames, type LoadedModel, type ModelSpec, type WeightSource } from
 import { loadModel } from "../model/load.js";
 import { ONEPASS_MANIFEST } from "../model/onnx/index.js";
 import { quantizeModelInt4, type Int4Scheme } from "../model/quantize.js";
-import { hfSpecOf, writeHfFolder, writeTokenizerFiles, type HfDType } from "../model/hf/export.js";
+import { hfSpecOf, writeHfFolder, writeTokenizerFiles, type HfDType } from "./hf-export.js";
 import { delegatingWeightSource } from "../model/weight-source.js";
 
 export interface ConvertOptions {

@@ -45,7 +45,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { HiddenStates } from "../engine/hidden.js";
+import { HiddenStates } from "../types/hidden.js";
 import { FeatureCacheError, InvalidArgumentError } from "../errors.js";
 import { TMP_SUFFIX, writeFileAtomic } from "../util/atomic.js";
 import { datasetHash, type DatasetTask, type Example } from "./datasets.js";

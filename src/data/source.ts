@@ -1,6 +1,6 @@
 /** The engine as a HiddenStateSource for the feature cache. */
 import type { Engine } from "../engine/engine.js";
-import type { HiddenStates } from "../engine/hidden.js";
+import type { HiddenStates } from "../types/hidden.js";
 import { FeatureCacheError } from "../errors.js";
 import type { HiddenStateSource } from "./features.js";
 

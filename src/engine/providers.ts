@@ -14,7 +14,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { InvalidArgumentError, OnepassError, type ErrorWhere } from "../errors.js";
-import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
+import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";
 
 /** An execution provider was asked for that this onnxruntime-node installation cannot run. */
 export class ExecutionProviderError extends OnepassError {

@@ -21,10 +21,10 @@ import { ContextOverflowError, GraphError, InvalidArgumentError } from "../error
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
 import { ensureDecoderGraph } from "../graph/cache.js";
-import { withMatMulNBitsAccuracy } from "../graph/onnx.js";
+import { withMatMulNBitsAccuracy } from "../onnx/proto.js";
 import { newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
-import { HiddenStates } from "./hidden.js";
+import { HiddenStates } from "../types/hidden.js";
 import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
 
 /** How an ORT session runs, whatever graph it runs. */

@@ -1,4 +1,4 @@
-import type { HiddenStates } from "./hidden.js";
+import type { HiddenStates } from "../types/hidden.js";
 
 /**
  * One forward run of the decoder over a chunk of tokens, appended to the session's KV cache.

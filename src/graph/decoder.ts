@@ -16,7 +16,7 @@
  */
 import { GraphError, UnsupportedModelError } from "../errors.js";
 import { TensorNames, type Int4Blocks, type ModelSpec, type WeightSource } from "../model/spec.js";
-import { MS_DOMAIN, OnnxModelBuilder, float } from "./onnx.js";
+import { MS_DOMAIN, OnnxModelBuilder, float } from "../onnx/proto.js";
 import { ropeCaches } from "./rope.js";
 
 export interface DecoderBuildOptions {

@@ -25,7 +25,7 @@ import {
   type TensorProto,
 } from "onnx-buf";
 import { GraphError } from "../errors.js";
-import { MS_DOMAIN, nodeProto, valueInfo } from "./onnx.js";
+import { MS_DOMAIN, nodeProto, valueInfo } from "../onnx/proto.js";
 
 export const HIDDEN_STATES_OUTPUT = "hidden_states";
 

@@ -3,7 +3,7 @@
  * every probe kind; "summary" caches hold per-layer [mean, max] rows ([L+1, 2, d]) and serve only probes
  * that need nothing else: pooling (mean|max) and fixed probes with token = mean.
  */
-import { HiddenStates } from "../engine/hidden.js";
+import { HiddenStates } from "../types/hidden.js";
 import { FeatureCacheError } from "../errors.js";
 import type { FeatureCache } from "../data/features.js";
 import type { ProbeConfig } from "./probe.js";

@@ -3,10 +3,10 @@ export { Probe, softmaxRows, type ProbeConfig, type ProbeKind, type ProbeShape }
 export type { PoolKind } from "./aggregators/pooling.js";
 export type { FixedToken } from "./aggregators/fixed.js";
 export type { Aggregator, AggregateOut } from "./aggregators/types.js";
-export { makeBatch, type ProbeBatch } from "./batch.js";
-export { Tape, Tensor as ProbeTensor, type DType as ProbeDType, type RowMask } from "./autograd.js";
-export { gemm, gemmJs, kernelStats, setForceJsKernel, probeThreads, ORT_MIN_MACS, ORT_MULTITHREAD_MACS, type GemmShape } from "./kernel.js";
-export { attention, setFusedAttention, type AttentionDims } from "./sdpa.js";
+export { makeBatch, type ProbeBatch } from "../tensor/batch.js";
+export { Tape, Tensor as ProbeTensor, type DType as ProbeDType, type RowMask } from "../tensor/autograd.js";
+export { gemm, gemmJs, kernelStats, setForceJsKernel, probeThreads, ORT_MIN_MACS, ORT_MULTITHREAD_MACS, type GemmShape } from "../tensor/kernel.js";
+export { attention, setFusedAttention, type AttentionDims } from "../tensor/sdpa.js";
 export {
   trainProbe, defaultSelectionMetric, predictSource, arraySource, subset, stratifiedSplit, cosineLr, AdamW,
   type ExampleSource, type TrainOptions, type TrainResult, type TrainProgress, type EpochRecord, type SelectionMetric, type ResolvedTrainOptions,
@@ -17,9 +17,10 @@ export {
   chooseThreshold, thresholdPredictions, evaluate, argmaxRows, type MetricReport, type ClassScores,
 } from "./metrics.js";
 export { saveProbe, loadProbe, PROBE_JSON, PROBE_WEIGHTS, type ProbeMeta, type ProbeMetaInput, type ProbeModelInfo, type LoadedProbe } from "./artifact.js";
-export { evaluateProbe, reportHtml, type Evaluation } from "./report.js";
+export { evaluateProbe, type Evaluation } from "./evaluate.js";
 export { cacheSource } from "./cache-source.js";
-export { Rng as ProbeRng } from "./rng.js";
+// The probes draw from the same generator as the sampler; the older name stays.
+export { Rng as ProbeRng } from "../numeric/rng.js";
 export {
   probeHook, loadProbes, generateWithProbes,
   type Classification, type ProbePolicy, type ProbeHook, type ProbeHookOptions, type PromptTokenization, type ProbedGeneration,

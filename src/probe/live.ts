@@ -12,11 +12,11 @@
 import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
 import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
-import type { HiddenStates } from "../engine/hidden.js";
+import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError, ProbeError } from "../errors.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
-import { Tape } from "./autograd.js";
-import { makeBatch } from "./batch.js";
+import { Tape } from "../tensor/autograd.js";
+import { makeBatch } from "../tensor/batch.js";
 import { predictClasses } from "./metrics.js";
 import { softmaxRows } from "./probe.js";
 

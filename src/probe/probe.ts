@@ -3,17 +3,17 @@
  * Kinds: pooling (mean|max), scoring (attention gate), mha (downcast multi-head attention), fixed (one layer ×
  * last|mean token; "final layer, last token" is fixed with layer = L, token = last).
  */
-import type { HiddenStates } from "../engine/hidden.js";
+import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError } from "../errors.js";
-import { Tape, Tensor, type DType } from "./autograd.js";
-import { makeBatch, type ProbeBatch } from "./batch.js";
+import { Tape, Tensor, type DType } from "../tensor/autograd.js";
+import { makeBatch, type ProbeBatch } from "../tensor/batch.js";
 import { FixedAggregator, type FixedToken } from "./aggregators/fixed.js";
 import { MhaAggregator } from "./aggregators/mha.js";
 import { PoolingAggregator, type PoolKind } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
 import type { Aggregator } from "./aggregators/types.js";
-import { newParam } from "./params.js";
-import { Rng } from "./rng.js";
+import { newParam } from "../tensor/params.js";
+import { Rng } from "../numeric/rng.js";
 
 export type ProbeKind = "pooling" | "scoring" | "mha" | "fixed";
 

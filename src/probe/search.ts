@@ -5,7 +5,7 @@
 import { InvalidArgumentError } from "../errors.js";
 import type { PoolKind } from "./aggregators/pooling.js";
 import type { ProbeConfig, ProbeKind } from "./probe.js";
-import { Rng } from "./rng.js";
+import { Rng } from "../numeric/rng.js";
 import { trainProbe, withValidation, type ExampleSource, type TrainOptions, type TrainResult } from "./train.js";
 
 /** The paper's search space. */

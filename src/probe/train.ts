@@ -2,13 +2,13 @@
  * Probe training: AdamW (β 0.9/0.999), cosine schedule with linear warm-up, mini-batches, at most N epochs,
  * early stopping on a validation metric, optional class weights; fully reproducible given a seed.
  */
-import type { HiddenStates } from "../engine/hidden.js";
+import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError } from "../errors.js";
-import { Tape, Tensor } from "./autograd.js";
-import { makeBatch, type BatchScratch } from "./batch.js";
+import { Tape, Tensor } from "../tensor/autograd.js";
+import { makeBatch, type BatchScratch } from "../tensor/batch.js";
 import { evaluate, chooseThreshold, positiveScores, type MetricReport } from "./metrics.js";
 import { Probe, softmaxRows, type ProbeConfig } from "./probe.js";
-import { Rng } from "./rng.js";
+import { Rng } from "../numeric/rng.js";
 import type { DatasetTask } from "../data/datasets.js";
 
 /** Labelled hidden states, e.g. an opened feature cache (FeatureCache fits this shape) or arrays in memory. */

@@ -2,7 +2,7 @@
  * A plain TypeScript forward pass of the Llama-family decoder (llama, qwen2, qwen3), float64 arithmetic over
  * float32 weights, no KV cache. It exists to be read and to serve as the oracle in tests: slow on purpose.
  */
-import { HiddenStates } from "../engine/hidden.js";
+import { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError } from "../errors.js";
 import { TensorNames, type ModelSpec, type WeightSource } from "../model/spec.js";
 import { ropeInverseFrequencies } from "../graph/rope.js";

@@ -9,7 +9,8 @@ import { openFeatureCache } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
 import { cacheSource } from "../../probe/cache-source.js";
 import { parseFlags, required } from "../args.js";
-import { evaluateProbe, reportHtml } from "../../probe/report.js";
+import { evaluateProbe } from "../../probe/evaluate.js";
+import { reportHtml } from "../../pages/report.js";
 
 const usage = `usage: onepass eval --probe P --features DIR [--report out.html] [--json]
 

@@ -1,5 +1,5 @@
-import type { Tape, Tensor } from "../autograd.js";
-import type { ProbeBatch } from "../batch.js";
+import type { Tape, Tensor } from "../../tensor/autograd.js";
+import type { ProbeBatch } from "../../tensor/batch.js";
 import { InvalidArgumentError } from "../../errors.js";
 import type { AggregateOut, Aggregator } from "./types.js";
 

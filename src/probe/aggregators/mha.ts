@@ -1,9 +1,9 @@
-import type { DType, RowMask, Tape, Tensor } from "../autograd.js";
-import { attention } from "../sdpa.js";
-import type { ProbeBatch } from "../batch.js";
+import type { DType, RowMask, Tape, Tensor } from "../../tensor/autograd.js";
+import { attention } from "../../tensor/sdpa.js";
+import type { ProbeBatch } from "../../tensor/batch.js";
 import { InvalidArgumentError } from "../../errors.js";
-import { newParam } from "../params.js";
-import type { Rng } from "../rng.js";
+import { newParam } from "../../tensor/params.js";
+import type { Rng } from "../../numeric/rng.js";
 import { batchInput, type AggregateOut, type Aggregator } from "./types.js";
 import type { PoolKind } from "./pooling.js";
 

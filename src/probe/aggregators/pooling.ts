@@ -1,5 +1,5 @@
-import type { Tape, Tensor } from "../autograd.js";
-import type { ProbeBatch } from "../batch.js";
+import type { Tape, Tensor } from "../../tensor/autograd.js";
+import type { ProbeBatch } from "../../tensor/batch.js";
 import { batchInput, type AggregateOut, type Aggregator } from "./types.js";
 
 export type PoolKind = "mean" | "max";

@@ -1,7 +1,7 @@
-import type { DType, Tape, Tensor } from "../autograd.js";
-import type { ProbeBatch } from "../batch.js";
-import { newParam } from "../params.js";
-import type { Rng } from "../rng.js";
+import type { DType, Tape, Tensor } from "../../tensor/autograd.js";
+import type { ProbeBatch } from "../../tensor/batch.js";
+import { newParam } from "../../tensor/params.js";
+import type { Rng } from "../../numeric/rng.js";
 import { batchInput, type AggregateOut, type Aggregator } from "./types.js";
 
 /**

@@ -1,5 +1,5 @@
-import type { Tape, Tensor } from "../autograd.js";
-import type { ProbeBatch } from "../batch.js";
+import type { Tape, Tensor } from "../../tensor/autograd.js";
+import type { ProbeBatch } from "../../tensor/batch.js";
 
 /** What an aggregator returns for a batch: one vector per prompt, and the layer gate where there is one. */
 export interface AggregateOut {

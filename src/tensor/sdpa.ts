@@ -5,7 +5,7 @@
  * Padding keys get an additive −1e9 bias (one mask row per prompt b, shared by the G groups and H heads).
  * float64 and tiny inputs use the composite tape ops (these are what the gradient checks verify).
  */
-import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
+import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 import type { RowMask, Tape, Tensor } from "./autograd.js";

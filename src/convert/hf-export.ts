@@ -6,15 +6,15 @@
  */
 import { copyFileSync, existsSync, mkdirSync, renameSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { InvalidArgumentError, UnsupportedModelError } from "../../errors.js";
-import { writeFileAtomic } from "../../util/atomic.js";
-import { TensorNames, type LoadedModel, type ModelSpec } from "../spec.js";
-import { writeSafetensors, type SafetensorsTensorInput } from "../safetensors.js";
-import { specToHfConfig } from "./config.js";
-import { isOnnxModel } from "../onnx/index.js";
-import { canonicalToHf } from "./names.js";
-import { GgufTokenType, readGgufVocab, type GgufVocab } from "../../tokenizer/gguf-vocab.js";
-import { ggufVocabToTokenizerJson } from "../../tokenizer/gguf-convert.js";
+import { InvalidArgumentError, UnsupportedModelError } from "../errors.js";
+import { writeFileAtomic } from "../util/atomic.js";
+import { TensorNames, type LoadedModel, type ModelSpec } from "../model/spec.js";
+import { writeSafetensors, type SafetensorsTensorInput } from "../model/safetensors.js";
+import { specToHfConfig } from "../model/hf/config.js";
+import { isOnnxModel } from "../model/onnx/index.js";
+import { canonicalToHf } from "../model/hf/names.js";
+import { GgufTokenType, readGgufVocab, type GgufVocab } from "../tokenizer/gguf-vocab.js";
+import { ggufVocabToTokenizerJson } from "../tokenizer/gguf-convert.js";
 
 export type HfDType = "f32" | "f16" | "bf16";
 const ST_DTYPE = { f32: "F32", f16: "F16", bf16: "BF16" } as const;

@@ -1,5 +1,5 @@
 import { Tensor, sizeOf, type DType } from "./autograd.js";
-import type { Rng } from "./rng.js";
+import type { Rng } from "../numeric/rng.js";
 
 /** A trainable tensor, zero-filled or drawn N(0, std²) from a seeded generator. */
 export function newParam(name: string, shape: number[], dtype: DType, rng?: Rng, std = 0): Tensor {

@@ -3,7 +3,7 @@
  * (dynamic shapes, broadcasting over a leading group axis); small or float64 products use a plain JS loop.
  * Why ORT: JS loops reach 0.4–2.5 GFLOP/s, ORT's MatMul 100–300 GFLOP/s on this machine (NOTES-ENGINE.md).
  */
-import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
+import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 

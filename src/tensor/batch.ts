@@ -1,4 +1,4 @@
-import type { HiddenStates } from "../engine/hidden.js";
+import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { FloatArray } from "./kernel.js";
 

@@ -1,0 +1,47 @@
+/**
+ * Evaluation of a probe on labelled examples: every example through the probe (batched), then the metrics.
+ */
+import type { Probe } from "./probe.js";
+import { makeBatch } from "../tensor/batch.js";
+import { Tape } from "../tensor/autograd.js";
+import { evaluate, predictClasses, type MetricReport } from "./metrics.js";
+import { softmaxRows } from "./probe.js";
+import type { ExampleSource } from "./train.js";
+
+export interface Evaluation {
+  metrics: MetricReport;
+  /** [N, C] */
+  probs: Float32Array;
+  /** [N] */
+  labels: Int32Array;
+  /** [N] predicted class (threshold applied for binary tasks). */
+  preds: Int32Array;
+  /** [C][L+1] mean layer-gate weights over the examples of each true class (scoring probes only). */
+  layerWeightsByClass?: number[][];
+}
+
+/** Runs the probe over every example (batched) and scores it. */
+export async function evaluateProbe(probe: Probe, src: ExampleSource, options: { threshold?: number; batchSize?: number; onProgress?: (done: number) => void } = {}): Promise<Evaluation> {
+  const C = probe.shape.classes, L1 = probe.shape.layers, bs = options.batchSize ?? 32;
+  const probs = new Float32Array(src.size * C); // [N, C]
+  const labels = Int32Array.from({ length: src.size }, (_, i) => src.labels[i]); // [N]
+  const gateSums = probe.config.kind === "scoring" ? Array.from({ length: C }, () => new Float64Array(L1)) : undefined; // [C][L+1]
+  const counts = new Array<number>(C).fill(0); // [C] examples per true class
+  for (let s = 0; s < src.size; s += bs) {
+    const e = Math.min(src.size, s + bs);
+    const hs = []; // e − s HiddenStates [L+1, T_i, d]
+    for (let i = s; i < e; i++) hs.push(src.get(i));
+    const tape = new Tape(probe.dtype, false);
+    const { logits, layerWeights } = await probe.forward(tape, makeBatch(hs, probe.dtype));
+    probs.set(softmaxRows(logits.data, C), s * C);
+    for (let i = s; i < e; i++) {
+      counts[labels[i]]++;
+      if (gateSums !== undefined && layerWeights !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights.data[(i - s) * L1 + l];
+    }
+    options.onProgress?.(e);
+  }
+  const metrics = evaluate(labels, probs, C, options.threshold);
+  const preds = predictClasses(probs, C, options.threshold); // [N]
+  const layerWeightsByClass = gateSums?.map((row, c) => Array.from(row, (v) => (counts[c] > 0 ? v / counts[c] : 0)));
+  return { metrics, probs, labels, preds, layerWeightsByClass };
+}
