@@ -2,10 +2,7 @@
  * Evaluation of a probe on labelled examples: every example through the probe (batched), then the metrics.
  */
 import type { Probe } from "./probe.js";
-import { makeBatch } from "../tensor/batch.js";
-import { Tape } from "../tensor/autograd.js";
 import { evaluate, predictClasses, type MetricReport } from "./metrics.js";
-import { softmaxRows } from "./probe.js";
 import type { ExampleSource } from "./train.js";
 
 export interface Evaluation {
@@ -31,12 +28,11 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
     const e = Math.min(src.size, s + bs);
     const hs = []; // e − s HiddenStates [L+1, T_i, d]
     for (let i = s; i < e; i++) hs.push(src.get(i));
-    const tape = new Tape(probe.dtype, false);
-    const { logits, layerWeights } = await probe.forward(tape, makeBatch(hs, probe.dtype));
-    probs.set(softmaxRows(logits.data, C), s * C);
+    const { probabilities, layerWeights } = await probe.run(hs);
+    probs.set(probabilities, s * C);
     for (let i = s; i < e; i++) {
       counts[labels[i]]++;
-      if (gateSums !== undefined && layerWeights !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights.data[(i - s) * L1 + l];
+      if (gateSums !== undefined && layerWeights !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights[(i - s) * L1 + l];
     }
     options.onProgress?.(e);
   }

@@ -1,5 +1,5 @@
 /** Public probe API (re-exported from src/index.ts). */
-export { Probe, softmaxRows, type ProbeConfig, type ProbeKind, type ProbeShape } from "./probe.js";
+export { Probe, softmaxRows, type ProbeConfig, type ProbeKind, type ProbeShape, type ProbeInput, type ProbeOutput } from "./probe.js";
 export type { PoolKind } from "./aggregators/pooling.js";
 export type { FixedToken } from "./aggregators/fixed.js";
 export type { Aggregator, AggregateOut } from "./aggregators/types.js";

@@ -15,10 +15,7 @@ import type { Generation, PrefillDecision, PrefillHook } from "../engine/generat
 import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError, ProbeError } from "../errors.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
-import { Tape } from "../tensor/autograd.js";
-import { makeBatch } from "../tensor/batch.js";
 import { predictClasses } from "./metrics.js";
-import { softmaxRows } from "./probe.js";
 
 /** How a request's prompt became tokens (compared with what the probe was trained on). */
 export interface PromptTokenization {
@@ -139,9 +136,8 @@ async function classifyOne(
   const max = meta.tokenization?.maxTokens ?? null;
   // causal model: the first max tokens' states equal those of a pass over the cut prompt, as in training
   const h = max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
-  const tape = new Tape(probe.dtype, false);
-  const out = await probe.forward(tape, makeBatch([h], probe.dtype));
-  const probs = softmaxRows(out.logits.data, probe.shape.classes); // [C]
+  const out = await probe.run([h]);
+  const probs = out.probabilities; // [C]
   const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
   const label = meta.labelNames[labelIndex];
   const probeMs = performance.now() - t0;
@@ -151,7 +147,7 @@ async function classifyOne(
     labelIndex,
     probabilities: Object.fromEntries(meta.labelNames.map((n, i) => [n, probs[i]])),
     ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
-    ...(out.layerWeights !== undefined ? { layerWeights: Array.from(out.layerWeights.data) } : {}),
+    ...(out.layerWeights !== undefined ? { layerWeights: Array.from(out.layerWeights) } : {}),
     tokens: h.tokens,
     probeMs,
     blocks: blocked.has(label) || blocked.has(`${name}:${label}`),

@@ -32,6 +32,17 @@ export interface ProbeConfig {
   token?: FixedToken;
 }
 
+/** What Probe.run takes: hidden states of B prompts (or their padded batch), or aggregated vectors [B, d]. */
+export type ProbeInput = readonly HiddenStates[] | ProbeBatch | { aggregated: Float32Array };
+
+/** What Probe.run returns for a batch of B prompts. */
+export interface ProbeOutput {
+  /** [B, C] class probabilities (softmax of the logits) */
+  probabilities: Float32Array;
+  /** [B, L+1] layer-gate weights (softmax over layers), for kinds that have a gate (scoring) */
+  layerWeights?: Float32Array;
+}
+
 /** Model side of a probe: L+1 hidden-state layers of width d, C classes. */
 export interface ProbeShape {
   /** L + 1 */
@@ -112,30 +123,45 @@ export class Probe {
     return tape.add(await tape.matmul(v, this.headWeight), this.headBias);
   }
 
-  /** Class probabilities [N, C] for several prompts (batched through the same path as training). */
+  /**
+   * The one inference path (evaluation, reports, the live hook, predict* all call it): one batch through the
+   * probe without gradients, then softmax. `input` is the hidden states of B prompts, or — for aggregators
+   * without parameters (pooling, fixed), whose output training computes once — the aggregated vectors [B, d].
+   */
+  async run(input: ProbeInput): Promise<ProbeOutput> {
+    const C = this.shape.classes;
+    const tape = new Tape(this.dtype, false);
+    let logits: Tensor; // [B, C]
+    let gate: Tensor | undefined; // [B, L+1]
+    if ("aggregated" in input) {
+      const B = input.aggregated.length / this.shape.dim;
+      logits = await this.head(tape, tape.constant([B, this.shape.dim], input.aggregated));
+    } else {
+      const batch = Array.isArray(input) ? makeBatch(input as readonly HiddenStates[], this.dtype) : (input as ProbeBatch);
+      const out = await this.forward(tape, batch);
+      logits = out.logits;
+      gate = out.layerWeights;
+    }
+    const probabilities = softmaxRows(logits.data, C); // [B, C]
+    return gate === undefined ? { probabilities } : { probabilities, layerWeights: Float32Array.from(gate.data) };
+  }
+
+  /** Class probabilities [N, C] for several prompts, `batchSize` at a time. */
   async predictBatch(hs: readonly HiddenStates[], batchSize = 16): Promise<Float32Array> {
     const C = this.shape.classes;
     const out = new Float32Array(hs.length * C); // [N, C]
-    for (let s = 0; s < hs.length; s += batchSize) {
-      const part = hs.slice(s, s + batchSize);
-      const tape = new Tape(this.dtype, false);
-      const { logits } = await this.forward(tape, makeBatch(part, this.dtype));
-      out.set(softmaxRows(logits.data, C), s * C);
-    }
+    for (let s = 0; s < hs.length; s += batchSize) out.set((await this.run(hs.slice(s, s + batchSize))).probabilities, s * C);
     return out;
   }
 
   /** Class probabilities [C] for one prompt. */
   async predict(h: HiddenStates): Promise<Float32Array> {
-    return this.predictBatch([h], 1);
+    return (await this.run([h])).probabilities;
   }
 
   /** Layer-gate weights [L+1] (softmax over layers) for one prompt; undefined when the kind has no gate. */
   async layerWeights(h: HiddenStates): Promise<Float32Array | undefined> {
-    if (this.config.kind !== "scoring") return undefined;
-    const tape = new Tape(this.dtype, false);
-    const { layerWeights } = await this.forward(tape, makeBatch([h], this.dtype));
-    return layerWeights === undefined ? undefined : Float32Array.from(layerWeights.data);
+    return (await this.run([h])).layerWeights;
   }
 
   get dtype(): DType {

@@ -7,7 +7,7 @@ import { InvalidArgumentError } from "../errors.js";
 import { Tape, Tensor } from "../tensor/autograd.js";
 import { makeBatch, type BatchScratch } from "../tensor/batch.js";
 import { evaluate, chooseThreshold, positiveScores, type MetricReport } from "./metrics.js";
-import { Probe, softmaxRows, type ProbeConfig } from "./probe.js";
+import { Probe, type ProbeConfig } from "./probe.js";
 import { Rng } from "../numeric/rng.js";
 import type { DatasetTask } from "../data/datasets.js";
 
@@ -213,21 +213,16 @@ async function precompute(probe: Probe, src: ExampleSource, batchSize: number): 
   return out;
 }
 
-/** The probe's class probabilities [N, C] on a source (uses precomputed vectors when given). */
+/** The probe's class probabilities [N, C] on a source (uses precomputed vectors [N, d] when given). */
 async function probabilities(probe: Probe, src: ExampleSource, batchSize: number, pre?: Float32Array): Promise<Float32Array> {
   const C = probe.shape.classes, d = probe.shape.dim;
   const out = new Float32Array(src.size * C); // [N, C]
   for (let s = 0; s < src.size; s += batchSize) {
     const e = Math.min(src.size, s + batchSize);
-    const tape = new Tape("f32", false);
-    let logits: Tensor;
-    if (pre !== undefined) logits = await probe.head(tape, tape.constant([e - s, d], pre.subarray(s * d, e * d)));
-    else {
-      const hs: HiddenStates[] = [];
-      for (let i = s; i < e; i++) hs.push(src.get(i));
-      logits = (await probe.forward(tape, makeBatch(hs))).logits;
-    }
-    out.set(softmaxRows(logits.data, C), s * C);
+    const hs: HiddenStates[] = [];
+    if (pre === undefined) for (let i = s; i < e; i++) hs.push(src.get(i));
+    const { probabilities } = await probe.run(pre !== undefined ? { aggregated: pre.subarray(s * d, e * d) } : hs);
+    out.set(probabilities, s * C);
   }
   return out;
 }
