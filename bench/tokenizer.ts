@@ -4,7 +4,8 @@
  */
 import { readFileSync } from "node:fs";
 import { getLlama } from "node-llama-cpp";
-import { tokenizerFromGguf, tokenizerFromHfFolder, type Tokenizer } from "../src/tokenizer/index.js";
+import { tokenizerFromHfFolder, type Tokenizer } from "../src/tokenizer/index.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 
 const text = readFileSync("test/fixtures/palma2025/sst2_train.csv", "utf8").slice(0, 100_000);
 

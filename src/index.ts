@@ -14,7 +14,6 @@ export { fingerprintFile } from "./model/fingerprint.js";
 export { writeGguf } from "./model/gguf/index.js";
 export type { WriteGgufOptions, TensorInput, MetadataInput, TypedMetadataValue } from "./model/gguf/index.js";
 export {
-  tokenizerFromGguf,
   tokenizerFromGgufMetadata,
   tokenizerFromHfFolder,
   renderChatTemplate,
@@ -23,6 +22,7 @@ export {
   createTextStreamer,
   DEFAULT_CHAT_TEMPLATE,
 } from "./tokenizer/index.js";
+export { tokenizerFromGguf } from "./model/gguf/index.js";
 export type { ChatTemplateSource, RenderChatOptions, TextStreamer, TextStreamerOptions } from "./tokenizer/index.js";
 export { loadHfFolder } from "./model/hf/index.js";
 export { openSafetensors, writeSafetensors } from "./model/safetensors.js";

@@ -4,7 +4,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DEFAULT_CHAT_TEMPLATE, encodeChat, renderChatTemplate, tokenizerFromGguf } from "../src/tokenizer/index.js";
+import { DEFAULT_CHAT_TEMPLATE, encodeChat, renderChatTemplate } from "../src/tokenizer/index.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 import { ChatTemplateError } from "../src/errors.js";
 
 // ChatML, as in teknium/OpenHermes-2.5-Mistral-7B tokenizer_config.json.

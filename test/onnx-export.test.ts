@@ -19,8 +19,8 @@ import { loadOnnxExport } from "../src/engine/onnx-model.js";
 import { openOnnxDecoderSession } from "../src/engine/session.js";
 import type { ModelSpec } from "../src/model/spec.js";
 import { ggufVocabToTokenizerJson } from "../src/tokenizer/gguf-convert.js";
-import { readGgufVocab } from "../src/tokenizer/gguf-vocab.js";
-import { tokenizerFromGguf } from "../src/tokenizer/gguf.js";
+import { readGgufVocab } from "../src/model/gguf/tokenizer.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
 const STORIES = STORIES260K;

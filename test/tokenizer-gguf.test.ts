@@ -6,7 +6,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { gguf } from "@huggingface/gguf";
-import { tokenizerFromGguf, tokenizerFromGgufMetadata } from "../src/tokenizer/index.js";
+import { tokenizerFromGgufMetadata } from "../src/tokenizer/index.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 import { TokenizerError } from "../src/errors.js";
 
 const VOCAB_DIR = "test/fixtures/ggml-vocab";

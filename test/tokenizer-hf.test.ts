@@ -3,7 +3,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { renderChatTemplate, tokenizerFromGguf, tokenizerFromHfFolder } from "../src/tokenizer/index.js";
+import { renderChatTemplate, tokenizerFromHfFolder } from "../src/tokenizer/index.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 import { ChatTemplateError, TokenizerError } from "../src/errors.js";
 import { tempDir } from "./helpers.js";
 

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { getLlama } from "node-llama-cpp";
-import { tokenizerFromGguf } from "../src/tokenizer/index.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 
 const FILES = [
   "test/fixtures/ggml-vocab/ggml-vocab-llama-spm.gguf",

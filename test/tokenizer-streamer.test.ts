@@ -1,7 +1,8 @@
 /** Streaming decode: concatenated pushes equal the full decode, with characters split over byte tokens. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createTextStreamer, tokenizerFromGguf, tokenizerFromHfFolder, type Tokenizer } from "../src/tokenizer/index.js";
+import { createTextStreamer, tokenizerFromHfFolder, type Tokenizer } from "../src/tokenizer/index.js";
+import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
 
 const TEXTS = [
   "Once upon a time 🦙🦙 there was 猫 and 日本語.\nNew line\n\n  indented 👩‍👩‍👧 end",

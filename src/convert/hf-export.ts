@@ -13,7 +13,9 @@ import { writeSafetensors, type SafetensorsTensorInput } from "../model/safetens
 import { specToHfConfig } from "../model/hf/config.js";
 import { isOnnxModel } from "../model/onnx/index.js";
 import { canonicalToHf } from "../model/hf/names.js";
-import { GgufTokenType, readGgufVocab, type GgufVocab } from "../tokenizer/gguf-vocab.js";
+import { GgufTokenType, type GgufVocab } from "../tokenizer/gguf-vocab.js";
+import { ggufMetadataValues, readGgufVocab } from "../model/gguf/tokenizer.js";
+import { ggufVocabFromMetadata } from "../tokenizer/gguf-vocab.js";
 import { ggufVocabToTokenizerJson } from "../tokenizer/gguf-convert.js";
 
 export type HfDType = "f32" | "f16" | "bf16";
@@ -112,7 +114,8 @@ export async function writeHfFolder(model: LoadedModel, outDir: string, options:
 export async function writeTokenizerFiles(model: LoadedModel, sourcePath: string, outDir: string): Promise<string[]> {
   const files: string[] = [];
   if (model.format === "gguf") {
-    const vocab = await readGgufVocab(sourcePath);
+    // the metadata loadModel already read; a second header parse only for models built by hand
+    const vocab = model.ggufMetadata !== undefined ? ggufVocabFromMetadata(ggufMetadataValues(model.ggufMetadata), sourcePath) : readGgufVocab(sourcePath);
     const tokPath = join(outDir, "tokenizer.json");
     writeJsonAtomic(tokPath, hfTokenizerJsonFromGguf(vocab));
     const tcPath = join(outDir, "tokenizer_config.json");

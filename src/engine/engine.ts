@@ -8,13 +8,12 @@
  *   for await (const chunk of gen) process.stdout.write(chunk.text);
  *   const { finishReason, timings } = await gen.result;
  */
-import { statSync } from "node:fs";
-import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
+import { ContextOverflowError, InvalidArgumentError, ModelFormatError } from "../errors.js";
 import { defaultModelPath, loadModel } from "../model/load.js";
 import { isOnnxModel } from "../model/onnx/index.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { chatTemplateFor, encodeChat, renderChatTemplate } from "../tokenizer/chat.js";
-import { tokenizerFromGguf } from "../tokenizer/gguf.js";
+import { tokenizerFromGgufMetadata } from "../tokenizer/gguf.js";
 import { tokenizerFromHfFolder } from "../tokenizer/hf.js";
 import type { ChatMessage, Tokenizer } from "../tokenizer/types.js";
 import { Generation, planGeneration, runGeneration, type GenerateOptions } from "./generate.js";
@@ -58,6 +57,12 @@ class RequestQueue {
   }
 }
 
+/** The GGUF metadata loadModel kept for a GGUF model (always there for format "gguf"). */
+function ggufMetadataOf(model: LoadedModel, path: string): NonNullable<LoadedModel["ggufMetadata"]> {
+  if (model.ggufMetadata === undefined) throw new ModelFormatError("GGUF model loaded without its metadata", { file: path });
+  return model.ggufMetadata;
+}
+
 export class Engine {
   private readonly queue = new RequestQueue();
   private disposed = false;
@@ -85,11 +90,12 @@ export class Engine {
     try {
       let tokenizer: Tokenizer;
       let session: DecoderSession;
+      // loadModel decided the format; the tokenizer comes from what it already read
       if (isOnnxModel(model)) {
         tokenizer = await tokenizerFromHfFolder(model.onnx.dir);
         session = await openOnnxModelSession(model, options);
       } else {
-        tokenizer = statSync(modelPath).isDirectory() ? await tokenizerFromHfFolder(modelPath) : await tokenizerFromGguf(modelPath);
+        tokenizer = model.format === "hf" ? await tokenizerFromHfFolder(modelPath) : tokenizerFromGgufMetadata(ggufMetadataOf(model, modelPath), modelPath);
         session = await createDecoderSession(model, options);
       }
       return new Engine(modelPath, model, tokenizer, session);

@@ -138,4 +138,6 @@ export interface LoadedModel {
   format: "gguf" | "hf" | "onnx";
   /** Chat template text (jinja), when the checkpoint carries one. */
   chatTemplate?: string;
+  /** GGUF only: the header's metadata as loadModel read it; the tokenizer is built from it (no second parse). */
+  ggufMetadata?: ReadonlyMap<string, { readonly value: unknown }>;
 }

@@ -2,7 +2,6 @@
  * The tokenizer part of a GGUF file's metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`), read and
  * checked once so that the converters below can trust it.
  */
-import { gguf } from "@huggingface/gguf";
 import { TokenizerError } from "../errors.js";
 
 /** llama.cpp's `llama_token_type` values as stored in `tokenizer.ggml.token_type`. */
@@ -162,15 +161,4 @@ export function ggufVocabFromMetadata(metadata: Record<string, unknown>, source:
     modelName: typeof name === "string" ? name.toLowerCase() : "",
     chatTemplate: chat,
   };
-}
-
-/** Reads a GGUF file's header (metadata only; tensor data is not touched) and extracts its tokenizer. */
-export async function readGgufVocab(path: string): Promise<GgufVocab> {
-  let metadata: Record<string, unknown>;
-  try {
-    ({ metadata } = (await gguf(path, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown> });
-  } catch (err) {
-    throw new TokenizerError(`cannot read GGUF metadata: ${(err as Error).message}`, { file: path }, { cause: err });
-  }
-  return ggufVocabFromMetadata(metadata, path);
 }

@@ -7,7 +7,7 @@ import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
 import { CHAR_TO_BYTE } from "./byte-level.js";
 import { ggufVocabToTokenizerJson, SPM_SPACE } from "./gguf-convert.js";
-import { GgufTokenType, ggufVocabFromMetadata, readGgufVocab, type GgufVocab } from "./gguf-vocab.js";
+import { GgufTokenType, ggufVocabFromMetadata, type GgufVocab } from "./gguf-vocab.js";
 import { PipelineTokenizer } from "./pipeline.js";
 import { SpecialTokenSplitter, type SpecialTokenEntry } from "./special.js";
 
@@ -47,11 +47,6 @@ export function tokenizerFromGgufMetadata(
     plain = metadata as Record<string, unknown>;
   }
   return tokenizerFromGgufVocab(ggufVocabFromMetadata(plain, source));
-}
-
-/** Reads only the metadata of a GGUF file (no tensor data) and builds its tokenizer. */
-export async function tokenizerFromGguf(path: string): Promise<PipelineTokenizer> {
-  return tokenizerFromGgufVocab(await readGgufVocab(path));
 }
 
 function looksLikeControl(text: string): boolean {

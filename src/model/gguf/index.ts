@@ -42,9 +42,10 @@ export async function loadGguf(path: string): Promise<LoadedModel> {
     weights.close();
     throw err;
   }
-  const model: LoadedModel = { spec, weights, fingerprint, format: "gguf" };
+  const model: LoadedModel = { spec, weights, fingerprint, format: "gguf", ggufMetadata: header.metadata };
   if (chatTemplate !== undefined) model.chatTemplate = chatTemplate;
   return model;
 }
+export { tokenizerFromGguf, readGgufVocab, ggufMetadataValues } from "./tokenizer.js";
 export { writeGguf, writeRandomModel, randomModelContents } from "./writer.js";
 export type { WriteGgufOptions, TensorInput, MetadataInput, TypedMetadataValue, RandomModelOptions } from "./writer.js";
