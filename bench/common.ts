@@ -22,7 +22,7 @@ export function ensureQwenShapedModel(): string {
   const tmp = `${QWEN_SHAPED_PATH}.tmp-${process.pid}`;
   const t0 = performance.now();
   writeRandomModel(tmp, {
-    architecture: "qwen2", layers: 24, dim: 896, heads: 14, kvHeads: 2, headDim: 64, ffnDim: 4864,
+    architecture: "qwen2", blocks: 24, dim: 896, heads: 14, kvHeads: 2, headDim: 64, ffnDim: 4864,
     vocabSize: 151936, dtype: "q4_0", seed: 2024, tiedEmbeddings: true, contextLength: 32768, name: "random-qwen2.5-0.5b-shape",
   });
   renameSync(tmp, QWEN_SHAPED_PATH);

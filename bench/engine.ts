@@ -53,7 +53,7 @@ async function onepassEngine(model: LoadedModel, taps: boolean): Promise<Engine>
       const t1 = performance.now();
       const run = await s.forward(prompt, { hidden: taps });
       const prefill = performance.now() - t1;
-      if (taps && run.hidden?.data.length !== (model.spec.layers + 1) * PROMPT * model.spec.dim) throw new Error("taps missing");
+      if (taps && run.hidden?.data.length !== (model.spec.blocks + 1) * PROMPT * model.spec.dim) throw new Error("taps missing");
       const t2 = performance.now();
       for (let i = 0; i < DECODE; i++) await s.forward([(prompt[i] * 31 + i) % model.spec.vocabSize]);
       return [prefill, (performance.now() - t2) / DECODE];

@@ -39,7 +39,7 @@ const VARIANTS: { name: string; config?: ProbeConfig }[] = [
 ];
 
 function randomProbe(engine: Engine, config: ProbeConfig): LoadedProbe {
-  const shape = { layers: engine.spec.layers + 1, dim: engine.spec.dim, classes: 2 };
+  const shape = { layers: engine.spec.blocks + 1, dim: engine.spec.dim, classes: 2 };
   const probe = new Probe(config, shape, { seed: 1 });
   for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898) * 0.5) / Math.sqrt(shape.dim);
   return {
@@ -47,7 +47,7 @@ function randomProbe(engine: Engine, config: ProbeConfig): LoadedProbe {
     dir: `bench-${config.kind}`,
     meta: {
       format: "onepass-probe", version: 1, config, shape, labelNames: ["neg", "pos"],
-      model: { fingerprint: engine.fingerprint, layers: engine.spec.layers, dim: engine.spec.dim },
+      model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim },
       parameterCount: { aggregator: probe.parameterCount(), head: 2 * shape.dim + 2 }, createdAt: new Date(0).toISOString(),
     },
   };
@@ -93,7 +93,7 @@ async function benchModel(label: string, path: string): Promise<void> {
 
   const base = samples[0].map((s) => s.total);
   const basePrefill = median(samples[0].map((s) => s.prefill));
-  console.log(`\n${label}: L=${plain.spec.layers}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}`);
+  console.log(`\n${label}: L=${plain.spec.blocks}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}`);
   const f = (x: number, w = 10) => x.toFixed(2).padStart(w);
   console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"1+probe/prefill".padStart(16)}`);
   VARIANTS.forEach((v, i) => {

@@ -141,7 +141,7 @@ test("--dtype bf16 writes BF16 tensors that load back (rounded) with torch_dtype
 
 test("random Qwen3 GGUF (tied, q/k norms, Q8_0) → HF folder → same reference pass", async () => {
   const path = join(root, "qwen3.gguf");
-  writeRandomModel(path, { architecture: "qwen3", layers: 2, dim: 64, heads: 4, kvHeads: 2, headDim: 32, ffnDim: 96, vocabSize: 300, dtype: "q8_0", seed: 9, tiedEmbeddings: true, weightStd: 0.1 });
+  writeRandomModel(path, { architecture: "qwen3", blocks: 2, dim: 64, heads: 4, kvHeads: 2, headDim: 32, ffnDim: 96, vocabSize: 300, dtype: "q8_0", seed: 9, tiedEmbeddings: true, weightStd: 0.1 });
   const out = join(root, "qwen3-hf");
   await convertModel(path, { to: "hf", out });
   const a = await loadModel(path);

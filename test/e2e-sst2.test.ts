@@ -41,7 +41,7 @@ test("SST-2 on stories260K: scoring probe beats the majority class on held-out p
     const probeDir = join(dir, "probe");
     saveProbe(probeDir, r.probe, {
       labelNames: train.labelNames,
-      model: { fingerprint: train.manifest.model.fingerprint, layers: engine.spec.layers, dim: engine.spec.dim },
+      model: { fingerprint: train.manifest.model.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim },
       tokenization: train.manifest.tokenization,
     });
     assert.equal(train.manifest.model.fingerprint, engine.fingerprint);
@@ -51,7 +51,7 @@ test("SST-2 on stories260K: scoring probe beats the majority class on held-out p
     assert.equal(out.status, 0, out.stderr);
     const res = JSON.parse(out.stdout) as { label: string; probabilities: Record<string, number>; layerWeights: number[] };
     assert.ok(Math.abs(res.probabilities[train.labelNames[1]] - expected[1]) < 1e-5);
-    assert.equal(res.layerWeights.length, engine.spec.layers + 1);
+    assert.equal(res.layerWeights.length, engine.spec.blocks + 1);
     train.close();
     testCache.close();
   } finally {

@@ -115,7 +115,7 @@ test("inspect works on all four kinds; a folder that is none of them is a typed 
     assert.equal(r.status, 0, r.stderr);
     const s = JSON.parse(r.stdout);
     assert.equal(s.format, format, path);
-    assert.deepEqual([s.spec.layers, s.spec.dim, s.spec.heads, s.spec.kvHeads, s.spec.vocabSize], [want.layers, want.dim, want.heads, want.kvHeads, want.vocabSize], path);
+    assert.deepEqual([s.spec.blocks, s.spec.dim, s.spec.heads, s.spec.kvHeads, s.spec.vocabSize], [want.blocks, want.dim, want.heads, want.kvHeads, want.vocabSize], path);
     assert.ok(s.tensors > 0 && s.parameters > 0, path);
   }
   // the ONNX weight list reads real values: the export's token embedding equals the GGUF's

@@ -43,7 +43,7 @@ test("onepass extract with stories260K: size estimate, SIGKILL + resume, cache e
     const engine = await Engine.load(undefined, { taps: true, threads: 1 });
     try {
       assert.equal(cache.manifest.model.fingerprint, engine.fingerprint);
-      assert.equal(cache.manifest.model.layers, engine.spec.layers + 1);
+      assert.equal(cache.manifest.model.layers, engine.spec.blocks + 1);
       for (let i = 0; i < N; i += 7) {
         const ids = engine.promptTokens({ prompt: ds.examples[i].text }).slice(0, 24);
         const want = (await engine.forward(ids, { hidden: true })).hidden!;

@@ -69,8 +69,8 @@ test("onPrefill sees the real prompt's hidden states [L+1, T, d] = the forward()
   for await (const _ of g) chunks++;
   assert.equal(chunksBeforeHook, 0);
   assert.ok(seen?.hidden, "no hidden states");
-  const { layers, dim } = engine.spec;
-  assert.deepEqual([seen.hidden.layers, seen.hidden.tokens, seen.hidden.dim], [layers + 1, tokens.length, dim]);
+  const { blocks, dim } = engine.spec;
+  assert.deepEqual([seen.hidden.layers, seen.hidden.tokens, seen.hidden.dim], [blocks + 1, tokens.length, dim]);
   // the same prompt through forward(): identical states and last-token logits
   const f = await engine.forward(prompt, { hidden: true });
   assert.ok(f.hidden);

@@ -16,7 +16,7 @@ test(`fuzz: ${N} mutated GGUF files load or fail with an OnepassError, quickly a
   const dir = tempDir("fuzz");
   try {
     const basePath = join(dir, "base.gguf");
-    const contents = randomModelContents({ architecture: "qwen2", layers: 2, dim: 64, heads: 4, kvHeads: 2, ffnDim: 64, vocabSize: 300, dtype: "f32", seed: 9 });
+    const contents = randomModelContents({ architecture: "qwen2", blocks: 2, dim: 64, heads: 4, kvHeads: 2, ffnDim: 64, vocabSize: 300, dtype: "f32", seed: 9 });
     // Mix storage types so every dequantiser sees corrupted input.
     const dtypes = ["f16", "q8_0", "q4_0", "bf16"] as const;
     contents.tensors.filter((t) => t.shape.length === 2).forEach((t, i) => { t.dtype = dtypes[i % dtypes.length]!; });

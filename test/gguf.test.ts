@@ -43,7 +43,7 @@ test("stories260K: spec matches the published header values", async () => {
     const s = m.spec;
     assert.equal(m.format, "gguf");
     assert.equal(s.architecture, "llama");
-    assert.equal(s.layers, 5);
+    assert.equal(s.blocks, 5);
     assert.equal(s.dim, 64);
     assert.equal(s.ffnDim, 172);
     assert.equal(s.heads, 8);
@@ -278,12 +278,12 @@ test("readInt4 of Q4_0 dequantised by the MatMulNBits formula equals readF32", (
 test("random qwen2 / qwen3 / llama models round-trip through writer → loader", async () => {
   for (const [architecture, headDim, tied, dtype] of [["qwen2", undefined, true, "q4_0"], ["qwen3", 48, false, "q8_0"], ["llama", undefined, false, "f16"]] as const) {
     const path = tmpFile(`${architecture}.gguf`);
-    writeRandomModel(path, { architecture, layers: 3, dim: 64, heads: 4, kvHeads: 2, headDim, ffnDim: 96, vocabSize: 320, dtype, seed: 11, tiedEmbeddings: tied });
+    writeRandomModel(path, { architecture, blocks: 3, dim: 64, heads: 4, kvHeads: 2, headDim, ffnDim: 96, vocabSize: 320, dtype, seed: 11, tiedEmbeddings: tied });
     const m = await loadModel(path);
     const s = m.spec;
     const hd = headDim ?? 16;
     assert.equal(s.architecture, architecture);
-    assert.equal(s.layers, 3);
+    assert.equal(s.blocks, 3);
     assert.equal(s.dim, 64);
     assert.equal(s.heads, 4);
     assert.equal(s.kvHeads, 2);
@@ -314,7 +314,7 @@ test("random qwen2 / qwen3 / llama models round-trip through writer → loader",
   }
   // Same seed → same bytes; the tokenizer can be copied from another GGUF.
   const a = tmpFile(), b = tmpFile();
-  const opts = { architecture: "llama", layers: 1, dim: 32, heads: 2, kvHeads: 2, ffnDim: 64, vocabSize: 512, dtype: "q4_0", seed: 5, tokenizer: `copy-from:${STORIES}` } as const;
+  const opts = { architecture: "llama", blocks: 1, dim: 32, heads: 2, kvHeads: 2, ffnDim: 64, vocabSize: 512, dtype: "q4_0", seed: 5, tokenizer: `copy-from:${STORIES}` } as const;
   writeRandomModel(a, opts);
   writeRandomModel(b, opts);
   assert.equal(await fingerprintFile(a), await fingerprintFile(b));
@@ -336,7 +336,7 @@ test("fingerprint: streamed sha256, cached, and changes with the content", async
 
 /** A small valid llama model's contents, to break in one place. */
 function tinyModel() {
-  return randomModelContents({ architecture: "llama", layers: 2, dim: 32, heads: 4, kvHeads: 2, ffnDim: 64, vocabSize: 260, dtype: "f32", seed: 1 });
+  return randomModelContents({ architecture: "llama", blocks: 2, dim: 32, heads: 4, kvHeads: 2, ffnDim: 64, vocabSize: 260, dtype: "f32", seed: 1 });
 }
 
 test("bad files give typed errors naming the file and the field/offset", async () => {
@@ -362,7 +362,7 @@ test("bad files give typed errors naming the file and the field/offset", async (
   b2.writeUInt32LE(2, 4);
   writeFileSync(v2, b2);
   const m2 = await loadGguf(v2);
-  assert.equal(m2.spec.layers, 5);
+  assert.equal(m2.spec.blocks, 5);
   m2.weights.close();
   // Unsupported versions.
   for (const v of [1, 4, 0x03000000]) {
@@ -447,7 +447,7 @@ test("loadModel dispatches on the path", async () => {
   await expectError(() => loadModel(dir), UnsupportedModelError, dir, "config.json");
   const noExt = tmpFile("model.bin");
   copyFileSync(STORIES, noExt);
-  assert.equal((await loadModel(noExt)).spec.layers, 5); // recognised by its magic
+  assert.equal((await loadModel(noExt)).spec.blocks, 5); // recognised by its magic
   const junk = tmpFile("junk.bin");
   writeFileSync(junk, "not a model");
   await expectError(() => loadModel(junk), ModelFormatError, junk);
@@ -468,7 +468,7 @@ test("llama3 rope scaling is recovered from the rope_freqs tensor", async () => 
     }
   }
   for (const withOrigKey of [true, false]) {
-    const c = randomModelContents({ architecture: "llama", layers: 1, dim: 128, heads: 1, kvHeads: 1, ffnDim: 32, vocabSize: 260, dtype: "f32", seed: 3, ropeTheta: theta });
+    const c = randomModelContents({ architecture: "llama", blocks: 1, dim: 128, heads: 1, kvHeads: 1, ffnDim: 32, vocabSize: 260, dtype: "f32", seed: 3, ropeTheta: theta });
     c.tensors.push({ name: "rope_freqs.weight", shape: [headDim / 2], dtype: "f32", data: divisors });
     if (withOrigKey) c.metadata["llama.rope.scaling.original_context_length"] = orig;
     const p = tmpFile();
@@ -482,7 +482,7 @@ test("llama3 rope scaling is recovered from the rope_freqs tensor", async () => 
     m.weights.close();
   }
   // Divisors that no llama3 parameters produce are refused, not guessed.
-  const c = randomModelContents({ architecture: "llama", layers: 1, dim: 128, heads: 1, kvHeads: 1, ffnDim: 32, vocabSize: 260, dtype: "f32", seed: 3 });
+  const c = randomModelContents({ architecture: "llama", blocks: 1, dim: 128, heads: 1, kvHeads: 1, ffnDim: 32, vocabSize: 260, dtype: "f32", seed: 3 });
   c.tensors.push({ name: "rope_freqs.weight", shape: [64], dtype: "f32", data: Float32Array.from({ length: 64 }, (_, i) => 1 + ((i * 7) % 5)) });
   const p = tmpFile();
   writeGguf(p, c);
@@ -491,7 +491,7 @@ test("llama3 rope scaling is recovered from the rope_freqs tensor", async () => 
 
 test("onepass inspect prints the spec and a dtype histogram (text and --json)", () => {
   const path = tmpFile("q.gguf");
-  writeRandomModel(path, { architecture: "qwen3", layers: 2, dim: 64, heads: 4, kvHeads: 1, headDim: 32, ffnDim: 64, vocabSize: 300, dtype: "q8_0", seed: 4, tiedEmbeddings: true });
+  writeRandomModel(path, { architecture: "qwen3", blocks: 2, dim: 64, heads: 4, kvHeads: 1, headDim: 32, ffnDim: 64, vocabSize: 300, dtype: "q8_0", seed: 4, tiedEmbeddings: true });
   const cli = (args: string[]) => spawnSync(process.execPath, ["dist/src/cli/main.js", "inspect", ...args], { encoding: "utf8" });
   const json = cli(["--model", path, "--json"]);
   assert.equal(json.status, 0, json.stderr);

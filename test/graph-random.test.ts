@@ -32,22 +32,22 @@ function std(a: ArrayLike<number>): number {
 const CASES: { label: string; options: RandomModelOptions; expect: Record<string, unknown> }[] = [
   {
     label: "qwen2, bias, GQA 8/2, headDim 8 (separate RotaryEmbedding, half style)",
-    options: { architecture: "qwen2", layers: 3, dim: 64, heads: 8, kvHeads: 2, ffnDim: 96, vocabSize: 300, dtype: "f32", seed: 11, weightStd: 0.15 },
+    options: { architecture: "qwen2", blocks: 3, dim: 64, heads: 8, kvHeads: 2, ffnDim: 96, vocabSize: 300, dtype: "f32", seed: 11, weightStd: 0.15 },
     expect: { qkvBias: true, qkNorm: false, ropeStyle: "half", headDim: 8 },
   },
   {
     label: "qwen3, q/k norm, GQA 4/2, headDim 32 ≠ dim/heads (RoPE fused in GQA)",
-    options: { architecture: "qwen3", layers: 3, dim: 64, heads: 4, kvHeads: 2, headDim: 32, ffnDim: 96, vocabSize: 300, dtype: "f32", seed: 12, weightStd: 0.15 },
+    options: { architecture: "qwen3", blocks: 3, dim: 64, heads: 4, kvHeads: 2, headDim: 32, ffnDim: 96, vocabSize: 300, dtype: "f32", seed: 12, weightStd: 0.15 },
     expect: { qkvBias: false, qkNorm: true, ropeStyle: "half", headDim: 32 },
   },
   {
     label: "llama Q4_0, tied embeddings, headDim 16 (MatMulNBits, packed QKV, interleaved)",
-    options: { architecture: "llama", layers: 2, dim: 64, heads: 4, kvHeads: 4, ffnDim: 96, vocabSize: 320, dtype: "q4_0", seed: 13, weightStd: 0.15, tiedEmbeddings: true },
+    options: { architecture: "llama", blocks: 2, dim: 64, heads: 4, kvHeads: 4, ffnDim: 96, vocabSize: 320, dtype: "q4_0", seed: 13, weightStd: 0.15, tiedEmbeddings: true },
     expect: { tiedEmbeddings: true, ropeStyle: "interleaved", headDim: 16 },
   },
   {
     label: "llama, headDim 4, GQA 4/2 (plain-op attention: the GroupQueryAttention kernel needs head_size % 8 == 0)",
-    options: { architecture: "llama", layers: 2, dim: 16, heads: 4, kvHeads: 2, ffnDim: 40, vocabSize: 300, dtype: "f32", seed: 14, weightStd: 0.3 },
+    options: { architecture: "llama", blocks: 2, dim: 16, heads: 4, kvHeads: 2, ffnDim: 40, vocabSize: 300, dtype: "f32", seed: 14, weightStd: 0.3 },
     expect: { ropeStyle: "interleaved", headDim: 4 },
   },
 ];
@@ -69,7 +69,7 @@ for (const c of CASES) {
       const run = await session.forward(tokens, { hidden: true, logits: "all" });
       const dl = maxAbsDiff(run.logits, ref.logits);
       assert.ok(dl < 1e-4, `logits differ by ${dl}`);
-      for (let l = 0; l <= model.spec.layers; l++) {
+      for (let l = 0; l <= model.spec.blocks; l++) {
         const dh = maxAbsDiff(run.hidden!.layer(l), ref.hidden.layer(l));
         assert.ok(dh < 1e-4, `hidden layer ${l} differs by ${dh}`);
       }

@@ -8,7 +8,7 @@ import { mulberry32 } from "./helpers.js";
 export interface RandomHfOptions {
   arch: "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM";
   dtype: "F32" | "F16" | "BF16";
-  layers?: number;
+  blocks?: number;
   dim?: number;
   heads?: number;
   kvHeads?: number;
@@ -29,7 +29,7 @@ export interface RandomHfOptions {
 
 /** Writes the folder; returns the float32 values written per HF tensor name (before dtype rounding). */
 export function writeRandomHfFolder(dir: string, o: RandomHfOptions): Map<string, Float32Array> {
-  const L = o.layers ?? 2;
+  const L = o.blocks ?? 2;
   const d = o.dim ?? 64;
   const H = o.heads ?? 4;
   const KV = o.kvHeads ?? 2;

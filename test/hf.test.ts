@@ -61,7 +61,7 @@ test("Qwen2 BF16 folder: spec, HF→canonical names, session matches the referen
     assert.match(model.fingerprint, /^sha256:[0-9a-f]{64}$/);
     const s = model.spec;
     assert.deepEqual(
-      [s.architecture, s.layers, s.dim, s.heads, s.kvHeads, s.headDim, s.ffnDim, s.vocabSize, s.ropeStyle, s.qkvBias, s.qkNorm, s.tiedEmbeddings],
+      [s.architecture, s.blocks, s.dim, s.heads, s.kvHeads, s.headDim, s.ffnDim, s.vocabSize, s.ropeStyle, s.qkvBias, s.qkNorm, s.tiedEmbeddings],
       ["qwen2", 2, 64, 4, 2, 16, 128, 256, "half", true, false, false],
     );
     assert.deepEqual(s.eosTokenIds, [2]);

@@ -30,7 +30,7 @@ before(async () => {
   stories = await loadModel(STORIES260K);
   const dir = join(root, "qwen");
   // A well-conditioned random Qwen2-shaped model (block gain < 1, so its greedy path is not chaotic).
-  writeRandomHfFolder(dir, { arch: "Qwen2ForCausalLM", dtype: "F32", seed: 11, layers: 2, dim: 128, heads: 4, kvHeads: 2, ffn: 256, vocab: 512, linearStd: 0.05 });
+  writeRandomHfFolder(dir, { arch: "Qwen2ForCausalLM", dtype: "F32", seed: 11, blocks: 2, dim: 128, heads: 4, kvHeads: 2, ffn: 256, vocab: 512, linearStd: 0.05 });
   qwen = await loadModel(dir);
 });
 after(() => {
@@ -198,7 +198,7 @@ test("int4 accuracy cost vs F32 (teacher-forced greedy, 5 prompts × 64 tokens)"
 test("exact GGUF Q4_0 blocks pass through unchanged instead of being re-quantised", async () => {
   const { writeRandomModel } = await import("../src/model/gguf/writer.js");
   const path = join(root, "q4.gguf");
-  writeRandomModel(path, { architecture: "llama", layers: 1, dim: 64, heads: 4, kvHeads: 4, ffnDim: 96, vocabSize: 300, dtype: "q4_0", seed: 3 });
+  writeRandomModel(path, { architecture: "llama", blocks: 1, dim: 64, heads: 4, kvHeads: 4, ffnDim: 96, vocabSize: 300, dtype: "q4_0", seed: 3 });
   const m = await loadModel(path);
   try {
     const native = m.weights.readInt4?.("blk.0.ffn_up.weight");

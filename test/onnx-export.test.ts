@@ -53,9 +53,9 @@ test("loadOnnxExport: an untapped Optimum-layout export runs with hidden states 
   try {
     const spec = await writeStoriesExport(join(dir, "export"));
     const exp = await loadOnnxExport(join(dir, "export"));
-    assert.equal(exp.spec.layers, spec.layers);
+    assert.equal(exp.spec.blocks, spec.blocks);
     assert.equal(exp.spec.dim, spec.dim);
-    assert.equal(exp.stream?.layers, spec.layers);
+    assert.equal(exp.stream?.blocks, spec.blocks);
     assert.match(exp.fingerprint, /^sha256:[0-9a-f]{64}$/);
 
     const text = "Once upon a time, there was a little girl named Lily.";
@@ -111,9 +111,9 @@ test("an export without KV-cache inputs re-runs the sequence and returns only th
     b.node("MatMul", [norm(x2), b.constF32(w(D * V, 0.9), [D, V])], ["logits"]); // [1, T, V]
     b.output("logits", "float32", ["batch_size", "sequence_length", V]);
     b.finish();
-    const tapped = tapOnnxFile(path, undefined, { layers: 1 });
+    const tapped = tapOnnxFile(path, undefined, { blocks: 1 });
     const spec: ModelSpec = {
-      architecture: "llama", layers: 1, dim: D, ffnDim: D, heads: 1, kvHeads: 1, headDim: D, vocabSize: V, contextLength: 16,
+      architecture: "llama", blocks: 1, dim: D, ffnDim: D, heads: 1, kvHeads: 1, headDim: D, vocabSize: V, contextLength: 16,
       rmsNormEps: 1e-5, ropeTheta: 10000, ropeDim: D, ropeStyle: "half", qkvBias: false, qkNorm: false, tiedEmbeddings: false, eosTokenIds: [],
     };
     const incremental = await openOnnxDecoderSession({ path: tapped.path }, spec, { threads: 1 });

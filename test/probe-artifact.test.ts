@@ -24,7 +24,7 @@ test("save → load gives identical predictions and metadata (scoring, mha, pool
     for (const config of [{ kind: "scoring" }, { kind: "mha", heads: 2, downcast: 4, pool: "max" }, { kind: "pooling", pool: "max" }, { kind: "fixed", layer: 2, token: "mean" }] as const) {
       const probe = randomized(new Probe(config, { layers: 4, dim: 16, classes: 3 }, { seed: 1 }), 9);
       const out = join(dir, config.kind);
-      saveProbe(out, probe, { labelNames: ["a", "b", "c"], model: { fingerprint: FP, layers: 3, dim: 16 }, threshold: undefined });
+      saveProbe(out, probe, { labelNames: ["a", "b", "c"], model: { fingerprint: FP, blocks: 3, dim: 16 }, threshold: undefined });
       const loaded = loadProbe(out, { expectFingerprint: FP });
       assert.deepEqual(loaded.meta.config, probe.config);
       assert.deepEqual(loaded.meta.labelNames, ["a", "b", "c"]);
@@ -32,7 +32,7 @@ test("save → load gives identical predictions and metadata (scoring, mha, pool
       const a = await probe.predictBatch(task.hidden), b = await loaded.probe.predictBatch(task.hidden);
       assert.deepEqual(Array.from(b), Array.from(a));
       // saving again over the folder replaces it atomically (no temp folders left behind)
-      saveProbe(out, probe, { labelNames: ["a", "b", "c"], model: { fingerprint: FP, layers: 3, dim: 16 } });
+      saveProbe(out, probe, { labelNames: ["a", "b", "c"], model: { fingerprint: FP, blocks: 3, dim: 16 } });
     }
     assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith(".")), []);
   } finally {
@@ -44,8 +44,14 @@ test("loading against another model's fingerprint → ModelMismatchError naming 
   const dir = tempDir("probe");
   try {
     const probe = new Probe({ kind: "scoring" }, { layers: 4, dim: 16, classes: 2 });
-    saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, layers: 3, dim: 16 }, threshold: 0.4 });
+    saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, blocks: 3, dim: 16 }, threshold: 0.4 });
     assert.equal(loadProbe(dir).meta.threshold, 0.4);
+    // a probe.json written before the rename (model.layers = L) still loads, as model.blocks
+    const json = join(dir, "probe.json");
+    const text = readFileSync(json, "utf8");
+    assert.ok(text.includes('"blocks": 3'));
+    writeFileSync(json, text.replace('"blocks": 3', '"layers": 3'));
+    assert.deepEqual(loadProbe(dir).meta.model, { fingerprint: FP, blocks: 3, dim: 16 });
     assert.throws(
       () => loadProbe(dir, { expectFingerprint: "b".repeat(64) }),
       (e: unknown) => e instanceof ModelMismatchError && e.file === join(dir, "probe.json") && e.field === "model.fingerprint",
@@ -60,7 +66,7 @@ test("malformed probe folders → ProbeError naming file and field", () => {
   try {
     assert.throws(() => loadProbe(join(dir, "nope")), ProbeError);
     const probe = new Probe({ kind: "scoring" }, { layers: 4, dim: 16, classes: 2 });
-    saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, layers: 3, dim: 16 } });
+    saveProbe(dir, probe, { labelNames: ["neg", "pos"], model: { fingerprint: FP, blocks: 3, dim: 16 } });
     const json = join(dir, "probe.json");
     const good = readFileSync(json, "utf8");
     writeFileSync(json, good.replace('"neg"', "17"));

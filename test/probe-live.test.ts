@@ -37,7 +37,7 @@ before(async () => {
   probeDir = join(dir, "sentiment");
   saveProbe(probeDir, r.probe, {
     labelNames: ds.labelNames,
-    model: { fingerprint: engine.fingerprint, layers: engine.spec.layers, dim: engine.spec.dim },
+    model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim },
     threshold: r.threshold,
     tokenization: { addBos: engine.tokenizer.addBosByDefault, template: "raw", maxTokens: null },
   });
@@ -67,7 +67,7 @@ test("the hook's classification is exactly probe.predict on engine.forward's hid
     assert.deepEqual(Object.values(c.probabilities), Array.from(probs));
     assert.deepEqual(Object.keys(c.probabilities), loaded.meta.labelNames);
     assert.deepEqual(c.layerWeights, Array.from(gate!));
-    assert.equal(c.layerWeights!.length, engine.spec.layers + 1);
+    assert.equal(c.layerWeights!.length, engine.spec.blocks + 1);
     assert.equal(c.label, expectedLabel(loaded, probs));
     assert.equal(c.threshold, loaded.meta.threshold);
     assert.equal(c.tokens, engine.promptTokens({ prompt }).length);

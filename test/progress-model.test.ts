@@ -42,7 +42,7 @@ test("buildDecoderGraph reports embedding, each layer and the head, ending at it
     const events: ProgressEvent[] = [];
     buildDecoderGraph(model.spec, model.weights, join(fresh("progress-build"), "model.onnx"), { onProgress: (p) => events.push({ ...p }) });
     const total = assertCountsUp(events, BUILD_GRAPH_STAGE, "part");
-    assert.equal(total, model.spec.layers + 2); // layer count from the GGUF metadata
+    assert.equal(total, model.spec.blocks + 2); // layer count from the GGUF metadata
     assert.equal(events.length, total + 1);
   } finally {
     model.weights.close();
@@ -53,7 +53,7 @@ test("Engine.load reports the graph build on a cache miss and nothing on a cache
   const cacheDir = fresh("progress-cache");
   const events: ProgressEvent[] = [];
   const first = await Engine.load(STORIES260K, { cacheDir, threads: 1, onProgress: (p) => events.push({ ...p }) });
-  const layers = first.spec.layers;
+  const layers = first.spec.blocks;
   await first.dispose();
   assert.equal(assertCountsUp(events, BUILD_GRAPH_STAGE, "part"), layers + 2);
   assert.deepEqual([...new Set(events.map((e) => e.stage))], [BUILD_GRAPH_STAGE]);
@@ -86,7 +86,7 @@ test("convert --to onnx --quantize int4 reports each linear matrix quantised and
     const linear = source.weights.list().filter((t) => /^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/.test(t.name));
     assert.ok(linear.length > 0);
     assert.equal(assertCountsUp(events, QUANTISE_INT4_STAGE, "matrix"), linear.length);
-    assert.equal(assertCountsUp(events, BUILD_GRAPH_STAGE, "part"), source.spec.layers + 2);
+    assert.equal(assertCountsUp(events, BUILD_GRAPH_STAGE, "part"), source.spec.blocks + 2);
   } finally {
     source.weights.close();
   }

@@ -8,7 +8,7 @@ import { ropeCaches, ropeInverseFrequencies } from "../src/graph/rope.js";
 import type { ModelSpec } from "../src/model/spec.js";
 
 const base: ModelSpec = {
-  architecture: "llama", layers: 1, dim: 4096, ffnDim: 14336, heads: 32, kvHeads: 8, headDim: 128, vocabSize: 128256,
+  architecture: "llama", blocks: 1, dim: 4096, ffnDim: 14336, heads: 32, kvHeads: 8, headDim: 128, vocabSize: 128256,
   contextLength: 131072, rmsNormEps: 1e-5, ropeTheta: 500000, ropeDim: 128, ropeStyle: "half", qkvBias: false,
   qkNorm: false, tiedEmbeddings: false, eosTokenIds: [],
 };

@@ -40,7 +40,7 @@ test("ORT graph matches the reference forward pass on logits and every hidden la
   assert.equal(run.positions, PROMPT.length);
   assert.ok(maxAbsDiff(run.logits, ref.logits) < 1e-4, `logits differ by ${maxAbsDiff(run.logits, ref.logits)}`);
   const h = run.hidden!;
-  assert.deepEqual([h.layers, h.tokens, h.dim], [model.spec.layers + 1, PROMPT.length, model.spec.dim]);
+  assert.deepEqual([h.layers, h.tokens, h.dim], [model.spec.blocks + 1, PROMPT.length, model.spec.dim]);
   for (let l = 0; l < h.layers; l++) {
     const diff = maxAbsDiff(h.layer(l), ref.hidden.layer(l));
     assert.ok(diff < 1e-4, `hidden layer ${l} differs by ${diff}`);

@@ -134,7 +134,7 @@ test("surgery carries metadata, doc strings and unknown top-level fields through
     model.weights.close();
     const extra = [...str(6, "doc from the exporter"), ...kv(14, "onnx_web_runtime", "x"), ...str(99, "unknown to ONNX 1.20")];
     const original = Uint8Array.from([...readFileSync(path), ...extra]);
-    const { bytes } = addHiddenStateTaps(original, { layers: model.spec.layers });
+    const { bytes } = addHiddenStateTaps(original, { blocks: model.spec.blocks });
     assert.deepEqual(Buffer.from(bytes.subarray(bytes.length - extra.length)), Buffer.from(extra));
     const m = fromBinary(ModelProtoSchema, bytes);
     assert.equal(m.docString, "doc from the exporter");

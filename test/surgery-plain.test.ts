@@ -150,7 +150,7 @@ for (const form of ["div", "div-opset12", "cast-reciprocal", "mul-square-div-one
       const w = makeWeights();
       const path = join(dir, "model.onnx");
       writeGraph(path, w, form);
-      const tapped = tapOnnxFile(path, undefined, { layers: L, dim: D });
+      const tapped = tapOnnxFile(path, undefined, { blocks: L, dim: D });
       assert.equal(tapped.stream.finalNorm, form === "rmsnorm23" ? "rms-normalization" : "plain-ops");
       assert.deepEqual(tapped.stream.stepKinds, ["add", "add", "add", "add"]);
 
@@ -184,7 +184,7 @@ test("float16 plain-op decoder (Casts around float32 norms): taps are the right 
     const exposed = join(dir, "exposed.onnx");
     writeGraph(path, w, "cast-reciprocal", { half: true });
     writeGraph(exposed, w, "cast-reciprocal", { half: true, exposeTaps: true });
-    const tapped = tapOnnxFile(path, undefined, { layers: L, dim: D });
+    const tapped = tapOnnxFile(path, undefined, { blocks: L, dim: D });
     assert.equal(tapped.stream.embeddingElemType, 10); // FLOAT16
     const tokens = [1, 2, 14, 8];
     const T = tokens.length;

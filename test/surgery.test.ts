@@ -28,7 +28,7 @@ function decoderFeeds(spec: ModelSpec, tokens: number[], pastLen: number, past?:
     position_ids: new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(pastLen + i)), [1, T]), // [1, T]
     logits_positions: new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]), // [T]
   };
-  for (let i = 0; i < spec.layers; i++) {
+  for (let i = 0; i < spec.blocks; i++) {
     for (const kind of ["key", "value"] as const) {
       feeds[`past_key_values.${i}.${kind}`] =
         past?.[`present.${i}.${kind}`] ?? new ort.Tensor("float32", new Float32Array(0), [1, spec.kvHeads, 0, spec.headDim]); // [1, kvH, past, hd]
@@ -51,9 +51,9 @@ async function compareSurgeryWithBuiltTaps(gguf: string, prompt: number[], next:
     buildDecoderGraph(spec, weights, refPath, { taps: true, int4: false });
     weights.close();
 
-    const tapped = tapOnnxFile(plainPath, undefined, { layers: spec.layers, dim: spec.dim });
-    assert.equal(tapped.stream.layers, spec.layers);
-    assert.equal(tapped.stream.taps.length, spec.layers + 1);
+    const tapped = tapOnnxFile(plainPath, undefined, { blocks: spec.blocks, dim: spec.dim });
+    assert.equal(tapped.stream.blocks, spec.blocks);
+    assert.equal(tapped.stream.taps.length, spec.blocks + 1);
     assert.equal(tapped.stream.finalNorm, "skip-simplified-layer-norm");
 
     const surg = await ort.InferenceSession.create(tapped.path);
@@ -62,19 +62,19 @@ async function compareSurgeryWithBuiltTaps(gguf: string, prompt: number[], next:
 
     const a = await surg.run(decoderFeeds(spec, prompt, 0));
     const b = await ref.run(decoderFeeds(spec, prompt, 0));
-    assert.deepEqual(a.hidden_states.dims, [spec.layers + 1, 1, prompt.length, spec.dim]);
+    assert.deepEqual(a.hidden_states.dims, [spec.blocks + 1, 1, prompt.length, spec.dim]);
     assert.deepEqual(a.hidden_states.dims, b.hidden_states.dims);
     assert.ok(maxAbsDiff(a.hidden_states.data as Float32Array, b.hidden_states.data as Float32Array) <= 1e-5);
     assert.ok(maxAbsDiff(a.logits.data as Float32Array, b.logits.data as Float32Array) <= 1e-5);
     // The taps are not trivially equal: consecutive layers differ.
     const h = a.hidden_states.data as Float32Array;
     const n = prompt.length * spec.dim;
-    for (let l = 0; l < spec.layers; l++) assert.ok(maxAbsDiff(h.subarray(l * n, (l + 1) * n), h.subarray((l + 1) * n, (l + 2) * n)) > 1e-4);
+    for (let l = 0; l < spec.blocks; l++) assert.ok(maxAbsDiff(h.subarray(l * n, (l + 1) * n), h.subarray((l + 1) * n, (l + 2) * n)) > 1e-4);
 
     // One decode step on the KV cache each session produced.
     const a2 = await surg.run(decoderFeeds(spec, [next], prompt.length, a as Record<string, ort.Tensor>));
     const b2 = await ref.run(decoderFeeds(spec, [next], prompt.length, b as Record<string, ort.Tensor>));
-    assert.deepEqual(a2.hidden_states.dims, [spec.layers + 1, 1, 1, spec.dim]);
+    assert.deepEqual(a2.hidden_states.dims, [spec.blocks + 1, 1, 1, spec.dim]);
     assert.ok(maxAbsDiff(a2.hidden_states.data as Float32Array, b2.hidden_states.data as Float32Array) <= 1e-5);
     assert.ok(maxAbsDiff(a2.logits.data as Float32Array, b2.logits.data as Float32Array) <= 1e-5);
     await surg.release();
@@ -92,7 +92,7 @@ test("surgery on an untapped random qwen2 export (q/k/v bias Adds, fused-rotary 
   const dir = tempDir("surgery-qwen2");
   try {
     const gguf = join(dir, "qwen2.gguf");
-    writeRandomModel(gguf, { architecture: "qwen2", layers: 3, dim: 64, heads: 4, kvHeads: 2, ffnDim: 96, vocabSize: 320, dtype: "f32", seed: 11, weightStd: 0.1 });
+    writeRandomModel(gguf, { architecture: "qwen2", blocks: 3, dim: 64, heads: 4, kvHeads: 2, ffnDim: 96, vocabSize: 320, dtype: "f32", seed: 11, weightStd: 0.1 });
     await compareSurgeryWithBuiltTaps(gguf, [1, 17, 250, 3, 99], 42);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -107,7 +107,7 @@ test("surgery leaves every byte outside the graph field as it was and keeps the 
     buildDecoderGraph(model.spec, model.weights, path, { taps: false, int4: false });
     model.weights.close();
     const original = readFileSync(path);
-    const { bytes } = addHiddenStateTaps(original, { layers: model.spec.layers });
+    const { bytes } = addHiddenStateTaps(original, { blocks: model.spec.blocks });
     // Locate the graph field (7, wire type 2) in the original: tag 0x3a, then its varint length.
     const g = findField(original, 7);
     const gNew = findField(bytes, 7);
@@ -130,7 +130,7 @@ test("surgery refuses a wrong layer count, an existing hidden_states output and 
     buildDecoderGraph(model.spec, model.weights, withTaps, { taps: true, int4: false });
     model.weights.close();
     assert.throws(
-      () => addHiddenStateTaps(readFileSync(plain), { file: plain, layers: model.spec.layers + 1 }),
+      () => addHiddenStateTaps(readFileSync(plain), { file: plain, blocks: model.spec.blocks + 1 }),
       (e: unknown) => e instanceof GraphError && e.file === plain && e.field === "num_hidden_layers" && /found 5 decoder blocks/.test(e.message),
     );
     assert.throws(() => addHiddenStateTaps(readFileSync(withTaps), { file: withTaps }), (e: unknown) => e instanceof GraphError && e.field === "hidden_states");

@@ -141,7 +141,7 @@ function countingTensorsWritten(model: LoadedModel, onProgress: ProgressCallback
 function countingInt4Reads(model: LoadedModel, head: boolean, onProgress: ProgressCallback): WeightSource {
   const inner = model.weights;
   const matrices = new Set<string>();
-  for (let i = 0; i < model.spec.layers; i++) {
+  for (let i = 0; i < model.spec.blocks; i++) {
     const n = TensorNames.block(i);
     for (const name of [n.q, n.k, n.v, n.o, n.gate, n.up, n.down]) if (inner.has(name)) matrices.add(name);
   }

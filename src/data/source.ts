@@ -20,7 +20,7 @@ export function engineSource(engine: Engine, options: EngineSourceOptions = {}):
   return {
     fingerprint: engine.fingerprint,
     modelName: engine.spec.name,
-    layers: engine.spec.layers + 1,
+    layers: engine.spec.blocks + 1,
     dim: engine.spec.dim,
     tokenization: { addBos: engine.tokenizer.addBosByDefault, template },
     countTokens: (text) => tokensOf(text).length,

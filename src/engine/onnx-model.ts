@@ -31,7 +31,7 @@ export function onnxRunSource(model: LoadedOnnxModel, taps = true): { source: On
   } catch (e) {
     throw new GraphError(`cannot read ONNX model: ${(e as Error).message}`, { file: modelPath }, { cause: e });
   }
-  const tapped = addHiddenStateTaps(original, { file: modelPath, layers: model.spec.layers, dim: model.spec.dim });
+  const tapped = addHiddenStateTaps(original, { file: modelPath, blocks: model.spec.blocks, dim: model.spec.dim });
   return { source: { bytes: tapped.bytes, externalDataDir: dirname(modelPath), name: modelPath }, stream: tapped.stream };
 }
 

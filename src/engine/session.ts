@@ -180,15 +180,15 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
     pastType = pastKey.type;
     const appendable = pastType === "float32" && outputs.has(newKvName(0, "key"));
     kv = appendable ? "append" : "present";
-    for (let i = 0; i < spec.layers; i++) {
+    for (let i = 0; i < spec.blocks; i++) {
       for (const kind of ["key", "value"] as const) {
-        if (!inputs.has(pastName(i, kind))) throw new GraphError(`KV cache input missing (config has ${spec.layers} layers)`, { file, field: pastName(i, kind) });
+        if (!inputs.has(pastName(i, kind))) throw new GraphError(`KV cache input missing (config has ${spec.blocks} blocks)`, { file, field: pastName(i, kind) });
         const out = kv === "append" ? newKvName(i, kind) : presentName(i, kind);
         if (!outputs.has(out)) throw new GraphError(`KV cache output missing`, { file, field: out });
       }
     }
-    if (inputs.has(pastName(spec.layers, "key"))) {
-      throw new GraphError(`the model has more KV cache inputs than the ${spec.layers} layers of its config`, { file, field: pastName(spec.layers, "key") });
+    if (inputs.has(pastName(spec.blocks, "key"))) {
+      throw new GraphError(`the model has more KV cache inputs than the ${spec.blocks} blocks of its config`, { file, field: pastName(spec.blocks, "key") });
     }
   }
   return {
@@ -280,10 +280,10 @@ class OrtDecoderSession implements DecoderSession {
   /** Keeps the first n ≤ length cached positions. */
   private setLength(n: number): void {
     if (this.io.kv === "present") {
-      const { kvHeads, headDim, layers } = this.spec;
+      const { kvHeads, headDim, blocks } = this.spec;
       if (n === 0) {
         const empty = () => kvTensor(this.io.pastType === "float32" ? new Float32Array(0) : new Uint16Array(0), kvHeads, 0, headDim); // [1, kvH, 0, hd]
-        this.past = Array.from({ length: layers }, () => ({ key: empty(), value: empty() }));
+        this.past = Array.from({ length: blocks }, () => ({ key: empty(), value: empty() }));
       } else if (n < this.length) {
         const len = this.length;
         const cut = (t: ort.Tensor): ort.Tensor => {
@@ -306,7 +306,7 @@ class OrtDecoderSession implements DecoderSession {
   /** Grows the "append" KV buffers (powers of two, at most contextLength) to hold `total` positions. */
   private ensureCapacity(total: number): void {
     if (total <= this.capacity) return;
-    const { kvHeads, headDim, layers } = this.spec;
+    const { kvHeads, headDim, blocks } = this.spec;
     let cap = Math.max(64, this.capacity);
     while (cap < total) cap *= 2;
     cap = Math.min(cap, this.contextLength);
@@ -319,7 +319,7 @@ class OrtDecoderSession implements DecoderSession {
       }
       return dst;
     };
-    this.kv = Array.from({ length: layers }, (_, i) => ({ key: grow(this.kv[i]?.key), value: grow(this.kv[i]?.value) }));
+    this.kv = Array.from({ length: blocks }, (_, i) => ({ key: grow(this.kv[i]?.key), value: grow(this.kv[i]?.value) }));
     this.capacity = cap;
   }
 
@@ -362,10 +362,10 @@ class OrtDecoderSession implements DecoderSession {
     // Long prompts run in chunks through the KV cache: ORT's attention scratch grows with T × (past+T) per
     // head, so one 8k-token run would need GiBs. Results are assembled as if from one run.
     const start = this.length;
-    const { layers, dim } = this.spec;
+    const { blocks, dim } = this.spec;
     const wantHidden = options.hidden === true;
     const all = options.logits === "all";
-    const hidden = wantHidden ? new Float32Array((layers + 1) * T * dim) : undefined; // [L+1, T, d]
+    const hidden = wantHidden ? new Float32Array((blocks + 1) * T * dim) : undefined; // [L+1, T, d]
     const logits = all ? new Float32Array(T * this.vocabSize) : undefined; // [T, vocab]
     let last: ForwardPass | undefined;
     let runMs = 0;
@@ -375,7 +375,7 @@ class OrtDecoderSession implements DecoderSession {
         last = await this.run(chunk, { hidden: wantHidden, logits: all ? "all" : "last" });
         runMs += last.runMs;
         if (hidden !== undefined) {
-          for (let l = 0; l <= layers; l++) hidden.set(last.hidden!.layer(l), (l * T + off) * dim);
+          for (let l = 0; l <= blocks; l++) hidden.set(last.hidden!.layer(l), (l * T + off) * dim);
         }
         logits?.set(last.logits, off * this.vocabSize);
       }
@@ -386,7 +386,7 @@ class OrtDecoderSession implements DecoderSession {
     return {
       logits: logits ?? last!.logits,
       positions: all ? T : 1,
-      hidden: hidden !== undefined ? new HiddenStates(layers + 1, T, dim, hidden) : undefined,
+      hidden: hidden !== undefined ? new HiddenStates(blocks + 1, T, dim, hidden) : undefined,
       runMs,
     };
   }
@@ -410,7 +410,7 @@ class OrtDecoderSession implements DecoderSession {
     if (io.logitsPositions) {
       feeds.logits_positions = new ort.Tensor("int64", BigInt64Array.from({ length: wanted }, (_, i) => BigInt(R - wanted + i)), [wanted]); // [P]
     }
-    const { kvHeads, headDim, layers, dim } = this.spec;
+    const { kvHeads, headDim, blocks, dim } = this.spec;
     const fetches: string[] = ["logits"];
     if (io.kv === "append") {
       this.ensureCapacity(this.length + T);
@@ -449,11 +449,11 @@ class OrtDecoderSession implements DecoderSession {
     let hidden: HiddenStates | undefined;
     if (wantHidden) {
       const h = out[HIDDEN_STATES_OUTPUT]; // [L+1, 1, R, d]
-      if (h.type !== "float32" || h.dims.length !== 4 || h.dims[0] !== layers + 1 || h.dims[2] !== R || h.dims[3] !== dim) {
-        throw new GraphError(`hidden_states have shape [${h.dims}] (${h.type}), expected [${layers + 1}, 1, ${R}, ${dim}] float32`, { file: this.file, field: HIDDEN_STATES_OUTPUT });
+      if (h.type !== "float32" || h.dims.length !== 4 || h.dims[0] !== blocks + 1 || h.dims[2] !== R || h.dims[3] !== dim) {
+        throw new GraphError(`hidden_states have shape [${h.dims}] (${h.type}), expected [${blocks + 1}, 1, ${R}, ${dim}] float32`, { file: this.file, field: HIDDEN_STATES_OUTPUT });
       }
       // [L+1, 1, R, d] squeezed to [L+1, R, d]: same buffer, no copy
-      const whole = new HiddenStates(layers + 1, R, dim, h.data as Float32Array);
+      const whole = new HiddenStates(blocks + 1, R, dim, h.data as Float32Array);
       hidden = R === T ? whole : whole.sliceTokens(R - T, R);
     }
 

@@ -52,7 +52,7 @@ export const DECODER_BUILDER_VERSION = 6;
 export interface DecoderGraphInfo {
   modelPath: string;
   taps: boolean;
-  layers: number;
+  blocks: number;
   /** Names of the past/present tensors per layer. */
   pastNames: { key: string; value: string }[];
   presentNames: { key: string; value: string }[];
@@ -73,7 +73,7 @@ export function buildDecoderGraph(
   const accuracyLevel = options.accuracyLevel ?? 4;
   const useInt4 = options.int4 ?? true;
   const maxPositions = options.maxPositions ?? spec.contextLength;
-  const { dim: d, heads: H, kvHeads: KV, headDim: hd, layers: L, ffnDim: F, vocabSize: V } = spec;
+  const { dim: d, heads: H, kvHeads: KV, headDim: hd, blocks: L, ffnDim: F, vocabSize: V } = spec;
   if (H % KV !== 0) throw new UnsupportedModelError(`heads ${H} not a multiple of kv heads ${KV}`, { file: weights.path, field: "head_count_kv" });
   if (spec.ropeDim !== hd) throw new UnsupportedModelError(`partial rotary (ropeDim ${spec.ropeDim} ≠ headDim ${hd})`, { file: weights.path, field: "rope.dimension_count" });
 
@@ -245,7 +245,7 @@ export function buildDecoderGraph(
     }
     g.finish();
     report(buildSteps);
-    return { modelPath, taps, layers: L, pastNames, presentNames };
+    return { modelPath, taps, blocks: L, pastNames, presentNames };
   } catch (e) {
     g.abort();
     if (e instanceof GraphError || e instanceof UnsupportedModelError) throw e;

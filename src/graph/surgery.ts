@@ -36,7 +36,7 @@ export type FinalNormKind = "skip-simplified-layer-norm" | "simplified-layer-nor
 
 export interface ResidualStream {
   /** Number of decoder blocks L found (= residual steps / 2). */
-  layers: number;
+  blocks: number;
   /** L + 1 tensor names in hidden-state order: embedding, block 1..L-1 outputs, final norm output. */
   taps: string[];
   /** The embedding lookup node's output (= taps[0]). */
@@ -126,9 +126,9 @@ export function findResidualStream(graph: GraphProto, file: string, expectedLaye
   if (steps % 2 !== 0) {
     throw new GraphError(`residual chain from ${embedding} has ${steps} steps; a decoder block has 2 (attention, MLP)`, { file, field: embedding });
   }
-  const layers = steps / 2;
-  if (expectedLayers !== undefined && layers !== expectedLayers) {
-    throw new GraphError(`found ${layers} decoder blocks on the residual chain, config says num_hidden_layers = ${expectedLayers}`, {
+  const blocks = steps / 2;
+  if (expectedLayers !== undefined && blocks !== expectedLayers) {
+    throw new GraphError(`found ${blocks} decoder blocks on the residual chain, config says num_hidden_layers = ${expectedLayers}`, {
       file,
       field: "num_hidden_layers",
     });
@@ -154,10 +154,10 @@ export function findResidualStream(graph: GraphProto, file: string, expectedLaye
   if (!finalNormOut) throw new GraphError(`final norm node does not name its output`, { file, field: chain[steps] });
 
   const taps: string[] = [embedding];
-  for (let l = 1; l < layers; l++) taps.push(chain[2 * l]);
+  for (let l = 1; l < blocks; l++) taps.push(chain[2 * l]);
   taps.push(finalNormOut);
   if (taps.some((t) => t === "")) throw new GraphError(`a block's residual output is unnamed (optional output omitted)`, { file });
-  return { layers, taps, embedding, embeddingElemType: elemType, stepKinds, finalNorm };
+  return { blocks, taps, embedding, embeddingElemType: elemType, stepKinds, finalNorm };
 }
 
 /** The token-embedding lookup: a Gather (or GatherBlockQuantized) whose indices come from `input_ids`. */
@@ -247,7 +247,7 @@ export interface TapOptions {
   /** The model's path, for error messages. */
   file?: string;
   /** config.json num_hidden_layers: the residual chain must have exactly this many blocks. */
-  layers?: number;
+  blocks?: number;
   /** Model width d, written into the output's declared shape (symbolic when absent). */
   dim?: number;
   /** Name of the new output (default "hidden_states"). */
@@ -282,7 +282,7 @@ export function addHiddenStateTaps(modelBytes: Uint8Array, options: TapOptions =
   }
   const graph = model.graph;
   if (graph === undefined) throw new GraphError(`model has no graph`, { file, field: "graph" });
-  const stream = findResidualStream(graph, file, options.layers);
+  const stream = findResidualStream(graph, file, options.blocks);
   const g = new GraphIndex(graph);
   if (g.hasName(outputName) || graph.output.some((o) => o.name === outputName)) {
     throw new GraphError(`the graph already has a tensor named ${outputName}`, { file, field: outputName });
@@ -321,7 +321,7 @@ export function addHiddenStateTaps(modelBytes: Uint8Array, options: TapOptions =
   });
   nodes.push(nodeProto("Concat", unsqueezed, [outputName], { axis: 0 }, `${prefix}/Concat`)); // [L+1, batch, T, d]
 
-  const dims = [stream.layers + 1, "batch_size", "sequence_length", options.dim ?? "hidden_size"];
+  const dims = [stream.blocks + 1, "batch_size", "sequence_length", options.dim ?? "hidden_size"];
   const output = valueInfo(outputName, "float32", dims);
 
   // GraphProto fields: node = 1, initializer = 5, output = 12.

@@ -25,8 +25,8 @@ export interface ModelSpec {
   architecture: Architecture;
   /** Human-readable model name from the file's metadata, if any. */
   name?: string;
-  /** Number of transformer blocks L. HiddenStates then has L + 1 layers. */
-  layers: number;
+  /** Transformer blocks L. HiddenStates then has L + 1 layers (embeddings, then the output of each block). */
+  blocks: number;
   /** Model width d (embedding length). */
   dim: number;
   /** FFN inner width. */

@@ -18,8 +18,8 @@ export interface ProbeModelInfo {
   /** LoadedModel.fingerprint of the model whose hidden states the probe was trained on. */
   fingerprint: string;
   name?: string;
-  /** Transformer blocks L (the probe sees L+1 layers). */
-  layers: number;
+  /** Transformer blocks L of the model (the probe sees its L + 1 hidden-state layers, shape.layers). */
+  blocks: number;
   dim: number;
 }
 
@@ -99,6 +99,11 @@ function parseMeta(file: string, text: string): ProbeMeta {
   need(Array.isArray(o.labelNames) && o.labelNames.length === o.shape.classes && o.labelNames.every((s: unknown) => typeof s === "string"), 0, file, "labelNames", `list of ${o.shape?.classes} label names`);
   need(typeof o.model?.fingerprint === "string" && o.model.fingerprint.length > 0, 0, file, "model.fingerprint", "model fingerprint");
   need(o.threshold === undefined || typeof o.threshold === "number", 0, file, "threshold", "number");
+  // probe.json files written before the rename call the model's block count model.layers
+  if (o.model.blocks === undefined && Number.isInteger(o.model.layers)) {
+    o.model.blocks = o.model.layers;
+    delete o.model.layers;
+  }
   return o as ProbeMeta;
 }
 

@@ -68,7 +68,7 @@ function applyRope(x: Float64Array, T: number, nHeads: number, spec: ModelSpec, 
 export function referenceForward(spec: ModelSpec, weights: WeightSource, tokens: readonly number[]): ReferenceResult {
   const T = tokens.length;
   const d = spec.dim;
-  const L = spec.layers;
+  const L = spec.blocks;
   const hd = spec.headDim;
   const H = spec.heads;
   const KV = spec.kvHeads;

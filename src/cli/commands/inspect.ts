@@ -41,7 +41,7 @@ export function formatSummary(s: ModelSummary): string {
     ["format", s.format],
     ["fingerprint", s.fingerprint],
     ["architecture", p.architecture + (p.name ? ` (${p.name})` : "")],
-    ["layers", String(p.layers)],
+    ["blocks", String(p.blocks)],
     ["width", String(p.dim)],
     ["heads / kv heads", `${p.heads} / ${p.kvHeads}` + (p.kvHeads < p.heads ? ` (GQA ${p.heads / p.kvHeads}×)` : "")],
     ["head dim", String(p.headDim)],

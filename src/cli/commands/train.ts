@@ -135,7 +135,7 @@ export const trainCommand: Command = {
       const { mean, std } = meanStd(values);
       saveProbe(out, result.probe, {
         labelNames: cache.labelNames,
-        model: { fingerprint: m.model.fingerprint, name: m.model.name, layers: m.model.layers - 1, dim: m.model.dim },
+        model: { fingerprint: m.model.fingerprint, name: m.model.name, blocks: m.model.layers - 1, dim: m.model.dim },
         threshold: result.threshold,
         hyper: { ...result.hyper, bestEpoch: result.bestEpoch, history: result.history, features: featuresDir, examples: cache.size },
         validation: result.validation,

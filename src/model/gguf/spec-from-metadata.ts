@@ -190,7 +190,7 @@ export function specFromGguf(header: GgufHeader): { spec: ModelSpec; chatTemplat
   const spec: ModelSpec = {
     architecture,
     name: md.string("general.name"),
-    layers,
+    blocks: layers,
     dim,
     ffnDim,
     heads,

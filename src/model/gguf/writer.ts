@@ -310,7 +310,8 @@ export class Sfc32 {
 
 export interface RandomModelOptions {
   architecture: Architecture;
-  layers: number;
+  /** Transformer blocks L. */
+  blocks: number;
   dim: number;
   heads: number;
   kvHeads: number;
@@ -347,7 +348,7 @@ export function writeRandomModel(path: string, o: RandomModelOptions): void {
 /** The metadata and (lazily generated) tensors of `writeRandomModel`, to adjust before `writeGguf`. */
 export function randomModelContents(o: RandomModelOptions): WriteGgufOptions {
   const headDim = o.headDim ?? o.dim / o.heads;
-  for (const [k, v] of Object.entries({ layers: o.layers, dim: o.dim, heads: o.heads, kvHeads: o.kvHeads, headDim, ffnDim: o.ffnDim, vocabSize: o.vocabSize })) {
+  for (const [k, v] of Object.entries({ blocks: o.blocks, dim: o.dim, heads: o.heads, kvHeads: o.kvHeads, headDim, ffnDim: o.ffnDim, vocabSize: o.vocabSize })) {
     if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${k} must be a positive integer (got ${v})`, { field: k });
   }
   if (o.heads % o.kvHeads !== 0) throw new InvalidArgumentError("heads must be a multiple of kvHeads", { field: "kvHeads" });
@@ -357,7 +358,7 @@ export function randomModelContents(o: RandomModelOptions): WriteGgufOptions {
   const metadata: Record<string, MetadataInput> = {
     "general.architecture": arch,
     "general.name": o.name ?? `random-${arch}`,
-    [`${arch}.block_count`]: o.layers,
+    [`${arch}.block_count`]: o.blocks,
     [`${arch}.context_length`]: o.contextLength ?? 2048,
     [`${arch}.embedding_length`]: o.dim,
     [`${arch}.feed_forward_length`]: o.ffnDim,
@@ -386,7 +387,7 @@ export function randomModelContents(o: RandomModelOptions): WriteGgufOptions {
   const kvDim = o.kvHeads * headDim;
   const tensors: TensorInput[] = [matrix(TensorNames.tokenEmbedding, o.vocabSize, o.dim), vector(TensorNames.outputNorm, o.dim, 1, 0.1)];
   if (!o.tiedEmbeddings) tensors.push(matrix(TensorNames.output, o.vocabSize, o.dim));
-  for (let i = 0; i < o.layers; i++) {
+  for (let i = 0; i < o.blocks; i++) {
     const n = TensorNames.block(i);
     tensors.push(vector(n.attnNorm, o.dim, 1, 0.1), matrix(n.q, qDim, o.dim), matrix(n.k, kvDim, o.dim), matrix(n.v, kvDim, o.dim));
     if (arch === "qwen2") tensors.push(vector(n.qBias, qDim, 0, std), vector(n.kBias, kvDim, 0, std), vector(n.vBias, kvDim, 0, std));

@@ -112,7 +112,7 @@ export function parseHfConfig(cfg: Json, file: string, generation?: Json, genera
   const spec: ModelSpec = {
     architecture,
     name: typeof cfg._name_or_path === "string" && cfg._name_or_path !== "" ? cfg._name_or_path : undefined,
-    layers: num(cfg, file, "num_hidden_layers", { int: true, positive: true }),
+    blocks: num(cfg, file, "num_hidden_layers", { int: true, positive: true }),
     dim,
     ffnDim: num(cfg, file, "intermediate_size", { int: true, positive: true }),
     heads,
@@ -182,7 +182,7 @@ export function specToHfConfig(spec: ModelSpec, torchDtype: "float32" | "float16
     ...hfArchitectureFor(spec),
     hidden_size: spec.dim,
     intermediate_size: spec.ffnDim,
-    num_hidden_layers: spec.layers,
+    num_hidden_layers: spec.blocks,
     num_attention_heads: spec.heads,
     num_key_value_heads: spec.kvHeads,
     head_dim: spec.headDim,

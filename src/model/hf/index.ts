@@ -110,7 +110,7 @@ function expectedShapes(spec: ModelSpec): Map<string, number[]> {
   if (!spec.tiedEmbeddings) m.set(TensorNames.output, [spec.vocabSize, spec.dim]);
   const qDim = spec.heads * spec.headDim;
   const kvDim = spec.kvHeads * spec.headDim;
-  for (let i = 0; i < spec.layers; i++) {
+  for (let i = 0; i < spec.blocks; i++) {
     const b = TensorNames.block(i);
     m.set(b.attnNorm, [spec.dim]);
     m.set(b.q, [qDim, spec.dim]);

@@ -197,8 +197,13 @@ function readInitializer(modelPath: string, t: OnnxTensor): Float32Array {
 /** The ModelSpec stored in onepass.json, checked field by field. */
 function specFromManifest(value: unknown, file: string): ModelSpec {
   if (value === null || typeof value !== "object" || Array.isArray(value)) throw new ModelFormatError("expected the model spec object", { file, field: "spec" });
-  const spec = value as Record<string, unknown>;
-  for (const k of ["layers", "dim", "ffnDim", "heads", "kvHeads", "headDim", "vocabSize", "contextLength", "ropeDim"]) {
+  const spec = { ...(value as Record<string, unknown>) };
+  // onepass.json written before the rename called the block count "layers"
+  if (spec.blocks === undefined && "layers" in spec) {
+    spec.blocks = spec.layers;
+    delete spec.layers;
+  }
+  for (const k of ["blocks", "dim", "ffnDim", "heads", "kvHeads", "headDim", "vocabSize", "contextLength", "ropeDim"]) {
     const v = spec[k];
     if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new ModelFormatError(`expected a positive integer, got ${JSON.stringify(v)}`, { file, field: `spec.${k}` });
   }
