@@ -2,7 +2,8 @@
 // greedy decoding; onepass must pick the same next token at every step.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
+import { closeSync, openSync, readSync, rmSync } from "node:fs";
+import { gguf } from "@huggingface/gguf";
 import { getLlama, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { Engine } from "../src/engine/engine.js";
 import { STORIES260K, tempDir } from "./helpers.js";
@@ -53,6 +54,43 @@ test(`greedy tokens equal llama.cpp's for ${PROMPTS.length} prompts × ${STEPS} 
     const ours = r.finishReason === "eos" ? [...r.tokens, engine.tokenizer.eosTokenIds[0]] : r.tokens;
     assert.deepEqual(ours, expected, `prompt ${JSON.stringify(text)}`);
     assert.ok(ours.length === STEPS || r.finishReason === "eos");
+  }
+});
+
+// The hidden-state convention, against parsers and code onepass did not write: the last layer is the
+// residual stream after the final norm — llama.cpp's embedding of the last token (node-llama-cpp's
+// getEmbeddingFor on a model without pooling) — and layer 0 is the token embedding row, read from the file
+// at the offset @huggingface/gguf reports.
+test("hidden states: last layer = llama.cpp's final-norm embedding of the last token; layer 0 = the file's embedding rows", async () => {
+  const info = await gguf(MODEL, { allowLocalFile: true });
+  const embd = info.tensorInfos.find((t) => t.name === "token_embd.weight")!;
+  assert.equal(embd.dtype, 0); // F32 in stories260K
+  const d = Number(embd.shape[0]);
+  const fd = openSync(MODEL, "r");
+  const row = (id: number): Float32Array => {
+    const buf = Buffer.alloc(d * 4);
+    readSync(fd, buf, 0, d * 4, Number(info.tensorDataOffset + embd.offset) + id * d * 4);
+    return new Float32Array(buf.buffer, buf.byteOffset, d); // [d]
+  };
+  const context = await oracle.createEmbeddingContext({ contextSize: 256, threads: 1 });
+  try {
+    for (const text of PROMPTS) {
+      const ids = engine.tokenizer.encode(text);
+      const h = (await engine.forward(ids, { hidden: true })).hidden!; // [L+1, T, d]
+      assert.equal(h.layers, engine.spec.blocks + 1);
+      const theirs = (await context.getEmbeddingFor(ids as Token[])).vector; // [d]
+      const last = h.token(h.layers - 1, h.tokens - 1);
+      const beforeNorm = h.token(h.layers - 2, h.tokens - 1);
+      const diff = (a: ArrayLike<number>) => Math.max(...Array.from(theirs, (v, i) => Math.abs(v - a[i])));
+      // |h| ≈ 17–23 here; llama.cpp's float order differs from ORT's by a few 1e-3, the layer before the
+      // final norm by more than 1
+      assert.ok(diff(last) < 2e-2, `last layer vs llama.cpp: ${diff(last)}`);
+      assert.ok(diff(beforeNorm) > 1, `layer L-1 should not match: ${diff(beforeNorm)}`);
+      ids.forEach((id, t) => assert.deepEqual(Array.from(h.token(0, t)), Array.from(row(id)), `layer 0, token ${t}`));
+    }
+  } finally {
+    closeSync(fd);
+    await context.dispose();
   }
 });
 
