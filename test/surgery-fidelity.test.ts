@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as ort from "onnxruntime-node";
 import { ModelProtoSchema, NodeProtoSchema, TensorProto_DataType } from "onnx-buf";
+import { convertModel } from "../src/convert/index.js";
 import { buildDecoderGraph } from "../src/graph/decoder.js";
 import { addHiddenStateTaps, reencode } from "../src/graph/surgery.js";
 import { loadGguf } from "../src/model/gguf/index.js";
@@ -120,6 +121,23 @@ test("onnx-buf decode → encode is byte-identical for our own decoder graphs (w
       assert.deepEqual(Buffer.from(reencode(ModelProtoSchema, bytes)), bytes);
     }
     model.weights.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("onnx-buf decode → encode is byte-identical for `onepass convert --to onnx` folders (f32 and int4 MatMulNBits, external data)", async () => {
+  const dir = tempDir("fidelity");
+  try {
+    for (const quantize of [undefined, "int4"] as const) {
+      const out = join(dir, quantize ?? "f32");
+      await convertModel(STORIES260K, { to: "onnx", out, quantize });
+      const bytes = readFileSync(join(out, "model.onnx"));
+      const m = fromBinary(ModelProtoSchema, bytes);
+      assert.equal(m.graph?.node.some((n) => n.opType === "MatMulNBits"), quantize === "int4");
+      assert.ok(m.graph?.initializer.some((t) => t.dataLocation === 1), "external data references"); // EXTERNAL
+      assert.deepEqual(Buffer.from(reencode(ModelProtoSchema, bytes)), bytes);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -43,9 +43,9 @@ export async function openOnnxModelSession(model: LoadedOnnxModel, options: Onnx
 /**
  * A onepass convert folder's graph has its MatMulNBits nodes at the accuracy level recorded in onepass.json
  * (`quantize.accuracyLevel`, or top-level `accuracyLevel`): that, not the default 4, is the decode session's
- * level. Without it a folder built at level 0 opened a second, identical prefill session at level 0.
- * (Note for the session owner: this is decided here, not in session.ts, because only this module knows the
- * manifest; session.ts's `accuracyLevel` option keeps its meaning, "the level the graph file has".)
+ * level; otherwise a folder built at level 0 would open a second, identical prefill session at level 0.
+ * Decided here because only this module reads the manifest; session.ts's `accuracyLevel` option means "the
+ * level the graph file has".
  */
 function withManifestAccuracyLevel<T extends OrtRunOptions>(model: LoadedOnnxModel, options: T): T {
   if (model.onnx.layout !== "onepass") return options;
