@@ -110,3 +110,45 @@ test("pooling and fixed aggregators compute the hand-computed vectors (padding i
   const fm = await v({ kind: "fixed", layer: 1, token: "mean" });
   [1 / 3, 10 / 3, 4, -3].forEach((x, i) => assert.ok(Math.abs(fm[i] - x) < 1e-6));
 });
+
+test("Probe.run is the one inference path: predict, predictBatch, layerWeights, evaluateProbe and training's probabilities agree with it", async () => {
+  const { evaluateProbe } = await import("../src/probe/evaluate.js");
+  const { Rng } = await import("../src/numeric/rng.js");
+  const hs = testTask.hidden.slice(0, 7); // lengths 6..10: batches are padded
+  const rng = new Rng(4);
+  for (const config of [{ kind: "scoring" }, { kind: "mha", heads: 2, downcast: 2 }, { kind: "pooling", pool: "max" }] as ProbeConfig[]) {
+    const probe = new Probe(config, { layers: L1, dim: D, classes: 2 }, { seed: 2 });
+    for (const t of probe.params().values()) for (let i = 0; i < t.size; i++) t.data[i] = rng.normal() * 0.3; // [any]
+    const out = await probe.run(hs);
+    assert.equal(out.probabilities.length, hs.length * 2);
+    for (let i = 0; i < hs.length; i++) {
+      assert.ok(Math.abs(out.probabilities[2 * i] + out.probabilities[2 * i + 1] - 1) < 1e-6);
+      // one prompt alone (no padding) gives the same probabilities as inside the padded batch
+      const alone = await probe.predict(hs[i]);
+      assert.ok(Math.abs(alone[1] - out.probabilities[2 * i + 1]) < 1e-5, `${config.kind} prompt ${i}`);
+    }
+    assert.deepEqual(Array.from(await probe.predictBatch(hs, 3)).map((p) => +p.toFixed(5)), Array.from(out.probabilities, (p) => +p.toFixed(5)));
+    if (config.kind === "scoring") {
+      assert.equal(out.layerWeights?.length, hs.length * L1);
+      const gate = (await probe.layerWeights(hs[0]))!; // [L+1]
+      assert.ok(Math.abs(gate.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+      assert.deepEqual(Array.from(gate, (p) => +p.toFixed(5)), Array.from(out.layerWeights!.subarray(0, L1), (p) => +p.toFixed(5)));
+    } else {
+      assert.equal(out.layerWeights, undefined);
+      assert.equal(await probe.layerWeights(hs[0]), undefined);
+    }
+    const ev = await evaluateProbe(probe, arraySource(hs, testTask.labels.slice(0, 7)), { batchSize: 4 });
+    assert.deepEqual(Array.from(ev.probs, (p) => +p.toFixed(5)), Array.from(out.probabilities, (p) => +p.toFixed(5)));
+    const viaTrain = await predictSource(probe, arraySource(hs, testTask.labels.slice(0, 7)), 5);
+    assert.deepEqual(Array.from(viaTrain, (p) => +p.toFixed(5)), Array.from(out.probabilities, (p) => +p.toFixed(5)));
+  }
+  // aggregators without parameters: the head on aggregated vectors [B, d] equals the full path
+  const pooling = new Probe({ kind: "pooling", pool: "mean" }, { layers: L1, dim: D, classes: 2 });
+  for (const t of pooling.params().values()) for (let i = 0; i < t.size; i++) t.data[i] = rng.normal();
+  const { Tape } = await import("../src/tensor/autograd.js");
+  const { makeBatch } = await import("../src/tensor/batch.js");
+  const { v } = await pooling.aggregator.forward(new Tape("f32", false), makeBatch(hs)); // [B, d]
+  const viaVectors = await pooling.run({ aggregated: Float32Array.from(v.data) });
+  const full = await pooling.run(hs);
+  for (let i = 0; i < full.probabilities.length; i++) assert.ok(Math.abs(viaVectors.probabilities[i] - full.probabilities[i]) < 1e-6);
+});
