@@ -106,6 +106,18 @@ test("Engine.load on a `convert --to onnx` folder: self-contained, same prefill 
   // the graph is a build of the GGUF's weights: probes trained on the GGUF apply to it
   assert.equal(model.fingerprint, gguf.fingerprint);
   model.weights.close();
+  // a folder written before the rename (spec.layers = the block count) loads with the same spec
+  const manifestPath = join(convertDir, "onepass.json");
+  const manifest = readFileSync(manifestPath, "utf8");
+  assert.ok(manifest.includes('"blocks"'));
+  try {
+    writeFileSync(manifestPath, manifest.replace('"blocks"', '"layers"'));
+    const old = await loadModel(convertDir);
+    assert.deepEqual(old.spec, gguf.spec);
+    old.weights.close();
+  } finally {
+    writeFileSync(manifestPath, manifest);
+  }
 });
 
 test("inspect works on all four kinds; a folder that is none of them is a typed error naming what was looked for", async () => {
