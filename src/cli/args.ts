@@ -31,7 +31,7 @@ export function parseFlags<const O extends FlagOptions>(argv: string[], options:
   try {
     return parseArgs({ args: joinNegativeNumbers(argv, options), options, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    throw new InvalidArgumentError(`${(err as Error).message}\n\n${usage}`);
+    throw new InvalidArgumentError(`${(err as Error).message.split("\n")[0]}${seeHelp(usage)}`);
   }
 }
 
@@ -52,9 +52,15 @@ function joinNegativeNumbers(argv: string[], options: FlagOptions): string[] {
   return out;
 }
 
+/** " (see onepass CMD --help)" from a usage text "usage: onepass CMD ...": errors stay one line. */
+function seeHelp(usage: string): string {
+  const m = /usage: (onepass \S+)/.exec(usage);
+  return m !== null ? ` (see ${m[1]} --help)` : "";
+}
+
 /** `value`, or InvalidArgumentError "--name is required" (followed by `usage` when given). */
 export function required<T>(name: string, value: T | undefined, usage?: string): T {
-  if (value === undefined) throw new InvalidArgumentError(`--${name} is required${usage !== undefined ? `\n\n${usage}` : ""}`, { field: `--${name}` });
+  if (value === undefined) throw new InvalidArgumentError(`--${name} is required${usage !== undefined ? seeHelp(usage) : ""}`, { field: `--${name}` });
   return value;
 }
 

@@ -3,10 +3,12 @@
  * (kind, hyper-parameters, label names, threshold, validation metrics, the model fingerprint and L, d).
  * Saving is atomic: the folder is written under a temp name and renamed into place.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { dirname, join, basename } from "node:path";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from "node:fs";
+import { dirname, join, basename, resolve } from "node:path";
+import { fsError, lstatOrUndefined, withFs } from "../util/fs-errors.js";
 import { writeFileAtomic } from "../util/atomic.js";
-import { ModelMismatchError, OnepassError, ProbeError } from "../errors.js";
+import { InvalidArgumentError, ModelMismatchError, OnepassError, ProbeError } from "../errors.js";
 import { openSafetensors, writeSafetensors } from "../model/safetensors.js";
 import type { MetricReport } from "./metrics.js";
 import { Probe, type ProbeConfig, type ProbeShape } from "./probe.js";
@@ -41,11 +43,43 @@ export interface ProbeMeta {
   seeds?: { metric: string; mean: number; std: number; values: number[] };
   parameterCount: { aggregator: number; head: number };
   createdAt: string;
+  /** sha256 (hex) of weights.safetensors, checked on load (absent in probes saved before it existed). */
+  weightsSha256?: string;
 }
 
-export type ProbeMetaInput = Omit<ProbeMeta, "format" | "version" | "config" | "shape" | "parameterCount" | "createdAt">;
+export type ProbeMetaInput = Omit<ProbeMeta, "format" | "version" | "config" | "shape" | "parameterCount" | "createdAt" | "weightsSha256">;
 
-/** Writes the probe folder atomically (replacing an existing one). */
+/** sha256 (hex) of a file's bytes: probe.json records it for weights.safetensors. */
+function sha256Of(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+/**
+ * `target` may be written as a probe folder: it does not exist, or it is an earlier onepass probe folder (only
+ * probe.json with the onepass-probe marker and weights.safetensors in it). Anything else, a file, another
+ * folder, a feature cache, `.`, is never replaced: InvalidArgumentError naming it.
+ */
+export function checkProbeTarget(target: string, shown = target): void {
+  const st = lstatOrUndefined(target);
+  if (st === undefined) return;
+  const refuse = (why: string) => {
+    throw new InvalidArgumentError(`${why}; only an existing onepass probe folder is replaced: choose a new path or remove it yourself`, { file: shown });
+  };
+  if (!st.isDirectory()) refuse(st.isSymbolicLink() ? "is a symbolic link" : "exists and is not a folder");
+  const names = withFs(target, "list", () => readdirSync(target));
+  const other = names.find((n) => n !== PROBE_JSON && n !== PROBE_WEIGHTS);
+  if (other !== undefined) refuse(`exists and holds ${JSON.stringify(other)}, so it is not an onepass probe folder`);
+  if (names.length === 0) return;
+  let marker: unknown;
+  try {
+    marker = (JSON.parse(readFileSync(join(target, PROBE_JSON), "utf8")) as { format?: unknown }).format;
+  } catch {
+    marker = undefined;
+  }
+  if (marker !== "onepass-probe") refuse(`exists and its ${PROBE_JSON} is not an onepass probe's`);
+}
+
+/** Writes the probe folder atomically, replacing only an existing probe folder (see checkProbeTarget). */
 export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): ProbeMeta {
   const full: ProbeMeta = {
     format: "onepass-probe",
@@ -59,22 +93,32 @@ export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): Prob
   if (meta.labelNames.length !== probe.shape.classes) {
     throw new ProbeError(`${meta.labelNames.length} label names for ${probe.shape.classes} classes`, { file: join(dir, PROBE_JSON), field: "labelNames" });
   }
-  const parent = dirname(dir);
-  mkdirSync(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(dir)}.${process.pid}.tmp`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [name, t] of probe.params()) tensors[name] = { shape: t.shape, data: Float32Array.from(t.data) };
-  writeSafetensors(join(tmp, PROBE_WEIGHTS), tensors, { format: "onepass-probe", kind: probe.config.kind });
-  writeFileAtomic(join(tmp, PROBE_JSON), JSON.stringify(full, null, 2) + "\n");
-  if (existsSync(dir)) {
-    const old = join(parent, `.${basename(dir)}.${process.pid}.old`);
-    renameSync(dir, old);
-    renameSync(tmp, dir);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, dir);
+  const target = resolve(dir);
+  checkProbeTarget(target, dir);
+  const parent = dirname(target);
+  withFs(parent, "create the folder", () => mkdirSync(parent, { recursive: true }));
+  const tmp = join(parent, `.${basename(target)}.${process.pid}.tmp`);
+  const old = join(parent, `.${basename(target)}.${process.pid}.old`);
+  try {
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [name, t] of probe.params()) tensors[name] = { shape: t.shape, data: Float32Array.from(t.data) };
+    writeSafetensors(join(tmp, PROBE_WEIGHTS), tensors, { format: "onepass-probe", kind: probe.config.kind });
+    full.weightsSha256 = sha256Of(join(tmp, PROBE_WEIGHTS));
+    writeFileAtomic(join(tmp, PROBE_JSON), JSON.stringify(full, null, 2) + "\n");
+    if (existsSync(target)) {
+      // Only an earlier probe folder gets here (checkProbeTarget): swap it out, then drop its two files.
+      renameSync(target, old);
+      renameSync(tmp, target);
+      for (const name of [PROBE_JSON, PROBE_WEIGHTS]) rmSync(join(old, name), { force: true });
+      rmdirSync(old);
+    } else {
+      renameSync(tmp, target);
+    }
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw fsError(err, dir, "write the probe folder");
   }
   return full;
 }

@@ -4,6 +4,7 @@
  * Why ORT: JS loops reach 0.4–2.5 GFLOP/s, ORT's MatMul 100–300 GFLOP/s on this machine (NOTES-ENGINE.md).
  */
 import { inMemoryModelBytes, nodeProto, valueInfo } from "../graph/onnx.js";
+import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 

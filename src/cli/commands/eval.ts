@@ -1,5 +1,6 @@
 /** `onepass eval`: metrics of a trained probe on a feature cache, optionally an HTML report with plots. */
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
+import { lstatOrUndefined } from "../../util/fs-errors.js";
 import { dirname, resolve } from "node:path";
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
@@ -9,7 +10,7 @@ import { openFeatureCache } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
 import { cacheSource } from "../../probe/cache-source.js";
 import { parseFlags, required } from "../args.js";
-import { evaluateProbe, reportHtml } from "../../probe/report.js";
+import { evaluateProbe, REPORT_MARKER, reportHtml } from "../../probe/report.js";
 
 const usage = `usage: onepass eval --probe P --features DIR [--report out.html] [--json]
 
@@ -24,6 +25,23 @@ macro-F1 and, for binary tasks, F1/precision/recall at the probe's threshold, AU
   --quiet               no progress bar
 `;
 
+/** An existing file at --report is replaced only when it is an earlier onepass report (nothing a user wrote is lost). */
+function checkReportTarget(path: string): void {
+  const st = lstatOrUndefined(path);
+  if (st === undefined) return;
+  let ours = false;
+  if (st.isFile()) {
+    const fd = openSync(path, "r");
+    try {
+      const head = Buffer.alloc(REPORT_MARKER.length + 512);
+      ours = head.subarray(0, readSync(fd, head, 0, head.length, 0)).toString("utf8").includes(REPORT_MARKER);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  if (!ours) throw new InvalidArgumentError("exists and is not an onepass report; choose another file name or remove it yourself", { file: path, field: "--report" });
+}
+
 export const evalCommand: Command = {
   name: "eval",
   summary: "evaluate a probe on cached hidden states (metrics, HTML report)",
@@ -36,6 +54,7 @@ export const evalCommand: Command = {
     if (v.report !== undefined) {
       const dir = dirname(resolve(v.report));
       if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InvalidArgumentError("report folder does not exist", { file: dir, field: "--report" });
+      checkReportTarget(v.report);
     }
     const cache = openFeatureCache(featuresDir);
     try {
