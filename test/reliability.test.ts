@@ -2,9 +2,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { extractFeatures, type HiddenStateSource } from "../src/data/features.js";
+import { loadDataset, stratifiedSample } from "../src/data/datasets.js";
+import { DatasetError, NonFiniteError, ProbeError } from "../src/errors.js";
+import { readGgufHeader } from "../src/model/gguf/index.js";
+import { loadProbe } from "../src/probe/artifact.js";
 import { plantedTask } from "./probe-synthetic.js";
 import { STORIES260K, tempDir } from "./helpers.js";
 
@@ -87,5 +91,83 @@ test("2. ORT telemetry is off by default: a 100k-character prompt is a typed err
     assert.ok(ok.stdout.length > 0);
   } finally {
     rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test("3. labels: unbounded / gapped integer ids, header-only files, 1.5 are typed errors; presets sample every class; one class does not train", async () => {
+  const dir = tempDir("rel-labels");
+  try {
+    const big = join(dir, "big.csv");
+    writeFileSync(big, "text,label\na,0\nb,1\nc,3000000\n");
+    await assert.rejects(loadDataset({ files: [{ path: big }] }), (e: unknown) => e instanceof DatasetError && /line 4/.test(e.message) && /too large/.test(e.message));
+    const gap = join(dir, "gap.csv");
+    writeFileSync(gap, "text,label\na,0\nb,1\nc,7\n");
+    await assert.rejects(loadDataset({ files: [{ path: gap }] }), (e: unknown) => e instanceof DatasetError && /line 4: label 7 implies 8 classes but only 3/.test(e.message));
+    const header = join(dir, "header.csv");
+    writeFileSync(header, "text,label\n");
+    await assert.rejects(loadDataset({ files: [{ path: header }] }), (e: unknown) => e instanceof DatasetError && /no examples/.test(e.message));
+    const frac = join(dir, "frac.jsonl");
+    writeFileSync(frac, '{"text":"a","label":0}\n{"text":"b","label":1.5}\n');
+    await assert.rejects(loadDataset({ files: [{ path: frac }] }), (e: unknown) => e instanceof DatasetError && /line 2: label 1.5 is not a class name or a non-negative integer class id/.test(e.message));
+    // A class-ordered file: a stratified sample of 10 has both classes, 5 each, in file order.
+    const rows = Array.from({ length: 100 }, (_, i) => ({ text: `t${i}`, label: i < 80 ? 0 : 1 }));
+    const sample = stratifiedSample(rows, 10);
+    assert.deepEqual(sample.map((e) => e.label), [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    assert.deepEqual(sample.map((e) => e.text), ["t5", "t15", "t25", "t35", "t45", "t55", "t65", "t75", "t85", "t95"]);
+    // Training on one class is refused (today it reported validation F1 1.0).
+    const one = join(dir, "one");
+    const task = plantedTask(30, { layers: 4, dim: 16, layer: 1, position: 0, seed: 5 });
+    const byText = new Map(task.hidden.map((h, i) => [`p${i}`, h]));
+    await extractFeatures({
+      source: { fingerprint: "m", layers: 4, dim: 16, tokenization: { addBos: true, template: "raw" }, async hidden(t) { return byText.get(t)!; } },
+      examples: task.hidden.map((_, i) => ({ text: `p${i}`, label: 0 })), labelNames: ["a", "b"], outDir: one, mode: "full",
+    });
+    assertTypedFailure(cli(["train", "--features", one, "--probe", "pooling", "--quiet", "--out", join(dir, "p")]), /1 class .*at least 2/);
+    assert.equal(existsSync(join(dir, "p")), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("4. NaN: a NaN weight fails generation, NaN features fail extraction, a diverging run fails training, a NaN probe fails loading", async () => {
+  const dir = tempDir("rel-nan");
+  try {
+    // stories260K with one NaN in output_norm.weight (F32): every logit becomes NaN.
+    const model = join(dir, "nan.gguf");
+    copyFileSync(STORIES260K, model);
+    const norm = readGgufHeader(model).tensors.find((t) => t.name === "output_norm.weight")!;
+    assert.equal(norm.type.name, "F32");
+    const fd = openSync(model, "r+");
+    writeSync(fd, Buffer.from(new Float32Array([NaN]).buffer), 0, 4, norm.dataOffset);
+    closeSync(fd);
+    const g = cli(["generate", "--model", model, "--prompt", "Once", "--max-tokens", "5", "--threads", "1"], { ONEPASS_CACHE_DIR: join(dir, "cache") });
+    assertTypedFailure(g, /NaN logits .* at the prefill/);
+    assert.equal(g.stdout, "");
+    // NaN features stop extraction at the example, naming it.
+    const h = plantedTask(3, { layers: 4, dim: 16, layer: 1, position: 0, seed: 2 }).hidden;
+    h[1].data[7] = NaN;
+    await assert.rejects(
+      extractFeatures({
+        source: { fingerprint: "m", layers: 4, dim: 16, tokenization: { addBos: true, template: "raw" }, async hidden(t) { return h[Number(t)]; } },
+        examples: [0, 1, 2].map((i) => ({ text: String(i), label: i % 2 })), labelNames: ["a", "b"], outDir: join(dir, "nanfeats"), mode: "full",
+      }),
+      (e: unknown) => e instanceof NonFiniteError && /example 1/.test(e.message),
+    );
+    // --lr 1e30 diverges: a typed error naming the step, and no probe folder.
+    const feats = join(dir, "feats");
+    await syntheticCache(feats);
+    assertTypedFailure(cli(["train", "--features", feats, "--probe", "pooling", "--lr", "1e30", "--quiet", "--out", join(dir, "p")]), /training diverged: the loss is NaN at epoch \d+, step \d+ of \d+/);
+    assert.equal(existsSync(join(dir, "p")), false);
+    // A probe whose weights were edited to NaN is refused on load.
+    const probe = join(dir, "ok");
+    assert.equal(cli(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", probe]).status, 0);
+    const w = join(probe, "weights.safetensors");
+    const bytes = readFileSync(w);
+    const headerLen = Number(bytes.readBigUInt64LE(0));
+    bytes.writeFloatLE(NaN, 8 + headerLen);
+    writeFileSync(w, bytes);
+    assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && /NaN/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -46,7 +46,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { HiddenStates } from "../engine/hidden.js";
-import { FeatureCacheError, InvalidArgumentError } from "../errors.js";
+import { FeatureCacheError, InvalidArgumentError, NonFiniteError } from "../errors.js";
 import { TMP_SUFFIX, writeFileAtomic } from "../util/atomic.js";
 import { datasetHash, type DatasetTask, type Example } from "./datasets.js";
 import { decodeF16, encodeF16 } from "../numeric/half.js";
@@ -516,6 +516,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
         if (options.maxTokens !== undefined && h.tokens > options.maxTokens) h = h.sliceTokens(0, options.maxTokens);
         const stored = manifest.mode === "full" ? h : summarize(h);
         const half = encodeF16(stored.data); // [rows * layers * dim]
+        checkFiniteF16(half, stored, next);
         const buf = Buffer.from(half.buffer, half.byteOffset, half.byteLength); // little-endian on every Node platform we run on
         writeAll(fdData, buf);
         const entry: IndexEntry = { i: next, off: shardOffset, t: h.tokens, y: ex.label, h: textHash(ex.text) };
@@ -545,6 +546,21 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     return { dir: outDir, count: next, resumedFrom: resumed, computed: next - resumed, bytes, complete: next === total };
   } finally {
     removeIfExists(join(outDir, LOCK));
+  }
+}
+
+/**
+ * Stored features must be finite: NaN from the model, or values past fp16's range (|x| > 65504 become ±Inf
+ * when stored), would train a probe on garbage. Exponent bits all ones = Inf or NaN in f16.
+ */
+function checkFiniteF16(half: Uint16Array, stored: HiddenStates, example: number): void {
+  for (let i = 0; i < half.length; i++) {
+    if ((half[i] & 0x7c00) === 0x7c00) {
+      const v = stored.data[i];
+      const layer = Math.floor(i / (stored.tokens * stored.dim));
+      const what = Number.isFinite(v) ? `${v} overflows fp16 (|x| > 65504)` : `is ${v}`;
+      throw new NonFiniteError(`example ${example}: hidden state value at layer ${layer} ${what}; the model's weights hold NaN/Inf values or its activations overflow`, { field: `example ${example}` });
+    }
   }
 }
 

@@ -3,7 +3,7 @@
  * states + KV cache), hand that pass to `onPrefill` (a probe hook that may end the request before any decode
  * step), then decode one token per run with sampling, stop strings, EOS and a token budget, streaming text.
  */
-import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
+import { ContextOverflowError, InvalidArgumentError, NonFiniteError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { createTextStreamer } from "../tokenizer/streamer.js";
 import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.js";
@@ -340,6 +340,7 @@ export async function* runGeneration(
       break;
     }
     const row = pass.logits.subarray((pass.positions - 1) * vocab, pass.positions * vocab); // [V] last position
+    checkFiniteLogits(row, tokens.length);
     const token = sampler.sample(row);
     sampled++;
     if (eos.has(token)) {
@@ -387,3 +388,14 @@ export async function* runGeneration(
   return result();
 }
 
+/**
+ * NaN or +Inf logits (a corrupt weight, an overflow) would sample token 0 over and over and print nothing:
+ * a typed error names the step instead. One pass over [V] floats per step, negligible beside the forward run.
+ */
+function checkFiniteLogits(row: Float32Array, step: number): void {
+  for (let i = 0; i < row.length; i++) {
+    if (Number.isNaN(row[i]) || row[i] === Infinity) { // -Inf is a masked token, not garbage
+      throw new NonFiniteError(`the model produced ${row[i]} logits (token ${i}) at ${step === 0 ? "the prefill" : `decode step ${step}`}: its weights hold NaN/Inf values or overflow`, { field: "logits" });
+    }
+  }
+}

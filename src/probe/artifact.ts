@@ -201,6 +201,8 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
       } catch (err) {
         throw asProbeError(err);
       }
+      const bad = t.data.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new ProbeError(`weight ${bad} is ${t.data[bad]}: the probe was saved from a diverged training run`, { file: weightsPath, field: name });
     }
   } finally {
     st.close();

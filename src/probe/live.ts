@@ -13,7 +13,7 @@ import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
 import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
 import type { HiddenStates } from "../engine/hidden.js";
-import { InvalidArgumentError, ProbeError } from "../errors.js";
+import { InvalidArgumentError, NonFiniteError, ProbeError } from "../errors.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { Tape } from "./autograd.js";
 import { makeBatch } from "./batch.js";
@@ -142,6 +142,9 @@ async function classifyOne(
   const tape = new Tape(probe.dtype, false);
   const out = await probe.forward(tape, makeBatch([h], probe.dtype));
   const probs = softmaxRows(out.logits.data, probe.shape.classes); // [C]
+  if (!probs.every(Number.isFinite)) {
+    throw new NonFiniteError(`probe ${name} produced non-finite probabilities [${Array.from(probs).join(", ")}] (its weights or the prompt's hidden states hold NaN/Inf)`, { file: resolve(loaded.dir, PROBE_JSON) });
+  }
   const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
   const label = meta.labelNames[labelIndex];
   const probeMs = performance.now() - t0;
