@@ -171,3 +171,68 @@ test("4. NaN: a NaN weight fails generation, NaN features fail extraction, a div
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** Runs `fn` with a fresh tmpfs of `size` mounted at a temp folder (root only: CI runs as root, so never skipped). */
+function withTmpfs<T>(size: string, fn: (mnt: string) => T): T {
+  const mnt = tempDir("rel-mnt");
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt], { encoding: "utf8" });
+  assert.equal(m.status, 0, `mount -t tmpfs needs root (CI runs as root): ${m.stderr}`);
+  try {
+    return fn(mnt);
+  } finally {
+    spawnSync("umount", [mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  }
+}
+
+test("5. full, read-only and forbidden folders are one-line typed errors naming the path (extract, train, convert, graph cache)", async () => {
+  const dir = tempDir("rel-fs");
+  try {
+    const feats = join(dir, "feats");
+    await syntheticCache(feats);
+    const cache = join(dir, "cache");
+    // warm the graph cache (writable) so that the extract runs below only write their features
+    assert.equal(cli(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], { ONEPASS_CACHE_DIR: cache }).status, 0);
+    const data = "test/fixtures/palma2025/sst2_train.csv";
+    withTmpfs("48k", (mnt) => {
+      const r = cli(["extract", "--data", data, "--limit", "40", "--max-tokens", "16", "--threads", "1", "--quiet", "--out", join(mnt, "f")], { ONEPASS_CACHE_DIR: cache });
+      assertTypedFailure(r, /cannot write the feature cache \(ENOSPC: no space left on device/);
+      assert.match(r.stderr, new RegExp(join(mnt, "f")));
+    });
+    withTmpfs("1m", (mnt) => {
+      mkdirSync(join(mnt, "graphs"));
+      assert.equal(spawnSync("mount", ["-o", "remount,ro", mnt]).status, 0);
+      assertTypedFailure(cli(["extract", "--data", data, "--limit", "4", "--threads", "1", "--quiet", "--out", join(mnt, "f")], { ONEPASS_CACHE_DIR: cache }), /EROFS: read-only file system/);
+      assertTypedFailure(cli(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", join(mnt, "p")]), /EROFS/);
+      assertTypedFailure(cli(["convert", "--model", STORIES260K, "--to", "onnx", "--out", join(mnt, "o")]), /EROFS/);
+      assertTypedFailure(cli(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], { ONEPASS_CACHE_DIR: mnt }), /graph cache .*EROFS/);
+    });
+    // EACCES: a folder the user (nobody) may not write to; root ignores permission bits, so run as nobody.
+    const locked = join(dir, "locked");
+    mkdirSync(locked, { mode: 0o755 });
+    spawnSync("chmod", ["-R", "a+rX", dir]);
+    const r = spawnSync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", process.execPath, CLI, "train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", join(locked, "p")], { encoding: "utf8", timeout: 60_000 });
+    assertTypedFailure(r, /EACCES: permission denied/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("10. special paths: a FIFO as --model or probe file fails at once; a cache dir under /proc fails fast", () => {
+  const dir = tempDir("rel-special");
+  try {
+    const fifo = join(dir, "model.gguf");
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    const t0 = Date.now();
+    assertTypedFailure(cli(["inspect", "--model", fifo]), /FIFO/);
+    assertTypedFailure(cli(["generate", "--model", fifo, "--prompt", "a"]), /FIFO/);
+    const probe = join(dir, "probe");
+    mkdirSync(probe);
+    assert.equal(spawnSync("mkfifo", [join(probe, "probe.json")]).status, 0);
+    assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && /FIFO/.test(e.message));
+    assertTypedFailure(cli(["generate", "--prompt", "a", "--max-tokens", "1"], { ONEPASS_CACHE_DIR: "/proc/onepass-x" }), /graph cache/);
+    assert.ok(Date.now() - t0 < 30_000);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -42,7 +42,7 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     return await dispatch(argv);
   } catch (err) {
-    const typed = err instanceof OnepassError ? err : isErrno(err) ? fsError(err, undefined, describeSyscall((err as NodeJS.ErrnoException).syscall)) : undefined;
+    const typed = err instanceof OnepassError ? err : isErrno(err) ? (fsError(err, undefined, describeSyscall(err.syscall)) as OnepassError) : undefined;
     if (typed !== undefined) {
       // Exactly one line, of bounded length, whatever the message holds (a label list, a pasted prompt).
       let line = typed.message.replace(/\s*\n\s*/g, " ");

@@ -8,7 +8,7 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { fsError, lstatOrUndefined, withFs } from "../util/fs-errors.js";
+import { fsError, lstatOrUndefined, makeDirs, withFs } from "../util/fs-errors.js";
 import { InvalidArgumentError, UnsupportedModelError } from "../errors.js";
 import { buildDecoderGraph, DECODER_BUILDER_VERSION, type ProgressCallback } from "../graph/decoder.js";
 import { TensorNames, type LoadedModel, type ModelSpec, type WeightSource } from "../model/spec.js";
@@ -114,7 +114,7 @@ async function writeOnnx(source: LoadedModel, modelPath: string, options: Conver
   if (options.quantize !== undefined && !int4) throw new InvalidArgumentError(`--quantize must be int4, got ${String(options.quantize)}`, { field: "quantize" });
   const quantised = int4 ? quantizeModelInt4(source, { scheme: options.int4Scheme, includeOutput: options.int4Head }) : source;
   const model = int4 && options.onProgress !== undefined ? { ...quantised, weights: countingInt4Reads(quantised, options.int4Head ?? false, options.onProgress) } : quantised;
-  withFs(options.out, "create the folder", () => mkdirSync(options.out, { recursive: true }));
+  makeDirs(options.out);
   const tmp = mkdtempSync(join(options.out, ".convert-"));
   try {
     const accuracyLevel = options.accuracyLevel ?? 4;

@@ -48,6 +48,7 @@ import { join } from "node:path";
 import { HiddenStates } from "../engine/hidden.js";
 import { FeatureCacheError, InvalidArgumentError, NonFiniteError } from "../errors.js";
 import { TMP_SUFFIX, writeFileAtomic } from "../util/atomic.js";
+import { fsError, makeDirs } from "../util/fs-errors.js";
 import { datasetHash, type DatasetTask, type Example } from "./datasets.js";
 import { decodeF16, encodeF16 } from "../numeric/half.js";
 
@@ -442,6 +443,15 @@ export function summarize(h: HiddenStates): HiddenStates {
  * in the same dir; refuses (FeatureCacheError) a dir made by another model, dataset or settings.
  */
 export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
+  try {
+    return await extractFeaturesInner(options);
+  } catch (err) {
+    // EACCES, EROFS, ENOSPC, ENOTDIR...: one typed line naming the cache folder (the cache stays resumable).
+    throw fsError(err, options.outDir, "write the feature cache");
+  }
+}
+
+async function extractFeaturesInner(options: ExtractOptions): Promise<ExtractResult> {
   const { source, examples, outDir } = options;
   const want = buildManifest(options);
   for (const [i, e] of examples.entries()) {
@@ -449,7 +459,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
       throw new InvalidArgumentError(`example ${i}: label ${e.label} outside 0..${want.labelNames.length - 1}`, { field: "label" });
     }
   }
-  mkdirSync(outDir, { recursive: true });
+  makeDirs(outDir);
   const manifestPath = join(outDir, MANIFEST);
   acquireLock(outDir);
   try {

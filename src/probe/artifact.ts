@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from "node:fs";
 import { dirname, join, basename, resolve } from "node:path";
-import { fsError, lstatOrUndefined, withFs } from "../util/fs-errors.js";
+import { assertRegularFile, fsError, lstatOrUndefined, makeDirs, withFs } from "../util/fs-errors.js";
 import { writeFileAtomic } from "../util/atomic.js";
 import { InvalidArgumentError, ModelMismatchError, OnepassError, ProbeError } from "../errors.js";
 import { openSafetensors, writeSafetensors } from "../model/safetensors.js";
@@ -96,7 +96,7 @@ export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): Prob
   const target = resolve(dir);
   checkProbeTarget(target, dir);
   const parent = dirname(target);
-  withFs(parent, "create the folder", () => mkdirSync(parent, { recursive: true }));
+  makeDirs(parent);
   const tmp = join(parent, `.${basename(target)}.${process.pid}.tmp`);
   const old = join(parent, `.${basename(target)}.${process.pid}.old`);
   try {
@@ -174,6 +174,13 @@ export interface LoadedProbe {
 export function loadProbe(dir: string, options: { expectFingerprint?: string } = {}): LoadedProbe {
   const jsonPath = join(dir, PROBE_JSON);
   if (!existsSync(jsonPath)) throw new ProbeError(`no ${PROBE_JSON}: not a probe folder`, { file: dir });
+  for (const f of [jsonPath, join(dir, PROBE_WEIGHTS)]) {
+    try {
+      assertRegularFile(f);
+    } catch (err) {
+      throw new ProbeError((err as Error).message.replace(/^[^:]*: /, ""), { file: f }, { cause: err });
+    }
+  }
   const meta = parseMeta(jsonPath, readFileSync(jsonPath, "utf8"));
   if (options.expectFingerprint !== undefined) checkProbeModel(meta, options.expectFingerprint, jsonPath, "loaded");
   let probe: Probe;

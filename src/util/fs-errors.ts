@@ -2,7 +2,8 @@
  * File-system failures as one-line typed errors: Node's ErrnoException (EACCES, EROFS, ENOSPC, ENOTDIR, ...)
  * becomes a FileSystemError naming the path, what failed and what to do about it.
  */
-import { lstatSync, type Stats } from "node:fs";
+import { lstatSync, mkdirSync, statSync, type Stats } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { FileSystemError, OnepassError } from "../errors.js";
 
 const REASONS: Record<string, string> = {
@@ -28,9 +29,12 @@ export function isErrno(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string" && typeof (err as NodeJS.ErrnoException).syscall === "string";
 }
 
-/** `err` as a typed error about `path` ("cannot write PATH (ENOSPC): no space left ..."); OnepassErrors pass through. */
-export function fsError(err: unknown, path: string | undefined, action: string): OnepassError {
-  if (err instanceof OnepassError) return err;
+/**
+ * A Node system error as a typed error about `path` ("PATH: cannot write (ENOSPC: no space left ...)");
+ * anything else (an OnepassError already, or a bug) is returned as it is.
+ */
+export function fsError(err: unknown, path: string | undefined, action: string): unknown {
+  if (err instanceof OnepassError || !isErrno(err)) return err; // typed already, or a bug: keep its stack
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === "string" ? e.code : undefined;
   const where = path ?? e?.path;
@@ -54,5 +58,60 @@ export function lstatOrUndefined(path: string): Stats | undefined {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw fsError(err, path, "inspect");
+  }
+}
+
+/** "a FIFO", "a socket", ... for a path that is neither a regular file nor a folder. */
+function specialKind(st: Stats): string {
+  return st.isFIFO() ? "a FIFO (named pipe)" : st.isSocket() ? "a socket" : st.isCharacterDevice() ? "a character device" : st.isBlockDevice() ? "a block device" : "not a regular file";
+}
+
+/**
+ * Throws FileSystemError unless `path` (after symlinks) is a regular file: opening a FIFO blocks forever and a
+ * device streams without end, so the type is checked before any open.
+ */
+export function assertRegularFile(path: string): void {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    throw fsError(err, path, "open");
+  }
+  if (st.isDirectory()) throw new FileSystemError("is a folder, expected a file", { file: path });
+  if (!st.isFile()) throw new FileSystemError(`is ${specialKind(st)}, expected a regular file`, { file: path });
+}
+
+/**
+ * mkdir -p that fails fast: each missing component is created in turn, and an existing one that is not a
+ * folder, or a place where folders cannot be made (/proc, a read-only disk), is a FileSystemError at once
+ * (Node's recursive mkdir can loop on /proc).
+ */
+export function makeDirs(path: string): void {
+  const full = resolve(path);
+  const missing: string[] = [];
+  let p = full;
+  for (;;) {
+    let st: Stats | undefined;
+    try {
+      st = statSync(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fsError(err, p, "inspect");
+    }
+    if (st !== undefined) {
+      if (!st.isDirectory()) throw new FileSystemError(`is not a folder (${st.isFile() ? "a file" : specialKind(st)}), so ${full} cannot be created`, { file: p });
+      break;
+    }
+    missing.push(p);
+    const up = dirname(p);
+    if (up === p) break;
+    p = up;
+  }
+  for (const dir of missing.reverse()) {
+    try {
+      mkdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST" && statSync(dir).isDirectory()) continue; // made meanwhile
+      throw fsError(err, dir, "create the folder");
+    }
   }
 }
