@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { extractFeatures, type HiddenStateSource } from "../src/data/features.js";
@@ -232,6 +233,45 @@ test("10. special paths: a FIFO as --model or probe file fails at once; a cache 
     assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && /FIFO/.test(e.message));
     assertTypedFailure(cli(["generate", "--prompt", "a", "--max-tokens", "1"], { ONEPASS_CACHE_DIR: "/proc/onepass-x" }), /graph cache/);
     assert.ok(Date.now() - t0 < 30_000);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("6. probe.json is validated against one schema; the weights must be exactly the kind's tensors and match the stored checksum", async () => {
+  const dir = tempDir("rel-schema");
+  try {
+    const feats = join(dir, "feats");
+    await syntheticCache(feats);
+    const probe = join(dir, "p");
+    assert.equal(cli(["train", "--features", feats, "--probe", "scoring", "--epochs", "1", "--quiet", "--out", probe]).status, 0);
+    const json = join(probe, "probe.json");
+    const good = JSON.parse(readFileSync(json, "utf8"));
+    assert.match(good.weightsSha256, /^[0-9a-f]{64}$/);
+    assert.equal(good.weightsSha256, createHash("sha256").update(readFileSync(join(probe, "weights.safetensors"))).digest("hex"));
+    const edits: [string, (j: any) => void, RegExp][] = [
+      ["threshold", (j) => { j.threshold = 1.5; }, /must be <= 1/],
+      ["labelNames", (j) => { j.labelNames = ["neg", "neg"]; }, /duplicate/],
+      ["tokenization.template", (j) => { j.tokenization.template = "jinja"; }, /must be one of "raw", "chat"/],
+      ["tokenization.maxTokens", (j) => { j.tokenization.maxTokens = -5; }, /must/],
+      ["tokenization", (j) => { j.tokenization = null; }, /must be object/],
+      ["config.token", (j) => { j.config.token = "first"; }, /must be one of/],
+      ["config.colour", (j) => { j.config.colour = 1; }, /unknown field/],
+      ["scoring.token_gate", (j) => { j.config.kind = "pooling"; }, /not a parameter of a pooling probe/],
+    ];
+    for (const [field, edit, message] of edits) {
+      const j = structuredClone(good);
+      edit(j);
+      writeFileSync(json, JSON.stringify(j));
+      assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && e.field === field && message.test(e.message), field);
+      assertTypedFailure(cli(["eval", "--probe", probe, "--features", feats]), new RegExp(`field ${field.replace(/\./g, "\\.")}`));
+    }
+    writeFileSync(json, JSON.stringify(good));
+    const w = join(probe, "weights.safetensors");
+    const bytes = readFileSync(w);
+    bytes[bytes.length - 1] ^= 1; // one bit of one weight
+    writeFileSync(w, bytes);
+    assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && e.field === "weightsSha256");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -12,6 +12,7 @@ import { InvalidArgumentError, ModelMismatchError, OnepassError, ProbeError } fr
 import { openSafetensors, writeSafetensors } from "../model/safetensors.js";
 import type { MetricReport } from "./metrics.js";
 import { Probe, type ProbeConfig, type ProbeShape } from "./probe.js";
+import { validateProbeJson } from "./schema.js";
 
 export const PROBE_JSON = "probe.json";
 export const PROBE_WEIGHTS = "weights.safetensors";
@@ -123,11 +124,6 @@ export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): Prob
   return full;
 }
 
-function need<T>(ok: boolean, value: T, file: string, field: string, what: string): T {
-  if (!ok) throw new ProbeError(`missing or invalid ${what}`, { file, field });
-  return value;
-}
-
 function parseMeta(file: string, text: string): ProbeMeta {
   let j: unknown;
   try {
@@ -135,15 +131,8 @@ function parseMeta(file: string, text: string): ProbeMeta {
   } catch (err) {
     throw new ProbeError(`not valid JSON: ${(err as Error).message}`, { file }, { cause: err });
   }
-  const o = j as Record<string, any>;
-  need(typeof o === "object" && o !== null && o.format === "onepass-probe", 0, file, "format", '"onepass-probe" marker');
-  need(o.version === 1, 0, file, "version", "version (expected 1)");
-  need(typeof o.config === "object" && ["pooling", "scoring", "mha", "fixed"].includes(o.config?.kind), 0, file, "config.kind", "probe kind");
-  for (const k of ["layers", "dim", "classes"]) need(Number.isInteger(o.shape?.[k]) && o.shape[k] > 0, 0, file, `shape.${k}`, "positive integer");
-  need(Array.isArray(o.labelNames) && o.labelNames.length === o.shape.classes && o.labelNames.every((s: unknown) => typeof s === "string"), 0, file, "labelNames", `list of ${o.shape?.classes} label names`);
-  need(typeof o.model?.fingerprint === "string" && o.model.fingerprint.length > 0, 0, file, "model.fingerprint", "model fingerprint");
-  need(o.threshold === undefined || typeof o.threshold === "number", 0, file, "threshold", "number");
-  return o as ProbeMeta;
+  validateProbeJson(j, file);
+  return j as ProbeMeta;
 }
 
 /** A malformed weights file is a malformed probe: keep the file/field/offset, change the class. */
@@ -190,6 +179,9 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
     throw new ProbeError(`cannot build the probe: ${(err as Error).message}`, { file: jsonPath, field: "config" }, { cause: err });
   }
   const weightsPath = join(dir, PROBE_WEIGHTS);
+  if (meta.weightsSha256 !== undefined && sha256Of(weightsPath) !== meta.weightsSha256) {
+    throw new ProbeError(`${PROBE_WEIGHTS} does not match the weightsSha256 in ${PROBE_JSON} (edited or corrupted)`, { file: weightsPath, field: "weightsSha256" });
+  }
   let st: ReturnType<typeof openSafetensors>;
   try {
     st = openSafetensors(weightsPath);
@@ -197,6 +189,12 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
     throw asProbeError(err);
   }
   try {
+    // Exactly the tensors this kind needs: extra ones mean probe.json's kind or shape was edited.
+    const extra = st.tensors.find((t) => !probe.params().has(t.name));
+    if (extra !== undefined) throw new ProbeError(`tensor ${extra.name} is not a parameter of a ${meta.config.kind} probe (was probe.json's kind edited?)`, { file: weightsPath, field: extra.name });
+    if (st.metadata.kind !== undefined && st.metadata.kind !== meta.config.kind) {
+      throw new ProbeError(`weights were saved by a ${st.metadata.kind} probe, ${PROBE_JSON} says ${meta.config.kind}`, { file: weightsPath, field: "__metadata__.kind" });
+    }
     for (const [name, t] of probe.params()) {
       if (!st.has(name)) throw new ProbeError("tensor missing", { file: weightsPath, field: name });
       const info = st.info(name);
