@@ -18,11 +18,11 @@ const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env } });
 
 /** A small planted-signal feature cache (4 layers × d 16), `n` rows, classes alternating. */
-export async function syntheticCache(dir: string, n = 60, seed = 3, labelNames = ["neg", "pos"]): Promise<void> {
+export async function syntheticCache(dir: string, n = 60, seed = 3, labelNames = ["neg", "pos"], template: "raw" | "chat" = "raw"): Promise<void> {
   const task = plantedTask(n, { layers: 4, dim: 16, layer: 1, position: 0, seed });
   const byText = new Map(task.hidden.map((h, i) => [`prompt ${i}`, h]));
   const source: HiddenStateSource = {
-    fingerprint: "model-A", layers: 4, dim: 16, tokenization: { addBos: true, template: "raw" },
+    fingerprint: "model-A", layers: 4, dim: 16, tokenization: { addBos: true, template },
     async hidden(text) { return byText.get(text)!; },
   };
   const examples = task.labels.map((label, i) => ({ text: `prompt ${i}`, label }));
@@ -272,6 +272,28 @@ test("6. probe.json is validated against one schema; the weights must be exactly
     bytes[bytes.length - 1] ^= 1; // one bit of one weight
     writeFileSync(w, bytes);
     assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && e.field === "weightsSha256");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("7. eval and train --val-features compare tokenisation; train refuses flags that do not apply", async () => {
+  const dir = tempDir("rel-mismatch");
+  try {
+    const feats = join(dir, "feats"), chat = join(dir, "chat");
+    await syntheticCache(feats);
+    await syntheticCache(chat, 40, 4, ["neg", "pos"], "chat");
+    const probe = join(dir, "p");
+    const base = ["train", "--features", feats, "--epochs", "1", "--quiet"];
+    assert.equal(cli([...base, "--probe", "pooling", "--out", probe]).status, 0);
+    assertTypedFailure(cli(["eval", "--probe", probe, "--features", chat]), /field tokenization: .*template 'chat'/);
+    assertTypedFailure(cli([...base, "--probe", "pooling", "--val-features", chat, "--out", join(dir, "q")]), /field tokenization: .*template 'chat'/);
+    assertTypedFailure(cli([...base, "--probe", "pooling", "--val-features", feats, "--out", join(dir, "q")]), /--val-features: is the training cache/);
+    assertTypedFailure(cli([...base, "--probe", "pooling", "--metric", "accuracy", "--target-fpr", "0.1", "--out", join(dir, "q")]), /--target-fpr: .*selects on accuracy/);
+    assertTypedFailure(cli([...base, "--probe", "scoring", "--pool", "max", "--out", join(dir, "q")]), /--pool: applies to pooling and mha probes, not scoring/);
+    assertTypedFailure(cli([...base, "--probe", "pooling", "--heads", "2", "--out", join(dir, "q")]), /--heads: applies to mha/);
+    assertTypedFailure(cli([...base, "--probe", "pooling", "--class-weights", "0,0", "--out", join(dir, "q")]), /class weights must be .*not all 0/);
+    assert.equal(existsSync(join(dir, "q")), false);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

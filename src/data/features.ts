@@ -64,6 +64,19 @@ export interface TokenizationSettings {
   maxTokens: number | null;
 }
 
+/**
+ * How two tokenisations differ ("template 'chat' vs 'raw'", ...), `a` and `b` named by `names`; a field
+ * absent from `b` is not compared. Shared by every path that puts a probe or a cache next to another one:
+ * eval, train --val-features, classify and generate.
+ */
+export function tokenizationDifferences(a: TokenizationSettings, b: Partial<TokenizationSettings>, names: [string, string]): string[] {
+  const out: string[] = [];
+  if (b.template !== undefined && a.template !== b.template) out.push(`${names[1]} used template '${b.template}', ${names[0]} '${a.template}'`);
+  if (b.addBos !== undefined && a.addBos !== b.addBos) out.push(`${names[1]} ${b.addBos ? "starts" : "does not start"} with BOS, ${names[0]} ${a.addBos ? "did" : "did not"}`);
+  if (b.maxTokens !== undefined && a.maxTokens !== b.maxTokens) out.push(`${names[1]} kept ${b.maxTokens ?? "all"} tokens, ${names[0]} ${a.maxTokens ?? "all"}`);
+  return out;
+}
+
 /** Where hidden states come from: the engine (engineSource in source.ts) or a test double. */
 export interface HiddenStateSource {
   /** Identity of the weights (LoadedModel.fingerprint). */

@@ -14,6 +14,7 @@ import type { Engine, GenerateRequest } from "../engine/engine.js";
 import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
 import type { HiddenStates } from "../engine/hidden.js";
 import { InvalidArgumentError, NonFiniteError, ProbeError } from "../errors.js";
+import { tokenizationDifferences, type TokenizationSettings } from "../data/features.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { Tape } from "./autograd.js";
 import { makeBatch } from "./batch.js";
@@ -111,14 +112,10 @@ function checkPolicy(policy: ProbePolicy, probes: NamedProbe[]): Set<string> {
 function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], options: ProbeHookOptions): string[] {
   const trained = meta.tokenization;
   if (trained === undefined) return ["the probe does not record how its training prompts were tokenised"];
-  const out: string[] = [];
-  if (options.tokenization !== undefined && options.tokenization.template !== trained.template) {
-    out.push(`prompt tokenised with template '${options.tokenization.template}', the probe was trained on '${trained.template}' prompts`);
-  }
-  if (options.bosTokenId !== undefined) {
-    const hasBos = promptTokens[0] === options.bosTokenId;
-    if (hasBos !== trained.addBos) out.push(`prompt ${hasBos ? "starts" : "does not start"} with BOS, the probe's training prompts ${trained.addBos ? "did" : "did not"}`);
-  }
+  const now: Partial<TokenizationSettings> = {};
+  if (options.tokenization !== undefined) now.template = options.tokenization.template;
+  if (options.bosTokenId !== undefined) now.addBos = promptTokens[0] === options.bosTokenId;
+  const out = tokenizationDifferences(trained, now, ["the probe's training prompts", "this prompt"]);
   if (trained.maxTokens !== null && promptTokens.length > trained.maxTokens) {
     out.push(`prompt has ${promptTokens.length} tokens, the probe was trained on the first ${trained.maxTokens}: classified on those`);
   }

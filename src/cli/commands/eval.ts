@@ -4,9 +4,9 @@ import { lstatOrUndefined } from "../../util/fs-errors.js";
 import { dirname, resolve } from "node:path";
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
-import { InvalidArgumentError, ProbeError } from "../../errors.js";
+import { FeatureCacheError, InvalidArgumentError, ProbeError } from "../../errors.js";
 import { writeFileAtomic } from "../../util/atomic.js";
-import { openFeatureCache } from "../../data/features.js";
+import { openFeatureCache, tokenizationDifferences } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
 import { cacheSource } from "../../probe/cache-source.js";
 import { parseFlags, required } from "../args.js";
@@ -61,6 +61,10 @@ export const evalCommand: Command = {
       const { probe, meta } = loadProbe(probeDir, { expectFingerprint: cache.manifest.model.fingerprint });
       if (meta.labelNames.join("\u0000") !== cache.labelNames.join("\u0000")) {
         throw new ProbeError(`probe labels [${meta.labelNames}] differ from the cache's [${cache.labelNames}]`, { file: resolve(probeDir, "probe.json"), field: "labelNames" });
+      }
+      const diff = meta.tokenization === undefined ? [] : tokenizationDifferences(meta.tokenization, cache.manifest.tokenization, ["the probe's training data", "these features"]);
+      if (diff.length > 0) {
+        throw new FeatureCacheError(`tokenised unlike the probe's training data: ${diff.join("; ")} (extract with the same --chat/--max-tokens)`, { file: featuresDir, field: "tokenization" });
       }
       const bar = new ProgressBar({ total: cache.size, label: "eval", unit: "ex", enabled: v.quiet !== true && v.json !== true });
       const ev = await evaluateProbe(probe, cacheSource(cache, probe.config), { threshold: meta.threshold, onProgress: (d) => bar.update(d) });
