@@ -7,7 +7,10 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, 
 import { join } from "node:path";
 import { extractFeatures, type HiddenStateSource } from "../src/data/features.js";
 import { loadDataset, stratifiedSample } from "../src/data/datasets.js";
-import { DatasetError, NonFiniteError, ProbeError } from "../src/errors.js";
+import { DatasetError, InvalidArgumentError, NonFiniteError, ProbeError } from "../src/errors.js";
+import { Engine } from "../src/engine/engine.js";
+import { unescapeFlag } from "../src/cli/args.js";
+import { availableParallelism } from "node:os";
 import { readGgufHeader } from "../src/model/gguf/index.js";
 import { loadProbe } from "../src/probe/artifact.js";
 import { plantedTask } from "./probe-synthetic.js";
@@ -296,5 +299,67 @@ test("7. eval and train --val-features compare tokenisation; train refuses flags
     assert.equal(existsSync(join(dir, "q")), false);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("8. CLI text: --stop escapes, flag names in range errors, same-named probes, bounded --threads", async () => {
+  assert.equal(unescapeFlag("\\n\\n"), "\n\n");
+  assert.equal(unescapeFlag("a\\tb\\\\n\\x2e\\u00e9\\q"), "a\tb\\n.é\\q");
+  const env = { ONEPASS_CACHE_DIR: tempDir("rel-cli-cache") };
+  try {
+    const base = ["generate", "--prompt", "Once upon a time", "--temperature", "0", "--threads", "1"];
+    const full = cli([...base, "--max-tokens", "40"], env);
+    assert.equal(full.status, 0, full.stderr);
+    const cut = full.stdout.indexOf(".");
+    assert.ok(cut > 0, full.stdout);
+    const stopped = cli([...base, "--max-tokens", "40", "--stop", "\\x2e"], env); // an escaped "."
+    assert.equal(stopped.status, 0, stopped.stderr);
+    assert.equal(stopped.stdout.replace(/\n$/, ""), full.stdout.slice(0, cut));
+    assertTypedFailure(cli([...base, "--max-tokens", "4000"], env), /\+ --max-tokens \(4000\) = \d+ exceeds the context window/);
+    assertTypedFailure(cli([...base, "--top-p", "0"], env), /--top-p: expects a number in \(0, 1\]/);
+    assertTypedFailure(cli([...base, "--threads", "1000"], env), new RegExp(`--threads: expects an integer in \\[1, ${availableParallelism()}\\]`));
+    // Two probes with the same folder name are named by their paths.
+    const dir = tempDir("rel-names");
+    try {
+      const feats = join(dir, "feats");
+      await syntheticCache(feats);
+      const probes = [join(dir, "a", "p"), join(dir, "b", "p")];
+      for (const p of probes) {
+        const r = cli(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", p]);
+        assert.equal(r.status, 0, r.stderr);
+      }
+      // The synthetic probes come from another "model": the error must be the fingerprint, not the duplicate name.
+      const r = cli([...base, "--max-tokens", "1", "--probe", probes[0], "--probe", probes[1]], env);
+      assertTypedFailure(r, /model\.fingerprint/);
+      assert.doesNotMatch(r.stderr, /name them with a record/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } finally {
+    rmSync(env.ONEPASS_CACHE_DIR, { recursive: true, force: true });
+  }
+});
+
+test("9. library: a stalled consumer releases the engine after stallTimeoutMs; bad stop / eosTokenIds / seed are typed errors", async () => {
+  const cacheDir = tempDir("rel-lib-cache");
+  const engine = await Engine.load(STORIES260K, { threads: 1, cacheDir });
+  try {
+    const stalled = engine.generate({ prompt: "Once upon a time", maxTokens: 50, temperature: 0, stallTimeoutMs: 200 });
+    const it = stalled[Symbol.asyncIterator]();
+    const first = await it.next(); // then never pulls again and never calls return()
+    assert.equal(first.done, false);
+    const t0 = Date.now();
+    const next = await engine.generate({ prompt: "Once", maxTokens: 3, temperature: 0 }).result;
+    assert.equal(next.finishReason, "length");
+    assert.ok(Date.now() - t0 < 10_000);
+    const r = await stalled.result;
+    assert.equal(r.finishReason, "abort");
+    assert.equal((await it.next()).done, true);
+    for (const [field, bad] of [["stop", { stop: 5 }], ["eosTokenIds", { eosTokenIds: "2" }], ["seed", { seed: 1.5 }], ["stallTimeoutMs", { stallTimeoutMs: -1 }]] as const) {
+      assert.throws(() => engine.generate({ prompt: "a", ...(bad as object) }), (e: unknown) => e instanceof InvalidArgumentError && e.field === field, field);
+    }
+  } finally {
+    await engine.dispose(); // would hang for ever on today's code
+    rmSync(cacheDir, { recursive: true, force: true });
   }
 });

@@ -172,7 +172,7 @@ export class Engine {
       } finally {
         release();
       }
-    });
+    }, request.stallTimeoutMs);
   }
 
   /**
