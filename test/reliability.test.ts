@@ -15,22 +15,11 @@ import { readGgufHeader } from "../src/model/gguf/index.js";
 import { loadProbe } from "../src/probe/artifact.js";
 import { plantedTask } from "./probe-synthetic.js";
 import { STORIES260K, tempDir } from "./helpers.js";
+import { syntheticCache } from "./reliability-helpers.js";
 
 const CLI = "dist/src/cli/main.js";
 const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env } });
-
-/** A small planted-signal feature cache (4 layers × d 16), `n` rows, classes alternating. */
-export async function syntheticCache(dir: string, n = 60, seed = 3, labelNames = ["neg", "pos"], template: "raw" | "chat" = "raw"): Promise<void> {
-  const task = plantedTask(n, { layers: 4, dim: 16, layer: 1, position: 0, seed });
-  const byText = new Map(task.hidden.map((h, i) => [`prompt ${i}`, h]));
-  const source: HiddenStateSource = {
-    fingerprint: "model-A", layers: 4, dim: 16, tokenization: { addBos: true, template },
-    async hidden(text) { return byText.get(text)!; },
-  };
-  const examples = task.labels.map((label, i) => ({ text: `prompt ${i}`, label }));
-  await extractFeatures({ source, examples, labelNames, outDir: dir, mode: "full" });
-}
 
 /** One stderr line, starting "onepass:", that is not an internal error. */
 function assertTypedFailure(r: { status: number | null; stderr: string }, pattern?: RegExp): void {

@@ -7,7 +7,7 @@ import { FeatureCacheError, InvalidArgumentError } from "../../errors.js";
 import { openFeatureCache, tokenizationDifferences } from "../../data/features.js";
 import { cacheSource } from "../../probe/cache-source.js";
 import { numberFlag, oneOf, parseFlags, required } from "../args.js";
-import { saveProbe } from "../../probe/artifact.js";
+import { checkProbeTarget, saveProbe } from "../../probe/artifact.js";
 import type { ProbeConfig } from "../../probe/probe.js";
 import { searchProbe, meanStd } from "../../probe/search.js";
 import { defaultSelectionMetric, trainProbe, type SelectionMetric, type TrainOptions, type TrainResult } from "../../probe/train.js";
@@ -97,6 +97,7 @@ export const trainCommand: Command = {
     if (v["val-features"] !== undefined && sameFolder(v["val-features"], featuresDir)) {
       throw new InvalidArgumentError("is the training cache itself: validation must be held-out data (leave it out for a stratified 10% split)", { field: "--val-features" });
     }
+    checkProbeTarget(resolve(out), out); // refuse a precious --out before training, not after
     const cache = openFeatureCache(featuresDir);
     const valCache = v["val-features"] !== undefined ? openFeatureCache(v["val-features"]) : undefined;
     try {
