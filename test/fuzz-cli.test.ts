@@ -1,5 +1,5 @@
 // Issue #8 fuzz suite: generated bad invocations of every command, run in-process through runCli (the same
-// function bin/onepass runs) so that hundreds of cases fit in seconds. Each case must exit non-zero with exactly
+// function bin/onepass runs, in one long-lived worker thread) so that hundreds of cases fit in seconds. Each case must exit non-zero with exactly
 // one `onepass:` line on stderr that is not an internal error, or succeed with a checkable result; no case may
 // hang (10 s cap), grow memory without bound, or modify anything outside its own --out (the inputs are hashed).
 import { test } from "node:test";
@@ -8,39 +8,14 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { runCli } from "../src/cli/run.js";
 import { openFeatureCache } from "../src/data/features.js";
 import { loadProbe } from "../src/probe/artifact.js";
 import { mulberry32, STORIES260K, tempDir } from "./helpers.js";
-import { syntheticCache } from "./reliability-helpers.js";
+import { closeCliWorker, runCaptured, syntheticCache } from "./reliability-helpers.js";
 
 const CASES = Number(process.env.FUZZ_CASES ?? 240);
 const CASE_MS = 10_000;
 const MAX_RSS_GROWTH = 1536 * 2 ** 20;
-
-interface Outcome { code: number; stdout: string; stderr: string; ms: number }
-
-/** Runs one argv through runCli with stdout/stderr captured (both bounded, as a runaway message would not be). */
-async function runCaptured(argv: string[]): Promise<Outcome> {
-  let stdout = "", stderr = "";
-  const cap = (s: string, chunk: unknown) => (s.length > 1_000_000 ? s : s + (typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("utf8")));
-  const out = process.stdout.write.bind(process.stdout), err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((c: unknown) => ((stdout = cap(stdout, c)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((c: unknown) => ((stderr = cap(stderr, c)), true)) as typeof process.stderr.write;
-  const t0 = performance.now();
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const code = await Promise.race([
-      runCli(argv),
-      new Promise<number>((resolve) => (timer = setTimeout(() => resolve(-1), CASE_MS))),
-    ]);
-    return { code, stdout, stderr, ms: performance.now() - t0 };
-  } finally {
-    clearTimeout(timer);
-    process.stdout.write = out;
-    process.stderr.write = err;
-  }
-}
 
 /** sha256 over every path, type, size and content under `root` (symlinks and FIFOs by type only). */
 function hashTree(root: string): string {
@@ -64,8 +39,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
   mkdirSync(inputs);
   mkdirSync(outs);
   const cacheDir = join(ws, "graph-cache");
-  const savedCache = process.env.ONEPASS_CACHE_DIR;
-  process.env.ONEPASS_CACHE_DIR = cacheDir;
+  const env = { ONEPASS_CACHE_DIR: cacheDir };
   try {
     // Inputs: a model, data files good and bad, a feature cache, a probe, and corrupted copies of each.
     const I = (name: string) => join(inputs, name);
@@ -85,7 +59,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
     assert.equal(spawnSync("mkfifo", [I("fifo")]).status, 0);
     await syntheticCache(I("feats"), 40, 11);
     await syntheticCache(I("feats-chat"), 20, 12, ["neg", "pos"], "chat");
-    assert.equal(await runCli(["train", "--features", I("feats"), "--probe", "scoring", "--epochs", "1", "--quiet", "--out", I("probe")]), 0);
+    assert.equal((await runCaptured(["train", "--features", I("feats"), "--probe", "scoring", "--epochs", "1", "--quiet", "--out", I("probe")])).code, 0);
     const probeJson = JSON.parse(readFileSync(join(I("probe"), "probe.json"), "utf8"));
     const probeEdits: ((j: any) => void)[] = [
       (j) => { j.threshold = 7; }, (j) => { j.labelNames = ["x", "x"]; }, (j) => { j.config.kind = "pooling"; },
@@ -111,7 +85,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
       edit(I(`feats-bad${k}`));
     });
     // warm the graph cache so that engine-loading cases do not each build it
-    assert.equal(await runCli(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"]), 0);
+    assert.equal((await runCaptured(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], CASE_MS, env)).code, 0);
     const before = hashTree(inputs);
 
     const rand = mulberry32(Number(process.env.FUZZ_SEED ?? 20261203));
@@ -151,7 +125,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
     };
 
     const commands = ["generate", "classify", "extract", "train", "eval", "convert", "inspect"];
-    const baseRss = process.memoryUsage().rss;
+    const baseRss = process.memoryUsage().rss; // the worker thread's memory counts in this process's RSS
     let succeeded = 0, failedTyped = 0;
     const problems: string[] = [];
     for (let k = 0; k < CASES; k++) {
@@ -163,7 +137,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
         cpSync(I("probe"), out, { recursive: true });
         argv = argv.map((x) => (x === I("probe") && argv[argv.indexOf(x) - 1] === "--out" ? out : x));
       }
-      const r = await runCaptured(argv);
+      const r = await runCaptured(argv, CASE_MS, env);
       const shown = JSON.stringify(argv.map((x) => (x.length > 60 ? `${x.slice(0, 20)}…(${x.length})` : x)));
       const lines = r.stderr.split("\n").filter((l) => l.length > 0);
       if (process.env.FUZZ_VERBOSE === "1") process.stderr.write(`${r.code} ${r.ms.toFixed(0)}ms ${shown.slice(0, 200)} | ${lines[lines.length - 1]?.slice(0, 200)}\n`);
@@ -196,8 +170,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
     assert.ok(succeeded > 0, "no case succeeded: the templates are broken");
     assert.equal(existsSync(join(outs, ".")), true);
   } finally {
-    if (savedCache === undefined) delete process.env.ONEPASS_CACHE_DIR;
-    else process.env.ONEPASS_CACHE_DIR = savedCache;
+    await closeCliWorker();
     rmSync(ws, { recursive: true, force: true });
   }
 });

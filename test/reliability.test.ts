@@ -1,5 +1,5 @@
 // Issue #8: nothing a user wrote is lost, no stack traces, no silent garbage. One test (or more) per item.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -15,11 +15,19 @@ import { readGgufHeader } from "../src/model/gguf/index.js";
 import { loadProbe } from "../src/probe/artifact.js";
 import { plantedTask } from "./probe-synthetic.js";
 import { STORIES260K, tempDir } from "./helpers.js";
-import { syntheticCache } from "./reliability-helpers.js";
+import { closeCliWorker, runCaptured, syntheticCache } from "./reliability-helpers.js";
 
 const CLI = "dist/src/cli/main.js";
 const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env } });
+
+/** The CLI in this process (runCli, as bin/onepass runs it): most cases here need no process of their own. */
+async function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number; stdout: string; stderr: string }> {
+  const r = await runCaptured(args, 60_000, env);
+  return { status: r.code, stdout: r.stdout, stderr: r.stderr };
+}
+
+after(() => closeCliWorker());
 
 /** One stderr line, starting "onepass:", that is not an internal error. */
 function assertTypedFailure(r: { status: number | null; stderr: string }, pattern?: RegExp): void {
@@ -42,7 +50,7 @@ test("1. train --out never deletes what is not an onepass probe folder; an earli
     writeFileSync(file, "mine");
     const base = ["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet"];
     for (const out of [keep, file, feats, "."]) {
-      const r = cli([...base, "--out", out]);
+      const r = await run([...base, "--out", out]);
       assertTypedFailure(r, /not an onepass probe folder|not a folder|holds/);
     }
     assert.equal(readFileSync(join(keep, "a.txt"), "utf8"), "x");
@@ -51,20 +59,20 @@ test("1. train --out never deletes what is not an onepass probe folder; an earli
     assert.deepEqual(readdirSync(dir).filter((n) => n.includes(".tmp") || n.includes(".old")), []);
     // A probe folder is written, then replaced atomically by a second run.
     const probe = join(dir, "probe");
-    assert.equal(cli([...base, "--out", probe]).status, 0);
+    assert.equal((await run([...base, "--out", probe])).status, 0);
     const first = readFileSync(join(probe, "probe.json"), "utf8");
-    const again = cli([...base, "--seed", "7", "--out", probe]);
+    const again = await run([...base, "--seed", "7", "--out", probe]);
     assert.equal(again.status, 0, again.stderr);
     assert.notEqual(readFileSync(join(probe, "probe.json"), "utf8"), first);
     assert.deepEqual(readdirSync(probe).sort(), ["probe.json", "weights.safetensors"]);
     assert.deepEqual(readdirSync(dir).sort(), ["feats", "keep", "notes.txt", "probe"]);
     // convert --out into a non-empty folder, and eval --report over a file that is not a report, are refused.
-    assertTypedFailure(cli(["convert", "--model", STORIES260K, "--to", "hf", "--out", keep]), /not empty/);
-    assertTypedFailure(cli(["eval", "--probe", probe, "--features", feats, "--report", file]), /not an onepass report/);
+    assertTypedFailure(await run(["convert", "--model", STORIES260K, "--to", "hf", "--out", keep]), /not empty/);
+    assertTypedFailure(await run(["eval", "--probe", probe, "--features", feats, "--report", file]), /not an onepass report/);
     assert.equal(readFileSync(file, "utf8"), "mine");
     const report = join(dir, "r.html");
-    assert.equal(cli(["eval", "--probe", probe, "--features", feats, "--report", report, "--quiet"]).status, 0);
-    assert.equal(cli(["eval", "--probe", probe, "--features", feats, "--report", report, "--quiet"]).status, 0, "an earlier report is replaced");
+    assert.equal((await run(["eval", "--probe", probe, "--features", feats, "--report", report, "--quiet"])).status, 0);
+    assert.equal((await run(["eval", "--probe", probe, "--features", feats, "--report", report, "--quiet"])).status, 0, "an earlier report is replaced");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -115,7 +123,7 @@ test("3. labels: unbounded / gapped integer ids, header-only files, 1.5 are type
       source: { fingerprint: "m", layers: 4, dim: 16, tokenization: { addBos: true, template: "raw" }, async hidden(t) { return byText.get(t)!; } },
       examples: task.hidden.map((_, i) => ({ text: `p${i}`, label: 0 })), labelNames: ["a", "b"], outDir: one, mode: "full",
     });
-    assertTypedFailure(cli(["train", "--features", one, "--probe", "pooling", "--quiet", "--out", join(dir, "p")]), /1 class .*at least 2/);
+    assertTypedFailure(await run(["train", "--features", one, "--probe", "pooling", "--quiet", "--out", join(dir, "p")]), /1 class .*at least 2/);
     assert.equal(existsSync(join(dir, "p")), false);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -133,7 +141,7 @@ test("4. NaN: a NaN weight fails generation, NaN features fail extraction, a div
     const fd = openSync(model, "r+");
     writeSync(fd, Buffer.from(new Float32Array([NaN]).buffer), 0, 4, norm.dataOffset);
     closeSync(fd);
-    const g = cli(["generate", "--model", model, "--prompt", "Once", "--max-tokens", "5", "--threads", "1"], { ONEPASS_CACHE_DIR: join(dir, "cache") });
+    const g = await run(["generate", "--model", model, "--prompt", "Once", "--max-tokens", "5", "--threads", "1"], { ONEPASS_CACHE_DIR: join(dir, "cache") });
     assertTypedFailure(g, /NaN logits .* at the prefill/);
     assert.equal(g.stdout, "");
     // NaN features stop extraction at the example, naming it.
@@ -149,16 +157,20 @@ test("4. NaN: a NaN weight fails generation, NaN features fail extraction, a div
     // --lr 1e30 diverges: a typed error naming the step, and no probe folder.
     const feats = join(dir, "feats");
     await syntheticCache(feats);
-    assertTypedFailure(cli(["train", "--features", feats, "--probe", "pooling", "--lr", "1e30", "--quiet", "--out", join(dir, "p")]), /training diverged: the loss is NaN at epoch \d+, step \d+ of \d+/);
+    assertTypedFailure(await run(["train", "--features", feats, "--probe", "pooling", "--lr", "1e30", "--quiet", "--out", join(dir, "p")]), /training diverged: the loss is NaN at epoch \d+, step \d+ of \d+/);
     assert.equal(existsSync(join(dir, "p")), false);
     // A probe whose weights were edited to NaN is refused on load.
     const probe = join(dir, "ok");
-    assert.equal(cli(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", probe]).status, 0);
+    assert.equal((await run(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", probe])).status, 0);
     const w = join(probe, "weights.safetensors");
     const bytes = readFileSync(w);
     const headerLen = Number(bytes.readBigUInt64LE(0));
     bytes.writeFloatLE(NaN, 8 + headerLen);
     writeFileSync(w, bytes);
+    // (the stored checksum would catch the edit first: drop it, as in a probe saved before checksums existed)
+    const pj = JSON.parse(readFileSync(join(probe, "probe.json"), "utf8"));
+    delete pj.weightsSha256;
+    writeFileSync(join(probe, "probe.json"), JSON.stringify(pj));
     assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && /NaN/.test(e.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -166,12 +178,12 @@ test("4. NaN: a NaN weight fails generation, NaN features fail extraction, a div
 });
 
 /** Runs `fn` with a fresh tmpfs of `size` mounted at a temp folder (root only: CI runs as root, so never skipped). */
-function withTmpfs<T>(size: string, fn: (mnt: string) => T): T {
+async function withTmpfs<T>(size: string, fn: (mnt: string) => Promise<T>): Promise<T> {
   const mnt = tempDir("rel-mnt");
   const m = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt], { encoding: "utf8" });
   assert.equal(m.status, 0, `mount -t tmpfs needs root (CI runs as root): ${m.stderr}`);
   try {
-    return fn(mnt);
+    return await fn(mnt);
   } finally {
     spawnSync("umount", [mnt]);
     rmSync(mnt, { recursive: true, force: true });
@@ -185,20 +197,20 @@ test("5. full, read-only and forbidden folders are one-line typed errors naming 
     await syntheticCache(feats);
     const cache = join(dir, "cache");
     // warm the graph cache (writable) so that the extract runs below only write their features
-    assert.equal(cli(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], { ONEPASS_CACHE_DIR: cache }).status, 0);
+    assert.equal((await run(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], { ONEPASS_CACHE_DIR: cache })).status, 0);
     const data = "test/fixtures/palma2025/sst2_train.csv";
-    withTmpfs("48k", (mnt) => {
-      const r = cli(["extract", "--data", data, "--limit", "40", "--max-tokens", "16", "--threads", "1", "--quiet", "--out", join(mnt, "f")], { ONEPASS_CACHE_DIR: cache });
+    await withTmpfs("48k", async (mnt) => {
+      const r = await run(["extract", "--data", data, "--limit", "40", "--max-tokens", "16", "--threads", "1", "--quiet", "--out", join(mnt, "f")], { ONEPASS_CACHE_DIR: cache });
       assertTypedFailure(r, /cannot write the feature cache \(ENOSPC: no space left on device/);
       assert.match(r.stderr, new RegExp(join(mnt, "f")));
     });
-    withTmpfs("1m", (mnt) => {
+    await withTmpfs("1m", async (mnt) => {
       mkdirSync(join(mnt, "graphs"));
       assert.equal(spawnSync("mount", ["-o", "remount,ro", mnt]).status, 0);
-      assertTypedFailure(cli(["extract", "--data", data, "--limit", "4", "--threads", "1", "--quiet", "--out", join(mnt, "f")], { ONEPASS_CACHE_DIR: cache }), /EROFS: read-only file system/);
-      assertTypedFailure(cli(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", join(mnt, "p")]), /EROFS/);
-      assertTypedFailure(cli(["convert", "--model", STORIES260K, "--to", "onnx", "--out", join(mnt, "o")]), /EROFS/);
-      assertTypedFailure(cli(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], { ONEPASS_CACHE_DIR: mnt }), /graph cache .*EROFS/);
+      assertTypedFailure(await run(["extract", "--data", data, "--limit", "4", "--threads", "1", "--quiet", "--out", join(mnt, "f")], { ONEPASS_CACHE_DIR: cache }), /EROFS: read-only file system/);
+      assertTypedFailure(await run(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", join(mnt, "p")]), /EROFS/);
+      assertTypedFailure(await run(["convert", "--model", STORIES260K, "--to", "onnx", "--out", join(mnt, "o")]), /EROFS/);
+      assertTypedFailure(await run(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], { ONEPASS_CACHE_DIR: mnt }), /graph cache .*EROFS/);
     });
     // EACCES: a folder the user (nobody) may not write to; root ignores permission bits, so run as nobody.
     const locked = join(dir, "locked");
@@ -211,19 +223,19 @@ test("5. full, read-only and forbidden folders are one-line typed errors naming 
   }
 });
 
-test("10. special paths: a FIFO as --model or probe file fails at once; a cache dir under /proc fails fast", () => {
+test("10. special paths: a FIFO as --model or probe file fails at once; a cache dir under /proc fails fast", async () => {
   const dir = tempDir("rel-special");
   try {
     const fifo = join(dir, "model.gguf");
     assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
     const t0 = Date.now();
-    assertTypedFailure(cli(["inspect", "--model", fifo]), /FIFO/);
-    assertTypedFailure(cli(["generate", "--model", fifo, "--prompt", "a"]), /FIFO/);
+    assertTypedFailure(await run(["inspect", "--model", fifo]), /FIFO/);
+    assertTypedFailure(await run(["generate", "--model", fifo, "--prompt", "a"]), /FIFO/);
     const probe = join(dir, "probe");
     mkdirSync(probe);
     assert.equal(spawnSync("mkfifo", [join(probe, "probe.json")]).status, 0);
     assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && /FIFO/.test(e.message));
-    assertTypedFailure(cli(["generate", "--prompt", "a", "--max-tokens", "1"], { ONEPASS_CACHE_DIR: "/proc/onepass-x" }), /graph cache/);
+    assertTypedFailure(await run(["generate", "--prompt", "a", "--max-tokens", "1"], { ONEPASS_CACHE_DIR: "/proc/onepass-x" }), /graph cache/);
     assert.ok(Date.now() - t0 < 30_000);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -236,7 +248,7 @@ test("6. probe.json is validated against one schema; the weights must be exactly
     const feats = join(dir, "feats");
     await syntheticCache(feats);
     const probe = join(dir, "p");
-    assert.equal(cli(["train", "--features", feats, "--probe", "scoring", "--epochs", "1", "--quiet", "--out", probe]).status, 0);
+    assert.equal((await run(["train", "--features", feats, "--probe", "scoring", "--epochs", "1", "--quiet", "--out", probe])).status, 0);
     const json = join(probe, "probe.json");
     const good = JSON.parse(readFileSync(json, "utf8"));
     assert.match(good.weightsSha256, /^[0-9a-f]{64}$/);
@@ -256,7 +268,7 @@ test("6. probe.json is validated against one schema; the weights must be exactly
       edit(j);
       writeFileSync(json, JSON.stringify(j));
       assert.throws(() => loadProbe(probe), (e: unknown) => e instanceof ProbeError && e.field === field && message.test(e.message), field);
-      assertTypedFailure(cli(["eval", "--probe", probe, "--features", feats]), new RegExp(`field ${field.replace(/\./g, "\\.")}`));
+      assertTypedFailure(await run(["eval", "--probe", probe, "--features", feats]), new RegExp(`field ${field.replace(/\./g, "\\.")}`));
     }
     writeFileSync(json, JSON.stringify(good));
     const w = join(probe, "weights.safetensors");
@@ -277,14 +289,14 @@ test("7. eval and train --val-features compare tokenisation; train refuses flags
     await syntheticCache(chat, 40, 4, ["neg", "pos"], "chat");
     const probe = join(dir, "p");
     const base = ["train", "--features", feats, "--epochs", "1", "--quiet"];
-    assert.equal(cli([...base, "--probe", "pooling", "--out", probe]).status, 0);
-    assertTypedFailure(cli(["eval", "--probe", probe, "--features", chat]), /field tokenization: .*template 'chat'/);
-    assertTypedFailure(cli([...base, "--probe", "pooling", "--val-features", chat, "--out", join(dir, "q")]), /field tokenization: .*template 'chat'/);
-    assertTypedFailure(cli([...base, "--probe", "pooling", "--val-features", feats, "--out", join(dir, "q")]), /--val-features: is the training cache/);
-    assertTypedFailure(cli([...base, "--probe", "pooling", "--metric", "accuracy", "--target-fpr", "0.1", "--out", join(dir, "q")]), /--target-fpr: .*selects on accuracy/);
-    assertTypedFailure(cli([...base, "--probe", "scoring", "--pool", "max", "--out", join(dir, "q")]), /--pool: applies to pooling and mha probes, not scoring/);
-    assertTypedFailure(cli([...base, "--probe", "pooling", "--heads", "2", "--out", join(dir, "q")]), /--heads: applies to mha/);
-    assertTypedFailure(cli([...base, "--probe", "pooling", "--class-weights", "0,0", "--out", join(dir, "q")]), /class weights must be .*not all 0/);
+    assert.equal((await run([...base, "--probe", "pooling", "--out", probe])).status, 0);
+    assertTypedFailure(await run(["eval", "--probe", probe, "--features", chat]), /field tokenization: .*template 'chat'/);
+    assertTypedFailure(await run([...base, "--probe", "pooling", "--val-features", chat, "--out", join(dir, "q")]), /field tokenization: .*template 'chat'/);
+    assertTypedFailure(await run([...base, "--probe", "pooling", "--val-features", feats, "--out", join(dir, "q")]), /--val-features: is the training cache/);
+    assertTypedFailure(await run([...base, "--probe", "pooling", "--metric", "accuracy", "--target-fpr", "0.1", "--out", join(dir, "q")]), /--target-fpr: .*selects on accuracy/);
+    assertTypedFailure(await run([...base, "--probe", "scoring", "--pool", "max", "--out", join(dir, "q")]), /--pool: applies to pooling and mha probes, not scoring/);
+    assertTypedFailure(await run([...base, "--probe", "pooling", "--heads", "2", "--out", join(dir, "q")]), /--heads: applies to mha/);
+    assertTypedFailure(await run([...base, "--probe", "pooling", "--class-weights", "0,0", "--out", join(dir, "q")]), /class weights must be .*not all 0/);
     assert.equal(existsSync(join(dir, "q")), false);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -297,16 +309,16 @@ test("8. CLI text: --stop escapes, flag names in range errors, same-named probes
   const env = { ONEPASS_CACHE_DIR: tempDir("rel-cli-cache") };
   try {
     const base = ["generate", "--prompt", "Once upon a time", "--temperature", "0", "--threads", "1"];
-    const full = cli([...base, "--max-tokens", "40"], env);
+    const full = await run([...base, "--max-tokens", "40"], env);
     assert.equal(full.status, 0, full.stderr);
     const cut = full.stdout.indexOf(".");
     assert.ok(cut > 0, full.stdout);
-    const stopped = cli([...base, "--max-tokens", "40", "--stop", "\\x2e"], env); // an escaped "."
+    const stopped = await run([...base, "--max-tokens", "40", "--stop", "\\x2e"], env); // an escaped "."
     assert.equal(stopped.status, 0, stopped.stderr);
     assert.equal(stopped.stdout.replace(/\n$/, ""), full.stdout.slice(0, cut));
-    assertTypedFailure(cli([...base, "--max-tokens", "4000"], env), /\+ --max-tokens \(4000\) = \d+ exceeds the context window/);
-    assertTypedFailure(cli([...base, "--top-p", "0"], env), /--top-p: expects a number in \(0, 1\]/);
-    assertTypedFailure(cli([...base, "--threads", "1000"], env), new RegExp(`--threads: expects an integer in \\[1, ${availableParallelism()}\\]`));
+    assertTypedFailure(await run([...base, "--max-tokens", "4000"], env), /\+ --max-tokens \(4000\) = \d+ exceeds the context window/);
+    assertTypedFailure(await run([...base, "--top-p", "0"], env), /--top-p: expects a number in \(0, 1\]/);
+    assertTypedFailure(await run([...base, "--threads", "1000"], env), new RegExp(`--threads: expects an integer in \\[1, ${availableParallelism()}\\]`));
     // Two probes with the same folder name are named by their paths.
     const dir = tempDir("rel-names");
     try {
@@ -314,11 +326,11 @@ test("8. CLI text: --stop escapes, flag names in range errors, same-named probes
       await syntheticCache(feats);
       const probes = [join(dir, "a", "p"), join(dir, "b", "p")];
       for (const p of probes) {
-        const r = cli(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", p]);
+        const r = await run(["train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", p]);
         assert.equal(r.status, 0, r.stderr);
       }
       // The synthetic probes come from another "model": the error must be the fingerprint, not the duplicate name.
-      const r = cli([...base, "--max-tokens", "1", "--probe", probes[0], "--probe", probes[1]], env);
+      const r = await run([...base, "--max-tokens", "1", "--probe", probes[0], "--probe", probes[1]], env);
       assertTypedFailure(r, /model\.fingerprint/);
       assert.doesNotMatch(r.stderr, /name them with a record/);
     } finally {
