@@ -136,6 +136,7 @@ export function inFlagTerms(err: unknown): unknown {
   for (const k of names) message = message.replace(new RegExp(`\\b${k}\\b`, "g"), FLAG_OF[k]);
   const Ctor = err.constructor as new (m: string, w?: object, o?: { cause?: unknown }) => OnepassError;
   const copy = new Ctor("", {}, { cause: err });
-  Object.defineProperty(copy, "message", { value: message });
+  const field = err.field !== undefined && FLAG_OF[err.field] !== undefined ? FLAG_OF[err.field] : err.field;
+  Object.defineProperties(copy, { message: { value: message }, file: { value: err.file }, field: { value: field }, offset: { value: err.offset } });
   return copy;
 }
