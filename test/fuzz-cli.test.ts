@@ -102,7 +102,8 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
       switch (cmd) {
         case "generate": return ["generate", "--model", pick(models), "--prompt", pick(["Once", "", "a ".repeat(3000)]), "--max-tokens", pick(["3", "0", "5000"]), "--threads", "1"];
         case "classify": return ["classify", "--probe", pick(probes), "--text", pick(["hello", ""]), "--threads", "1"];
-        case "extract": return ["extract", "--data", pick(datas), "--max-tokens", "8", "--limit", pick(["4", "6"]), "--threads", "1", "--quiet", "--out", out];
+        // presets look in an empty --data-dir: a real preset without --limit would be a long (correct) job, not a hang
+        case "extract": return ["extract", "--data", pick(datas), "--data-dir", I("somedir"), "--max-tokens", "8", "--limit", pick(["4", "6"]), "--threads", "1", "--quiet", "--out", out];
         case "train": return ["train", "--features", pick(caches), "--probe", pick(["pooling", "scoring", "mha", "fixed", "linear"]), "--epochs", "1", "--quiet", "--out", out];
         case "eval": return ["eval", "--probe", pick(probes), "--features", pick(caches), "--quiet", ...(rand() < 0.5 ? ["--report", join(out, "r.html")] : [])];
         case "convert": return ["convert", "--model", pick(models), "--to", pick(["hf", "onnx", "gguf"]), "--out", out];
