@@ -87,6 +87,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
     // warm the graph cache so that engine-loading cases do not each build it
     assert.equal((await runCaptured(["generate", "--prompt", "a", "--max-tokens", "1", "--threads", "1"], CASE_MS, env)).code, 0);
     const before = hashTree(inputs);
+    const cwdBefore = readdirSync(".").sort().join("\n"); // a relative --out must never land in the checkout
 
     const rand = mulberry32(Number(process.env.FUZZ_SEED ?? 20261203));
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
@@ -116,7 +117,10 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
       const m = Math.floor(rand() * 7);
       const flagAt = () => { const idx = a.map((x, i) => (x.startsWith("--") ? i : -1)).filter((i) => i > 0); return idx.length ? pick(idx) : -1; };
       if (m === 0) { const i = flagAt(); if (i > 0) a.splice(i, a[i + 1] !== undefined && !a[i + 1].startsWith("--") ? 2 : 1); } // drop a flag (maybe a required one)
-      else if (m === 1) { const i = flagAt(); if (i > 0 && a[i + 1] !== undefined && !a[i + 1].startsWith("--")) a[i + 1] = pick(badNumbers); } // bad value
+      else if (m === 1) { // bad value; an output flag's stays inside this case's folder (never the working directory)
+        const i = flagAt();
+        if (i > 0 && a[i + 1] !== undefined && !a[i + 1].startsWith("--")) a[i + 1] = ["--out", "--report"].includes(a[i]) ? join(outs, `${pick(badNumbers)}-${a.length}`) : pick(badNumbers);
+      }
       else if (m === 2) a.push(pick(flagPool), pick([...badNumbers, "mean", "0,0", "\\n\\n"])); // extra flag, maybe one that does not apply
       else if (m === 3) { const i = a.findIndex((x) => ["--model", "--data", "--features", "--probe", "--out"].includes(x)); if (i > 0) a[i + 1] = pick(badPaths); } // bad path
       else if (m === 4) a.push(pick(["--bogus", "positional", "-x", "--help=3", "--out"])); // malformed syntax
@@ -158,11 +162,12 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
         }
       }
       const now = hashTree(inputs);
-      if (now !== before) {
-        problems.push(`${shown}: modified the inputs`);
+      if (now !== before || readdirSync(".").sort().join("\n") !== cwdBefore) {
+        problems.push(`${shown}: modified the inputs or the working directory`);
         break;
       }
       rmSync(out, { recursive: true, force: true });
+      for (const name of readdirSync(outs)) if (!name.startsWith("case-")) rmSync(join(outs, name), { recursive: true, force: true });
     }
     const growth = process.memoryUsage().rss - baseRss;
     assert.deepEqual(problems, []);
