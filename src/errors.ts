@@ -51,3 +51,7 @@ export class FeatureCacheError extends OnepassError { override readonly code = "
 export class ProbeError extends OnepassError { override readonly code = "PROBE"; }
 /** A probe was trained on another model (fingerprint mismatch). */
 export class ModelMismatchError extends OnepassError { override readonly code = "MODEL_MISMATCH"; }
+/** The file system refused a read or write (permission, read-only, full disk, not a folder, special file). */
+export class FileSystemError extends OnepassError { override readonly code = "FILE_SYSTEM"; }
+/** A value that must be finite (logits, features, a loss, weights) is NaN or infinite. */
+export class NonFiniteError extends OnepassError { override readonly code = "NON_FINITE"; }

@@ -8,6 +8,7 @@ import { copyFileSync, existsSync, mkdirSync, renameSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { InvalidArgumentError, UnsupportedModelError } from "../errors.js";
 import { writeFileAtomic } from "../util/atomic.js";
+import { makeDirs } from "../util/fs-errors.js";
 import { TensorNames, type LoadedModel, type ModelSpec } from "../model/spec.js";
 import { writeSafetensors, type SafetensorsTensorInput } from "../model/safetensors.js";
 import { specToHfConfig } from "../model/hf/config.js";
@@ -65,7 +66,7 @@ export async function writeHfFolder(model: LoadedModel, outDir: string, options:
   const dtype = options.dtype ?? "f32";
   if (!(dtype in ST_DTYPE)) throw new InvalidArgumentError(`dtype must be f32, f16 or bf16, got ${dtype}`, { field: "dtype" });
   const { spec, weights } = model;
-  mkdirSync(outDir, { recursive: true });
+  makeDirs(outDir);
   const unpermute = spec.ropeStyle === "interleaved";
   if (unpermute && spec.architecture !== "llama") {
     throw new UnsupportedModelError(`interleaved RoPE for ${spec.architecture} has no HF equivalent`, { file: weights.path, field: "ropeStyle" });

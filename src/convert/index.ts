@@ -6,8 +6,9 @@
  *              tokenizer files: the folder is self-contained and `Engine.load(folder)` runs it as it is.
  * It sits above model/ and graph/ (it reads checkpoints and builds graphs), below the CLI.
  */
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fsError, lstatOrUndefined, makeDirs, withFs } from "../util/fs-errors.js";
 import { InvalidArgumentError, UnsupportedModelError } from "../errors.js";
 import { buildDecoderGraph, DECODER_BUILDER_VERSION, type ProgressCallback } from "../graph/decoder.js";
 import { TensorNames, type LoadedModel, type ModelSpec, type WeightSource } from "../model/spec.js";
@@ -62,6 +63,7 @@ export async function convertModel(modelPath: string, options: ConvertOptions): 
   if (options.to === "onnx" && options.dtype !== undefined && options.dtype !== "f32") {
     throw new InvalidArgumentError("--dtype applies to --to hf (the ONNX graph computes in f32)", { field: "dtype" });
   }
+  checkConvertTarget(options.out, options.to, modelPath);
   const model = await loadModel(modelPath);
   try {
     if (model.format === "onnx") {
@@ -73,9 +75,38 @@ export async function convertModel(modelPath: string, options: ConvertOptions): 
       return { out: options.out, files, spec: hfSpecOf(model.spec) };
     }
     return await writeOnnx(model, modelPath, options);
+  } catch (err) {
+    throw fsError(err, options.out, "write the converted model");
   } finally {
     model.weights.close();
   }
+}
+
+/**
+ * Nothing a user wrote is replaced: `out` must not exist, be an empty folder, or (to "onnx") be an earlier
+ * `convert --to onnx` folder (its onepass.json says format "onepass-decoder"). Anything else, including the
+ * source model's own folder, is an InvalidArgumentError naming it.
+ */
+function checkConvertTarget(out: string, to: "hf" | "onnx", modelPath: string): void {
+  const refuse = (why: string) => {
+    throw new InvalidArgumentError(`${why}; convert writes only into a new or empty folder${to === "onnx" ? " or an earlier --to onnx output" : ""}: choose another --out`, { file: out, field: "out" });
+  };
+  if (resolve(out) === resolve(modelPath)) refuse("is the source model");
+  const st = lstatOrUndefined(out);
+  if (st === undefined) return;
+  if (!st.isDirectory()) refuse("exists and is not a folder");
+  const names = withFs(out, "list", () => readdirSync(out));
+  if (names.length === 0) return;
+  if (to === "onnx" && names.includes(ONEPASS_MANIFEST)) {
+    let format: unknown;
+    try {
+      format = (JSON.parse(readFileSync(join(out, ONEPASS_MANIFEST), "utf8")) as { format?: unknown }).format;
+    } catch {
+      format = undefined;
+    }
+    if (format === "onepass-decoder") return;
+  }
+  refuse(`is not empty (holds ${JSON.stringify(names[0])})`);
 }
 
 async function writeOnnx(source: LoadedModel, modelPath: string, options: ConvertOptions): Promise<ConvertResult> {
@@ -83,7 +114,7 @@ async function writeOnnx(source: LoadedModel, modelPath: string, options: Conver
   if (options.quantize !== undefined && !int4) throw new InvalidArgumentError(`--quantize must be int4, got ${String(options.quantize)}`, { field: "quantize" });
   const quantised = int4 ? quantizeModelInt4(source, { scheme: options.int4Scheme, includeOutput: options.int4Head }) : source;
   const model = int4 && options.onProgress !== undefined ? { ...quantised, weights: countingInt4Reads(quantised, options.int4Head ?? false, options.onProgress) } : quantised;
-  mkdirSync(options.out, { recursive: true });
+  makeDirs(options.out);
   const tmp = mkdtempSync(join(options.out, ".convert-"));
   try {
     const accuracyLevel = options.accuracyLevel ?? 4;

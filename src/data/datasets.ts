@@ -74,6 +74,11 @@ export interface LoadOptions {
   labelNames?: string[];
   /** Raw label value (as a string) → id, applied first. E.g. { safe: 0, harmful: 1 }. */
   labelMap?: Record<string, number>;
+  /**
+   * How `limit` picks rows: "first" (default) the first `limit` rows in file order; "stratified" a sample of
+   * `limit` rows with every class in proportion, spread evenly over the file (presets use it).
+   */
+  sample?: "first" | "stratified";
   /** Skip rows whose label is null/missing/empty instead of failing. */
   dropMissingLabels?: boolean;
   /** Keep only rows where each dotted path equals the value (e.g. { split: "train" }). */
@@ -90,7 +95,9 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
   const labelField = options.labelField ?? "label";
   if (options.files.length === 0) throw new DatasetError("no dataset files given");
   const pending: { text: string; raw: RawLabel; file: string; where: string }[] = [];
-  const limit = options.limit ?? Infinity;
+  const stratified = options.sample === "stratified";
+  // A stratified sample needs every row's label first; "first" stops reading at the limit.
+  const limit = stratified ? Infinity : options.limit ?? Infinity;
   const fixedNames = options.labelNames;
 
   for (const f of options.files) {
@@ -117,13 +124,18 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
       }
       const raw = classifyLabel(rawValue, options.labelMap, fixedNames);
       if (raw === undefined) {
-        throw new DatasetError(`${rec.where}: label ${JSON.stringify(rawValue)} is not one of ${JSON.stringify(fixedNames ?? Object.keys(options.labelMap ?? {}))}`, {
+        const known = fixedNames ?? Object.keys(options.labelMap ?? {});
+        const expected = known.length > 0 ? `one of ${JSON.stringify(known)}` : "a class name or a non-negative integer class id";
+        throw new DatasetError(`${rec.where}: label ${JSON.stringify(rawValue)} is not ${expected}`, {
           file: f.path,
           field: labelField,
         });
       }
       if (raw.kind === "id" && fixedNames !== undefined && raw.id >= fixedNames.length) {
         throw new DatasetError(`${rec.where}: label id ${raw.id} out of range (${fixedNames.length} label names)`, { file: f.path, field: labelField });
+      }
+      if (raw.kind === "id" && raw.id >= MAX_CLASSES) {
+        throw new DatasetError(`${rec.where}: label id ${raw.id} is too large (at most ${MAX_CLASSES} classes; integer labels are class ids 0..K-1)`, { file: f.path, field: labelField });
       }
       pending.push({ text, raw, file: f.path, where: rec.where });
     }
@@ -147,12 +159,27 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
       idOf = (r) => names.indexOf((r as { name: string }).name);
     } else {
       const maxId = ids.reduce((m, p) => Math.max(m, (p.raw as { id: number }).id), -1);
+      // Integer ids name classes 0..K-1: an id past the classes actually present (e.g. 3000000 among 0/1)
+      // would silently make millions of empty classes.
+      const present = new Set(ids.map((p) => (p.raw as { id: number }).id));
+      if (options.labelMap === undefined && maxId + 1 > present.size) {
+        const missing = Array.from({ length: maxId + 1 }, (_, k) => k).find((k) => !present.has(k))!;
+        const p = ids.find((q) => (q.raw as { id: number }).id === maxId)!;
+        throw new DatasetError(
+          `${p.where}: label ${maxId} implies ${maxId + 1} classes but only ${present.size} distinct labels occur (no row has label ${missing}); integer labels must be class ids 0..K-1`,
+          { file: p.file, field: labelField },
+        );
+      }
       const mapNames = invertLabelMap(options.labelMap, maxId + 1);
       labelNames = mapNames ?? Array.from({ length: maxId + 1 }, (_, k) => String(k));
       idOf = (r) => (r as { id: number }).id;
     }
   }
-  const examples = pending.map((p) => ({ text: p.text, label: idOf(p.raw) }));
+  let examples = pending.map((p) => ({ text: p.text, label: idOf(p.raw) }));
+  if (examples.length === 0) {
+    throw new DatasetError(`no examples${options.where !== undefined || options.dropMissingLabels === true ? " (after filtering)" : ""}: the file has no data rows`, { file: options.files[0].path });
+  }
+  if (stratified && options.limit !== undefined && options.limit < examples.length) examples = stratifiedSample(examples, options.limit);
   return {
     name: options.name ?? options.files.map((f) => f.path).join(","),
     split: options.split,
@@ -162,6 +189,35 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
     textField: options.textTemplate ?? textField,
     labelField,
   };
+}
+
+/** Largest number of classes a dataset may have (integer labels are class ids below it). */
+export const MAX_CLASSES = 1000;
+
+/**
+ * `n` examples, each class in proportion to its size and spread evenly over its rows, in file order: a
+ * preset sorted by class (refusal: all harmless rows, then all harmful) still yields every class.
+ */
+export function stratifiedSample(examples: Example[], n: number): Example[] {
+  const byClass = new Map<number, number[]>();
+  examples.forEach((e, i) => {
+    const rows = byClass.get(e.label) ?? [];
+    rows.push(i);
+    byClass.set(e.label, rows);
+  });
+  // Quotas: the first n rows when each class's rows are spaced 1/count apart (largest-remainder style).
+  const keyed: { label: number; key: number }[] = [];
+  for (const [label, rows] of byClass) rows.forEach((_, r) => keyed.push({ label, key: (r + 0.5) / rows.length }));
+  keyed.sort((a, b) => a.key - b.key || a.label - b.label);
+  const quota = new Map<number, number>();
+  for (const k of keyed.slice(0, n)) quota.set(k.label, (quota.get(k.label) ?? 0) + 1);
+  // Within a class, rows evenly spaced over the file.
+  const picked: number[] = [];
+  for (const [label, q] of quota) {
+    const rows = byClass.get(label)!;
+    for (let j = 0; j < q; j++) picked.push(rows[Math.floor(((j + 0.5) * rows.length) / q)]);
+  }
+  return picked.sort((a, b) => a - b).map((i) => examples[i]);
 }
 
 function classifyLabel(value: unknown, map: Record<string, number> | undefined, names: string[] | undefined): RawLabel | undefined {
@@ -425,6 +481,8 @@ export async function loadPreset(name: string, options: PresetOptions = {}): Pro
     split,
     files: parts.map((p) => ({ ...p, path: join(dir, p.path) })),
     limit: options.limit,
+    // Preset files are often ordered by class: the first N rows could all be one class.
+    sample: "stratified",
   };
   if (preset.splitField !== undefined) opts.where = { ...(opts.where ?? {}), [preset.splitField]: split };
   if (options.textField !== undefined) {

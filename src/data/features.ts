@@ -46,8 +46,9 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { HiddenStates } from "../types/hidden.js";
-import { FeatureCacheError, InvalidArgumentError } from "../errors.js";
+import { FeatureCacheError, InvalidArgumentError, NonFiniteError } from "../errors.js";
 import { TMP_SUFFIX, writeFileAtomic } from "../util/atomic.js";
+import { fsError, makeDirs } from "../util/fs-errors.js";
 import { datasetHash, type DatasetTask, type Example } from "./datasets.js";
 import { decodeF16, encodeF16 } from "../numeric/half.js";
 
@@ -61,6 +62,19 @@ export interface TokenizationSettings {
   template: "raw" | "chat";
   /** Keep at most this many tokens (the first ones); null = no limit. */
   maxTokens: number | null;
+}
+
+/**
+ * How two tokenisations differ ("template 'chat' vs 'raw'", ...), `a` and `b` named by `names`; a field
+ * absent from `b` is not compared. Shared by every path that puts a probe or a cache next to another one:
+ * eval, train --val-features, classify and generate.
+ */
+export function tokenizationDifferences(a: TokenizationSettings, b: Partial<TokenizationSettings>, names: [string, string]): string[] {
+  const out: string[] = [];
+  if (b.template !== undefined && a.template !== b.template) out.push(`${names[1]} used template '${b.template}', ${names[0]} '${a.template}'`);
+  if (b.addBos !== undefined && a.addBos !== b.addBos) out.push(`${names[1]} ${b.addBos ? "starts" : "does not start"} with BOS, ${names[0]} ${a.addBos ? "did" : "did not"}`);
+  if (b.maxTokens !== undefined && a.maxTokens !== b.maxTokens) out.push(`${names[1]} kept ${b.maxTokens ?? "all"} tokens, ${names[0]} ${a.maxTokens ?? "all"}`);
+  return out;
 }
 
 /** Where hidden states come from: the engine (engineSource in source.ts) or a test double. */
@@ -442,6 +456,15 @@ export function summarize(h: HiddenStates): HiddenStates {
  * in the same dir; refuses (FeatureCacheError) a dir made by another model, dataset or settings.
  */
 export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
+  try {
+    return await extractFeaturesInner(options);
+  } catch (err) {
+    // EACCES, EROFS, ENOSPC, ENOTDIR...: one typed line naming the cache folder (the cache stays resumable).
+    throw fsError(err, options.outDir, "write the feature cache");
+  }
+}
+
+async function extractFeaturesInner(options: ExtractOptions): Promise<ExtractResult> {
   const { source, examples, outDir } = options;
   const want = buildManifest(options);
   for (const [i, e] of examples.entries()) {
@@ -449,7 +472,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
       throw new InvalidArgumentError(`example ${i}: label ${e.label} outside 0..${want.labelNames.length - 1}`, { field: "label" });
     }
   }
-  mkdirSync(outDir, { recursive: true });
+  makeDirs(outDir);
   const manifestPath = join(outDir, MANIFEST);
   acquireLock(outDir);
   try {
@@ -516,6 +539,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
         if (options.maxTokens !== undefined && h.tokens > options.maxTokens) h = h.sliceTokens(0, options.maxTokens);
         const stored = manifest.mode === "full" ? h : summarize(h);
         const half = encodeF16(stored.data); // [rows * layers * dim]
+        checkFiniteF16(half, stored, next);
         const buf = Buffer.from(half.buffer, half.byteOffset, half.byteLength); // little-endian on every Node platform we run on
         writeAll(fdData, buf);
         const entry: IndexEntry = { i: next, off: shardOffset, t: h.tokens, y: ex.label, h: textHash(ex.text) };
@@ -545,6 +569,21 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     return { dir: outDir, count: next, resumedFrom: resumed, computed: next - resumed, bytes, complete: next === total };
   } finally {
     removeIfExists(join(outDir, LOCK));
+  }
+}
+
+/**
+ * Stored features must be finite: NaN from the model, or values past fp16's range (|x| > 65504 become ±Inf
+ * when stored), would train a probe on garbage. Exponent bits all ones = Inf or NaN in f16.
+ */
+function checkFiniteF16(half: Uint16Array, stored: HiddenStates, example: number): void {
+  for (let i = 0; i < half.length; i++) {
+    if ((half[i] & 0x7c00) === 0x7c00) {
+      const v = stored.data[i];
+      const layer = Math.floor(i / (stored.tokens * stored.dim));
+      const what = Number.isFinite(v) ? `${v} overflows fp16 (|x| > 65504)` : `is ${v}`;
+      throw new NonFiniteError(`example ${example}: hidden state value at layer ${layer} ${what}; the model's weights hold NaN/Inf values or its activations overflow`, { field: `example ${example}` });
+    }
   }
 }
 

@@ -178,7 +178,7 @@ export class Engine {
       } finally {
         release();
       }
-    });
+    }, request.stallTimeoutMs);
   }
 
   /**

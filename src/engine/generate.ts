@@ -3,7 +3,7 @@
  * states + KV cache), hand that pass to `onPrefill` (a probe hook that may end the request before any decode
  * step), then decode one token per run with sampling, stop strings, EOS and a token budget, streaming text.
  */
-import { ContextOverflowError, InvalidArgumentError } from "../errors.js";
+import { ContextOverflowError, InvalidArgumentError, NonFiniteError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { createTextStreamer } from "../tokenizer/streamer.js";
 import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.js";
@@ -34,6 +34,12 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: string | readonly string[];
   /** Token ids that end generation (default: the tokenizer's EOS ids). The EOS token is not output. */
   eosTokenIds?: readonly number[];
+  /**
+   * A consumer that takes a chunk and then neither asks for the next one nor calls `return()` for this many
+   * ms has stalled: the generation ends with finishReason "abort" and releases the engine, so later requests
+   * and dispose() are not blocked forever (default 60000; 0 = wait for ever).
+   */
+  stallTimeoutMs?: number;
   /**
    * Called once with the prefill's ForwardPass (logits of the last prompt token and, when the session has
    * taps, the prompt's HiddenStates [L+1, T, d]) before the first decode step. May be async.
@@ -99,7 +105,10 @@ export class Generation implements AsyncIterable<GenerateChunk> {
   private driveScheduled = false;
 
   /** @param run yields chunks and returns the result; its finally blocks run even when iteration stops early. */
-  constructor(private readonly run: (state: RunState) => AsyncGenerator<GenerateChunk, GenerateResult>) {
+  constructor(
+    private readonly run: (state: RunState) => AsyncGenerator<GenerateChunk, GenerateResult>,
+    private readonly stallTimeoutMs = DEFAULT_STALL_TIMEOUT_MS,
+  ) {
     this.settled = new Promise<GenerateResult>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -151,22 +160,17 @@ export class Generation implements AsyncIterable<GenerateChunk> {
     this.started = true;
     const state: RunState = { finished: false };
     const inner = this.run(state);
-    return {
-      next: async () => {
-        try {
-          const r = await inner.next();
-          if (r.done) {
-            this.resolve(r.value);
-            return { done: true, value: undefined };
-          }
-          return r;
-        } catch (err) {
-          this.reject(err);
-          throw err;
-        }
-      },
-      return: async () => {
-        // the consumer stopped early: finish the run (its finally releases the session) and report "abort"
+    // The run is suspended at a `yield` (holding the engine) while the consumer holds a chunk: a watchdog
+    // armed after each chunk ends it if the consumer neither pulls again nor returns within the timeout.
+    let watchdog: NodeJS.Timeout | undefined;
+    let stopped: Promise<void> | undefined;
+    const disarm = () => {
+      clearTimeout(watchdog);
+      watchdog = undefined;
+    };
+    // The consumer stopped (return()) or stalled: finish the run (its finally releases the session), report "abort".
+    const stop = (): Promise<void> =>
+      (stopped ??= (async () => {
         state.stoppedByConsumer = true;
         try {
           const r = await inner.return(undefined as never);
@@ -175,11 +179,45 @@ export class Generation implements AsyncIterable<GenerateChunk> {
         } catch (err) {
           this.reject(err);
         }
+      })());
+    const arm = () => {
+      // (setTimeout treats Infinity and delays past 2^31-1 ms as 1 ms: those mean "never")
+      if (this.stallTimeoutMs > 0 && this.stallTimeoutMs <= 0x7fffffff) {
+        // not unref'd: requests queued behind the stalled one must still run when nothing else keeps Node alive
+        watchdog = setTimeout(() => void stop(), this.stallTimeoutMs);
+      }
+    };
+    return {
+      next: async () => {
+        disarm();
+        if (stopped !== undefined) {
+          await stopped;
+          return { done: true, value: undefined };
+        }
+        try {
+          const r = await inner.next();
+          if (r.done) {
+            this.resolve(r.value);
+            return { done: true, value: undefined };
+          }
+          arm();
+          return r;
+        } catch (err) {
+          this.reject(err);
+          throw err;
+        }
+      },
+      return: async () => {
+        disarm();
+        await stop();
         return { done: true, value: undefined };
       },
     };
   }
 }
+
+/** How long a consumer may hold a chunk without pulling the next one before its generation is ended. */
+export const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 
 /** Shared between a Generation and its run: lets an early `return()` still produce a result. */
 export interface RunState {
@@ -205,6 +243,18 @@ export function checkGenerateOptions(options: GenerateOptions): void {
   if (options.onPrefill !== undefined && typeof options.onPrefill !== "function") {
     throw new InvalidArgumentError("onPrefill must be a function", { field: "onPrefill" });
   }
+  const { stallTimeoutMs } = options;
+  if (stallTimeoutMs !== undefined && !(typeof stallTimeoutMs === "number" && stallTimeoutMs >= 0 && !Number.isNaN(stallTimeoutMs))) {
+    throw new InvalidArgumentError(`stallTimeoutMs must be a number of ms ≥ 0, got ${JSON.stringify(stallTimeoutMs)}`, { field: "stallTimeoutMs" });
+  }
+  // Plain-JS callers get the same typed errors as TypeScript ones would get from the compiler.
+  const { stop, eosTokenIds } = options as { stop?: unknown; eosTokenIds?: unknown };
+  if (stop !== undefined && typeof stop !== "string" && !(Array.isArray(stop) && stop.every((x) => typeof x === "string"))) {
+    throw new InvalidArgumentError(`stop must be a string or an array of strings, got ${JSON.stringify(stop)}`, { field: "stop" });
+  }
+  if (eosTokenIds !== undefined && !(Array.isArray(eosTokenIds) && eosTokenIds.every((t) => Number.isInteger(t) && t >= 0))) {
+    throw new InvalidArgumentError(`eosTokenIds must be an array of token ids (integers ≥ 0), got ${JSON.stringify(eosTokenIds)}`, { field: "eosTokenIds" });
+  }
 }
 
 /**
@@ -220,7 +270,7 @@ export function generate(
   source: GenerateSource = {},
 ): Generation {
   const plan = planGeneration(session, tokenizer, promptTokens, options, source);
-  return new Generation((state) => runGeneration(session, tokenizer, plan, state));
+  return new Generation((state) => runGeneration(session, tokenizer, plan, state), options.stallTimeoutMs);
 }
 
 /** Validated inputs of one generation. */
@@ -340,6 +390,7 @@ export async function* runGeneration(
       break;
     }
     const row = pass.logits.subarray((pass.positions - 1) * vocab, pass.positions * vocab); // [V] last position
+    checkFiniteLogits(row, tokens.length);
     const token = sampler.sample(row);
     sampled++;
     if (eos.has(token)) {
@@ -387,3 +438,14 @@ export async function* runGeneration(
   return result();
 }
 
+/**
+ * NaN or +Inf logits (a corrupt weight, an overflow) would sample token 0 over and over and print nothing:
+ * a typed error names the step instead. One pass over [V] floats per step, negligible beside the forward run.
+ */
+function checkFiniteLogits(row: Float32Array, step: number): void {
+  for (let i = 0; i < row.length; i++) {
+    if (Number.isNaN(row[i]) || row[i] === Infinity) { // -Inf is a masked token, not garbage
+      throw new NonFiniteError(`the model produced ${row[i]} logits (token ${i}) at ${step === 0 ? "the prefill" : `decode step ${step}`}: its weights hold NaN/Inf values or overflow`, { field: "logits" });
+    }
+  }
+}

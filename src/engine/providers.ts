@@ -12,6 +12,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { InvalidArgumentError, OnepassError, type ErrorWhere } from "../errors.js";
 import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";

@@ -93,8 +93,8 @@ export function checkSamplingOptions(options: SamplingOptions): void {
   if (topP !== undefined && !(Number.isFinite(topP) && topP > 0 && topP <= 1)) {
     throw new InvalidArgumentError(`topP must be in (0, 1], got ${topP}`, { field: "topP" });
   }
-  if (seed !== undefined && !Number.isFinite(seed)) {
-    throw new InvalidArgumentError(`seed must be a finite number, got ${seed}`, { field: "seed" });
+  if (seed !== undefined && !Number.isSafeInteger(seed)) {
+    throw new InvalidArgumentError(`seed must be an integer, got ${typeof seed === "number" ? seed : JSON.stringify(seed)}`, { field: "seed" });
   }
 }
 

@@ -16,6 +16,7 @@
  */
 import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
+import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { ContextOverflowError, GraphError, InvalidArgumentError } from "../errors.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";

@@ -5,6 +5,7 @@
  * data digest) is rebuilt, never fatal.
  */
 import { createHash } from "node:crypto";
+import { isErrno, makeDirs } from "../util/fs-errors.js";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -120,12 +121,16 @@ export function ensureDecoderGraph(
   if (cache.rebuild !== true && validEntry(dir)) return { modelPath, hit: true, dir };
 
   try {
-    mkdirSync(root, { recursive: true });
+    makeDirs(root);
   } catch (e) {
-    throw new GraphError(`cannot create graph cache folder: ${(e as Error).message}`, { file: root }, { cause: e });
+    throw new GraphError(`cannot create the graph cache folder (${(e as Error).message}): set ONEPASS_CACHE_DIR to a writable folder`, { file: root }, { cause: e });
   }
   const tmp = join(root, `${key}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  mkdirSync(tmp);
+  try {
+    mkdirSync(tmp);
+  } catch (e) {
+    throw new GraphError(`cannot write to the graph cache (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): set ONEPASS_CACHE_DIR to a writable folder`, { file: root }, { cause: e });
+  }
   try {
     const opts = normalise(model, options);
     const tmpModel = join(tmp, "model.onnx");
@@ -147,6 +152,9 @@ export function ensureDecoderGraph(
       // another process may have renamed a complete entry into place meanwhile
       if (!validEntry(dir)) throw e;
     }
+  } catch (e) {
+    if (isErrno(e)) throw new GraphError(`cannot write to the graph cache (${e.code}): free some space or set ONEPASS_CACHE_DIR to a writable folder`, { file: root }, { cause: e });
+    throw e;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -1,9 +1,15 @@
 /** Positioned reads from model files, with typed errors naming the file, the field and the byte offset. */
 import { openSync, readSync } from "node:fs";
 import { ModelFormatError } from "../errors.js";
+import { assertRegularFile } from "../util/fs-errors.js";
 
 /** Opens `path` for reading; a missing or unreadable file throws ModelFormatError naming it. */
 export function openForReading(path: string): number {
+  try {
+    assertRegularFile(path); // a FIFO would block the open forever
+  } catch (err) {
+    throw new ModelFormatError((err as Error).message.replace(/^[^:]*: /, ""), { file: path }, { cause: err });
+  }
   try {
     return openSync(path, "r");
   } catch (err) {

@@ -1,5 +1,6 @@
 /** One entry point for every checkpoint format: dispatch on what the path is. */
 import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
+import { assertRegularFile } from "../util/fs-errors.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { InvalidArgumentError, ModelFormatError, UnsupportedModelError } from "../errors.js";
@@ -31,6 +32,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   } catch (err) {
     throw new InvalidArgumentError(`model path does not exist (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path }, { cause: err });
   }
+  if (!st.isDirectory()) assertRegularFile(path); // a FIFO or device: fail before any open blocks
   if (st.isDirectory()) {
     const hasConfig = existsSync(join(path, "config.json"));
     // A Hugging Face repo may ship safetensors and an onnx/ export side by side: the safetensors win (our graph).

@@ -84,6 +84,9 @@ function legend(names: string[], lines = false): string {
   }).join("");
 }
 
+/** Marks a file as an onepass report: `eval --report` replaces an existing file only when it carries this. */
+export const REPORT_MARKER = '<meta name="generator" content="onepass eval report">';
+
 /** A standalone HTML page (no external resources). */
 export function reportHtml(ev: Evaluation, info: { title: string; labelNames: string[]; probeDir?: string; featuresDir?: string; meta?: object }): string {
   const C = info.labelNames.length;
@@ -112,7 +115,7 @@ export function reportHtml(ev: Evaluation, info: { title: string; labelNames: st
     + info.labelNames.map((n, i) => `<text x="${M - 4}" y="${20 + (i + 0.5) * cell + 4}" font-size="9" text-anchor="end">${esc(n.slice(0, 8))}</text><text x="${M + (i + 0.5) * cell}" y="${14}" font-size="10" text-anchor="middle">${esc(n.slice(0, Math.max(3, Math.floor(cell / 6))))}</text>`).join("");
   figs.push(svg("Confusion matrix (rows: true, columns: predicted)", cmBody));
   const rows = Object.entries(ev.metrics).filter(([, v]) => v !== undefined).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(4)) : esc(String(v))}</td></tr>`).join("");
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(info.title)}</title>
+  return `<!doctype html><html><head><meta charset="utf-8">${REPORT_MARKER}<title>${esc(info.title)}</title>
 <style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:1em}figcaption{font-weight:bold;font-size:13px}table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}</style></head><body>
 <h1>${esc(info.title)}</h1>
 <p>probe: ${esc(info.probeDir ?? "")} — features: ${esc(info.featuresDir ?? "")} — ${ev.labels.length} examples</p>

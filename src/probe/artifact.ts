@@ -3,13 +3,16 @@
  * (kind, hyper-parameters, label names, threshold, validation metrics, the model fingerprint and L, d).
  * Saving is atomic: the folder is written under a temp name and renamed into place.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { dirname, join, basename } from "node:path";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from "node:fs";
+import { dirname, join, basename, resolve } from "node:path";
+import { assertRegularFile, fsError, lstatOrUndefined, makeDirs, withFs } from "../util/fs-errors.js";
 import { writeFileAtomic } from "../util/atomic.js";
-import { ModelMismatchError, OnepassError, ProbeError } from "../errors.js";
+import { InvalidArgumentError, ModelMismatchError, OnepassError, ProbeError } from "../errors.js";
 import { openSafetensors, writeSafetensors } from "../model/safetensors.js";
 import type { MetricReport } from "./metrics.js";
 import { Probe, type ProbeConfig, type ProbeShape } from "./probe.js";
+import { validateProbeJson } from "./schema.js";
 
 export const PROBE_JSON = "probe.json";
 export const PROBE_WEIGHTS = "weights.safetensors";
@@ -41,11 +44,43 @@ export interface ProbeMeta {
   seeds?: { metric: string; mean: number; std: number; values: number[] };
   parameterCount: { aggregator: number; head: number };
   createdAt: string;
+  /** sha256 (hex) of weights.safetensors, checked on load (absent in probes saved before it existed). */
+  weightsSha256?: string;
 }
 
-export type ProbeMetaInput = Omit<ProbeMeta, "format" | "version" | "config" | "shape" | "parameterCount" | "createdAt">;
+export type ProbeMetaInput = Omit<ProbeMeta, "format" | "version" | "config" | "shape" | "parameterCount" | "createdAt" | "weightsSha256">;
 
-/** Writes the probe folder atomically (replacing an existing one). */
+/** sha256 (hex) of a file's bytes: probe.json records it for weights.safetensors. */
+function sha256Of(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+/**
+ * `target` may be written as a probe folder: it does not exist, or it is an earlier onepass probe folder (only
+ * probe.json with the onepass-probe marker and weights.safetensors in it). Anything else, a file, another
+ * folder, a feature cache, `.`, is never replaced: InvalidArgumentError naming it.
+ */
+export function checkProbeTarget(target: string, shown = target): void {
+  const st = lstatOrUndefined(target);
+  if (st === undefined) return;
+  const refuse = (why: string) => {
+    throw new InvalidArgumentError(`${why}; only an existing onepass probe folder is replaced: choose a new path or remove it yourself`, { file: shown });
+  };
+  if (!st.isDirectory()) refuse(st.isSymbolicLink() ? "is a symbolic link" : "exists and is not a folder");
+  const names = withFs(target, "list", () => readdirSync(target));
+  const other = names.find((n) => n !== PROBE_JSON && n !== PROBE_WEIGHTS);
+  if (other !== undefined) refuse(`exists and holds ${JSON.stringify(other)}, so it is not an onepass probe folder`);
+  if (names.length === 0) return;
+  let marker: unknown;
+  try {
+    marker = (JSON.parse(readFileSync(join(target, PROBE_JSON), "utf8")) as { format?: unknown }).format;
+  } catch {
+    marker = undefined;
+  }
+  if (marker !== "onepass-probe") refuse(`exists and its ${PROBE_JSON} is not an onepass probe's`);
+}
+
+/** Writes the probe folder atomically, replacing only an existing probe folder (see checkProbeTarget). */
 export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): ProbeMeta {
   const full: ProbeMeta = {
     format: "onepass-probe",
@@ -59,29 +94,34 @@ export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): Prob
   if (meta.labelNames.length !== probe.shape.classes) {
     throw new ProbeError(`${meta.labelNames.length} label names for ${probe.shape.classes} classes`, { file: join(dir, PROBE_JSON), field: "labelNames" });
   }
-  const parent = dirname(dir);
-  mkdirSync(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(dir)}.${process.pid}.tmp`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [name, t] of probe.params()) tensors[name] = { shape: t.shape, data: Float32Array.from(t.data) };
-  writeSafetensors(join(tmp, PROBE_WEIGHTS), tensors, { format: "onepass-probe", kind: probe.config.kind });
-  writeFileAtomic(join(tmp, PROBE_JSON), JSON.stringify(full, null, 2) + "\n");
-  if (existsSync(dir)) {
-    const old = join(parent, `.${basename(dir)}.${process.pid}.old`);
-    renameSync(dir, old);
-    renameSync(tmp, dir);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, dir);
+  const target = resolve(dir);
+  checkProbeTarget(target, dir);
+  const parent = dirname(target);
+  makeDirs(parent);
+  const tmp = join(parent, `.${basename(target)}.${process.pid}.tmp`);
+  const old = join(parent, `.${basename(target)}.${process.pid}.old`);
+  try {
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [name, t] of probe.params()) tensors[name] = { shape: t.shape, data: Float32Array.from(t.data) };
+    writeSafetensors(join(tmp, PROBE_WEIGHTS), tensors, { format: "onepass-probe", kind: probe.config.kind });
+    full.weightsSha256 = sha256Of(join(tmp, PROBE_WEIGHTS));
+    writeFileAtomic(join(tmp, PROBE_JSON), JSON.stringify(full, null, 2) + "\n");
+    if (existsSync(target)) {
+      // Only an earlier probe folder gets here (checkProbeTarget): swap it out, then drop its two files.
+      renameSync(target, old);
+      renameSync(tmp, target);
+      for (const name of [PROBE_JSON, PROBE_WEIGHTS]) rmSync(join(old, name), { force: true });
+      rmdirSync(old);
+    } else {
+      renameSync(tmp, target);
+    }
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw fsError(err, dir, "write the probe folder");
   }
   return full;
-}
-
-function need<T>(ok: boolean, value: T, file: string, field: string, what: string): T {
-  if (!ok) throw new ProbeError(`missing or invalid ${what}`, { file, field });
-  return value;
 }
 
 function parseMeta(file: string, text: string): ProbeMeta {
@@ -92,18 +132,12 @@ function parseMeta(file: string, text: string): ProbeMeta {
     throw new ProbeError(`not valid JSON: ${(err as Error).message}`, { file }, { cause: err });
   }
   const o = j as Record<string, any>;
-  need(typeof o === "object" && o !== null && o.format === "onepass-probe", 0, file, "format", '"onepass-probe" marker');
-  need(o.version === 1, 0, file, "version", "version (expected 1)");
-  need(typeof o.config === "object" && ["pooling", "scoring", "mha", "fixed"].includes(o.config?.kind), 0, file, "config.kind", "probe kind");
-  for (const k of ["layers", "dim", "classes"]) need(Number.isInteger(o.shape?.[k]) && o.shape[k] > 0, 0, file, `shape.${k}`, "positive integer");
-  need(Array.isArray(o.labelNames) && o.labelNames.length === o.shape.classes && o.labelNames.every((s: unknown) => typeof s === "string"), 0, file, "labelNames", `list of ${o.shape?.classes} label names`);
-  need(typeof o.model?.fingerprint === "string" && o.model.fingerprint.length > 0, 0, file, "model.fingerprint", "model fingerprint");
-  need(o.threshold === undefined || typeof o.threshold === "number", 0, file, "threshold", "number");
   // probe.json files written before the rename call the model's block count model.layers
-  if (o.model.blocks === undefined && Number.isInteger(o.model.layers)) {
+  if (typeof o === "object" && o !== null && typeof o.model === "object" && o.model !== null && o.model.blocks === undefined && Number.isInteger(o.model.layers)) {
     o.model.blocks = o.model.layers;
     delete o.model.layers;
   }
+  validateProbeJson(o, file);
   return o as ProbeMeta;
 }
 
@@ -135,6 +169,13 @@ export interface LoadedProbe {
 export function loadProbe(dir: string, options: { expectFingerprint?: string } = {}): LoadedProbe {
   const jsonPath = join(dir, PROBE_JSON);
   if (!existsSync(jsonPath)) throw new ProbeError(`no ${PROBE_JSON}: not a probe folder`, { file: dir });
+  for (const f of [jsonPath, join(dir, PROBE_WEIGHTS)]) {
+    try {
+      assertRegularFile(f);
+    } catch (err) {
+      throw new ProbeError((err as Error).message.replace(/^[^:]*: /, ""), { file: f }, { cause: err });
+    }
+  }
   const meta = parseMeta(jsonPath, readFileSync(jsonPath, "utf8"));
   if (options.expectFingerprint !== undefined) checkProbeModel(meta, options.expectFingerprint, jsonPath, "loaded");
   let probe: Probe;
@@ -144,6 +185,9 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
     throw new ProbeError(`cannot build the probe: ${(err as Error).message}`, { file: jsonPath, field: "config" }, { cause: err });
   }
   const weightsPath = join(dir, PROBE_WEIGHTS);
+  if (meta.weightsSha256 !== undefined && sha256Of(weightsPath) !== meta.weightsSha256) {
+    throw new ProbeError(`${PROBE_WEIGHTS} does not match the weightsSha256 in ${PROBE_JSON} (edited or corrupted)`, { file: weightsPath, field: "weightsSha256" });
+  }
   let st: ReturnType<typeof openSafetensors>;
   try {
     st = openSafetensors(weightsPath);
@@ -151,6 +195,12 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
     throw asProbeError(err);
   }
   try {
+    // Exactly the tensors this kind needs: extra ones mean probe.json's kind or shape was edited.
+    const extra = st.tensors.find((t) => !probe.params().has(t.name));
+    if (extra !== undefined) throw new ProbeError(`tensor ${extra.name} is not a parameter of a ${meta.config.kind} probe (was probe.json's kind edited?)`, { file: weightsPath, field: extra.name });
+    if (st.metadata.kind !== undefined && st.metadata.kind !== meta.config.kind) {
+      throw new ProbeError(`weights were saved by a ${st.metadata.kind} probe, ${PROBE_JSON} says ${meta.config.kind}`, { file: weightsPath, field: "__metadata__.kind" });
+    }
     for (const [name, t] of probe.params()) {
       if (!st.has(name)) throw new ProbeError("tensor missing", { file: weightsPath, field: name });
       const info = st.info(name);
@@ -162,6 +212,8 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
       } catch (err) {
         throw asProbeError(err);
       }
+      const bad = t.data.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new ProbeError(`weight ${bad} is ${t.data[bad]}: the probe was saved from a diverged training run`, { file: weightsPath, field: name });
     }
   } finally {
     st.close();

@@ -13,7 +13,8 @@ import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
 import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
 import type { HiddenStates } from "../types/hidden.js";
-import { InvalidArgumentError, ProbeError } from "../errors.js";
+import { InvalidArgumentError, NonFiniteError, ProbeError } from "../errors.js";
+import { tokenizationDifferences, type TokenizationSettings } from "../data/features.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { predictClasses } from "./metrics.js";
 
@@ -108,14 +109,10 @@ function checkPolicy(policy: ProbePolicy, probes: NamedProbe[]): Set<string> {
 function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], options: ProbeHookOptions): string[] {
   const trained = meta.tokenization;
   if (trained === undefined) return ["the probe does not record how its training prompts were tokenised"];
-  const out: string[] = [];
-  if (options.tokenization !== undefined && options.tokenization.template !== trained.template) {
-    out.push(`prompt tokenised with template '${options.tokenization.template}', the probe was trained on '${trained.template}' prompts`);
-  }
-  if (options.bosTokenId !== undefined) {
-    const hasBos = promptTokens[0] === options.bosTokenId;
-    if (hasBos !== trained.addBos) out.push(`prompt ${hasBos ? "starts" : "does not start"} with BOS, the probe's training prompts ${trained.addBos ? "did" : "did not"}`);
-  }
+  const now: Partial<TokenizationSettings> = {};
+  if (options.tokenization !== undefined) now.template = options.tokenization.template;
+  if (options.bosTokenId !== undefined) now.addBos = promptTokens[0] === options.bosTokenId;
+  const out = tokenizationDifferences(trained, now, ["the probe's training prompts", "this prompt"]);
   if (trained.maxTokens !== null && promptTokens.length > trained.maxTokens) {
     out.push(`prompt has ${promptTokens.length} tokens, the probe was trained on the first ${trained.maxTokens}: classified on those`);
   }
@@ -138,6 +135,9 @@ async function classifyOne(
   const h = max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
   const out = await probe.run([h]);
   const probs = out.probabilities; // [C]
+  if (!probs.every(Number.isFinite)) {
+    throw new NonFiniteError(`probe ${name} produced non-finite probabilities [${Array.from(probs).join(", ")}] (its weights or the prompt's hidden states hold NaN/Inf)`, { file: resolve(loaded.dir, PROBE_JSON) });
+  }
   const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
   const label = meta.labelNames[labelIndex];
   const probeMs = performance.now() - t0;

@@ -3,7 +3,7 @@
  * early stopping on a validation metric, optional class weights; fully reproducible given a seed.
  */
 import type { HiddenStates } from "../types/hidden.js";
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError, NonFiniteError } from "../errors.js";
 import { Tape, Tensor } from "../tensor/autograd.js";
 import { makeBatch, type BatchScratch } from "../tensor/batch.js";
 import { evaluate, chooseThreshold, positiveScores, type MetricReport } from "./metrics.js";
@@ -245,6 +245,7 @@ export async function trainProbe(
   const { train: trainSet, validation: valSet } = withValidation(train, options, seed);
   if (valSet.size === 0) throw new InvalidArgumentError("validation set is empty", { field: "validation" });
   const C = options.classes ?? Math.max(classCount(train), classCount(valSet), 2);
+  checkClasses(trainSet, valSet, C);
   const first = trainSet.get(0);
   const hyper: ResolvedTrainOptions = {
     lr: options.lr ?? 1e-3,
@@ -265,6 +266,9 @@ export async function trainProbe(
     hyper.classWeights = counts.map((n) => (n > 0 ? trainSet.size / (C * n) : 0));
   } else if (options.classWeights !== undefined) {
     if (options.classWeights.length !== C) throw new InvalidArgumentError(`${options.classWeights.length} class weights for ${C} classes`, { field: "classWeights" });
+    if (options.classWeights.some((w) => !(w >= 0) || !Number.isFinite(w)) || options.classWeights.every((w) => w === 0)) {
+      throw new InvalidArgumentError(`class weights must be finite, ≥ 0 and not all 0, got ${options.classWeights.join(",")}`, { field: "classWeights" });
+    }
     hyper.classWeights = options.classWeights.slice();
   }
 
@@ -301,6 +305,10 @@ export async function trainProbe(
         logits = (await probe.forward(tape, makeBatch(idx.map((i) => trainSet.get(i)), "f32", scratch))).logits;
       }
       const loss = tape.crossEntropy(logits, labels, hyper.classWeights);
+      if (!Number.isFinite(loss.data[0])) {
+        // Divergence (too high a learning rate) or non-finite features: stop here instead of saving NaN weights.
+        throw new NonFiniteError(`training diverged: the loss is ${loss.data[0]} at epoch ${epoch}, step ${step + 1} of ${totalSteps} (try a lower --lr)`, { field: "loss" });
+      }
       opt.zeroGrad();
       await tape.backward(loss);
       opt.step(cosineLr(hyper.lr, step, totalSteps, hyper.warmup));
@@ -321,6 +329,9 @@ export async function trainProbe(
     } else if (epoch - bestEpoch >= hyper.patience) break;
   }
   restore(params, bestState);
+  for (const p of params) {
+    if (!p.data.every(Number.isFinite)) throw new NonFiniteError(`training diverged: parameter ${p.name} holds NaN/Inf values (try a lower --lr)`, { field: p.name });
+  }
   const probs = await probabilities(probe, valSet, 64, preVal);
   // The threshold serves F1-selected (safety-style) tasks; accuracy/macro-F1 tasks decide by argmax.
   const threshold = C === 2 && hyper.metric === "f1" ? chooseThreshold(valSet.labels, positiveScores(probs), { targetFpr: options.targetFpr }) : undefined;
@@ -335,6 +346,24 @@ export async function trainProbe(
     examplesPerSecond: seen / Math.max(trainMs / 1000, 1e-9),
     hyper,
   };
+}
+
+/**
+ * A probe needs at least two classes among its training examples, and every class that is trained on needs
+ * validation examples (otherwise its recall, F1 and the threshold are measured on nothing).
+ */
+function checkClasses(trainSet: ExampleSource, valSet: ExampleSource, C: number): void {
+  const inTrain = new Array<number>(C).fill(0), inVal = new Array<number>(C).fill(0);
+  for (let i = 0; i < trainSet.size; i++) inTrain[trainSet.labels[i]]++;
+  for (let i = 0; i < valSet.size; i++) inVal[valSet.labels[i]]++;
+  const present = inTrain.filter((n) => n > 0).length;
+  if (present < 2) {
+    throw new InvalidArgumentError(`training examples hold ${present} class${present === 1 ? ` (class ${inTrain.findIndex((n) => n > 0)})` : "es"}: a probe needs at least 2`, { field: "labels" });
+  }
+  const noVal = inTrain.findIndex((n, k) => n > 0 && inVal[k] === 0);
+  if (noVal >= 0) {
+    throw new InvalidArgumentError(`class ${noVal} has ${inTrain[noVal]} training examples but no validation examples (it needs at least 2 examples, or a --val-features cache that has it)`, { field: "validation" });
+  }
 }
 
 function snapshot(params: Tensor[]): Float32Array[] {

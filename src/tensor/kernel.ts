@@ -5,6 +5,7 @@
  * measured on a 2-core AVX-512 CPU).
  */
 import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";
+import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 

@@ -6,6 +6,7 @@
  * float64 and tiny inputs use the composite tape ops (these are what the gradient checks verify).
  */
 import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";
+import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../errors.js";
 import type { RowMask, Tape, Tensor } from "./autograd.js";

@@ -1,16 +1,17 @@
 /** `onepass eval`: metrics of a trained probe on a feature cache, optionally an HTML report with plots. */
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
+import { lstatOrUndefined } from "../../util/fs-errors.js";
 import { dirname, resolve } from "node:path";
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
-import { InvalidArgumentError, ProbeError } from "../../errors.js";
+import { FeatureCacheError, InvalidArgumentError, ProbeError } from "../../errors.js";
 import { writeFileAtomic } from "../../util/atomic.js";
-import { openFeatureCache } from "../../data/features.js";
+import { openFeatureCache, tokenizationDifferences } from "../../data/features.js";
 import { loadProbe } from "../../probe/artifact.js";
 import { cacheSource } from "../../probe/cache-source.js";
 import { parseFlags, required } from "../args.js";
 import { evaluateProbe } from "../../probe/evaluate.js";
-import { reportHtml } from "../../pages/report.js";
+import { REPORT_MARKER, reportHtml } from "../../pages/report.js";
 
 const usage = `usage: onepass eval --probe P --features DIR [--report out.html] [--json]
 
@@ -25,6 +26,23 @@ macro-F1 and, for binary tasks, F1/precision/recall at the probe's threshold, AU
   --quiet               no progress bar
 `;
 
+/** An existing file at --report is replaced only when it is an earlier onepass report (nothing a user wrote is lost). */
+function checkReportTarget(path: string): void {
+  const st = lstatOrUndefined(path);
+  if (st === undefined) return;
+  let ours = false;
+  if (st.isFile()) {
+    const fd = openSync(path, "r");
+    try {
+      const head = Buffer.alloc(REPORT_MARKER.length + 512);
+      ours = head.subarray(0, readSync(fd, head, 0, head.length, 0)).toString("utf8").includes(REPORT_MARKER);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  if (!ours) throw new InvalidArgumentError("exists and is not an onepass report; choose another file name or remove it yourself", { file: path, field: "--report" });
+}
+
 export const evalCommand: Command = {
   name: "eval",
   summary: "evaluate a probe on cached hidden states (metrics, HTML report)",
@@ -37,12 +55,17 @@ export const evalCommand: Command = {
     if (v.report !== undefined) {
       const dir = dirname(resolve(v.report));
       if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InvalidArgumentError("report folder does not exist", { file: dir, field: "--report" });
+      checkReportTarget(v.report);
     }
     const cache = openFeatureCache(featuresDir);
     try {
       const { probe, meta } = loadProbe(probeDir, { expectFingerprint: cache.manifest.model.fingerprint });
       if (meta.labelNames.join("\u0000") !== cache.labelNames.join("\u0000")) {
         throw new ProbeError(`probe labels [${meta.labelNames}] differ from the cache's [${cache.labelNames}]`, { file: resolve(probeDir, "probe.json"), field: "labelNames" });
+      }
+      const diff = meta.tokenization === undefined ? [] : tokenizationDifferences(meta.tokenization, cache.manifest.tokenization, ["the probe's training data", "these features"]);
+      if (diff.length > 0) {
+        throw new FeatureCacheError(`tokenised unlike the probe's training data: ${diff.join("; ")} (extract with the same --chat/--max-tokens)`, { file: featuresDir, field: "tokenization" });
       }
       const bar = new ProgressBar({ total: cache.size, label: "eval", unit: "ex", enabled: v.quiet !== true && v.json !== true });
       const ev = await evaluateProbe(probe, cacheSource(cache, probe.config), { threshold: meta.threshold, onProgress: (d) => bar.update(d) });

@@ -19,7 +19,8 @@ index and a manifest). Rerunning the same command after an interruption resumes 
   --split S             train | test | ... (default: the preset's first split)
   --text-field F        dotted path of the text (default: the preset's, or "text")
   --label-field F       dotted path of the label (default: the preset's, or "label")
-  --limit N             only the first N examples
+  --limit N             a file: its first N examples; a preset: a stratified sample of N (each class in
+                        proportion, spread evenly over the file, file order kept)
   --mode full|summary   full [L+1, T, d] (default) or per-layer mean and max [L+1, 2, d]
   --max-tokens N        keep the first N tokens of each text (default: the model's context length)
   --chat                wrap each text as a user message in the model's chat template
@@ -39,6 +40,13 @@ function formatBytes(n: number): string {
     u++;
   }
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
+}
+
+/** "[neg 120, pos 80]": how many examples each class has. */
+function classCounts(examples: readonly { label: number }[], names: readonly string[]): string {
+  const counts = new Array<number>(names.length).fill(0);
+  for (const e of examples) counts[e.label]++;
+  return `[${names.map((n, k) => `${n} ${counts[k]}`).join(", ")}]`;
 }
 
 const OPTIONS = {
@@ -87,9 +95,11 @@ export const extractCommand: Command = {
       const est = estimateFeatureBytes({ source, examples: dataset.examples, mode, maxTokens });
       process.stderr.write(
         `extract: ${dataset.examples.length} examples of ${dataset.name}${dataset.split ? ` (${dataset.split})` : ""}, ` +
-          `labels [${dataset.labelNames.join(", ")}], ${source.layers} layers × d ${source.dim}, mode ${mode}\n` +
+          `labels ${classCounts(dataset.examples, dataset.labelNames)}, ${source.layers} layers × d ${source.dim}, mode ${mode}\n` +
           `extract: estimated size ≈ ${formatBytes(est.bytes)} (avg ${est.avgTokens.toFixed(1)} tokens/example${est.measured ? "" : ", guessed"}, fp16)\n`,
       );
+      const present = new Set(dataset.examples.map((e) => e.label)).size;
+      if (present < 2) process.stderr.write(`extract: warning: only ${present} class occurs in these examples; a probe needs at least 2 to train\n`);
       const bar = new ProgressBar({ total: dataset.examples.length, label: "extract", unit: "ex", enabled: !values.quiet });
       // Ctrl-C stops after the current example; the cache stays resumable.
       const stop = new AbortController();

@@ -1,10 +1,12 @@
 /** `onepass generate`: text on stdout as it is generated, timings on stderr. A thin layer over Engine. */
 import type { Command } from "../command.js";
-import { engineFlags, numberFlag, parseFlags, required } from "../args.js";
+import { engineFlags, inFlagTerms, numberFlag, parseFlags, required, unescapeFlag } from "../args.js";
 import { stageProgress } from "../progress.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { Engine } from "../../engine/engine.js";
 import type { GenerateResult } from "../../engine/generate.js";
+import { basename, resolve } from "node:path";
+import type { LoadedProbe } from "../../probe/artifact.js";
 import { generateWithProbes, loadProbes, type Classification } from "../../probe/live.js";
 
 const USAGE = `usage: onepass generate --prompt TEXT [options]
@@ -20,7 +22,8 @@ options:
   --top-k K            sample among the K most likely tokens (default: no limit)
   --top-p P            nucleus sampling: the fewest tokens whose probability reaches P (default 1)
   --seed S             PRNG seed, for reproducible sampling
-  --stop S             stop before this string (repeatable)
+  --stop S             stop before this string (repeatable); \\n \\t \\r \\\\ \\xHH \\uHHHH are escapes,
+                       so --stop "\\n\\n" stops at a blank line
   --chat               treat --prompt as a user message and apply the model's chat template
   --system TEXT        system message (implies --chat)
   --no-stream          print the text once, at the end
@@ -74,6 +77,23 @@ export function formatClassification(c: Classification): string {
   return `probe ${c.probe}: ${c.label} p=${p.toFixed(4)} (${c.probeMs.toFixed(2)} ms)${warn}\n`;
 }
 
+/**
+ * The probes of repeated --probe flags, named by their folder; when two folders share a name (a/safety,
+ * b/safety) each is named by the path as given, so the CLI never needs the library's name record.
+ */
+function namedProbes(dirs: string[], fingerprint: string): Record<string, LoadedProbe> {
+  const loaded = loadProbes(dirs, fingerprint);
+  const names = dirs.map((d) => basename(resolve(d)));
+  const clash = new Set(names.filter((n, i) => names.indexOf(n) !== i));
+  const out: Record<string, LoadedProbe> = {};
+  dirs.forEach((d, i) => {
+    const name = clash.has(names[i]) ? d : names[i];
+    if (out[name] !== undefined) throw new InvalidArgumentError(`probe folder ${d} is given twice`, { field: "--probe" });
+    out[name] = loaded[i];
+  });
+  return out;
+}
+
 export const generateCommand: Command = {
   name: "generate",
   summary: "generate text from a prompt (streams to stdout, timings to stderr)",
@@ -82,12 +102,12 @@ export const generateCommand: Command = {
     const v = parseFlags(argv, OPTIONS, USAGE);
     const prompt = required("prompt", v.prompt, '("" starts from BOS; see: onepass generate --help)');
     const options = {
-      maxTokens: numberFlag("max-tokens", v["max-tokens"], { int: true }),
-      temperature: numberFlag("temperature", v.temperature),
-      topK: numberFlag("top-k", v["top-k"], { int: true }),
-      topP: numberFlag("top-p", v["top-p"]),
+      maxTokens: numberFlag("max-tokens", v["max-tokens"], { int: true, min: 0 }),
+      temperature: numberFlag("temperature", v.temperature, { min: 0 }),
+      topK: numberFlag("top-k", v["top-k"], { int: true, min: 0 }),
+      topP: numberFlag("top-p", v["top-p"], { above: 0, max: 1 }),
       seed: numberFlag("seed", v.seed, { int: true }),
-      stop: v.stop,
+      stop: v.stop?.map(unescapeFlag),
     };
     const threadsAndDevice = engineFlags(v);
     const chat = v.chat === true || v.system !== undefined;
@@ -107,7 +127,7 @@ export const generateCommand: Command = {
       const generation =
         probeDirs.length === 0
           ? engine.generate(request)
-          : generateWithProbes(engine, request, loadProbes(probeDirs, engine.fingerprint), {
+          : generateWithProbes(engine, request, namedProbes(probeDirs, engine.fingerprint), {
               policy: v.block !== undefined ? { block: v.block } : "annotate",
               // printed inside the hook: before the first decode step, so before any generated text
               onClassified: (cs) => {
@@ -136,6 +156,8 @@ export const generateCommand: Command = {
       const totalMs = performance.now() - started;
       process.stderr.write(`load: ${loadedMs.toFixed(1)} ms\n` + formatTimings(result, totalMs));
       return 0;
+    } catch (err) {
+      throw inFlagTerms(err); // "maxTokens" → "--max-tokens": the user typed flags
     } finally {
       process.removeListener("SIGINT", onSigint);
       await engine.dispose();

@@ -1,11 +1,13 @@
 /** `onepass train`: train a probe on a feature cache (optionally with a random hyper-parameter search). */
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
-import { InvalidArgumentError } from "../../errors.js";
-import { openFeatureCache } from "../../data/features.js";
+import { realpathSync } from "node:fs";
+import { resolve } from "node:path";
+import { FeatureCacheError, InvalidArgumentError } from "../../errors.js";
+import { openFeatureCache, tokenizationDifferences } from "../../data/features.js";
 import { cacheSource } from "../../probe/cache-source.js";
 import { numberFlag, oneOf, parseFlags, required } from "../args.js";
-import { saveProbe } from "../../probe/artifact.js";
+import { checkProbeTarget, saveProbe } from "../../probe/artifact.js";
 import type { ProbeConfig } from "../../probe/probe.js";
 import { searchProbe, meanStd } from "../../probe/search.js";
 import { defaultSelectionMetric, trainProbe, type SelectionMetric, type TrainOptions, type TrainResult } from "../../probe/train.js";
@@ -47,6 +49,15 @@ const FLAGS = {
   search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
 } as const;
 
+/** True when two paths name the same folder (after symlinks). */
+function sameFolder(a: string, b: string): boolean {
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return resolve(a) === resolve(b);
+  }
+}
+
 export const trainCommand: Command = {
   name: "train",
   summary: "train a probe (pooling, scoring, mha, fixed) on cached hidden states",
@@ -74,6 +85,19 @@ export const trainCommand: Command = {
     const seeds = numberFlag("seeds", v.seeds, { int: true, min: 1 }) ?? (search !== undefined ? 3 : 1);
     const seed = numberFlag("seed", v.seed, { int: true, min: 0 }) ?? 0;
 
+    // Flags that do not apply to this probe kind are errors, not silently ignored.
+    const onlyFor = (flag: string, given: unknown, kinds: readonly string[]) => {
+      if (given !== undefined && !kinds.includes(kind)) throw new InvalidArgumentError(`applies to ${kinds.join(" and ")} probes, not ${kind}`, { field: `--${flag}` });
+    };
+    onlyFor("pool", v.pool, ["pooling", "mha"]);
+    onlyFor("layer", v.layer, ["fixed"]);
+    onlyFor("token", v.token, ["fixed"]);
+    onlyFor("heads", v.heads, ["mha"]);
+    onlyFor("downcast", v.downcast, ["mha"]);
+    if (v["val-features"] !== undefined && sameFolder(v["val-features"], featuresDir)) {
+      throw new InvalidArgumentError("is the training cache itself: validation must be held-out data (leave it out for a stratified 10% split)", { field: "--val-features" });
+    }
+    checkProbeTarget(resolve(out), out); // refuse a precious --out before training, not after
     const cache = openFeatureCache(featuresDir);
     const valCache = v["val-features"] !== undefined ? openFeatureCache(v["val-features"]) : undefined;
     try {
@@ -84,10 +108,15 @@ export const trainCommand: Command = {
       if (valCache !== undefined && valCache.labelNames.join("\u0000") !== cache.labelNames.join("\u0000")) {
         throw new InvalidArgumentError(`validation label names [${valCache.labelNames}] differ from training [${cache.labelNames}]`, { file: valCache.dir, field: "labelNames" });
       }
+      const diff = valCache === undefined ? [] : tokenizationDifferences(m.tokenization, valCache.manifest.tokenization, ["the training features", "the validation features"]);
+      if (diff.length > 0) throw new FeatureCacheError(`tokenised unlike the training features: ${diff.join("; ")}`, { file: valCache!.dir, field: "tokenization" });
       const train = cacheSource(cache, config);
       const metricFlag = oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined;
       const task = m.dataset.task;
       const metric = metricFlag ?? defaultSelectionMetric(cache.labelNames.length, task);
+      if (v["target-fpr"] !== undefined && (cache.labelNames.length !== 2 || metric !== "f1")) {
+        throw new InvalidArgumentError(`sets the decision threshold of binary probes selected on F1; this run has ${cache.labelNames.length} classes and selects on ${metric}`, { field: "--target-fpr" });
+      }
       const why = metricFlag !== undefined ? "--metric" : `default for ${task !== undefined ? `a ${task} task` : "a dataset of unknown kind"} with ${cache.labelNames.length} classes`;
       process.stderr.write(`train: selecting on validation ${metric} (${why})\n`);
       const options: TrainOptions & { classes: number } = {
