@@ -38,7 +38,7 @@ export { loadOnnxModel, isOnnxModel, detectOnnxLayout, ONEPASS_MANIFEST } from "
 export type { LoadedOnnxModel, OnnxModelFiles } from "./model/onnx/index.js";
 export { loadOnnxExport, openOnnxModelSession, onnxRunSource } from "./engine/onnx-model.js";
 export type { OnnxExport, OnnxSessionOptions } from "./engine/onnx-model.js";
-export { Engine, type EngineOptions, type GenerateRequest } from "./engine/engine.js";
+export { Engine, type EngineOptions, type EngineStats, type GenerateRequest } from "./engine/engine.js";
 export { generate, planGeneration, Generation, checkGenerateOptions } from "./engine/generate.js";
 export type {
   GenerateOptions,
@@ -76,3 +76,5 @@ export { encodeF16, decodeF16, encodeBf16, decodeBf16, f32ToF16, f16ToF32, f32To
 export { f32ToF16 as f32ToF16Bits, f16ToF32 as f16BitsToF32 } from "./numeric/half.js";
 export { ProgressBar, formatDuration, stageProgress, type ProgressOptions, type ProgressStream, type StageProgressEvent } from "./cli/progress.js";
 export * from "./probe/index.js";
+export * from "./serve/index.js";
+export { renderPlayground, type PlaygroundInfo } from "./pages/playground.js";
