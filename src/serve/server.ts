@@ -176,6 +176,14 @@ export async function createServer(options: ServeOptions = {}): Promise<OnepassS
     if (ownsEngine) await engine.dispose();
     throw err;
   }
+  // one prefill through every probe before the first client: ORT creates the probes' kernel sessions lazily,
+  // and the first request would otherwise pay for it (≈150 ms on the built-in model)
+  if (probes.length > 0) {
+    const record: Record<string, LoadedProbe> = Object.fromEntries(probes.map((p) => [p.name, p.loaded]));
+    const tokens = engine.promptTokens({ prompt: "Hello", chat: true });
+    const hook = probeHook(record, { fingerprint: engine.fingerprint });
+    await hook.onPrefill(await engine.forward(tokens, { hidden: true }), { promptTokens: tokens });
+  }
   return new Server(engine, ownsEngine, probes, options);
 }
 
