@@ -10,10 +10,11 @@ export type Body = Record<string, unknown>;
 
 export function describe(v: unknown): string {
   if (v === null) return "null";
+  if (v === undefined) return "nothing (the field is missing)";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "string") return v.length > 40 ? `a string of ${v.length} characters` : `"${v}"`;
   if (typeof v === "number") return String(v);
-  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+  return typeof v === "object" ? "an object" : typeof v === "boolean" ? String(v) : `a ${typeof v}`;
 }
 
 export function expectBody(body: unknown): Body {
