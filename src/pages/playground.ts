@@ -184,6 +184,9 @@ async function send() {
     renderTranscript();
     $("finish").textContent = finish ? "finish_reason: " + finish : "";
     renderTimings(timings, client);
+    // for automated checks: when the labels and the first token arrived, ms after sending
+    document.body.dataset.classificationsMs = client.classifications === null ? "" : client.classifications.toFixed(1);
+    document.body.dataset.firstTokenMs = client.firstToken === null ? "" : client.firstToken.toFixed(1);
   } catch (err) {
     $("error").textContent = String(err.message || err);
     if (mode === "chat") history.pop();
