@@ -105,7 +105,10 @@ describe("OpenAI client", () => {
   });
 
   test("completion and moderations", async () => {
+    const steps = engine.stats.decodeSteps;
     const c = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0 });
+    // the engine's counter: the first token comes from the prefill's logits, each later one from a decode step
+    assert.equal(engine.stats.decodeSteps - steps, 9);
     assert.equal(c.object, "text_completion");
     assert.ok(c.choices[0].text.length > 0);
     assert.equal(c.usage!.completion_tokens, 10);
