@@ -24,7 +24,6 @@ import {
   ModelNotFoundError,
   RequestTimeoutError,
   RouteNotFoundError,
-  ServeError,
   ShuttingDownError,
   errorBody,
   toServeError,
