@@ -8,6 +8,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import OpenAI from "openai";
 import { Engine } from "../src/engine/engine.js";
+import { InvalidArgumentError } from "../src/errors.js";
 import { createServer, startServer, type OnepassServer } from "../src/serve/server.js";
 import { builtinProbeSpecs } from "../src/serve/probes.js";
 import type { Classifications } from "../src/serve/protocol.js";
@@ -239,6 +240,13 @@ describe("load and faults", () => {
     console.log(`# disconnect: the aborted stream ran ${stepsOfAborted} decode steps of 400; the next request queued ${next.json.timings.queue_ms.toFixed(1)} ms`);
     assert.ok(stepsOfAborted < 100, `${stepsOfAborted} decode steps after disconnect`);
     assert.ok(next.json.timings.queue_ms < 250, `queued ${next.json.timings.queue_ms} ms`);
+  });
+
+  test("a port out of range or already taken: a one-line InvalidArgumentError naming the port", async () => {
+    await assert.rejects(startServer({ engine, port: 70000, probes: [] }), (e) => e instanceof InvalidArgumentError && /port must be an integer from 0 to 65535/.test(e.message));
+    const taken = Number(new URL(server.url).port);
+    await assert.rejects(startServer({ engine, port: taken, probes: [] }), (e) => e instanceof InvalidArgumentError && e.message.includes(`cannot listen on 127.0.0.1:${taken}: EADDRINUSE`));
+    assert.equal((await fetch(`${server.url}/health`)).status, 200);
   });
 
   test("per-request timeout → 408 with an OpenAI error body", async () => {

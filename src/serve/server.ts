@@ -11,6 +11,7 @@ import { randomUUID, createHash, timingSafeEqual } from "node:crypto";
 import { basename } from "node:path";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { Engine, type EngineOptions, type GenerateRequest } from "../engine/engine.js";
+import { InvalidArgumentError } from "../errors.js";
 import type { GenerateResult, Generation } from "../engine/generate.js";
 import type { ForwardPass } from "../engine/types.js";
 import type { LoadedProbe } from "../probe/artifact.js";
@@ -243,7 +244,17 @@ class Server implements OnepassServer {
   }
 
   async listen(): Promise<string> {
-    const address = await this.app.listen({ host: this.o.host, port: this.o.port });
+    if (!Number.isInteger(this.o.port) || this.o.port < 0 || this.o.port > 65535) {
+      throw new InvalidArgumentError(`port must be an integer from 0 to 65535, got ${this.o.port}`, { field: "port" });
+    }
+    let address: string;
+    try {
+      address = await this.app.listen({ host: this.o.host, port: this.o.port });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // the usual reasons (port taken, no permission, unknown host) as one line naming the address
+      throw new InvalidArgumentError(`cannot listen on ${this.o.host}:${this.o.port}: ${code ?? (err as Error).message}`, { field: "port" }, { cause: err });
+    }
     const u = new URL(address);
     // fastify reports the first address it bound; print the host that was asked for
     this.url = `http://${this.o.host.includes(":") ? `[${this.o.host}]` : this.o.host}:${u.port}`;

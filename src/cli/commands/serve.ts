@@ -71,7 +71,7 @@ export const serveCommand: Command = {
   async run(argv: string[]): Promise<number> {
     const v = parseFlags(argv, OPTIONS, USAGE);
     const s = (flag: keyof typeof OPTIONS): string | undefined => (v[flag] as string | undefined) ?? env(flag);
-    const n = (flag: keyof typeof OPTIONS, min = 0): number | undefined => numberFlag(flag, s(flag), { int: true, min });
+    const n = (flag: keyof typeof OPTIONS, min = 0, max?: number): number | undefined => numberFlag(flag, s(flag), { int: true, min, max });
     const model = s("model");
     const noProbes = v["no-probes"] === true || env("no-probes") === "1";
     // ONEPASS_PROBES: specs separated by spaces or semicolons (commas belong to a policy's label list)
@@ -84,7 +84,7 @@ export const serveCommand: Command = {
       probes,
       engineOptions: { ...engineOpts, cacheDir: s("cache-dir"), onProgress: stageProgress() },
       host: s("host"),
-      port: n("port"),
+      port: n("port", 0, 65535),
       apiKey: s("api-key"),
       modelName: s("model-name"),
       maxQueue: n("max-queue"),
