@@ -38,8 +38,9 @@ test("playground: streams an answer and shows the probes' labels, layer weights 
     }).then((r) => r.json() as Promise<{ choices: Array<{ message: { content: string } }>; classifications: Record<string, { label: string }> }>);
     assert.deepEqual(Object.fromEntries(labels), Object.fromEntries(Object.entries(api.classifications).map(([k, v]) => [k, v.label])));
     assert.equal(answer, api.choices[0].message.content);
-    const bars = await page.$$eval("#layers svg rect", (els) => els.length);
-    assert.equal(bars, server.engine.spec.layers + 1, "one bar per layer");
+    // one chart per scoring probe (both built-in probes are), one bar per layer 0..L
+    const charts = await page.$$eval("#layers .layer-chart", (els) => els.map((e) => [e.getAttribute("data-probe"), e.querySelectorAll("svg rect").length]));
+    assert.deepEqual(Object.fromEntries(charts), { sentiment: server.engine.spec.layers + 1, safety: server.engine.spec.layers + 1 });
     const cls = Number(await page.getAttribute("body", "data-classifications-ms"));
     const first = Number(await page.getAttribute("body", "data-first-token-ms"));
     assert.ok(cls > 0 && cls <= first, `labels at ${cls} ms, first token at ${first} ms`);

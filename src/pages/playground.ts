@@ -83,15 +83,16 @@ function renderProbes(cls) {
     if (c.threshold !== null && c.threshold !== undefined) card.append(el("div", { class: "muted" }, "threshold " + c.threshold.toFixed(3)));
     box.append(card);
   }
-  const scoring = Object.entries(cls).find(([, c]) => Array.isArray(c.layer_weights));
-  renderLayers(scoring ? scoring[0] : null, scoring ? scoring[1].layer_weights : null);
+  $("layers").textContent = "";
+  const scoring = Object.entries(cls).filter(([, c]) => Array.isArray(c.layer_weights));
+  if (scoring.length === 0) $("layers").append(el("div", { class: "muted" }, "no scoring probe on this request"));
+  for (const [name, c] of scoring) renderLayers(name, c.layer_weights);
 }
 
-/** Bar chart (inline SVG) of the scoring probe's softmax weights over layers 0..L. */
+/** Bar chart (inline SVG) of a scoring probe's softmax weights over layers 0..L. */
 function renderLayers(name, w) {
-  const box = $("layers");
-  box.textContent = "";
-  if (!w) { box.append(el("div", { class: "muted" }, "no scoring probe on this request")); return; }
+  const box = el("div", { class: "layer-chart", "data-probe": name });
+  $("layers").append(box);
   const W = 420, H = 160, pad = 24, bw = (W - 2 * pad) / w.length, max = Math.max(...w, 1e-9);
   const svg = svgEl("svg", { viewBox: "0 0 " + W + " " + H, width: "100%", role: "img", "aria-label": "layer weights of " + name });
   svg.append(svgEl("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, stroke: "#8a93a0" }));
