@@ -3,6 +3,7 @@
  * and the GFLOP/s the MHA probe's matrix work reaches against this machine's ORT MatMul peak (same run).
  * Usage: npm run bench:probes [-- --examples N --batch B]
  */
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { HiddenStates } from "../src/types/hidden.js";
 import { gemm, kernelStats, setForceJsKernel } from "../src/tensor/kernel.js";

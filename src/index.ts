@@ -40,7 +40,7 @@ export { loadOnnxModel, isOnnxModel, detectOnnxLayout, ONEPASS_MANIFEST } from "
 export type { LoadedOnnxModel, OnnxModelFiles } from "./model/onnx/index.js";
 export { loadOnnxExport, openOnnxModelSession, onnxRunSource } from "./engine/onnx-model.js";
 export type { OnnxExport, OnnxSessionOptions } from "./engine/onnx-model.js";
-export { Engine, type EngineOptions, type GenerateRequest } from "./engine/engine.js";
+export { Engine, type EngineOptions, type EngineStats, type GenerateRequest } from "./engine/engine.js";
 export { generate, planGeneration, Generation, checkGenerateOptions } from "./engine/generate.js";
 export type {
   GenerateOptions,
@@ -79,3 +79,5 @@ export { encodeF16, decodeF16, encodeBf16, decodeBf16, f32ToF16, f16ToF32, f32To
 export { f32ToF16 as f32ToF16Bits, f16ToF32 as f16BitsToF32 } from "./numeric/half.js";
 export * from "./probe/index.js";
 export { reportHtml, integerTicks } from "./pages/report.js";
+export * from "./serve/index.js";
+export { renderPlayground, type PlaygroundInfo } from "./pages/playground.js";

@@ -63,17 +63,47 @@ function ggufMetadataOf(model: LoadedModel, path: string): NonNullable<LoadedMod
   return model.ggufMetadata;
 }
 
+/** Counts of ORT runs since the engine was loaded (observability, and tests that check "no decode step ran"). */
+export interface EngineStats {
+  /** Runs that started a sequence (generation prefills and forward() calls). */
+  prefills: number;
+  /** Runs that appended to a cached sequence: one per decode step. */
+  decodeSteps: number;
+}
+
+/** Wraps a session to count its runs: a run on an empty KV cache is a prefill, any later run a decode step. */
+class CountingSession implements DecoderSession {
+  constructor(private readonly inner: DecoderSession, private readonly stats: EngineStats) {}
+  get vocabSize(): number { return this.inner.vocabSize; }
+  get contextLength(): number { return this.inner.contextLength; }
+  get pastLength(): number { return this.inner.pastLength; }
+  get hasTaps(): boolean { return this.inner.hasTaps; }
+  forward(tokens: readonly number[], options?: ForwardOptions): Promise<ForwardPass> {
+    if (this.inner.pastLength === 0) this.stats.prefills++;
+    else this.stats.decodeSteps++;
+    return this.inner.forward(tokens, options);
+  }
+  reset(): void { this.inner.reset(); }
+  truncate(n: number): void { this.inner.truncate(n); }
+  dispose(): Promise<void> { return this.inner.dispose(); }
+}
+
 export class Engine {
   private readonly queue = new RequestQueue();
   private disposed = false;
+  /** Live counters of the session's runs (read them; the engine updates them). */
+  readonly stats: EngineStats = { prefills: 0, decodeSteps: 0 };
+  private readonly session: DecoderSession;
 
   private constructor(
     /** The model file or folder. */
     readonly path: string,
     readonly model: LoadedModel,
     readonly tokenizer: Tokenizer,
-    private readonly session: DecoderSession,
-  ) {}
+    session: DecoderSession,
+  ) {
+    this.session = new CountingSession(session, this.stats);
+  }
 
   /**
    * Load a model, its tokenizer, and an ORT session. `path`: a .gguf file or a Hugging Face folder (our graph,
