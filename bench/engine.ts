@@ -13,7 +13,7 @@ const RUNS = arg("runs", 5);
 const PROMPT = 512;
 const DECODE = arg("decode", 32);
 const ACCURACY = arg("accuracy", 4) as 0 | 4;
-const PREFILL_ACCURACY = arg("prefill-accuracy", 0) as 0 | 4;
+const PREFILL_ACCURACY = arg("prefill-accuracy", ACCURACY) as 0 | 4;
 const WITH_LLAMA = !process.argv.includes("--no-llama");
 
 function promptTokens(vocab: number): number[] {

@@ -4,9 +4,9 @@
  * exports tapped by graph surgery. The model's inputs and outputs decide how it is fed (introspected once):
  *
  * - KV cache "append" (our graphs: float32 past_key_values.* + new_key_values.* outputs): per-layer buffers owned
- *   by JS and read by ORT in place; each run copies out only its own rows. Multi-token runs may use a second ORT
- *   session over the same weights with another MatMulNBits accuracy level (float activations are faster for
- *   prefill, int8 for decode).
+ *   by JS and read by ORT in place; each run copies out only its own rows. By default one ORT session (one copy
+ *   of the weights) serves prefill and decode; asking for another MatMulNBits accuracy level for prefill opens a
+ *   second session with its own copy.
  * - KV cache "present" (Optimum exports: past_key_values.* in, present.* out, float32 or float16): the present
  *   tensors of one run are the past of the next, in the export's dtype.
  * - "recompute" (no KV-cache inputs): every forward re-runs the whole sequence and returns the new tokens' rows.
@@ -34,10 +34,10 @@ export interface OrtRunOptions {
   /** ORT execution providers, e.g. ["cuda", "cpu"]; default ["cpu"]. */
   executionProviders?: string[];
   /**
-   * MatMulNBits accuracy level for multi-token runs (prefill). Default 0 (float activations: faster than int8
-   * at T = 512 on AVX-512 here). When the graph has MatMulNBits nodes at another level (`accuracyLevel`,
-   * default 4), a second ORT session over the same weight file serves multi-token runs; both share the KV
-   * cache, which lives in JS. Applies to graphs opened from a file.
+   * MatMulNBits accuracy level for multi-token runs (prefill). Default: the decode level, so that one ORT
+   * session (one copy of the weights) serves both. Another level opens a second ORT session over the same
+   * weight file, which holds its own copy of the (prepacked) weights: +300 MiB for a 0.5B model; both share the
+   * KV cache, which lives in JS. Applies to graphs opened from a file.
    */
   prefillAccuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /**
@@ -131,7 +131,7 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
   // multi-token runs may want another MatMulNBits accuracy level: same weights file, patched node attributes
   let prefillSession = session;
   const decodeLevel = options.accuracyLevel ?? 4;
-  const prefillLevel = options.prefillAccuracyLevel ?? 0;
+  const prefillLevel = options.prefillAccuracyLevel ?? decodeLevel;
   const patched = "path" in source && prefillLevel !== decodeLevel ? withMatMulNBitsAccuracy(source.path, prefillLevel) : undefined;
   if (patched !== undefined && "path" in source) {
     try {
