@@ -15,17 +15,18 @@
  * widened to float32. Hidden states come from the same run() that produces the logits.
  */
 import { availableParallelism } from "node:os";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ContextOverflowError, GraphError, InvalidArgumentError } from "../errors.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
-import { ensureDecoderGraph } from "../graph/cache.js";
+import { defaultGraphCacheDir, ensureDecoderGraph, graphCacheKey } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../graph/onnx.js";
 import { newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "./hidden.js";
 import { KvPool, KvSequence } from "./kv-pool.js";
+import { cachedCalibration, calibrate, machineProfile, settingsFromFeatures, type RunSettings } from "./tuning.js";
 import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
 
 /** How an ORT session runs, whatever graph it runs. */
@@ -51,6 +52,11 @@ export interface OrtRunOptions {
   /** Extra ORT session config entries ("key": "value"). */
   sessionConfig?: Record<string, string>;
   /**
+   * Write ORT's per-node profile (Chrome trace JSON, `<prefix>_<date>.json`) for this session: where a run's time
+   * goes, op by op. The file is complete after dispose(). For diagnosis; it slows runs a little.
+   */
+  profilePrefix?: string;
+  /**
    * Longest run handed to ORT at once (default 1024). Longer forward() calls run in chunks through the KV
    * cache with identical results, bounding ORT's attention scratch (heads × T × (past+T) floats per layer).
    */
@@ -66,15 +72,74 @@ export interface DecoderSessionOptions extends OrtRunOptions {
   int4?: boolean;
   /** Hears long work (stage "building graph" when the graph is not cached yet); silent when absent. */
   onProgress?: ProgressCallback;
+  /**
+   * How accuracyLevel and threads are chosen when not given (engine/tuning.ts): "auto" (default) = this
+   * machine's cached calibration if there is one, else from CPU features; "calibrate" = measure once on this
+   * machine and cache the result beside the graph; "off" = level 4 and one thread per logical CPU.
+   */
+  tune?: "auto" | "calibrate" | "off";
 }
 
 /** The ONNX model to open: a file path, or model bytes plus the folder its external data files are in. */
 export type OnnxModelSource = { path: string } | { bytes: Uint8Array; externalDataDir: string; name: string };
 
+/**
+ * The accuracy level and thread count a session for `model` will use on this machine (see `tune`): what the
+ * options give, else this machine's calibration (measured now with tune "calibrate" when none is cached), else
+ * the CPU's features.
+ */
+export async function resolveRunSettings(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<RunSettings> {
+  const tune = options.tune ?? "auto";
+  if (tune !== "auto" && tune !== "calibrate" && tune !== "off") throw new InvalidArgumentError(`tune must be "auto", "calibrate" or "off", got ${String(tune)}`, { field: "tune" });
+  if (tune === "off") return { accuracyLevel: options.accuracyLevel === 0 ? 0 : 4, threads: options.threads ?? availableParallelism(), source: "features" };
+  const profile = machineProfile();
+  const features = settingsFromFeatures(profile);
+  const threads = options.threads ?? features.threads;
+  if (options.accuracyLevel !== undefined) return { accuracyLevel: options.accuracyLevel === 0 ? 0 : 4, threads, source: "features" };
+  // the calibration lives beside the level-4 graph (the one it measures); looking for it builds nothing
+  const baseOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: 4, int4: options.int4 };
+  const cached = cachedCalibration(join(options.cacheDir ?? defaultGraphCacheDir(), graphCacheKey(model, baseOptions)), threads, profile);
+  if (cached !== undefined) return cached;
+  if (tune === "auto") return { ...features, threads };
+  const base = ensureDecoderGraph(model, baseOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+  const cfg = { "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1", ...options.sessionConfig };
+  const makeSession = (source: string | Uint8Array) =>
+    typeof source === "string"
+      ? ort.InferenceSession.create(source, ortSessionOptions({ ...options, threads }, cfg))
+      : ort.InferenceSession.create(source, ortSessionOptions({ ...options, threads }, { ...cfg, "session.model_external_initializers_file_folder_path": base.dir }));
+  return calibrate(base.modelPath, base.dir, model.spec, threads, makeSession, (s, tokens, past) => calibrationFeeds(s, model.spec, tokens, past), profile);
+}
+
+/** Feeds of one run of our graph with a zero KV cache of `past` positions (for timing only). */
+function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens: number[], past: number): { feeds: Record<string, ort.Tensor>; fetches: string[] } {
+  const T = tokens.length;
+  const { kvHeads, headDim, layers } = spec;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [1, T]), // [1, T]
+    attention_mask: new ort.Tensor("int64", new BigInt64Array(past + T).fill(1n), [1, past + T]), // [1, past+T]
+    position_ids: new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, t) => BigInt(past + t)), [1, T]), // [1, T]
+    logits_positions: new ort.Tensor("int64", BigInt64Array.from([BigInt(T - 1)]), [1]), // [1]
+  };
+  const zeros = new Float32Array(kvHeads * Math.max(past, 1) * headDim); // [1, kvH, past, hd]
+  const fetches = ["logits"];
+  for (let i = 0; i < layers; i++) {
+    for (const kind of ["key", "value"] as const) {
+      feeds[pastName(i, kind)] = new ort.Tensor("float32", zeros.subarray(0, kvHeads * past * headDim), [1, kvHeads, past, headDim]); // [1, kvH, past, hd]
+      fetches.push(newKvName(i, kind));
+    }
+  }
+  // the taps are part of a real prefill's cost
+  if (session.outputNames.includes(HIDDEN_STATES_OUTPUT)) fetches.push(HIDDEN_STATES_OUTPUT);
+  return { feeds, fetches };
+}
+
 /** A DecoderSession over onepass's own decoder graph for `model` (built once, cached under `cacheDir`). */
-export async function createDecoderSession(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<DecoderSession> {
+export async function createDecoderSession(model: LoadedModel, sessionOptions: DecoderSessionOptions = {}): Promise<DecoderSession> {
+  checkRunOptions(sessionOptions);
+  // one level for prefill and decode unless asked otherwise: one ORT session, one copy of the weights
+  const settings = await resolveRunSettings(model, sessionOptions);
+  const options: DecoderSessionOptions = { ...sessionOptions, accuracyLevel: settings.accuracyLevel, threads: settings.threads };
   const buildOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: options.accuracyLevel, int4: options.int4 };
-  checkRunOptions(options);
   let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
   try {
     return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
@@ -104,14 +169,7 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
     "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1",
     ...options.sessionConfig,
   };
-  const sessionOptions = (cfg: Record<string, string>): ort.InferenceSession.SessionOptions => ({
-    executionProviders: options.executionProviders ?? ["cpu"],
-    intraOpNumThreads: options.threads ?? availableParallelism(),
-    interOpNumThreads: 1,
-    graphOptimizationLevel: "all",
-    executionMode: "sequential",
-    extra: nestConfig(cfg),
-  });
+  const sessionOptions = (cfg: Record<string, string>) => ortSessionOptions(options, cfg);
   // From memory, ORT resolves external-data locations against this folder.
   const memoryConfig = (dir: string) => ({ ...config, "session.model_external_initializers_file_folder_path": dir });
   let session: ort.InferenceSession;
@@ -142,7 +200,7 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
       throw new GraphError(`ONNX Runtime cannot load the prefill decoder: ${(e as Error).message}`, { file }, { cause: e });
     }
   }
-  return new OrtDecoderSession(spec, session, prefillSession, io, file, options.maxChunk ?? 1024);
+  return new OrtDecoderSession(spec, session, prefillSession, io, file, options.maxChunk ?? 1024, options.profilePrefix !== undefined);
 }
 
 /** How the graph keeps its KV cache (see the file comment). */
@@ -205,6 +263,19 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
   };
 }
 
+/** ORT session options for a decoder session. */
+function ortSessionOptions(options: OrtRunOptions, cfg: Record<string, string>): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: options.executionProviders ?? ["cpu"],
+    intraOpNumThreads: options.threads ?? availableParallelism(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+    executionMode: "sequential",
+    ...(options.profilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profilePrefix } : {}),
+    extra: nestConfig(cfg),
+  };
+}
+
 /** Whether a tensor input's first dimension is symbolic (a batch of any size). */
 function freeBatch(m: ort.InferenceSession.ValueMetadata): boolean {
   return m.isTensor && typeof m.shape[0] === "string";
@@ -263,6 +334,8 @@ class OrtDecoderSession implements DecoderSession {
     private readonly file: string,
     /** Longest run given to ORT at once; longer forward() calls are split (see forward). */
     private readonly maxChunk: number,
+    /** ORT profiling is on (ended at dispose). */
+    private readonly profiling = false,
   ) {
     this.vocabSize = spec.vocabSize;
     this.contextLength = spec.contextLength;
@@ -587,6 +660,10 @@ class OrtDecoderSession implements DecoderSession {
     this.disposed = true;
     this.pool?.clear();
     this.past = [];
+    if (this.profiling) {
+      this.session.endProfiling();
+      if (this.prefillSession !== this.session) this.prefillSession.endProfiling();
+    }
     await this.session.release();
     if (this.prefillSession !== this.session) await this.prefillSession.release();
   }
