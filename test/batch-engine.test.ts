@@ -30,8 +30,8 @@ interface Outcome {
   hidden: Float32Array;
 }
 
-async function checkEngine(path: string): Promise<void> {
-  const engine = await Engine.load(path, { cacheDir: join(dir, "graphs"), threads: 2 });
+async function checkEngine(path: string, prefillChunk?: number): Promise<void> {
+  const engine = await Engine.load(path, { cacheDir: join(dir, "graphs"), threads: 2, prefillChunk });
   try {
     assert.ok(engine.batched, "onepass's own graph batches concurrent requests");
     const rand = mulberry32(5);
@@ -122,6 +122,8 @@ async function checkEngine(path: string): Promise<void> {
 }
 
 test("concurrent generations decode together and each equals its own decode alone: stories260K", () => checkEngine(STORIES260K));
+// prompts prefilled in pieces of 8 tokens, with decode steps of the running requests between the pieces
+test("prompts prefilled piecewise between decode steps give the same tokens and hidden states: stories260K", () => checkEngine(STORIES260K, 8));
 for (const c of RANDOM) {
   test(`concurrent generations decode together and each equals its own decode alone: ${c.label}`, async () => {
     const path = join(dir, `${c.options.architecture}-${c.options.seed}.gguf`);

@@ -11,6 +11,7 @@
  * that reacts to its token within the same turn asks again in time to join the next step.
  */
 import { InvalidArgumentError } from "../errors.js";
+import { HiddenStates } from "./hidden.js";
 import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
 
 /** What the generation loop needs from the model for one request (engine/generate.ts). */
@@ -47,6 +48,11 @@ export interface BatchSchedulerOptions {
    * one ends. Bounds memory: each slot holds up to contextLength positions of every layer.
    */
   maxSequences?: number;
+  /**
+   * Longest piece of a prompt prefilled between two decode steps (default 256): a long prompt runs as several
+   * solo jobs through its KV cache (same results), so running requests wait at most one piece per step.
+   */
+  prefillChunk?: number;
 }
 
 interface DecodeWait {
@@ -65,9 +71,43 @@ interface SoloJob {
   reject: (e: unknown) => void;
 }
 
+/** The passes of a prompt's consecutive pieces as one pass: hidden states [L+1, ΣT, d], logits as asked. */
+function joinPasses(passes: ForwardPass[], allLogits: boolean): ForwardPass {
+  if (passes.length === 1) return passes[0];
+  const last = passes[passes.length - 1];
+  const runMs = passes.reduce((a, p) => a + p.runMs, 0);
+  let logits = last.logits;
+  let positions = last.positions;
+  if (allLogits) {
+    // logits "all": [ΣT, V]
+    const V = last.logits.length / last.positions;
+    positions = passes.reduce((a, p) => a + p.positions, 0);
+    logits = new Float32Array(positions * V); // [ΣT, V]
+    let row = 0;
+    for (const p of passes) {
+      logits.set(p.logits, row * V);
+      row += p.positions;
+    }
+  }
+  const out: ForwardPass = { logits, positions, runMs };
+  if (passes.every((p) => p.hidden !== undefined)) {
+    const { layers, dim } = passes[0].hidden!;
+    const T = passes.reduce((a, p) => a + p.hidden!.tokens, 0);
+    const data = new Float32Array(layers * T * dim); // [L+1, ΣT, d]
+    let t0 = 0;
+    for (const p of passes) {
+      for (let l = 0; l < layers; l++) data.set(p.hidden!.layer(l), (l * T + t0) * dim);
+      t0 += p.hidden!.tokens;
+    }
+    out.hidden = new HiddenStates(layers, T, dim, data);
+  }
+  return out;
+}
+
 export class BatchScheduler {
   private readonly maxBatch: number;
   private readonly maxSequences: number;
+  private readonly prefillChunk: number;
   private readonly decodes: DecodeWait[] = [];
   private readonly solos: SoloJob[] = [];
   private readonly toClose: SequenceHandle[] = [];
@@ -85,7 +125,8 @@ export class BatchScheduler {
   ) {
     this.maxBatch = options.maxBatch ?? 16;
     this.maxSequences = options.maxSequences ?? 32;
-    for (const [k, v] of [["maxBatch", this.maxBatch], ["maxSequences", this.maxSequences]] as const) {
+    this.prefillChunk = options.prefillChunk ?? 256;
+    for (const [k, v] of [["maxBatch", this.maxBatch], ["maxSequences", this.maxSequences], ["prefillChunk", this.prefillChunk]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${k} must be a positive integer, got ${v}`, { field: k });
     }
   }
@@ -103,14 +144,27 @@ export class BatchScheduler {
     return {
       vocabSize: this.session.vocabSize,
       hasTaps: this.session.hasTaps,
-      prefill: (tokens, options) =>
-        this.enqueueSolo(true, async () => {
-          if (closed) throw new InvalidArgumentError("prefill() after close()", { field: "sequence" });
-          if (seq !== undefined) this.release(seq);
-          seq = batch.openSequence();
-          this.open++;
-          return batch.forwardSequence(seq, tokens, options);
-        }),
+      prefill: async (tokens, options) => {
+        const pieces: number[][] = [];
+        for (let o = 0; o < tokens.length; o += this.prefillChunk) pieces.push(tokens.slice(o, o + this.prefillChunk));
+        if (pieces.length === 0) pieces.push([]); // forwardSequence reports the empty prompt
+        const passes: ForwardPass[] = [];
+        for (let i = 0; i < pieces.length; i++) {
+          // each piece is its own solo job: decode steps of the running requests come in between
+          passes.push(
+            await this.enqueueSolo(i === 0, async () => {
+              if (closed) throw new InvalidArgumentError("prefill() after close()", { field: "sequence" });
+              if (i === 0) {
+                if (seq !== undefined) this.release(seq);
+                seq = batch.openSequence();
+                this.open++;
+              }
+              return batch.forwardSequence(seq!, pieces[i], { hidden: options.hidden, logits: options.logits });
+            }),
+          );
+        }
+        return joinPasses(passes, options.logits === "all");
+      },
       decode: (token, options) => {
         if (seq === undefined || closed) return Promise.reject(new InvalidArgumentError("decode() before prefill() or after close()", { field: "sequence" }));
         const s = seq;

@@ -99,7 +99,7 @@ export class Engine {
   static async load(path?: string, engineOptions: EngineOptions = {}): Promise<Engine> {
     const modelPath = path ?? defaultModelPath();
     // the device is checked before the model is read, so a missing provider fails fast
-    const { device, maxBatch, maxSequences, ...options } = engineOptions;
+    const { device, maxBatch, maxSequences, prefillChunk, ...options } = engineOptions;
     if (device !== undefined) options.executionProviders = await resolveExecutionProviders(device);
     const model = await loadModel(modelPath);
     try {
@@ -113,7 +113,7 @@ export class Engine {
         session = await createDecoderSession(model, options);
       }
       try {
-        return new Engine(modelPath, model, tokenizer, session, { maxBatch, maxSequences });
+        return new Engine(modelPath, model, tokenizer, session, { maxBatch, maxSequences, prefillChunk });
       } catch (err) {
         await session.dispose();
         throw err;
