@@ -103,3 +103,45 @@ for (const c of RANDOM) {
     await checkModel(path);
   });
 }
+
+test("KV pool: slots move and shrink without losing a sequence's rows", async () => {
+  const { KvPool } = await import("../src/engine/kv-pool.js");
+  const [L, KV, hd] = [2, 2, 4];
+  const pool = new KvPool(L, KV, hd, 4096);
+  const seqs = Array.from({ length: 8 }, () => pool.openSequence());
+  // sequence k holds rows whose values encode (k, layer, kind, head, position, element)
+  const value = (k: number, l: number, kind: number, h: number, t: number, e: number) => k * 1e5 + l * 1e4 + kind * 1e3 + h * 100 + t + e / 10;
+  const lengths = [3, 600, 5, 1, 70, 2, 9, 4];
+  pool.ensureCapacity(Math.max(...lengths));
+  seqs.forEach((q, k) => {
+    for (let l = 0; l < L; l++) {
+      (["key", "value"] as const).forEach((kind, ki) => {
+        const rows = new Float32Array(KV * lengths[k] * hd); // [1, kvH, T, hd]
+        for (let h = 0; h < KV; h++) for (let t = 0; t < lengths[k]; t++) for (let e = 0; e < hd; e++) rows[(h * lengths[k] + t) * hd + e] = value(k, l, ki, h, t, e);
+        pool.append(l, kind, q, rows, 0, lengths[k]);
+      });
+    }
+    q.length = lengths[k];
+  });
+  const check = (k: number) => {
+    const q = seqs[k];
+    for (let l = 0; l < L; l++) {
+      (["key", "value"] as const).forEach((kind, ki) => {
+        const slot = pool.view(l, kind, q.slot, 1); // [1, kvH, capacity, hd]
+        for (let h = 0; h < KV; h++) for (let t = 0; t < q.length; t++) for (let e = 0; e < hd; e++) {
+          assert.equal(slot[(h * pool.capacity + t) * hd + e], Math.fround(value(k, l, ki, h, t, e)), `sequence ${k} layer ${l} ${kind} head ${h} row ${t}`);
+        }
+      });
+    }
+  };
+  const bigBytes = pool.bytes;
+  pool.gather([seqs[6], seqs[2], seqs[0]]);
+  assert.deepEqual([seqs[6].slot, seqs[2].slot, seqs[0].slot], [0, 1, 2]);
+  for (let k = 0; k < 8; k++) check(k);
+  // the long sequence and most others end: the pool shrinks to 2 slots × 64 rows
+  for (const k of [1, 3, 4, 5, 7, 0]) pool.closeSequence(seqs[k]);
+  check(2);
+  check(6);
+  assert.ok(pool.capacity === 64 && pool.bytes * 16 <= bigBytes, `pool shrank to ${pool.bytes} bytes from ${bigBytes} (capacity ${pool.capacity})`);
+  assert.equal(pool.open, 2);
+});

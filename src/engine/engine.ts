@@ -219,9 +219,13 @@ export class Engine {
     if (options.hidden === true && !this.session.hasTaps) {
       throw new InvalidArgumentError("hidden states need an engine loaded with taps: true", { field: "hidden" });
     }
-    const run = () => {
+    const run = async () => {
       this.session.reset();
-      return this.session.forward(tokens, options);
+      try {
+        return await this.session.forward(tokens, options);
+      } finally {
+        this.session.reset(); // nothing continues this sequence: free its cache rows for the batch
+      }
     };
     if (this.scheduler !== undefined) return this.scheduler.exclusive(run);
     const release = await this.queue.acquire();

@@ -64,11 +64,30 @@ export class KvPool {
     return seq;
   }
 
-  /** Frees the sequence's slot. */
+  /** Frees the sequence's slot (and shrinks the buffers when far fewer / shorter sequences remain). */
   closeSequence(seq: KvSequence): void {
     if (seq.closed) return;
     seq.closed = true;
     this.owners[seq.slot] = null;
+    this.trim();
+  }
+
+  /**
+   * Shrinks the buffers to what the open sequences need (slots and capacity rounded up to powers of two) when
+   * that is under half of what they hold: one long or many concurrent requests must not pin their memory after
+   * they end (the slots share one capacity, and ORT's attention allocates its present output at that size).
+   */
+  trim(): void {
+    const open = this.owners.filter((o): o is KvSequence => o !== null);
+    const longest = open.reduce((m, q) => Math.max(m, q.length), 0);
+    let cap = 64;
+    while (cap < longest + 1) cap *= 2;
+    cap = Math.min(cap, Math.max(this.maxPositions, longest));
+    let slots = 1;
+    while (slots < open.length) slots *= 2;
+    if (cap * 2 > this.capacityRows && slots * 2 > this.slots) return;
+    this.gather(open);
+    this.resize(Math.min(this.slots, Math.max(slots, open.length)), Math.min(this.capacityRows, Math.max(cap, longest)));
   }
 
   /** Makes room for `total` positions in every slot (capacity doubles, at most maxPositions). */
@@ -87,7 +106,7 @@ export class KvPool {
       const dst = new Float32Array(slots * KV * capacity * hd); // [slots, kvH, capacity, hd]
       if (old !== undefined) {
         this.owners.forEach((seq, s) => {
-          if (seq === null || seq.length === 0) return;
+          if (seq === null || seq.length === 0 || s >= slots) return;
           for (let h = 0; h < KV; h++) {
             const from = (s * KV + h) * oldCap * hd;
             dst.set(old.subarray(from, from + seq.length * hd), (s * KV + h) * capacity * hd);
@@ -98,6 +117,7 @@ export class KvPool {
     };
     this.buffers = Array.from({ length: this.layers }, (_, i) => ({ key: grow(this.buffers[i]?.key), value: grow(this.buffers[i]?.value) }));
     while (this.owners.length < slots) this.owners.push(null);
+    this.owners.length = slots; // a shrink has gathered the open sequences below `slots` first
     this.slots = slots;
     this.capacityRows = capacity;
   }

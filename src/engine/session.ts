@@ -390,7 +390,10 @@ class OrtDecoderSession implements DecoderSession {
     }
     this.history.length = Math.min(this.history.length, n);
     this.length = n;
-    if (this.main !== undefined) this.main.length = n; // "append": later positions are overwritten by the next forward
+    if (this.main !== undefined) {
+      this.main.length = n; // "append": later positions are overwritten by the next forward
+      if (n === 0) this.pool!.trim(); // a long single-sequence run must not pin the pool's capacity
+    }
   }
 
   private assertIdle(what: string): void {
