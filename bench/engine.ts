@@ -1,144 +1,174 @@
 // Engine benchmark: onepass (ORT decoder graph, taps on / off) vs node-llama-cpp on the same random-weight
-// Q4_0 GGUF with Qwen2.5-0.5B shapes. Prefill tokens/s at T = 512 and decode tokens/s at context 512.
-// Usage: npm run bench:engine [-- --threads N --runs N --decode N --accuracy 0|4 --prefill-accuracy 0|4 --no-llama]
-// Engines run in turns within each round (this machine is shared: load from other processes moves absolute
-// figures by ±30% or more); the table shows the best and the median round.
-import { loadModel } from "../src/model/load.js";
+// Q4_0 GGUF with Qwen2.5-0.5B shapes.
+//   1. one request: prefill tokens/s at T = 512 (taps on: the [L+1, T, d] hidden states come back too) and decode
+//      tokens/s at context ≈ 512;
+//   2. concurrency: aggregate decode tokens/s and per-request latency with 1, 4 and 8 streams at once (onepass:
+//      continuous batching through Engine.generate; node-llama-cpp: one context with a sequence per stream);
+//   3. peak RSS of each engine's process.
+// Each engine runs in its own child process (bench/engine-worker.ts): peak RSS is per engine, not the order
+// they ran in. Rounds are interleaved (engine A, B, C, A, B, C, ...) because this machine is shared: load from
+// other processes moves absolute figures by ±30% or more, so compare within one run; the table shows the best
+// and the median round.
+// Usage: npm run bench:engine [-- --threads N --runs N --decode N --accuracy 0|4 --streams-runs N --new-tokens N --no-llama --no-streams]
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { cpus } from "node:os";
+import { readFileSync } from "node:fs";
 import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath } from "./common.js";
-import { createDecoderSession } from "../src/engine/session.js";
-import type { LoadedModel } from "../src/model/spec.js";
+import type { RoundReply, StreamsReply } from "./engine-worker.js";
 
 const THREADS = arg("threads", 2);
 const RUNS = arg("runs", 5);
 const PROMPT = 512;
 const DECODE = arg("decode", 32);
 const ACCURACY = arg("accuracy", 4) as 0 | 4;
-const PREFILL_ACCURACY = arg("prefill-accuracy", 0) as 0 | 4;
+const STREAM_RUNS = arg("streams-runs", 2);
+const NEW_TOKENS = arg("new-tokens", 24);
+const STREAM_PROMPT = 32;
+const STREAMS = [1, 4, 8];
 const WITH_LLAMA = !process.argv.includes("--no-llama");
+const WITH_STREAMS = !process.argv.includes("--no-streams");
+const VOCAB = 151936;
 
-function promptTokens(vocab: number): number[] {
-  let s = 12345;
-  return Array.from({ length: PROMPT }, () => {
+function promptTokens(n: number, seed: number): number[] {
+  let s = seed;
+  return Array.from({ length: n }, () => {
     s = (s * 1103515245 + 12345) % 2147483648;
-    return 3 + (s % (vocab - 3));
+    return 3 + (s % (VOCAB - 3));
   });
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** One engine under test: a prefill of PROMPT tokens from an empty cache, then DECODE single-token steps. */
-interface Engine {
-  name: string;
-  /** Returns [prefill ms, mean ms per decode step]. */
-  round(): Promise<[number, number]>;
-  rssDeltaMiB: number;
-  readyS: number;
-  close(): Promise<void>;
+interface Memory {
+  peakMiB: number;
+  rssMiB: number;
 }
 
-async function onepassEngine(model: LoadedModel, taps: boolean): Promise<Engine> {
-  const rss0 = rssMiB();
-  const t0 = performance.now();
-  const s = await createDecoderSession(model, { taps, threads: THREADS, accuracyLevel: ACCURACY, prefillAccuracyLevel: PREFILL_ACCURACY });
-  const prompt = promptTokens(model.spec.vocabSize);
-  await s.forward(prompt.slice(0, 16), { hidden: taps }); // warm-up
-  const readyS = (performance.now() - t0) / 1000;
-  return {
-    name: `onepass, taps ${taps ? "on" : "off"}`,
-    rssDeltaMiB: rssMiB() - rss0,
-    readyS,
-    async round() {
-      s.reset();
-      const t1 = performance.now();
-      const run = await s.forward(prompt, { hidden: taps });
-      const prefill = performance.now() - t1;
-      if (taps && run.hidden?.data.length !== (model.spec.blocks + 1) * PROMPT * model.spec.dim) throw new Error("taps missing");
-      const t2 = performance.now();
-      for (let i = 0; i < DECODE; i++) await s.forward([(prompt[i] * 31 + i) % model.spec.vocabSize]);
-      return [prefill, (performance.now() - t2) / DECODE];
-    },
-    close: () => s.dispose(),
-  };
+/** One engine in its child process. */
+class Child {
+  private proc: ChildProcess;
+  private pending?: { resolve: (v: unknown) => void; reject: (e: Error) => void };
+  ready: Promise<{ loadS: number } & Memory>;
+  peakMiB = 0;
+
+  constructor(
+    readonly name: string,
+    args: string[],
+  ) {
+    const script = fileURLToPath(new URL("./engine-worker.js", import.meta.url));
+    this.proc = fork(script, args, { env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    this.ready = this.next();
+    this.proc.on("message", (m: Record<string, unknown>) => {
+      const p = this.pending;
+      this.pending = undefined;
+      if (typeof m.peakMiB === "number") this.peakMiB = Math.max(this.peakMiB, m.peakMiB);
+      if (typeof m.error === "string") p?.reject(new Error(`${this.name}: ${m.error}`));
+      else p?.resolve(m);
+    });
+    this.proc.on("exit", (code) => this.pending?.reject(new Error(`${this.name} exited with code ${code}`)));
+  }
+
+  private next<T>(): Promise<T> {
+    return new Promise<T>((resolve, reject) => (this.pending = { resolve: resolve as (v: unknown) => void, reject }));
+  }
+
+  async ask<T>(msg: unknown): Promise<T & Memory> {
+    const reply = this.next<T & Memory>();
+    this.proc.send(msg as object);
+    return reply;
+  }
+
+  async exit(): Promise<void> {
+    const done = new Promise((r) => this.proc.once("exit", r));
+    this.proc.send({ op: "exit" });
+    await done;
+  }
 }
 
-async function llamaCppEngine(): Promise<Engine> {
-  const rss0 = rssMiB();
-  const t0 = performance.now();
-  const { getLlama } = await import("node-llama-cpp");
-  const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
-  const model = await llama.loadModel({ modelPath: ggufPath });
-  const context = await model.createContext({ contextSize: 1024, batchSize: PROMPT, threads: THREADS });
-  const seq = context.getSequence();
-  const prompt = promptTokens(151936) as never[];
-  await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(0, 16)); // warm-up
-  const readyS = (performance.now() - t0) / 1000;
-  return {
-    name: "node-llama-cpp 3.21.1",
-    rssDeltaMiB: rssMiB() - rss0,
-    readyS,
-    async round() {
-      await seq.clearHistory();
-      const t1 = performance.now();
-      await seq.evaluateWithoutGeneratingNewTokens(prompt);
-      const prefill = performance.now() - t1;
-      // each token yielded after the first costs one single-token evaluation at context ≈ 512
-      let n = 0;
-      let t2 = 0;
-      for await (const _token of seq.evaluate([prompt[0]], { temperature: 0 })) {
-        if (n === 0) t2 = performance.now();
-        if (++n > DECODE) break;
-      }
-      return [prefill, (performance.now() - t2) / DECODE];
-    },
-    async close() {
-      await context.dispose();
-      await model.dispose();
-    },
-  };
+function cpuLine(): string {
+  const flags = readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? [];
+  const isa = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "avx_vnni"].filter((f) => flags.includes(f));
+  return `${cpus()[0]?.model ?? "?"} × ${cpus().length} (${isa.join(", ")})`;
 }
 
 async function main(): Promise<void> {
   ensureQwenShapedModel();
   console.log(`model ${ggufPath}`);
-  console.log(`threads ${THREADS}, prompt ${PROMPT}, decode ${DECODE} steps, ${RUNS} interleaved rounds; MatMulNBits accuracy_level ${PREFILL_ACCURACY} (prefill) / ${ACCURACY} (decode)`);
-  const model = await loadModel(ggufPath);
-  const engines: Engine[] = [await onepassEngine(model, false), await onepassEngine(model, true)];
-  if (WITH_LLAMA) engines.push(await llamaCppEngine());
-  const results = engines.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
-  // engines take turns within each round, so load from other processes hits them alike
+  console.log(`cpu ${cpuLine()}; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
+  console.log(`threads ${THREADS}, prompt ${PROMPT}, decode ${DECODE} steps, ${RUNS} interleaved rounds; MatMulNBits accuracy_level ${ACCURACY}; each engine in its own process`);
+  const children = [
+    new Child("onepass, taps off", ["onepass", ggufPath, String(THREADS), "0", String(ACCURACY)]),
+    new Child("onepass, taps on", ["onepass", ggufPath, String(THREADS), "1", String(ACCURACY)]),
+  ];
+  if (WITH_LLAMA) children.push(new Child("node-llama-cpp 3.21.1", ["llama", ggufPath, String(THREADS), "0", "0"]));
+  // loaded one after the other, so that load times do not compete
+  const loads: number[] = [];
+  for (const c of children) loads.push((await c.ready).loadS);
+  const prompt = promptTokens(PROMPT, 12345);
+
+  const rounds = children.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
   for (let r = 0; r < RUNS; r++) {
-    for (let e = 0; e < engines.length; e++) {
+    for (let e = 0; e < children.length; e++) {
       await pause(200);
-      const [p, d] = await engines[e].round();
-      results[e].prefill.push(p);
-      results[e].decode.push(d);
+      const reply = await children[e].ask<RoundReply>({ op: "round", prompt, decode: DECODE });
+      rounds[e].prefill.push(reply.prefillMs);
+      rounds[e].decode.push(reply.decodeMsPerToken);
     }
   }
-  for (const e of engines) await e.close();
-  model.weights.close();
+  const peakAfterRounds = children.map((c) => c.peakMiB);
 
-  const stats = results.map((r) => ({
+  const stats = rounds.map((r) => ({
     prefillBest: (PROMPT * 1000) / Math.min(...r.prefill),
     prefillMed: (PROMPT * 1000) / median(r.prefill),
     decodeBest: 1000 / Math.min(...r.decode),
     decodeMed: 1000 / median(r.decode),
-    prefillMs: Math.min(...r.prefill),
+    prefillMsBest: Math.min(...r.prefill),
+    prefillMsMed: median(r.prefill),
   }));
   const f = (x: number, w = 9) => x.toFixed(1).padStart(w);
-  console.log(`\n${"engine".padEnd(24)} ${"prefill tok/s".padStart(19)} ${"decode tok/s".padStart(19)} ${"+RSS MiB".padStart(9)} ${"ready s".padStart(8)}`);
-  console.log(`${"".padEnd(24)} ${"best".padStart(9)} ${"median".padStart(9)} ${"best".padStart(9)} ${"median".padStart(9)}`);
-  engines.forEach((e, i) => {
+  console.log(`\n${"one request".padEnd(24)} ${"prefill tok/s".padStart(19)} ${"decode tok/s".padStart(19)} ${"peak RSS".padStart(9)} ${"load s".padStart(7)}`);
+  console.log(`${"".padEnd(24)} ${"best".padStart(9)} ${"median".padStart(9)} ${"best".padStart(9)} ${"median".padStart(9)} ${"MiB".padStart(9)}`);
+  children.forEach((c, i) => {
     const s = stats[i];
-    console.log(`${e.name.padEnd(24)} ${f(s.prefillBest)} ${f(s.prefillMed)} ${f(s.decodeBest)} ${f(s.decodeMed)} ${f(e.rssDeltaMiB, 9)} ${f(e.readyS, 8)}`);
+    console.log(`${c.name.padEnd(24)} ${f(s.prefillBest)} ${f(s.prefillMed)} ${f(s.decodeBest)} ${f(s.decodeMed)} ${f(peakAfterRounds[i], 9)} ${f(loads[i], 7)}`);
   });
   const [off, on, cpp] = stats;
-  console.log(`\ntap cost: ${(((on.prefillMs - off.prefillMs) / off.prefillMs) * 100).toFixed(1)}% of prefill (best runs, taps on vs off, incl. copying [L+1, T, d] out)`);
+  console.log(`\ntap cost: ${(((on.prefillMsMed - off.prefillMsMed) / off.prefillMsMed) * 100).toFixed(1)}% of prefill (medians, taps on vs off, incl. copying [L+1, T, d] out)`);
+  const ratio = (a: number, b: number) => (a / b).toFixed(2) + "×";
   if (cpp !== undefined) {
-    const ratio = (a: number, b: number) => (a / b).toFixed(2) + "×";
-    console.log(`onepass taps on / llama.cpp:  prefill ${ratio(on.prefillBest, cpp.prefillBest)} (median ${ratio(on.prefillMed, cpp.prefillMed)}), decode ${ratio(on.decodeBest, cpp.decodeBest)} (median ${ratio(on.decodeMed, cpp.decodeMed)})`);
+    console.log(`onepass taps on / llama.cpp:  prefill ${ratio(on.prefillBest, cpp.prefillBest)} (median ${ratio(on.prefillMed, cpp.prefillMed)}), decode ${ratio(on.decodeBest, cpp.decodeBest)} (median ${ratio(on.decodeMed, cpp.decodeMed)}), peak RSS ${ratio(peakAfterRounds[1], peakAfterRounds[2])}`);
     console.log(`onepass taps off / llama.cpp: prefill ${ratio(off.prefillBest, cpp.prefillBest)}, decode ${ratio(off.decodeBest, cpp.decodeBest)}`);
   }
+
+  if (WITH_STREAMS) {
+    // concurrency: the taps-off onepass process (generation without probes) against llama.cpp
+    const contenders = [children[0], ...(WITH_LLAMA ? [children[2]] : [])];
+    console.log(`\nconcurrent streams: ${STREAM_PROMPT}-token prompts, ${NEW_TOKENS} new tokens each, ${STREAM_RUNS} interleaved rounds (median)`);
+    console.log(`${"engine".padEnd(24)} ${"streams".padStart(7)} ${"agg tok/s".padStart(10)} ${"× 1 stream".padStart(10)} ${"latency ms".padStart(11)} ${"1st tok ms".padStart(11)} ${"batch".padStart(6)}`);
+    const base = new Map<string, number>();
+    for (const n of STREAMS) {
+      const prompts = Array.from({ length: n }, (_, i) => promptTokens(STREAM_PROMPT, 777 + i));
+      const res = contenders.map(() => [] as StreamsReply[]);
+      for (let r = 0; r < STREAM_RUNS; r++) {
+        for (let e = 0; e < contenders.length; e++) {
+          await pause(200);
+          res[e].push(await contenders[e].ask<StreamsReply>({ op: "streams", prompts, newTokens: NEW_TOKENS }));
+        }
+      }
+      contenders.forEach((c, e) => {
+        const agg = median(res[e].map((x) => (x.tokens * 1000) / x.wallMs));
+        if (n === 1) base.set(c.name, agg);
+        const lat = median(res[e].map((x) => mean(x.latencyMs)));
+        const ttft = median(res[e].map((x) => mean(x.firstTokenMs)));
+        const batch = res[e][0].meanBatch;
+        console.log(`${c.name.padEnd(24)} ${String(n).padStart(7)} ${f(agg, 10)} ${ratio(agg, base.get(c.name)!).padStart(10)} ${f(lat, 11)} ${f(ttft, 11)} ${(batch === undefined ? "—" : batch.toFixed(1)).padStart(6)}`);
+      });
+    }
+    console.log(`\npeak RSS after the streams: ${contenders.map((c) => `${c.name} ${c.peakMiB.toFixed(0)} MiB`).join(", ")}`);
+  }
+  for (const c of children) await c.exit();
 }
 
 main().catch((e) => {

@@ -31,7 +31,9 @@ export { convertModel, QUANTISE_INT4_STAGE, WRITE_TENSORS_STAGE } from "./conver
 export type { ConvertOptions, ConvertResult } from "./convert/index.js";
 export { quantizeWeightsInt4, quantizeModelInt4, quantizeInt4Blocks, dequantizeInt4Blocks } from "./model/quantize.js";
 export type { QuantizeInt4Options, Int4WeightSource, Int4Scheme } from "./model/quantize.js";
-export { createDecoderSession, openOnnxDecoderSession, type DecoderSessionOptions, type OrtRunOptions, type OnnxModelSource } from "./engine/session.js";
+export { createDecoderSession, openOnnxDecoderSession, resolveRunSettings, type DecoderSessionOptions, type OrtRunOptions, type OnnxModelSource } from "./engine/session.js";
+export { machineProfile, settingsFromFeatures, hasInt8Dot, type MachineProfile, type RunSettings } from "./engine/tuning.js";
+export { BatchScheduler, sessionRunner, type BatchSchedulerOptions, type SequenceRunner } from "./engine/batch.js";
 export { BUILD_GRAPH_STAGE, buildDecoderGraph, type DecoderBuildOptions, type DecoderGraphInfo, type ProgressCallback, type ProgressEvent } from "./graph/decoder.js";
 export { ensureDecoderGraph, defaultGraphCacheDir, type CachedGraph } from "./graph/cache.js";
 export { addHiddenStateTaps, tapOnnxFile, findResidualStream, HIDDEN_STATES_OUTPUT } from "./graph/surgery.js";
@@ -55,7 +57,7 @@ export type {
 export { Rng } from "./numeric/rng.js";
 export { Sampler, argmax, topKIndices, selectNucleus, samplingDistribution, type SamplingOptions } from "./engine/sampler.js";
 export { StopStringMatcher, type StopCheck } from "./engine/stop.js";
-export type { DecoderSession, ForwardPass, ForwardOptions } from "./engine/types.js";
+export type { DecoderSession, ForwardPass, ForwardOptions, BatchDecoder, SequenceHandle } from "./engine/types.js";
 export { loadDataset, loadPreset, loadDatasetArg, resolveDataDir, datasetHash, DATASET_PRESETS } from "./data/datasets.js";
 export type { Dataset, DatasetTask, Example, DatasetFile, DatasetFormat, DatasetPreset, LoadOptions, PresetOptions } from "./data/datasets.js";
 export { extractFeatures, openFeatureCache, estimateFeatureBytes, summarize, textHash } from "./data/features.js";

@@ -1,7 +1,9 @@
 /**
- * The facade users import: one loaded model, its tokenizer and one ORT decoder session, serving one request
- * at a time (requests queue). Generation and single forward passes both go through here, so the hidden
- * states a probe sees are the ones of the same run that produced the first logits.
+ * The facade users import: one loaded model, its tokenizer and one ORT decoder session (one copy of the weights).
+ * Concurrent generations decode together, one ORT run per step for all of them (continuous batching,
+ * engine/batch.ts), with prefills of new requests between steps; graphs without a batch dimension (third-party
+ * exports) serve one request at a time. Generation and single forward passes both go through here, so the
+ * hidden states a probe sees are the ones of the same run that produced the first logits.
  *
  *   const engine = await Engine.load();                       // the built-in stories260K
  *   const gen = engine.generate({ prompt: "Once upon a time", maxTokens: 50, temperature: 0 });
@@ -16,13 +18,14 @@ import { chatTemplateFor, encodeChat, renderChatTemplate } from "../tokenizer/ch
 import { tokenizerFromGgufMetadata } from "../tokenizer/gguf.js";
 import { tokenizerFromHfFolder } from "../tokenizer/hf.js";
 import type { ChatMessage, Tokenizer } from "../tokenizer/types.js";
+import { BatchScheduler, sessionRunner, type BatchSchedulerOptions } from "./batch.js";
 import { Generation, planGeneration, runGeneration, type GenerateOptions } from "./generate.js";
 import { openOnnxModelSession } from "./onnx-model.js";
 import { createDecoderSession, type DecoderSessionOptions } from "./session.js";
 import { resolveExecutionProviders, type DeviceRequest } from "./providers.js";
-import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
+import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
 
-export interface EngineOptions extends DecoderSessionOptions {
+export interface EngineOptions extends DecoderSessionOptions, BatchSchedulerOptions {
   /**
    * Where the model runs: "cpu", "cuda" (a typed error with the install command when the CUDA provider is not
    * installed), "auto" (CUDA when it loads, else CPU with a one-line notice), or ORT provider names. Resolved by
@@ -71,9 +74,27 @@ export interface EngineStats {
   decodeSteps: number;
 }
 
+/** Counts a batch decoder's runs: a sequence's first piece of prompt is a prefill, each batched step one decode step. */
+function countingBatch(inner: BatchDecoder, stats: EngineStats): BatchDecoder {
+  return {
+    openSequence: () => inner.openSequence(),
+    closeSequence: (seq) => inner.closeSequence(seq),
+    forwardSequence: (seq, tokens, options) => {
+      if (seq.length === 0) stats.prefills++;
+      return inner.forwardSequence(seq, tokens, options);
+    },
+    decodeStep: (seqs, tokens, options) => {
+      stats.decodeSteps++;
+      return inner.decodeStep(seqs, tokens, options);
+    },
+  };
+}
+
 /** Wraps a session to count its runs: a run on an empty KV cache is a prefill, any later run a decode step. */
 class CountingSession implements DecoderSession {
-  constructor(private readonly inner: DecoderSession, private readonly stats: EngineStats) {}
+  constructor(private readonly inner: DecoderSession, private readonly stats: EngineStats) {
+    if (inner.batch !== undefined) this.batch = countingBatch(inner.batch, stats);
+  }
   get vocabSize(): number { return this.inner.vocabSize; }
   get contextLength(): number { return this.inner.contextLength; }
   get pastLength(): number { return this.inner.pastLength; }
@@ -85,11 +106,15 @@ class CountingSession implements DecoderSession {
   }
   reset(): void { this.inner.reset(); }
   truncate(n: number): void { this.inner.truncate(n); }
+  readonly batch?: BatchDecoder;
   dispose(): Promise<void> { return this.inner.dispose(); }
 }
 
 export class Engine {
+  /** Whole-request turns, for sessions that cannot batch. */
   private readonly queue = new RequestQueue();
+  /** Batched decoding, when the session supports it. */
+  private readonly scheduler?: BatchScheduler;
   private disposed = false;
   /** Live counters of the session's runs (read them; the engine updates them). */
   readonly stats: EngineStats = { prefills: 0, decodeSteps: 0 };
@@ -101,8 +126,21 @@ export class Engine {
     readonly model: LoadedModel,
     readonly tokenizer: Tokenizer,
     session: DecoderSession,
+    batchOptions: BatchSchedulerOptions = {},
   ) {
     this.session = new CountingSession(session, this.stats);
+    const s = this.session;
+    if (s.batch !== undefined) this.scheduler = new BatchScheduler(s as DecoderSession & { batch: NonNullable<DecoderSession["batch"]> }, batchOptions);
+  }
+
+  /** Whether concurrent generations decode together (false: they take turns). */
+  get batched(): boolean {
+    return this.scheduler !== undefined;
+  }
+
+  /** Decode runs and the rows they carried so far (mean batch size = decodeRows / decodeRuns); zeros when not batched. */
+  get batchStats(): { decodeRuns: number; decodeRows: number; soloRuns: number } {
+    return { ...(this.scheduler?.stats ?? { decodeRuns: 0, decodeRows: 0, soloRuns: 0 }) };
   }
 
   /**
@@ -114,7 +152,7 @@ export class Engine {
   static async load(path?: string, engineOptions: EngineOptions = {}): Promise<Engine> {
     const modelPath = path ?? defaultModelPath();
     // the device is checked before the model is read, so a missing provider fails fast
-    const { device, ...options } = engineOptions;
+    const { device, maxBatch, maxSequences, prefillChunk, ...options } = engineOptions;
     if (device !== undefined) options.executionProviders = await resolveExecutionProviders(device);
     const model = await loadModel(modelPath);
     try {
@@ -128,7 +166,12 @@ export class Engine {
         tokenizer = model.format === "hf" ? await tokenizerFromHfFolder(modelPath) : tokenizerFromGgufMetadata(ggufMetadataOf(model, modelPath), modelPath);
         session = await createDecoderSession(model, options);
       }
-      return new Engine(modelPath, model, tokenizer, session);
+      try {
+        return new Engine(modelPath, model, tokenizer, session, { maxBatch, maxSequences, prefillChunk });
+      } catch (err) {
+        await session.dispose();
+        throw err;
+      }
     } catch (err) {
       model.weights.close();
       throw err;
@@ -190,8 +233,8 @@ export class Engine {
 
   /**
    * Start a generation. Bad requests and context overflow throw here, synchronously; the model runs when
-   * the returned Generation is iterated (streaming chunks) or its `result` awaited. Requests queue: one
-   * runs at a time per engine.
+   * the returned Generation is iterated (streaming chunks) or its `result` awaited. Concurrent generations
+   * decode together (see `batched`); each gets the tokens, hidden states and probe results it would get alone.
    */
   generate(request: GenerateRequest): Generation {
     this.checkOpen();
@@ -201,10 +244,12 @@ export class Engine {
     const queue = this.queue;
     const session = this.session;
     const tokenizer = this.tokenizer;
+    const scheduler = this.scheduler;
+    if (scheduler !== undefined) return new Generation((state) => runGeneration(scheduler.runner(), tokenizer, plan, state));
     return new Generation(async function* (state) {
       const release = await queue.acquire();
       try {
-        return yield* runGeneration(session, tokenizer, plan, state);
+        return yield* runGeneration(sessionRunner(session), tokenizer, plan, state);
       } finally {
         release();
       }
@@ -228,10 +273,18 @@ export class Engine {
     if (options.hidden === true && !this.session.hasTaps) {
       throw new InvalidArgumentError("hidden states need an engine loaded with taps: true", { field: "hidden" });
     }
+    const run = async () => {
+      this.session.reset();
+      try {
+        return await this.session.forward(tokens, options);
+      } finally {
+        this.session.reset(); // nothing continues this sequence: free its cache rows for the batch
+      }
+    };
+    if (this.scheduler !== undefined) return this.scheduler.exclusive(run);
     const release = await this.queue.acquire();
     try {
-      this.session.reset();
-      return await this.session.forward(tokens, options);
+      return await run();
     } finally {
       release();
     }
@@ -241,6 +294,8 @@ export class Engine {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
+    // running generations finish first (as queued ones do without batching)
+    await this.scheduler?.idle();
     const release = await this.queue.acquire();
     try {
       await this.session.dispose();

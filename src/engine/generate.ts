@@ -8,6 +8,7 @@ import type { Tokenizer } from "../tokenizer/types.js";
 import { createTextStreamer } from "../tokenizer/streamer.js";
 import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.js";
 import { StopStringMatcher } from "./stop.js";
+import { sessionRunner, type SequenceRunner } from "./batch.js";
 import type { DecoderSession, ForwardPass } from "./types.js";
 
 /**
@@ -270,7 +271,7 @@ export function generate(
   source: GenerateSource = {},
 ): Generation {
   const plan = planGeneration(session, tokenizer, promptTokens, options, source);
-  return new Generation((state) => runGeneration(session, tokenizer, plan, state), options.stallTimeoutMs);
+  return new Generation((state) => runGeneration(sessionRunner(session), tokenizer, plan, state), options.stallTimeoutMs);
 }
 
 /** Validated inputs of one generation. */
@@ -314,9 +315,26 @@ export function planGeneration(
   return { prompt: [...promptTokens], options, maxTokens, stops, eos };
 }
 
-/** The loop itself, as an async generator (the Generation wrapper handles result/early exit). */
+/**
+ * The loop itself, as an async generator (the Generation wrapper handles result/early exit). The model is
+ * reached through `runner`: the session itself, or one sequence of a batch (engine/batch.ts), whose decode calls
+ * share ORT runs with other requests. The runner is closed when the loop ends, however it ends.
+ */
 export async function* runGeneration(
-  session: DecoderSession,
+  runner: SequenceRunner,
+  tokenizer: Tokenizer,
+  plan: GenerationPlan,
+  state: RunState,
+): AsyncGenerator<GenerateChunk, GenerateResult> {
+  try {
+    return yield* generationLoop(runner, tokenizer, plan, state);
+  } finally {
+    runner.close();
+  }
+}
+
+async function* generationLoop(
+  session: SequenceRunner,
   tokenizer: Tokenizer,
   plan: GenerationPlan,
   state: RunState,
@@ -360,10 +378,9 @@ export async function* runGeneration(
   };
 
   if (aborted()) return result();
-  session.reset();
   const wantHidden = options.hidden ?? (options.onPrefill !== undefined && session.hasTaps);
   const t0 = performance.now();
-  let pass = await session.forward(prompt, { hidden: wantHidden });
+  let pass = await session.prefill(prompt, { hidden: wantHidden });
   timings.prefillMs = performance.now() - t0;
 
   if (options.onPrefill !== undefined) {
@@ -421,7 +438,7 @@ export async function* runGeneration(
     }
     text += piece;
     yield { token, text: piece };
-    pass = await session.forward([token]);
+    pass = await session.decode(token);
     decodeRuns++;
   }
   // "eos" or "abort": what was held back comes as a final chunk without a token

@@ -4,9 +4,9 @@
  * exports tapped by graph surgery. The model's inputs and outputs decide how it is fed (introspected once):
  *
  * - KV cache "append" (our graphs: float32 past_key_values.* + new_key_values.* outputs): per-layer buffers owned
- *   by JS and read by ORT in place; each run copies out only its own rows. Multi-token runs may use a second ORT
- *   session over the same weights with another MatMulNBits accuracy level (float activations are faster for
- *   prefill, int8 for decode).
+ *   by JS and read by ORT in place; each run copies out only its own rows. By default one ORT session (one copy
+ *   of the weights) serves prefill and decode; asking for another MatMulNBits accuracy level for prefill opens a
+ *   second session with its own copy.
  * - KV cache "present" (Optimum exports: past_key_values.* in, present.* out, float32 or float16): the present
  *   tensors of one run are the past of the next, in the export's dtype.
  * - "recompute" (no KV-cache inputs): every forward re-runs the whole sequence and returns the new tokens' rows.
@@ -15,18 +15,20 @@
  * widened to float32. Hidden states come from the same run() that produces the logits.
  */
 import { availableParallelism } from "node:os";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { ContextOverflowError, GraphError, InvalidArgumentError } from "../errors.js";
 import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
-import { ensureDecoderGraph } from "../graph/cache.js";
+import { defaultGraphCacheDir, ensureDecoderGraph, graphCacheKey } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../onnx/proto.js";
 import { newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "../types/hidden.js";
-import type { DecoderSession, ForwardOptions, ForwardPass } from "./types.js";
+import { KvPool, KvSequence } from "./kv-pool.js";
+import { cachedCalibration, calibrate, machineProfile, settingsFromFeatures, type RunSettings } from "./tuning.js";
+import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
 
 /** How an ORT session runs, whatever graph it runs. */
 export interface OrtRunOptions {
@@ -35,10 +37,10 @@ export interface OrtRunOptions {
   /** ORT execution providers, e.g. ["cuda", "cpu"]; default ["cpu"]. */
   executionProviders?: string[];
   /**
-   * MatMulNBits accuracy level for multi-token runs (prefill). Default 0 (float activations: faster than int8
-   * at T = 512 on AVX-512 here). When the graph has MatMulNBits nodes at another level (`accuracyLevel`,
-   * default 4), a second ORT session over the same weight file serves multi-token runs; both share the KV
-   * cache, which lives in JS. Applies to graphs opened from a file.
+   * MatMulNBits accuracy level for multi-token runs (prefill). Default: the decode level, so that one ORT
+   * session (one copy of the weights) serves both. Another level opens a second ORT session over the same
+   * weight file, which holds its own copy of the (prepacked) weights: +300 MiB for a 0.5B model; both share the
+   * KV cache, which lives in JS. Applies to graphs opened from a file.
    */
   prefillAccuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /**
@@ -51,8 +53,15 @@ export interface OrtRunOptions {
   /** Extra ORT session config entries ("key": "value"). */
   sessionConfig?: Record<string, string>;
   /**
-   * Longest run handed to ORT at once (default 1024). Longer forward() calls run in chunks through the KV
-   * cache with identical results, bounding ORT's attention scratch (heads × T × (past+T) floats per layer).
+   * Write ORT's per-node profile (Chrome trace JSON, `<prefix>_<date>.json`) for this session: where a run's time
+   * goes, op by op. The file is complete after dispose(). For diagnosis; it slows runs a little.
+   */
+  profilePrefix?: string;
+  /**
+   * Longest run handed to ORT at once (default 256). Longer forward() calls run in chunks through the KV
+   * cache with identical results, bounding ORT's activations (FFN [T, ffn], attention heads × T × (past+T)):
+   * for an 800-token prompt on a 0.5B model, peak RSS 1125 MiB at 1024, 1043 at 512, 988 at 256, 926 at 128,
+   * with prefill speed at 256 ≈ 512 and 128 slower (2-core EPYC, loaded machine; MLAS tiles are far smaller).
    */
   maxChunk?: number;
 }
@@ -66,15 +75,77 @@ export interface DecoderSessionOptions extends OrtRunOptions {
   int4?: boolean;
   /** Hears long work (stage "building graph" when the graph is not cached yet); silent when absent. */
   onProgress?: ProgressCallback;
+  /**
+   * How accuracyLevel and threads are chosen when not given (engine/tuning.ts): "auto" (default) = this
+   * machine's cached calibration if there is one, else from CPU features; "calibrate" = measure once on this
+   * machine and cache the result beside the graph; "off" = level 4 and one thread per logical CPU.
+   */
+  tune?: "auto" | "calibrate" | "off";
 }
+
+/** Default longest ORT run (see OrtRunOptions.maxChunk). */
+const DEFAULT_MAX_CHUNK = 256;
 
 /** The ONNX model to open: a file path, or model bytes plus the folder its external data files are in. */
 export type OnnxModelSource = { path: string } | { bytes: Uint8Array; externalDataDir: string; name: string };
 
+/**
+ * The accuracy level and thread count a session for `model` will use on this machine (see `tune`): what the
+ * options give, else this machine's calibration (measured now with tune "calibrate" when none is cached), else
+ * the CPU's features.
+ */
+export async function resolveRunSettings(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<RunSettings> {
+  const tune = options.tune ?? "auto";
+  if (tune !== "auto" && tune !== "calibrate" && tune !== "off") throw new InvalidArgumentError(`tune must be "auto", "calibrate" or "off", got ${String(tune)}`, { field: "tune" });
+  if (tune === "off") return { accuracyLevel: options.accuracyLevel === 0 ? 0 : 4, threads: options.threads ?? availableParallelism(), source: "features" };
+  const profile = machineProfile();
+  const features = settingsFromFeatures(profile);
+  const threads = options.threads ?? features.threads;
+  if (options.accuracyLevel !== undefined) return { accuracyLevel: options.accuracyLevel === 0 ? 0 : 4, threads, source: "features" };
+  // the calibration lives beside the level-4 graph (the one it measures); looking for it builds nothing
+  const baseOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: 4, int4: options.int4 };
+  const cached = cachedCalibration(join(options.cacheDir ?? defaultGraphCacheDir(), graphCacheKey(model, baseOptions)), threads, profile);
+  if (cached !== undefined) return cached;
+  if (tune === "auto") return { ...features, threads };
+  const base = ensureDecoderGraph(model, baseOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+  const cfg = { "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1", ...options.sessionConfig };
+  const makeSession = (source: string | Uint8Array) =>
+    typeof source === "string"
+      ? ort.InferenceSession.create(source, ortSessionOptions({ ...options, threads }, cfg))
+      : ort.InferenceSession.create(source, ortSessionOptions({ ...options, threads }, { ...cfg, "session.model_external_initializers_file_folder_path": base.dir }));
+  return calibrate(base.modelPath, base.dir, model.spec, threads, makeSession, (s, tokens, past) => calibrationFeeds(s, model.spec, tokens, past), profile);
+}
+
+/** Feeds of one run of our graph with a zero KV cache of `past` positions (for timing only). */
+function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens: number[], past: number): { feeds: Record<string, ort.Tensor>; fetches: string[] } {
+  const T = tokens.length;
+  const { kvHeads, headDim, blocks } = spec;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [1, T]), // [1, T]
+    attention_mask: new ort.Tensor("int64", new BigInt64Array(past + T).fill(1n), [1, past + T]), // [1, past+T]
+    position_ids: new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, t) => BigInt(past + t)), [1, T]), // [1, T]
+    logits_positions: new ort.Tensor("int64", BigInt64Array.from([BigInt(T - 1)]), [1]), // [1]
+  };
+  const zeros = new Float32Array(kvHeads * Math.max(past, 1) * headDim); // [1, kvH, past, hd]
+  const fetches = ["logits"];
+  for (let i = 0; i < blocks; i++) {
+    for (const kind of ["key", "value"] as const) {
+      feeds[pastName(i, kind)] = new ort.Tensor("float32", zeros.subarray(0, kvHeads * past * headDim), [1, kvHeads, past, headDim]); // [1, kvH, past, hd]
+      fetches.push(newKvName(i, kind));
+    }
+  }
+  // the taps are part of a real prefill's cost
+  if (session.outputNames.includes(HIDDEN_STATES_OUTPUT)) fetches.push(HIDDEN_STATES_OUTPUT);
+  return { feeds, fetches };
+}
+
 /** A DecoderSession over onepass's own decoder graph for `model` (built once, cached under `cacheDir`). */
-export async function createDecoderSession(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<DecoderSession> {
+export async function createDecoderSession(model: LoadedModel, sessionOptions: DecoderSessionOptions = {}): Promise<DecoderSession> {
+  checkRunOptions(sessionOptions);
+  // one level for prefill and decode unless asked otherwise: one ORT session, one copy of the weights
+  const settings = await resolveRunSettings(model, sessionOptions);
+  const options: DecoderSessionOptions = { ...sessionOptions, accuracyLevel: settings.accuracyLevel, threads: settings.threads };
   const buildOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: options.accuracyLevel, int4: options.int4 };
-  checkRunOptions(options);
   let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
   try {
     return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
@@ -87,7 +158,7 @@ export async function createDecoderSession(model: LoadedModel, options: DecoderS
 }
 
 function checkRunOptions(options: OrtRunOptions): void {
-  const maxChunk = options.maxChunk ?? 1024;
+  const maxChunk = options.maxChunk ?? DEFAULT_MAX_CHUNK;
   if (!Number.isInteger(maxChunk) || maxChunk < 1) throw new InvalidArgumentError(`maxChunk must be a positive integer, got ${maxChunk}`, { field: "maxChunk" });
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) throw new InvalidArgumentError(`threads must be a positive integer, got ${threads}`, { field: "threads" });
@@ -104,14 +175,7 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
     "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1",
     ...options.sessionConfig,
   };
-  const sessionOptions = (cfg: Record<string, string>): ort.InferenceSession.SessionOptions => ({
-    executionProviders: options.executionProviders ?? ["cpu"],
-    intraOpNumThreads: options.threads ?? availableParallelism(),
-    interOpNumThreads: 1,
-    graphOptimizationLevel: "all",
-    executionMode: "sequential",
-    extra: nestConfig(cfg),
-  });
+  const sessionOptions = (cfg: Record<string, string>) => ortSessionOptions(options, cfg);
   // From memory, ORT resolves external-data locations against this folder.
   const memoryConfig = (dir: string) => ({ ...config, "session.model_external_initializers_file_folder_path": dir });
   let session: ort.InferenceSession;
@@ -132,7 +196,7 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
   // multi-token runs may want another MatMulNBits accuracy level: same weights file, patched node attributes
   let prefillSession = session;
   const decodeLevel = options.accuracyLevel ?? 4;
-  const prefillLevel = options.prefillAccuracyLevel ?? 0;
+  const prefillLevel = options.prefillAccuracyLevel ?? decodeLevel;
   const patched = "path" in source && prefillLevel !== decodeLevel ? withMatMulNBitsAccuracy(source.path, prefillLevel) : undefined;
   if (patched !== undefined && "path" in source) {
     try {
@@ -142,7 +206,7 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
       throw new GraphError(`ONNX Runtime cannot load the prefill decoder: ${(e as Error).message}`, { file }, { cause: e });
     }
   }
-  return new OrtDecoderSession(spec, session, prefillSession, io, file, options.maxChunk ?? 1024);
+  return new OrtDecoderSession(spec, session, prefillSession, io, file, options.maxChunk ?? DEFAULT_MAX_CHUNK, options.profilePrefix !== undefined);
 }
 
 /** How the graph keeps its KV cache (see the file comment). */
@@ -157,6 +221,8 @@ interface DecoderIo {
   /** KV-cache element type ("append" is always float32). */
   pastType: "float32" | "float16";
   taps: boolean;
+  /** input_ids has a free batch dimension and the KV cache is "append": sequences can decode together. */
+  batched: boolean;
 }
 
 const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
@@ -199,7 +265,26 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
     kv,
     pastType,
     taps: outputs.has(HIDDEN_STATES_OUTPUT),
+    batched: kv === "append" && freeBatch(inputs.get("input_ids")!) && inputs.has("attention_mask") && inputs.has("position_ids"),
   };
+}
+
+/** ORT session options for a decoder session. */
+function ortSessionOptions(options: OrtRunOptions, cfg: Record<string, string>): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: options.executionProviders ?? ["cpu"],
+    intraOpNumThreads: options.threads ?? availableParallelism(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+    executionMode: "sequential",
+    ...(options.profilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profilePrefix } : {}),
+    extra: nestConfig(cfg),
+  };
+}
+
+/** Whether a tensor input's first dimension is symbolic (a batch of any size). */
+function freeBatch(m: ort.InferenceSession.ValueMetadata): boolean {
+  return m.isTensor && typeof m.shape[0] === "string";
 }
 
 /** ORT's `extra` takes nested objects for dotted config keys: {"a.b": "1"} → {a: {b: "1"}}. */
@@ -225,14 +310,15 @@ class OrtDecoderSession implements DecoderSession {
   readonly vocabSize: number;
   readonly contextLength: number;
   readonly hasTaps: boolean;
+  readonly batch?: BatchDecoder;
   /**
-   * "append" KV cache: per layer one key and one value buffer [1, kvH, capacity, hd] owned by JS and fed (without
-   * a copy) as past_key_values; GroupQueryAttention reads only the first pastLength positions. Each run fetches
-   * just its own rows (new_key_values, [1, kvH, T, hd]) and appends them here, so the copy out of ORT per decode
-   * step is a few KiB rather than the whole cache. Positions ≥ pastLength hold stale values that are never read.
+   * "append" KV cache (kv-pool.ts): per layer one key and one value buffer [slots, kvH, capacity, hd] owned by JS
+   * and fed (without a copy) as past_key_values. Each run fetches just its own rows (new_key_values,
+   * [B, kvH, T, hd]) and appends them here, so the copy out of ORT per decode step is a few KiB rather than the
+   * whole cache. `main` is the sequence of forward()/reset()/truncate(); `batch` opens more.
    */
-  private kv: { key: Float32Array; value: Float32Array }[] = []; // each [1, kvH, capacity, hd]
-  private capacity = 0;
+  private pool?: KvPool;
+  private main?: KvSequence;
   /** "present" KV cache: the previous run's present.* tensors, in the graph's dtype. */
   private past: { key: ort.Tensor; value: ort.Tensor }[] = []; // each [1, kvH, pastLength, hd]
   /** "recompute": the tokens so far, re-run by every forward. */
@@ -254,15 +340,22 @@ class OrtDecoderSession implements DecoderSession {
     private readonly file: string,
     /** Longest run given to ORT at once; longer forward() calls are split (see forward). */
     private readonly maxChunk: number,
+    /** ORT profiling is on (ended at dispose). */
+    private readonly profiling = false,
   ) {
     this.vocabSize = spec.vocabSize;
     this.contextLength = spec.contextLength;
     this.hasTaps = io.taps;
+    if (io.kv === "append") {
+      this.pool = new KvPool(spec.blocks, spec.kvHeads, spec.headDim, spec.contextLength);
+      this.main = this.pool.openSequence();
+    }
+    if (io.batched) this.batch = this.batchDecoder();
     this.setLength(0);
   }
 
   get pastLength(): number {
-    return this.length;
+    return this.main?.length ?? this.length;
   }
 
   reset(): void {
@@ -272,8 +365,8 @@ class OrtDecoderSession implements DecoderSession {
 
   truncate(n: number): void {
     this.assertIdle("truncate");
-    if (!Number.isInteger(n) || n < 0 || n > this.length) {
-      throw new InvalidArgumentError(`truncate(${n}) outside [0, ${this.length}]`, { field: "n" });
+    if (!Number.isInteger(n) || n < 0 || n > this.pastLength) {
+      throw new InvalidArgumentError(`truncate(${n}) outside [0, ${this.pastLength}]`, { field: "n" });
     }
     this.setLength(n);
   }
@@ -297,48 +390,31 @@ class OrtDecoderSession implements DecoderSession {
       }
     }
     this.history.length = Math.min(this.history.length, n);
-    this.length = n; // "append": later positions are overwritten by the next forward
+    this.length = n;
+    if (this.main !== undefined) {
+      this.main.length = n; // "append": later positions are overwritten by the next forward
+      if (n === 0) this.pool!.trim(); // a long single-sequence run must not pin the pool's capacity
+    }
   }
 
   private assertIdle(what: string): void {
     if (this.busy) throw new InvalidArgumentError(`${what}() while a forward() of this session is still running`, { field: "session" });
   }
 
-  /** Grows the "append" KV buffers (powers of two, at most contextLength) to hold `total` positions. */
-  private ensureCapacity(total: number): void {
-    if (total <= this.capacity) return;
-    const { kvHeads, headDim, blocks } = this.spec;
-    let cap = Math.max(64, this.capacity);
-    while (cap < total) cap *= 2;
-    cap = Math.min(cap, this.contextLength);
-    const grow = (old: Float32Array | undefined): Float32Array => {
-      const dst = new Float32Array(kvHeads * cap * headDim); // [1, kvH, cap, hd]
-      if (old !== undefined) {
-        for (let h = 0; h < kvHeads; h++) {
-          dst.set(old.subarray(h * this.capacity * headDim, (h * this.capacity + this.length) * headDim), h * cap * headDim);
-        }
-      }
-      return dst;
-    };
-    this.kv = Array.from({ length: blocks }, (_, i) => ({ key: grow(this.kv[i]?.key), value: grow(this.kv[i]?.value) }));
-    this.capacity = cap;
-  }
-
-  /** Writes this run's rows src [1, kvH, T, hd] at positions [length, length+T) of dst [1, kvH, capacity, hd]. */
-  private append(dst: Float32Array, src: Float32Array, T: number): void {
-    const { kvHeads, headDim } = this.spec;
-    for (let h = 0; h < kvHeads; h++) {
-      dst.set(src.subarray(h * T * headDim, (h + 1) * T * headDim), (h * this.capacity + this.length) * headDim);
-    }
-  }
-
   async forward(tokens: readonly number[], options: ForwardOptions = {}): Promise<ForwardPass> {
+    return this.forwardOn(this.main, tokens, options);
+  }
+
+  /** forward() for `seq` of the KV pool ("append"), or for the session's one sequence (seq undefined). */
+  private async forwardOn(seq: KvSequence | undefined, tokens: readonly number[], options: ForwardOptions): Promise<ForwardPass> {
     if (this.disposed) throw new InvalidArgumentError("forward() on a disposed session", { field: "session" });
     this.assertIdle("forward");
+    if (seq?.closed === true) throw new InvalidArgumentError("forward() on a closed sequence", { field: "sequence" });
     const T = tokens.length;
+    const past = seq?.length ?? this.length;
     if (T === 0) throw new InvalidArgumentError("forward() needs at least one token", { field: "tokens" });
-    if (this.length + T > this.contextLength) {
-      throw new ContextOverflowError(`${this.length} cached + ${T} new tokens exceed the context of ${this.contextLength}`, { file: this.file, field: "context_length" });
+    if (past + T > this.contextLength) {
+      throw new ContextOverflowError(`${past} cached + ${T} new tokens exceed the context of ${this.contextLength}`, { file: this.file, field: "context_length" });
     }
     if (options.hidden === true && !this.hasTaps) {
       throw new InvalidArgumentError("hidden states requested from a session built without taps", { field: "taps" });
@@ -352,17 +428,17 @@ class OrtDecoderSession implements DecoderSession {
     this.busy = true;
     try {
       // recompute mode re-runs everything anyway: chunking would only multiply the work
-      return T <= this.maxChunk || this.io.kv === "recompute" ? await this.run(tokens, options) : await this.runChunked(tokens, options);
+      return T <= this.maxChunk || this.io.kv === "recompute" ? await this.run(tokens, options, seq) : await this.runChunked(tokens, options, seq);
     } finally {
       this.busy = false;
     }
   }
 
-  private async runChunked(tokens: readonly number[], options: ForwardOptions): Promise<ForwardPass> {
+  private async runChunked(tokens: readonly number[], options: ForwardOptions, seq: KvSequence | undefined): Promise<ForwardPass> {
     const T = tokens.length;
     // Long prompts run in chunks through the KV cache: ORT's attention scratch grows with T × (past+T) per
     // head, so one 8k-token run would need GiBs. Results are assembled as if from one run.
-    const start = this.length;
+    const start = seq?.length ?? this.length;
     const { blocks, dim } = this.spec;
     const wantHidden = options.hidden === true;
     const all = options.logits === "all";
@@ -373,7 +449,7 @@ class OrtDecoderSession implements DecoderSession {
     try {
       for (let off = 0; off < T; off += this.maxChunk) {
         const chunk = tokens.slice(off, off + this.maxChunk);
-        last = await this.run(chunk, { hidden: wantHidden, logits: all ? "all" : "last" });
+        last = await this.run(chunk, { hidden: wantHidden, logits: all ? "all" : "last" }, seq);
         runMs += last.runMs;
         if (hidden !== undefined) {
           for (let l = 0; l <= blocks; l++) hidden.set(last.hidden!.layer(l), (l * T + off) * dim);
@@ -381,7 +457,9 @@ class OrtDecoderSession implements DecoderSession {
         logits?.set(last.logits, off * this.vocabSize);
       }
     } catch (e) {
-      this.setLength(start); // the cache holds none of this call's tokens
+      // the cache holds none of this call's tokens
+      if (seq !== undefined && seq !== this.main) seq.length = start;
+      else this.setLength(start);
       throw e;
     }
     return {
@@ -392,16 +470,17 @@ class OrtDecoderSession implements DecoderSession {
     };
   }
 
-  /** One ORT run over tokens already validated by forward(). */
-  private async run(tokens: readonly number[], options: ForwardOptions): Promise<ForwardPass> {
+  /** One ORT run over tokens already validated by forward(), for `seq` ("append") or the session's sequence. */
+  private async run(tokens: readonly number[], options: ForwardOptions, seq: KvSequence | undefined): Promise<ForwardPass> {
     const T = tokens.length;
     const io = this.io;
+    const pastLen = seq?.length ?? this.length;
     // With a KV cache the run covers only the new tokens; without one, the whole sequence again.
     const recompute = io.kv === "recompute";
-    const R = recompute ? this.length + T : T; // tokens in this run
-    const start = recompute ? 0 : this.length; // position of the run's first token
+    const R = recompute ? pastLen + T : T; // tokens in this run
+    const start = recompute ? 0 : pastLen; // position of the run's first token
     const ids = new BigInt64Array(R); // [1, R]
-    if (recompute) for (let t = 0; t < this.length; t++) ids[t] = BigInt(this.history[t]);
+    if (recompute) for (let t = 0; t < pastLen; t++) ids[t] = BigInt(this.history[t]);
     for (let t = 0; t < T; t++) ids[R - T + t] = BigInt(tokens[t]);
     const all = options.logits === "all";
     const wanted = all ? T : 1; // rows of logits returned
@@ -414,11 +493,13 @@ class OrtDecoderSession implements DecoderSession {
     const { kvHeads, headDim, blocks, dim } = this.spec;
     const fetches: string[] = ["logits"];
     if (io.kv === "append") {
-      this.ensureCapacity(this.length + T);
-      for (let i = 0; i < this.kv.length; i++) {
-        feeds[pastName(i, "key")] = new ort.Tensor("float32", this.kv[i].key, [1, kvHeads, this.capacity, headDim]);
-        feeds[pastName(i, "value")] = new ort.Tensor("float32", this.kv[i].value, [1, kvHeads, this.capacity, headDim]);
-        fetches.push(newKvName(i, "key"), newKvName(i, "value"));
+      const pool = this.pool!;
+      pool.ensureCapacity(pastLen + T);
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) {
+          feeds[pastName(i, kind)] = new ort.Tensor("float32", pool.view(i, kind, seq!.slot, 1), [1, kvHeads, pool.capacity, headDim]); // [1, kvH, capacity, hd]
+          fetches.push(newKvName(i, kind));
+        }
       }
     } else if (io.kv === "present") {
       for (let i = 0; i < this.past.length; i++) {
@@ -431,12 +512,7 @@ class OrtDecoderSession implements DecoderSession {
     if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
 
     const t0 = performance.now();
-    let out: ort.InferenceSession.ReturnType;
-    try {
-      out = await (T > 1 ? this.prefillSession : this.session).run(feeds, fetches);
-    } catch (e) {
-      throw new GraphError(`ONNX Runtime run failed: ${(e as Error).message}`, { file: this.file, field: "forward" }, { cause: e });
-    }
+    const out = await this.ortRun(T > 1 ? this.prefillSession : this.session, feeds, fetches);
     const runMs = performance.now() - t0;
 
     // logits [1, rows, V]: the last `wanted` rows, as float32 (no copy when they are all there is)
@@ -449,37 +525,154 @@ class OrtDecoderSession implements DecoderSession {
     const logits = toFloat32(logitsTensor, (rows - wanted) * V, rows * V, this.file); // [wanted, V]
     let hidden: HiddenStates | undefined;
     if (wantHidden) {
-      const h = out[HIDDEN_STATES_OUTPUT]; // [L+1, 1, R, d]
-      if (h.type !== "float32" || h.dims.length !== 4 || h.dims[0] !== blocks + 1 || h.dims[2] !== R || h.dims[3] !== dim) {
-        throw new GraphError(`hidden_states have shape [${h.dims}] (${h.type}), expected [${blocks + 1}, 1, ${R}, ${dim}] float32`, { file: this.file, field: HIDDEN_STATES_OUTPUT });
-      }
+      const h = this.checkHidden(out[HIDDEN_STATES_OUTPUT], 1, R); // [L+1, 1, R, d]
       // [L+1, 1, R, d] squeezed to [L+1, R, d]: same buffer, no copy
       const whole = new HiddenStates(blocks + 1, R, dim, h.data as Float32Array);
       hidden = R === T ? whole : whole.sliceTokens(R - T, R);
     }
 
     if (io.kv === "append") {
-      for (let i = 0; i < this.kv.length; i++) {
-        this.append(this.kv[i].key, out[newKvName(i, "key")].data as Float32Array, T);
-        this.append(this.kv[i].value, out[newKvName(i, "value")].data as Float32Array, T);
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) this.pool!.append(i, kind, seq!, out[newKvName(i, kind)].data as Float32Array, 0, T);
       }
-    } else if (io.kv === "present") {
-      for (let i = 0; i < this.past.length; i++) this.past[i] = { key: out[presentName(i, "key")], value: out[presentName(i, "value")] };
+      seq!.length += T;
+      if (seq === this.main) this.length = seq!.length;
     } else {
-      this.history.push(...tokens);
+      if (io.kv === "present") {
+        for (let i = 0; i < this.past.length; i++) this.past[i] = { key: out[presentName(i, "key")], value: out[presentName(i, "value")] };
+      } else {
+        this.history.push(...tokens);
+      }
+      this.length += T;
     }
-    this.length += T;
     const result: ForwardPass = { logits, positions: wanted, runMs };
     if (hidden !== undefined) result.hidden = hidden;
     return result;
   }
 
+  private async ortRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetches: string[]): Promise<ort.InferenceSession.ReturnType> {
+    try {
+      return await session.run(feeds, fetches);
+    } catch (e) {
+      throw new GraphError(`ONNX Runtime run failed: ${(e as Error).message}`, { file: this.file, field: "forward" }, { cause: e });
+    }
+  }
+
+  /** Checks the stacked hidden states [L+1, B, R, d] float32 of a run. */
+  private checkHidden(h: ort.Tensor, B: number, R: number): ort.Tensor {
+    const { blocks, dim } = this.spec;
+    if (h.type !== "float32" || h.dims.length !== 4 || h.dims[0] !== blocks + 1 || h.dims[1] !== B || h.dims[2] !== R || h.dims[3] !== dim) {
+      throw new GraphError(`hidden_states have shape [${h.dims}] (${h.type}), expected [${blocks + 1}, ${B}, ${R}, ${dim}] float32`, { file: this.file, field: HIDDEN_STATES_OUTPUT });
+    }
+    return h;
+  }
+
+  /** The BatchDecoder over this session's KV pool (graphs with a batch dimension and an "append" cache). */
+  private batchDecoder(): BatchDecoder {
+    const own = (seq: SequenceHandle): KvSequence => {
+      if (!(seq instanceof KvSequence) || seq === this.main) throw new InvalidArgumentError("not a sequence of this session's batch decoder", { field: "sequence" });
+      return seq;
+    };
+    return {
+      openSequence: () => {
+        if (this.disposed) throw new InvalidArgumentError("openSequence() on a disposed session", { field: "session" });
+        return this.pool!.openSequence();
+      },
+      closeSequence: (seq) => {
+        this.assertIdle("closeSequence");
+        this.pool!.closeSequence(own(seq));
+      },
+      forwardSequence: (seq, tokens, options = {}) => this.forwardOn(own(seq), tokens, options),
+      decodeStep: (seqs, tokens, options = {}) => this.decodeStep(seqs.map(own), tokens, options.hidden === true),
+    };
+  }
+
+  /**
+   * One decode step of several sequences in one ORT run: input_ids [B, 1], attention_mask [B, maxPast + 1] (row
+   * b: its p_b past positions and the new one), position_ids [B, 1] = p_b, past views [B, kvH, capacity, hd] of
+   * the pool's first B slots (the sequences are gathered there first).
+   */
+  private async decodeStep(seqs: KvSequence[], tokens: readonly number[], wantHidden: boolean): Promise<ForwardPass[]> {
+    if (this.disposed) throw new InvalidArgumentError("decodeStep() on a disposed session", { field: "session" });
+    this.assertIdle("decodeStep");
+    const B = seqs.length;
+    if (B === 0 || tokens.length !== B) throw new InvalidArgumentError(`decodeStep() needs one token per sequence (${B} sequences, ${tokens.length} tokens)`, { field: "tokens" });
+    if (new Set(seqs).size !== B) throw new InvalidArgumentError("decodeStep() got the same sequence twice", { field: "sequences" });
+    if (wantHidden && !this.hasTaps) throw new InvalidArgumentError("hidden states requested from a session built without taps", { field: "taps" });
+    tokens.forEach((id, b) => {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new InvalidArgumentError(`token id ${id} outside [0, ${this.vocabSize})`, { field: "tokens", offset: b });
+      if (seqs[b].closed) throw new InvalidArgumentError("decodeStep() on a closed sequence", { field: "sequences", offset: b });
+      if (seqs[b].length + 1 > this.contextLength) {
+        throw new ContextOverflowError(`${seqs[b].length} cached + 1 new token exceed the context of ${this.contextLength}`, { file: this.file, field: "context_length" });
+      }
+    });
+    this.busy = true;
+    try {
+      const pool = this.pool!;
+      const { kvHeads, headDim, blocks, dim } = this.spec;
+      const maxPast = Math.max(...seqs.map((q) => q.length));
+      pool.ensureCapacity(maxPast + 1);
+      pool.gather(seqs);
+      const S = maxPast + 1;
+      const mask = new BigInt64Array(B * S); // [B, maxPast + 1]
+      seqs.forEach((q, b) => {
+        mask.fill(1n, b * S, b * S + q.length);
+        mask[b * S + maxPast] = 1n;
+      });
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: new ort.Tensor("int64", BigInt64Array.from(tokens, (t) => BigInt(t)), [B, 1]), // [B, 1]
+        attention_mask: new ort.Tensor("int64", mask, [B, S]), // [B, maxPast + 1]
+        position_ids: new ort.Tensor("int64", BigInt64Array.from(seqs, (q) => BigInt(q.length)), [B, 1]), // [B, 1]
+      };
+      if (this.io.logitsPositions) feeds.logits_positions = new ort.Tensor("int64", new BigInt64Array([0n]), [1]); // [1]
+      const fetches = ["logits"];
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) {
+          feeds[pastName(i, kind)] = new ort.Tensor("float32", pool.view(i, kind, 0, B), [B, kvHeads, pool.capacity, headDim]); // [B, kvH, capacity, hd]
+          fetches.push(newKvName(i, kind));
+        }
+      }
+      if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
+      const t0 = performance.now();
+      const out = await this.ortRun(this.session, feeds, fetches);
+      const runMs = performance.now() - t0;
+      const V = this.vocabSize;
+      const lt = out.logits;
+      if (lt.dims.length !== 3 || lt.dims[0] !== B || lt.dims[1] !== 1 || lt.dims[2] !== V) {
+        throw new GraphError(`logits have shape [${lt.dims}], expected [${B}, 1, ${V}]`, { file: this.file, field: "logits" });
+      }
+      const logits = toFloat32(lt, 0, B * V, this.file); // [B, V]
+      const h = wantHidden ? (this.checkHidden(out[HIDDEN_STATES_OUTPUT], B, 1).data as Float32Array) : undefined; // [L+1, B, 1, d]
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) {
+          const rows = out[newKvName(i, kind)].data as Float32Array; // [B, kvH, 1, hd]
+          seqs.forEach((q, b) => pool.append(i, kind, q, rows, b, 1));
+        }
+      }
+      return seqs.map((q, b) => {
+        q.length += 1;
+        const pass: ForwardPass = { logits: logits.subarray(b * V, (b + 1) * V), positions: 1, runMs };
+        if (h !== undefined) {
+          const own = new Float32Array((blocks + 1) * dim); // [L+1, 1, d]: this sequence's rows of [L+1, B, 1, d]
+          for (let l = 0; l <= blocks; l++) own.set(h.subarray((l * B + b) * dim, (l * B + b + 1) * dim), l * dim);
+          pass.hidden = new HiddenStates(blocks + 1, 1, dim, own);
+        }
+        return pass;
+      });
+    } finally {
+      this.busy = false;
+    }
+  }
+
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    this.kv = [];
+    this.pool?.clear();
     this.past = [];
-    this.capacity = 0;
+    if (this.profiling) {
+      this.session.endProfiling();
+      if (this.prefillSession !== this.session) this.prefillSession.endProfiling();
+    }
     await this.session.release();
     if (this.prefillSession !== this.session) await this.prefillSession.release();
   }

@@ -22,6 +22,30 @@ export interface ForwardOptions {
   logits?: "last" | "all";
 }
 
+/** One sequence of a BatchDecoder (an opaque handle; `length` = its cached positions). */
+export interface SequenceHandle {
+  readonly length: number;
+  readonly closed: boolean;
+}
+
+/**
+ * Several independent sequences over one session (one copy of the weights), each with its own KV cache, that
+ * decode together: one ORT run serves one new token of every sequence in a step. Runs never overlap: callers
+ * (engine/batch.ts) serialise them.
+ */
+export interface BatchDecoder {
+  openSequence(): SequenceHandle;
+  /** Frees the sequence's cache slot; it must not run again. */
+  closeSequence(seq: SequenceHandle): void;
+  /** Runs tokens of one sequence (its prefill, chunked like DecoderSession.forward), appended to its cache. */
+  forwardSequence(seq: SequenceHandle, tokens: readonly number[], options?: ForwardOptions): Promise<ForwardPass>;
+  /**
+   * One token for each sequence, all in one ORT run (batch = seqs.length). Returns one pass per sequence: logits
+   * [1, vocab] and, with `hidden`, that token's hidden states [L+1, 1, d].
+   */
+  decodeStep(seqs: readonly SequenceHandle[], tokens: readonly number[], options?: { hidden?: boolean }): Promise<ForwardPass[]>;
+}
+
 /**
  * A decoder with its KV cache (batch 1). `forward` appends tokens at positions pastLength, pastLength+1, ...
  */
@@ -37,5 +61,7 @@ export interface DecoderSession {
   reset(): void;
   /** Keep only the first n cached positions (for re-use of a shared prefix). */
   truncate(n: number): void;
+  /** Batched decoding over the same weights, when the graph supports it (onepass's own graphs). */
+  readonly batch?: BatchDecoder;
   dispose(): Promise<void>;
 }

@@ -60,8 +60,22 @@ export function graphCacheKey(model: LoadedModel, options: DecoderBuildOptions =
     .slice(0, 32);
 }
 
+/** sha256 of a file, read through one 4 MiB buffer: a whole-file read would add the file's size to peak RSS. */
 function sha256File(path: string): string {
-  return createHash("sha256").update(readFileSync(path)).digest("hex");
+  const h = createHash("sha256");
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.alloc(4 << 20);
+    for (let pos = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest("hex");
 }
 
 const FULL_HASH_LIMIT = 512 * 1024 * 1024;

@@ -1,18 +1,21 @@
 /**
  * Builds the Llama-family decoder (llama, qwen2, qwen3) as an ONNX graph with ONNX Runtime contrib ops, a KV
  * cache, logits only for the positions asked, and (with `taps`) one stacked hidden-state output
- * [L+1, 1, T, d] in the Hugging Face output_hidden_states convention.
+ * [L+1, B, T, d] in the Hugging Face output_hidden_states convention.
  *
- * Graph inputs:  input_ids [1, T] int64, attention_mask [1, past+T] int64, position_ids [1, T] int64,
+ * Graph inputs:  input_ids [B, T] int64, attention_mask [B, past+T] int64, position_ids [B, T] int64,
  *                logits_positions [P] int64 (rows of this run whose logits are wanted),
- *                past_key_values.{i}.key / .value [1, kvH, past, hd] float32.
- * Graph outputs: logits [1, P, vocab] float32, present.{i}.key / .value [1, kvH, max(past, past+T), hd],
- *                new_key_values.{i}.key / .value [1, kvH, T, hd] (only this run's rows of present),
- *                hidden_states [L+1, 1, T, d] float32 (only with taps).
+ *                past_key_values.{i}.key / .value [B, kvH, past, hd] float32.
+ * Graph outputs: logits [B, P, vocab] float32, present.{i}.key / .value [B, kvH, max(past, past+T), hd],
+ *                new_key_values.{i}.key / .value [B, kvH, T, hd] (only this run's rows of present),
+ *                hidden_states [L+1, B, T, d] float32 (only with taps).
  *
- * The past inputs may be larger than the valid past (a preallocated buffer): GroupQueryAttention reads only the
- * first `attention_mask` sum - T positions. Fetching just new_key_values keeps the per-step copy out of ORT to
- * T rows instead of the whole cache.
+ * The past inputs may be larger than the valid past (a preallocated buffer), and each sequence b of a batch has
+ * its own valid length p_b: attention_mask row b is 1 at its p_b past positions and at the T new ones (the last T
+ * columns), 0 at the padding between. GroupQueryAttention reads the first sum(mask_b) - T positions of sequence
+ * b (its seqlens_k) and writes the new rows right after them; the plain-op path masks the padding out. Fetching
+ * just new_key_values keeps the per-step copy out of ORT to B × T rows instead of the whole cache, which is what
+ * lets several sequences decode in one run (engine/batch.ts).
  */
 import { GraphError, UnsupportedModelError } from "../errors.js";
 import { TensorNames, type Int4Blocks, type ModelSpec, type WeightSource } from "../model/spec.js";
@@ -47,7 +50,7 @@ export type ProgressCallback = (p: ProgressEvent) => void;
 export const BUILD_GRAPH_STAGE = "building graph";
 
 /** Bump when the graph layout changes, so cached graphs are rebuilt. */
-export const DECODER_BUILDER_VERSION = 6;
+export const DECODER_BUILDER_VERSION = 7;
 
 export interface DecoderGraphInfo {
   modelPath: string;
@@ -86,20 +89,21 @@ export function buildDecoderGraph(
   try {
     report(0);
     // ---- inputs
-    const inputIds = g.input("input_ids", "int64", [1, "T"]); // [1, T]
-    const attentionMask = g.input("attention_mask", "int64", [1, "total"]); // [1, past+T]
-    const positionIds = g.input("position_ids", "int64", [1, "T"]); // [1, T]
+    const inputIds = g.input("input_ids", "int64", ["B", "T"]); // [B, T]
+    const attentionMask = g.input("attention_mask", "int64", ["B", "total"]); // [B, past+T]
+    const positionIds = g.input("position_ids", "int64", ["B", "T"]); // [B, T]
     const logitsPositions = g.input("logits_positions", "int64", ["P"]); // [P]
     const pastNames: DecoderGraphInfo["pastNames"] = [];
     const presentNames: DecoderGraphInfo["presentNames"] = [];
     for (let i = 0; i < L; i++) {
-      pastNames.push({ key: g.input(pastName(i, "key"), "float32", [1, KV, "past", hd]), value: g.input(pastName(i, "value"), "float32", [1, KV, "past", hd]) }); // [1, kvH, past, hd]
+      pastNames.push({ key: g.input(pastName(i, "key"), "float32", ["B", KV, "past", hd]), value: g.input(pastName(i, "value"), "float32", ["B", KV, "past", hd]) }); // [B, kvH, past, hd]
       presentNames.push({ key: presentName(i, "key"), value: presentName(i, "value") });
     }
 
-    // ---- GroupQueryAttention bookkeeping from the mask: seqlens_k = total - 1, total_sequence_length
-    const maskSum = g.op("ReduceSum", [attentionMask, g.constI64([1])], { keepdims: 0 }); // [1]
-    const seqlensK = g.op("Cast", [g.op("Sub", [maskSum, g.constI64([1], [])])], { to: 6 }); // [1] int32
+    // ---- GroupQueryAttention bookkeeping from the mask: seqlens_k[b] = sum(mask_b) - 1, total_sequence_length
+    const maskSum = g.op("ReduceSum", [attentionMask, g.constI64([1])], { keepdims: 0 }); // [B]
+    const seqlensK64 = g.op("Sub", [maskSum, g.constI64([1], [])]); // [B] int64
+    const seqlensK = g.op("Cast", [seqlensK64], { to: 6 }); // [B] int32
     const totalLen64 = g.op("Gather", [g.op("Shape", [attentionMask]), g.constI64([1])], { axis: 0 }); // [1] int64 = past+T
     const totalLen = g.op("Cast", [g.op("Squeeze", [totalLen64, g.constI64([0])])], { to: 6 }); // [] int32
     const runLen = g.op("Gather", [g.op("Shape", [inputIds]), g.constI64([1])], { axis: 0 }); // [1] int64 = T
@@ -112,10 +116,12 @@ export function buildDecoderGraph(
     // ORT's GroupQueryAttention kernel needs head_size % 8 == 0 (tiny test models have 4): plain ops otherwise
     const gqaKernel = hd % 8 === 0;
     const fusedRotary = gqaKernel && hd % 16 === 0;
-    const causalBias = gqaKernel ? "" : causalMaskBias(g, attentionMask, pastLen, totalLen64); // [T, past+T]
+    const causalBias = gqaKernel ? "" : causalMaskBias(g, attentionMask, pastLen, totalLen64); // [B, 1, T, past+T]
+    // where GroupQueryAttention put this run's rows in present: row t of sequence b at seqlens_k[b] + 1 - T + t
+    const newRowIndex = gqaKernel ? newRowIndices(g, seqlensK64, runLen, KV, hd) : ""; // [B, kvH, T, hd] int64
     const interleaved = spec.ropeStyle === "interleaved" ? 1 : 0;
 
-    /** y = x·Wᵀ for the row-concatenation of `names` ([out_i, in] each). x [1, T, inDim] → [1, T, Σout_i]. */
+    /** y = x·Wᵀ for the row-concatenation of `names` ([out_i, in] each). x [B, T, inDim] → [B, T, Σout_i]. */
     const linear = (x: string, names: string[], inDim: number, label: string): string => {
       const blocks = useInt4 && weights.readInt4 ? names.map((n) => weights.readInt4!(n)) : [];
       if (blocks.length > 0 && blocks.every((b) => b !== undefined)) {
@@ -129,7 +135,7 @@ export function buildDecoderGraph(
         if (b.zeroPoints !== undefined) {
           mmInputs.push(g.initializer(`${label}.zero_points`, "uint8", [b.n * Math.ceil(nBlocks / 2)], b.zeroPoints)); // [N * ceil(K/64)]
         }
-        return g.op("MatMulNBits", mmInputs, { K: b.k, N: b.n, bits: 4, block_size: 32, accuracy_level: accuracyLevel }, MS_DOMAIN); // [1, T, N]
+        return g.op("MatMulNBits", mmInputs, { K: b.k, N: b.n, bits: 4, block_size: 32, accuracy_level: accuracyLevel }, MS_DOMAIN); // [B, T, N]
       }
       const mats = names.map((n) => weights.readF32(n)); // each [out_i, in]
       const outDim = mats.reduce((a, m) => a + m.length / inDim, 0);
@@ -140,27 +146,27 @@ export function buildDecoderGraph(
         for (let r = 0; r < rows; r++) for (let i = 0; i < inDim; i++) wt[i * outDim + col + r] = m[r * inDim + i];
         col += rows;
       }
-      return g.op("MatMul", [x, g.initializer(`${label}.weight_t`, "float32", [inDim, outDim], wt)]); // [1, T, out]
+      return g.op("MatMul", [x, g.initializer(`${label}.weight_t`, "float32", [inDim, outDim], wt)]); // [B, T, out]
     };
     const vector = (name: string) => g.initializer(name, "float32", [weights.info(name).shape.reduce((a, b) => a * b, 1)], weights.readF32(name));
 
-    // ---- embeddings: x0 [1, T, d]
-    let residual = embedding(g, weights, inputIds, V, d, useInt4); // [1, T, d]
+    // ---- embeddings: x0 [B, T, d]
+    let residual = embedding(g, weights, inputIds, V, d, useInt4); // [B, T, d]
     report(1);
-    const hiddenTaps: string[] = [residual]; // each [1, T, d]
-    let normed = g.op("SimplifiedLayerNormalization", [residual, vector(TensorNames.block(0).attnNorm)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [1, T, d]
+    const hiddenTaps: string[] = [residual]; // each [B, T, d]
+    let normed = g.op("SimplifiedLayerNormalization", [residual, vector(TensorNames.block(0).attnNorm)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [B, T, d]
 
     for (let i = 0; i < L; i++) {
       const n = TensorNames.block(i);
-      // ---- attention: attn [1, T, d]
+      // ---- attention: attn [B, T, d]
       const qkvDim = (H + 2 * KV) * hd;
-      let qkv = linear(normed, [n.q, n.k, n.v], d, `blk.${i}.attn_qkv`); // [1, T, (H+2KV)*hd]
+      let qkv = linear(normed, [n.q, n.k, n.v], d, `blk.${i}.attn_qkv`); // [B, T, (H+2KV)*hd]
       if (spec.qkvBias) {
         const bias = new Float32Array(qkvDim); // [(H+2KV)*hd]
         bias.set(weights.readF32(n.qBias), 0);
         bias.set(weights.readF32(n.kBias), H * hd);
         bias.set(weights.readF32(n.vBias), (H + KV) * hd);
-        qkv = g.op("Add", [qkv, g.initializer(`blk.${i}.attn_qkv.bias`, "float32", [qkvDim], bias)]); // [1, T, (H+2KV)*hd]
+        qkv = g.op("Add", [qkv, g.initializer(`blk.${i}.attn_qkv.bias`, "float32", [qkvDim], bias)]); // [B, T, (H+2KV)*hd]
       }
       let attnInputs: string[];
       if (fusedRotary && !spec.qkNorm) {
@@ -169,23 +175,23 @@ export function buildDecoderGraph(
         let [q, k, v] = g.node("Split", [qkv, g.constI64([H * hd, KV * hd, KV * hd])], 3, { axis: -1 }); // [1,T,H*hd], [1,T,KV*hd] x2
         if (spec.qkNorm) {
           const headNorm = (x: string, w: string) => {
-            const perHead = g.op("Reshape", [x, g.constI64([0, 0, -1, hd])]); // [1, T, heads, hd]
-            const y = g.op("SimplifiedLayerNormalization", [perHead, vector(w)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [1, T, heads, hd]
-            return g.op("Reshape", [y, g.constI64([0, 0, -1])]); // [1, T, heads*hd]
+            const perHead = g.op("Reshape", [x, g.constI64([0, 0, -1, hd])]); // [B, T, heads, hd]
+            const y = g.op("SimplifiedLayerNormalization", [perHead, vector(w)], { axis: -1, epsilon: float(spec.rmsNormEps) }); // [B, T, heads, hd]
+            return g.op("Reshape", [y, g.constI64([0, 0, -1])]); // [B, T, heads*hd]
           };
           q = headNorm(q, n.qNorm);
           k = headNorm(k, n.kNorm);
         }
         if (!fusedRotary) {
           const rope = (x: string, heads: number) =>
-            g.op("RotaryEmbedding", [x, positionIds, cosCache, sinCache], { interleaved, num_heads: heads, rotary_embedding_dim: hd }, MS_DOMAIN); // [1, T, heads*hd]
+            g.op("RotaryEmbedding", [x, positionIds, cosCache, sinCache], { interleaved, num_heads: heads, rotary_embedding_dim: hd }, MS_DOMAIN); // [B, T, heads*hd]
           q = rope(q, H);
           k = rope(k, KV);
         }
         attnInputs = [q, k, v];
       }
       const present = presentNames[i];
-      let attnHeads: string; // [1, T, H*hd]
+      let attnHeads: string; // [B, T, H*hd]
       if (gqaKernel) {
         const gqaInputs = [...attnInputs, pastNames[i].key, pastNames[i].value, seqlensK, totalLen];
         if (fusedRotary) gqaInputs.push(cosCache, sinCache);
@@ -194,54 +200,54 @@ export function buildDecoderGraph(
           kv_num_heads: KV,
           do_rotary: fusedRotary ? 1 : 0,
           rotary_interleaved: interleaved,
-        }, MS_DOMAIN); // [1, T, H*hd]
+        }, MS_DOMAIN); // [B, T, H*hd]
         for (const kind of ["key", "value"] as const) {
-          // this run's rows of the cache (RoPE applied): present[:, :, past:past+T, :]
-          g.node("Slice", [present[kind], pastLen, totalLen64, g.constI64([2])], [newKvName(i, kind)]); // [1, kvH, T, hd]
+          // this run's rows of the cache (RoPE applied): present[b, :, p_b:p_b+T, :] for each sequence b
+          g.node("GatherElements", [present[kind], newRowIndex], [newKvName(i, kind)], { axis: 2 }); // [B, kvH, T, hd]
         }
       } else {
         attnHeads = plainAttention(g, attnInputs, pastNames[i], pastLen, present, [newKvName(i, "key"), newKvName(i, "value")], causalBias, { H, KV, hd });
       }
-      const attn = linear(attnHeads, [n.o], H * hd, `blk.${i}.attn_output`); // [1, T, d]
+      const attn = linear(attnHeads, [n.o], H * hd, `blk.${i}.attn_output`); // [B, T, d]
 
       // residual += attn; normed = ffn_norm(residual)
       const afterAttn = g.node("SkipSimplifiedLayerNormalization", [attn, residual, vector(n.ffnNorm)], [g.fresh("ffn_in"), "", "", g.fresh("resid")], { epsilon: float(spec.rmsNormEps) }, MS_DOMAIN);
-      normed = afterAttn[0]; // [1, T, d]
-      residual = afterAttn[3]; // [1, T, d]
+      normed = afterAttn[0]; // [B, T, d]
+      residual = afterAttn[3]; // [B, T, d]
 
-      // ---- SwiGLU feed-forward: ffn [1, T, d]
+      // ---- SwiGLU feed-forward: ffn [B, T, d]
       // two matmuls rather than one fused [2F] matmul + Split: the Split's copy cost more than it saved
-      const gate = linear(normed, [n.gate], d, `blk.${i}.ffn_gate`); // [1, T, F]
-      const up = linear(normed, [n.up], d, `blk.${i}.ffn_up`); // [1, T, F]
-      const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]); // [1, T, F]
-      const ffn = linear(act, [n.down], F, `blk.${i}.ffn_down`); // [1, T, d]
+      const gate = linear(normed, [n.gate], d, `blk.${i}.ffn_gate`); // [B, T, F]
+      const up = linear(normed, [n.up], d, `blk.${i}.ffn_up`); // [B, T, F]
+      const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]); // [B, T, F]
+      const ffn = linear(act, [n.down], F, `blk.${i}.ffn_down`); // [B, T, d]
 
       // residual += ffn; normed = next block's attn_norm(residual), or the final norm after the last block
       const nextNorm = i + 1 < L ? TensorNames.block(i + 1).attnNorm : TensorNames.outputNorm;
       const afterFfn = g.node("SkipSimplifiedLayerNormalization", [ffn, residual, vector(nextNorm)], [g.fresh("normed"), "", "", g.fresh("resid")], { epsilon: float(spec.rmsNormEps) }, MS_DOMAIN);
-      normed = afterFfn[0]; // [1, T, d]
-      residual = afterFfn[3]; // [1, T, d]
+      normed = afterFfn[0]; // [B, T, d]
+      residual = afterFfn[3]; // [B, T, d]
       hiddenTaps.push(i + 1 < L ? residual : normed); // HF convention: the last entry is after the final norm
       report(i + 2);
     }
 
     // ---- LM head only on the rows asked for
-    const rows = g.op("Gather", [normed, logitsPositions], { axis: 1 }); // [1, P, d]
+    const rows = g.op("Gather", [normed, logitsPositions], { axis: 1 }); // [B, P, d]
     const headName = spec.tiedEmbeddings || !weights.has(TensorNames.output) ? TensorNames.tokenEmbedding : TensorNames.output;
-    g.node("Identity", [linear(rows, [headName], d, "lm_head")], ["logits"]); // [1, P, V]
-    g.output("logits", "float32", [1, "P", V]);
+    g.node("Identity", [linear(rows, [headName], d, "lm_head")], ["logits"]); // [B, P, V]
+    g.output("logits", "float32", ["B", "P", V]);
     for (let i = 0; i < L; i++) {
-      g.output(presentNames[i].key, "float32", [1, KV, "present", hd]); // [1, kvH, max(past, past+T), hd]
-      g.output(presentNames[i].value, "float32", [1, KV, "present", hd]); // [1, kvH, max(past, past+T), hd]
-      g.output(newKvName(i, "key"), "float32", [1, KV, "T", hd]); // [1, kvH, T, hd]
-      g.output(newKvName(i, "value"), "float32", [1, KV, "T", hd]); // [1, kvH, T, hd]
+      g.output(presentNames[i].key, "float32", ["B", KV, "present", hd]); // [B, kvH, max(past, past+T), hd]
+      g.output(presentNames[i].value, "float32", ["B", KV, "present", hd]); // [B, kvH, max(past, past+T), hd]
+      g.output(newKvName(i, "key"), "float32", ["B", KV, "T", hd]); // [B, kvH, T, hd]
+      g.output(newKvName(i, "value"), "float32", ["B", KV, "T", hd]); // [B, kvH, T, hd]
     }
     if (taps) {
       // unsqueeze each tap (a free view) so that Concat writes straight into the graph output: one copy
-      const axis1 = g.constI64([1]);
-      const taps4d = hiddenTaps.map((t) => g.op("Unsqueeze", [t, axis1])); // each [1, 1, T, d]
-      g.node("Concat", taps4d, ["hidden_states"], { axis: 0 }); // [L+1, 1, T, d]
-      g.output("hidden_states", "float32", [L + 1, 1, "T", d]);
+      const axis0 = g.constI64([0]);
+      const taps4d = hiddenTaps.map((t) => g.op("Unsqueeze", [t, axis0])); // each [1, B, T, d]
+      g.node("Concat", taps4d, ["hidden_states"], { axis: 0 }); // [L+1, B, T, d]
+      g.output("hidden_states", "float32", [L + 1, "B", "T", d]);
     }
     g.finish();
     report(buildSteps);
@@ -254,8 +260,8 @@ export function buildDecoderGraph(
 }
 
 /**
- * Additive attention bias [T, past+T]: 0 where key position s may be seen by query t (s ≤ past + t and the
- * attention mask is 1), -inf elsewhere.
+ * Additive attention bias [B, 1, T, past+T]: 0 where key column s may be seen by query t of sequence b (s ≤ past
+ * + t, i.e. any past column or a new one up to t, and attention_mask[b, s] is 1), -inf elsewhere.
  */
 function causalMaskBias(g: OnnxModelBuilder, attentionMask: string, pastLen: string, totalLen64: string): string {
   const zero = g.constI64([0], []);
@@ -264,14 +270,25 @@ function causalMaskBias(g: OnnxModelBuilder, attentionMask: string, pastLen: str
   const queryPos = g.op("Range", [scalar(pastLen), scalar(totalLen64), one]); // [T] = past .. past+T-1
   const keyPos = g.op("Range", [zero, scalar(totalLen64), one]); // [S] = 0 .. past+T-1
   const causal = g.op("LessOrEqual", [g.op("Unsqueeze", [keyPos, g.constI64([0])]), g.op("Unsqueeze", [queryPos, g.constI64([1])])]); // [T, S]
-  const keyValid = g.op("Equal", [attentionMask, one]); // [1, S]
-  const allowed = g.op("And", [causal, keyValid]); // [T, S]
-  return g.op("Where", [allowed, g.constF32([0], []), g.constF32([-Infinity], [])]); // [T, S]
+  const keyValid = g.op("Unsqueeze", [g.op("Equal", [attentionMask, one]), g.constI64([1, 2])]); // [B, 1, 1, S]
+  const allowed = g.op("And", [causal, keyValid]); // [B, 1, T, S]
+  return g.op("Where", [allowed, g.constF32([0], []), g.constF32([-Infinity], [])]); // [B, 1, T, S]
+}
+
+/**
+ * Indices [B, kvH, T, hd] into GroupQueryAttention's present [B, kvH, S, hd] of this run's rows: sequence b's
+ * row t sits at seqlens_k[b] + 1 - T + t (right after its own past, wherever the other sequences end).
+ */
+function newRowIndices(g: OnnxModelBuilder, seqlensK64: string, runLen: string, KV: number, hd: number): string {
+  const first = g.op("Add", [g.op("Sub", [seqlensK64, runLen]), g.constI64([1], [])]); // [B] = p_b
+  const steps = g.op("Range", [g.constI64([0], []), g.op("Squeeze", [runLen, g.constI64([0])]), g.constI64([1], [])]); // [T]
+  const pos = g.op("Add", [g.op("Unsqueeze", [first, g.constI64([1, 2, 3])]), g.op("Unsqueeze", [steps, g.constI64([0, 1, 3])])]); // [B, 1, T, 1]
+  return g.op("Expand", [pos, g.constI64([1, KV, 1, hd])]); // [B, kvH, T, hd]
 }
 
 /**
  * Grouped-query attention with a KV cache from plain ONNX ops (for head sizes the contrib kernel rejects).
- * q [1, T, H*hd], k/v [1, T, KV*hd] (RoPE applied) → [1, T, H*hd]; writes present (past ++ new) and new rows.
+ * q [B, T, H*hd], k/v [B, T, KV*hd] (RoPE applied) → [B, T, H*hd]; writes present (past ++ new) and new rows.
  * pastLen [1] int64: how many leading rows of the fed past buffers are real.
  */
 function plainAttention(
@@ -284,20 +301,21 @@ function plainAttention(
   bias: string,
   { H, KV, hd }: { H: number; KV: number; hd: number },
 ): string {
-  const heads = (x: string, n: number) => g.op("Transpose", [g.op("Reshape", [x, g.constI64([0, 0, n, hd])])], { perm: [0, 2, 1, 3] }); // [1, n, T, hd]
-  const kNew = g.node("Identity", [heads(k, KV)], [newNames[0]])[0]; // [1, KV, T, hd]
-  const vNew = g.node("Identity", [heads(v, KV)], [newNames[1]])[0]; // [1, KV, T, hd]
-  // the session may feed a cache buffer longer than the past (stale rows after it): keep the first past rows
-  const valid = (x: string) => g.op("Slice", [x, g.constI64([0]), pastLen, g.constI64([2])]); // [1, KV, past, hd]
-  const kAll = g.node("Concat", [valid(past.key), kNew], [present.key], { axis: 2 })[0]; // [1, KV, S, hd]
-  const vAll = g.node("Concat", [valid(past.value), vNew], [present.value], { axis: 2 })[0]; // [1, KV, S, hd]
-  // each KV head serves H/KV query heads: [1, KV, S, hd] → [1, KV, H/KV, S, hd] → [1, H, S, hd]
+  const heads = (x: string, n: number) => g.op("Transpose", [g.op("Reshape", [x, g.constI64([0, 0, n, hd])])], { perm: [0, 2, 1, 3] }); // [B, n, T, hd]
+  const kNew = g.node("Identity", [heads(k, KV)], [newNames[0]])[0]; // [B, KV, T, hd]
+  const vNew = g.node("Identity", [heads(v, KV)], [newNames[1]])[0]; // [B, KV, T, hd]
+  // the session may feed a cache buffer longer than the past (stale rows after it): keep the first past rows;
+  // rows of a shorter sequence beyond its own past are masked out by `bias`
+  const valid = (x: string) => g.op("Slice", [x, g.constI64([0]), pastLen, g.constI64([2])]); // [B, KV, past, hd]
+  const kAll = g.node("Concat", [valid(past.key), kNew], [present.key], { axis: 2 })[0]; // [B, KV, S, hd]
+  const vAll = g.node("Concat", [valid(past.value), vNew], [present.value], { axis: 2 })[0]; // [B, KV, S, hd]
+  // each KV head serves H/KV query heads: [B, KV, S, hd] → [B, KV, H/KV, S, hd] → [B, H, S, hd]
   const repeat = (x: string) =>
-    g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [x, g.constI64([2])]), g.constI64([1, KV, H / KV, 1, 1])]), g.constI64([1, H, -1, hd])]);
-  const scores = g.op("MatMul", [heads(q, H), g.op("Transpose", [repeat(kAll)], { perm: [0, 1, 3, 2] })]); // [1, H, T, S]
-  const scaled = g.op("Add", [g.op("Mul", [scores, g.constF32([1 / Math.sqrt(hd)], [])]), bias]); // [1, H, T, S]
-  const context = g.op("MatMul", [g.op("Softmax", [scaled], { axis: -1 }), repeat(vAll)]); // [1, H, T, hd]
-  return g.op("Reshape", [g.op("Transpose", [context], { perm: [0, 2, 1, 3] }), g.constI64([0, 0, H * hd])]); // [1, T, H*hd]
+    g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [x, g.constI64([2])]), g.constI64([1, KV, H / KV, 1, 1])]), g.constI64([0, H, -1, hd])]);
+  const scores = g.op("MatMul", [heads(q, H), g.op("Transpose", [repeat(kAll)], { perm: [0, 1, 3, 2] })]); // [B, H, T, S]
+  const scaled = g.op("Add", [g.op("Mul", [scores, g.constF32([1 / Math.sqrt(hd)], [])]), bias]); // [B, H, T, S]
+  const context = g.op("MatMul", [g.op("Softmax", [scaled], { axis: -1 }), repeat(vAll)]); // [B, H, T, hd]
+  return g.op("Reshape", [g.op("Transpose", [context], { perm: [0, 2, 1, 3] }), g.constI64([0, 0, H * hd])]); // [B, T, H*hd]
 }
 
 /**
@@ -316,10 +334,10 @@ function embedding(g: OnnxModelBuilder, weights: WeightSource, inputIds: string,
     if (blocks.zeroPoints !== undefined) {
       inputs.push(g.initializer("token_embd.zero_points", "uint8", [V, Math.ceil(nBlocks / 2)], blocks.zeroPoints)); // [V, ceil(d/64)]
     }
-    return g.op("GatherBlockQuantized", inputs, { gather_axis: 0, quantize_axis: 1, block_size: 32, bits: 4 }, MS_DOMAIN); // [1, T, d]
+    return g.op("GatherBlockQuantized", inputs, { gather_axis: 0, quantize_axis: 1, block_size: 32, bits: 4 }, MS_DOMAIN); // [B, T, d]
   }
   const table = g.initializer(TensorNames.tokenEmbedding, "float32", [V, d], weights.readF32(TensorNames.tokenEmbedding)); // [V, d]
-  return g.op("Gather", [table, inputIds], { axis: 0 }); // [1, T, d]
+  return g.op("Gather", [table, inputIds], { axis: 0 }); // [B, T, d]
 }
 
 /** Row-concatenates int4 matrices sharing K (rows are independent in MatMulNBits' layout). */
