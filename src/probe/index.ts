@@ -20,6 +20,7 @@ export { saveProbe, loadProbe, PROBE_JSON, PROBE_WEIGHTS, type ProbeMeta, type P
 export { evaluateProbe, reportHtml, type Evaluation } from "./report.js";
 export { cacheSource } from "./cache-source.js";
 export { Rng as ProbeRng } from "./rng.js";
+export { CompiledProbes, compiledProbesFor, compileProbeGraph, type CompiledOutput } from "./compiled.js";
 export {
   probeHook, loadProbes, generateWithProbes,
   type Classification, type ProbePolicy, type ProbeHook, type ProbeHookOptions, type PromptTokenization, type ProbedGeneration,

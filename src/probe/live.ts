@@ -15,10 +15,8 @@ import type { Generation, PrefillDecision, PrefillHook } from "../engine/generat
 import type { HiddenStates } from "../engine/hidden.js";
 import { InvalidArgumentError, ProbeError } from "../errors.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
-import { Tape } from "./autograd.js";
-import { makeBatch } from "./batch.js";
+import { compiledProbesFor } from "./compiled.js";
 import { predictClasses } from "./metrics.js";
-import { softmaxRows } from "./probe.js";
 
 /** How a request's prompt became tokens (compared with what the probe was trained on). */
 export interface PromptTokenization {
@@ -40,7 +38,7 @@ export interface Classification {
   layerWeights?: number[];
   /** Prompt tokens the probe saw (the first `tokenization.maxTokens` when the probe was trained on a cut). */
   tokens: number;
-  /** Wall time of this probe on this prompt, ms. */
+  /** Wall time of the compiled-probe call that classified this prompt (shared by the probes run together), ms. */
   probeMs: number;
   /** True when this probe's label is one the policy blocks on. */
   blocks: boolean;
@@ -125,38 +123,57 @@ function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], 
   return out;
 }
 
-/** Run one probe on one prompt's hidden states: the same computation as Probe.predict, plus the layer gate. */
-async function classifyOne(
-  { name, loaded }: NamedProbe,
+/** The hidden states a probe sees: the first `tokenization.maxTokens` when it was trained on a cut. */
+function cutFor(meta: ProbeMeta, hidden: HiddenStates): HiddenStates {
+  const max = meta.tokenization?.maxTokens ?? null;
+  // causal model: the first max tokens' states equal those of a pass over the cut prompt, as in training
+  return max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
+}
+
+/**
+ * Run every probe on one prompt's hidden states through the compiled probe graph (compiled.ts): one ORT call
+ * per distinct token cut (usually one call for all probes), on the prefill's tensor without a copy.
+ */
+async function classifyAll(
+  named: NamedProbe[],
   hidden: HiddenStates,
   promptTokens: readonly number[],
   blocked: Set<string>,
   options: ProbeHookOptions,
-): Promise<Classification> {
-  const { probe, meta } = loaded;
-  const t0 = performance.now();
-  const warnings = tokenizationWarnings(meta, promptTokens, options);
-  const max = meta.tokenization?.maxTokens ?? null;
-  // causal model: the first max tokens' states equal those of a pass over the cut prompt, as in training
-  const h = max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
-  const tape = new Tape(probe.dtype, false);
-  const out = await probe.forward(tape, makeBatch([h], probe.dtype));
-  const probs = softmaxRows(out.logits.data, probe.shape.classes); // [C]
-  const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
-  const label = meta.labelNames[labelIndex];
-  const probeMs = performance.now() - t0;
-  return {
-    probe: name,
-    label,
-    labelIndex,
-    probabilities: Object.fromEntries(meta.labelNames.map((n, i) => [n, probs[i]])),
-    ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
-    ...(out.layerWeights !== undefined ? { layerWeights: Array.from(out.layerWeights.data) } : {}),
-    tokens: h.tokens,
-    probeMs,
-    blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
-    warnings,
-  };
+): Promise<Classification[]> {
+  const groups = new Map<number, number[]>(); // tokens seen → probe indices
+  named.forEach((p, i) => {
+    const T = cutFor(p.loaded.meta, hidden).tokens;
+    groups.set(T, [...(groups.get(T) ?? []), i]);
+  });
+  const out: Classification[] = new Array(named.length);
+  for (const [, members] of groups) {
+    const t0 = performance.now();
+    const h = cutFor(named[members[0]].loaded.meta, hidden);
+    const compiled = await compiledProbesFor(members.map((i) => named[i].loaded.probe));
+    const results = await compiled.runHidden(h);
+    const probeMs = performance.now() - t0; // one call for the whole group
+    members.forEach((i, k) => {
+      const { name, loaded } = named[i];
+      const { probe, meta } = loaded;
+      const probs = results[k].probabilities; // [1, C]
+      const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
+      const label = meta.labelNames[labelIndex];
+      out[i] = {
+        probe: name,
+        label,
+        labelIndex,
+        probabilities: Object.fromEntries(meta.labelNames.map((n, j) => [n, probs[j]])),
+        ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
+        ...(results[k].layerWeights !== undefined ? { layerWeights: Array.from(results[k].layerWeights!) } : {}),
+        tokens: h.tokens,
+        probeMs,
+        blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
+        warnings: tokenizationWarnings(meta, promptTokens, options),
+      };
+    });
+  }
+  return out;
 }
 
 /**
@@ -191,7 +208,6 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
       if (pass.hidden === undefined) {
         throw new InvalidArgumentError("the prefill returned no hidden states: load the engine with taps: true", { field: "hidden" });
       }
-      const classifications: Classification[] = [];
       for (const p of named) {
         const { layers, dim } = p.loaded.probe.shape;
         if (pass.hidden.layers !== layers || pass.hidden.dim !== dim) {
@@ -200,8 +216,8 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
             field: "shape",
           });
         }
-        classifications.push(await classifyOne(p, pass.hidden, info.promptTokens, blocked, options));
       }
+      const classifications = await classifyAll(named, pass.hidden, info.promptTokens, blocked, options);
       options.onClassified?.(classifications);
       if (!settled) {
         settled = true;
