@@ -49,6 +49,9 @@ export type {
   PrefillHook,
   PrefillDecision,
   PrefillInfo,
+  DecodeStep,
+  DecodeDecision,
+  DecodeStepHook,
 } from "./engine/generate.js";
 export { Sampler, Rng, argmax, topKIndices, selectNucleus, samplingDistribution, type SamplingOptions } from "./engine/sampler.js";
 export { StopStringMatcher, type StopCheck } from "./engine/stop.js";

@@ -20,8 +20,10 @@ export { saveProbe, loadProbe, PROBE_JSON, PROBE_WEIGHTS, type ProbeMeta, type P
 export { evaluateProbe, reportHtml, type Evaluation } from "./report.js";
 export { cacheSource } from "./cache-source.js";
 export { Rng as ProbeRng } from "./rng.js";
+export { responseTracker, type ResponseTracker, type ResponseProbabilities } from "./response.js";
 export { CompiledProbes, compiledProbesFor, compileProbeGraph, type CompiledOutput } from "./compiled.js";
 export {
-  probeHook, loadProbes, generateWithProbes,
+  probeHook, loadProbes, generateWithProbes, responseMonitor,
+  type ResponseReading, type ResponseMonitor, type ResponseMonitorOptions,
   type Classification, type ProbePolicy, type ProbeHook, type ProbeHookOptions, type PromptTokenization, type ProbedGeneration,
 } from "./live.js";

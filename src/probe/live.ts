@@ -11,12 +11,13 @@
  */
 import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
-import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
+import type { DecodeStepHook, Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
 import type { HiddenStates } from "../engine/hidden.js";
 import { InvalidArgumentError, ProbeError } from "../errors.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { compiledProbesFor } from "./compiled.js";
 import { predictClasses } from "./metrics.js";
+import { responseTracker } from "./response.js";
 
 /** How a request's prompt became tokens (compared with what the probe was trained on). */
 export interface PromptTokenization {
@@ -241,6 +242,88 @@ export interface ProbedGeneration {
   generation: Generation;
   /** Settles before the first decode step; rejects if the generation fails before its prefill. */
   classifications: Promise<Classification[]>;
+  /** With response probes: every reading so far, in order (the label history; grows while the answer streams). */
+  responseHistory?: ResponseReading[];
+}
+
+/** What one response probe said after `tokens` generated tokens. */
+export interface ResponseReading {
+  probe: string;
+  /** Generated tokens the probe has seen (1 after the first token). */
+  tokens: number;
+  /** The last of them. */
+  token: number;
+  label: string;
+  labelIndex: number;
+  probabilities: Record<string, number>;
+  layerWeights?: number[];
+  /** True when the policy blocks this label: the generation stopped here (finishReason "content_filter"). */
+  blocks: boolean;
+  /** Time to update this probe's state and read it, ms. */
+  probeMs: number;
+}
+
+export interface ResponseMonitorOptions {
+  /** The serving model's fingerprint (Engine.fingerprint): probes trained on another model are refused. */
+  fingerprint: string;
+  /** { block: [labels] }: stop the generation as soon as a response probe gives one of them. Default annotate. */
+  policy?: ProbePolicy;
+  /** MHA response probes re-run every `every` tokens (default 8); the others update every token. */
+  every?: number;
+  /** Hears every reading as it is made (e.g. the server's stream of classification updates). */
+  onReading?: (r: ResponseReading) => void;
+}
+
+export interface ResponseMonitor {
+  /** Pass as GenerateOptions.onDecodeStep (with decode hidden states on). */
+  onDecodeStep: DecodeStepHook;
+  /** Every reading so far, in order. */
+  history: ResponseReading[];
+}
+
+/**
+ * Response probes on the streaming answer: each generated token's hidden states [L+1, 1, d] update every
+ * probe's running aggregation (probe/response.ts); under a block policy the generation stops at the first token
+ * whose reading is blocked. One monitor per request (it holds that request's state).
+ */
+export function responseMonitor(probes: readonly LoadedProbe[] | Record<string, LoadedProbe>, options: ResponseMonitorOptions): ResponseMonitor {
+  if (typeof options?.fingerprint !== "string" || options.fingerprint.length === 0) {
+    throw new InvalidArgumentError("responseMonitor needs the serving model's fingerprint", { field: "fingerprint" });
+  }
+  const named = nameProbes(probes);
+  for (const { loaded } of named) checkProbeModel(loaded.meta, options.fingerprint, `${loaded.dir}/${PROBE_JSON}`, "serving");
+  const blocked = checkPolicy(options.policy ?? "annotate", named);
+  const trackers = named.map((p) => responseTracker(p.loaded.probe, { every: options.every }));
+  const history: ResponseReading[] = [];
+  const onDecodeStep: DecodeStepHook = async (step) => {
+    const h = step.pass.hidden;
+    if (h === undefined) throw new InvalidArgumentError("the decode step returned no hidden states: response probes need an engine with taps", { field: "hidden" });
+    let stop = false;
+    for (let i = 0; i < named.length; i++) {
+      const { name, loaded } = named[i];
+      const t0 = performance.now();
+      const r = await trackers[i].push(h.data); // [L+1, 1, d] = [L+1, d]
+      if (r === undefined) continue;
+      const labelIndex = predictClasses(r.probabilities, loaded.probe.shape.classes, loaded.meta.threshold)[0];
+      const label = loaded.meta.labelNames[labelIndex];
+      const reading: ResponseReading = {
+        probe: name,
+        tokens: trackers[i].tokens,
+        token: step.token,
+        label,
+        labelIndex,
+        probabilities: Object.fromEntries(loaded.meta.labelNames.map((n, j) => [n, r.probabilities[j]])),
+        ...(r.layerWeights !== undefined ? { layerWeights: Array.from(r.layerWeights) } : {}),
+        blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
+        probeMs: performance.now() - t0,
+      };
+      history.push(reading);
+      options.onReading?.(reading);
+      stop ||= reading.blocks;
+    }
+    return stop ? { stop: true } : undefined;
+  };
+  return { onDecodeStep, history };
 }
 
 /**
@@ -251,23 +334,37 @@ export function generateWithProbes(
   engine: Engine,
   request: GenerateRequest,
   probes: readonly LoadedProbe[] | Record<string, LoadedProbe>,
-  options: Omit<ProbeHookOptions, "fingerprint" | "tokenization" | "bosTokenId"> = {},
+  options: Omit<ProbeHookOptions, "fingerprint" | "tokenization" | "bosTokenId"> & {
+    /** Response probes moderating the answer token by token (see responseMonitor). */
+    response?: { probes: readonly LoadedProbe[] | Record<string, LoadedProbe> } & Omit<ResponseMonitorOptions, "fingerprint">;
+  } = {},
 ): ProbedGeneration {
   if (!engine.hasTaps) throw new InvalidArgumentError("probes need an engine loaded with taps: true", { field: "taps" });
   const template = request.messages !== undefined || request.chat === true ? "chat" : "raw";
   // token-id prompts: the caller chose the tokens, so only the BOS check applies
   const tokenization = typeof request.prompt === "string" || template === "chat" ? { template } as PromptTokenization : undefined;
+  const { response, ...promptOptions } = options;
+  const monitor = response === undefined ? undefined : responseMonitor(response.probes, { ...response, fingerprint: engine.fingerprint });
+  const promptProbes = Array.isArray(probes) ? probes.length : Object.keys(probes).length;
+  // response probes alone: no prefill hook, no prompt classifications
+  if (promptProbes === 0 && monitor !== undefined) {
+    const generation = engine.generate({ ...request, onDecodeStep: monitor.onDecodeStep, decodeHidden: true });
+    return { generation, classifications: Promise.resolve([]), responseHistory: monitor.history };
+  }
   const hook = probeHook(probes, {
-    ...options,
+    ...promptOptions,
     fingerprint: engine.fingerprint,
     tokenization,
     bosTokenId: engine.tokenizer.bosTokenId,
   });
-  const generation = engine.generate({ ...request, onPrefill: hook.onPrefill, hidden: true });
+  const generation = engine.generate({
+    ...request, onPrefill: hook.onPrefill, hidden: true,
+    ...(monitor !== undefined ? { onDecodeStep: monitor.onDecodeStep, decodeHidden: true } : {}),
+  });
   // a generation that fails (or ends) without reaching the hook must not leave `classifications` pending
   generation.done.then(
     () => hook.fail(new InvalidArgumentError("the generation ended before its prefill ran (aborted?)", { field: "signal" })),
     (err) => hook.fail(err),
   );
-  return { generation, classifications: hook.results };
+  return { generation, classifications: hook.results, ...(monitor !== undefined ? { responseHistory: monitor.history } : {}) };
 }
