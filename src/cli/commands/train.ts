@@ -35,6 +35,10 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --search N            random search over the paper's ranges with N configurations
   --seeds K             re-run the (best) configuration with K seeds → mean ± std (default 3 with --search, else 1)
   --seed S              base seed (default 0)
+  --target prompt|response
+                        what the probe reads (default prompt). response: the cache must come from
+                        \`extract --target response\`; the probe then moderates answers token by token
+                        (generateWithProbes({ response }), CLI generate --response-probe)
   --quiet               no progress bar
   --out P               probe folder to write
 `;
@@ -45,6 +49,7 @@ const FLAGS = {
   lr: { type: "string" }, batch: { type: "string" }, "weight-decay": { type: "string" }, epochs: { type: "string" },
   patience: { type: "string" }, metric: { type: "string" }, "class-weights": { type: "string" }, "target-fpr": { type: "string" },
   search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
+  target: { type: "string" },
 } as const;
 
 export const trainCommand: Command = {
@@ -83,6 +88,15 @@ export const trainCommand: Command = {
       }
       if (valCache !== undefined && valCache.labelNames.join("\u0000") !== cache.labelNames.join("\u0000")) {
         throw new InvalidArgumentError(`validation label names [${valCache.labelNames}] differ from training [${cache.labelNames}]`, { file: valCache.dir, field: "labelNames" });
+      }
+      // a prompt probe trained on response states (or the reverse) would read tokens unlike those it meets live
+      const target = oneOf("target", v.target, ["prompt", "response"] as const) ?? "prompt";
+      for (const c of [cache, valCache]) {
+        if (c === undefined) continue;
+        const has = c.manifest.tokenization.target ?? "prompt";
+        if (has !== target) {
+          throw new InvalidArgumentError(`--target ${target}, but ${c.dir} holds ${has} states (extract --target ${target})`, { file: c.dir, field: "tokenization.target" });
+        }
       }
       const train = cacheSource(cache, config);
       const metricFlag = oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined;
