@@ -63,6 +63,19 @@ test("extract --target response stores the response tokens' states of one prompt
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(readFileSync(join(dir, "p3", "probe.json"), "utf8")).tokenization.target, "response");
 
+    // the CLI moderates with it: one reading per generated token in --json; blocking on both labels stops at once
+    const base = ["generate", "--prompt", "Tell me a story.", "--max-tokens", "6", "--temperature", "0", "--threads", "1", "--response-probe", join(dir, "p3")];
+    const gen = await runNodeScript(CLI, [...base, "--json"]);
+    assert.equal(gen.code, 0, gen.stderr);
+    const j = JSON.parse(gen.stdout);
+    assert.equal(j.responseClassifications.length, j.usage.completionTokens - (j.finishReason === "eos" ? 1 : 0));
+    assert.deepEqual(j.responseClassifications.map((r: { tokens: number }) => r.tokens), j.responseClassifications.map((_: unknown, i: number) => i + 1));
+    const stopped = await runNodeScript(CLI, [...base, "--block-response", "0", "--block-response", "1"]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stdout, "");
+    assert.match(stopped.stderr, /stopped by a response probe \(p3: [01] p=[\d.]+ after 1 tokens\)/);
+    assert.match(stopped.stderr, /\(content_filter\)/);
+
     // data without responses cannot make a response cache: a one-line typed error
     const noResp = join(dir, "plain.jsonl");
     writeFileSync(noResp, JSON.stringify({ text: "hi", label: 0 }) + "\n" + JSON.stringify({ text: "yo", label: 1 }) + "\n");
