@@ -49,7 +49,7 @@ async function main(): Promise<void> {
       console.log(`${`${what} ${name}`.padEnd(28)} ${m.f1!.toFixed(4).padStart(8)} ${m.auprc!.toFixed(4).padStart(7)} ${m.accuracy.toFixed(4).padStart(7)}`);
     }
   }
-  console.log(`majority-class accuracy on test: ${(1 - pos(test) / test.length).toFixed(4)}; F1 of always "harmful": ${((2 * pos(test)) / (test.length + pos(test))).toFixed(4)}`);
+  console.log(`always "harmful" on test: accuracy ${(pos(test) / test.length).toFixed(4)}, F1 ${((2 * pos(test)) / (test.length + pos(test))).toFixed(4)}, AUPRC = base rate ${(pos(test) / test.length).toFixed(4)}`);
 }
 
 main().catch((e) => {
