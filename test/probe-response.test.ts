@@ -179,6 +179,8 @@ test("a blocking response probe stops the generation at once: finishReason conte
   const a = await annotated.generation.result;
   assert.deepEqual([a.tokens, a.finishReason], [plain.tokens, plain.finishReason]);
   assert.equal(annotated.responseHistory!.filter((h) => h.label === "unsafe").length, 1);
+  // that probe records no response training: the caller is told
+  assert.match(annotated.responseWarnings!.join("\n"), /harm: not trained on response tokens/);
   // an engine without taps cannot moderate: a typed error, not a crash
   const plainEngine = await Engine.load(STORIES260K, { taps: false });
   try {

@@ -75,6 +75,7 @@ test("extract --target response stores the response tokens' states of one prompt
     assert.equal(stopped.stdout, "");
     assert.match(stopped.stderr, /stopped by a response probe \(p3: [01] p=[\d.]+ after 1 tokens\)/);
     assert.match(stopped.stderr, /\(content_filter\)/);
+    assert.doesNotMatch(stopped.stderr, /warning/);
 
     // data without responses cannot make a response cache: a one-line typed error
     const noResp = join(dir, "plain.jsonl");

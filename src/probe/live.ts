@@ -111,6 +111,7 @@ function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], 
   const trained = meta.tokenization;
   if (trained === undefined) return ["the probe does not record how its training prompts were tokenised"];
   const out: string[] = [];
+  if (trained.target === "response") out.push("the probe was trained on response tokens (a response probe), here it reads the prompt");
   if (options.tokenization !== undefined && options.tokenization.template !== trained.template) {
     out.push(`prompt tokenised with template '${options.tokenization.template}', the probe was trained on '${trained.template}' prompts`);
   }
@@ -244,6 +245,8 @@ export interface ProbedGeneration {
   classifications: Promise<Classification[]>;
   /** With response probes: every reading so far, in order (the label history; grows while the answer streams). */
   responseHistory?: ResponseReading[];
+  /** With response probes: ResponseMonitor.warnings (probes not trained on response tokens). */
+  responseWarnings?: string[];
 }
 
 /** What one response probe said after `tokens` generated tokens. */
@@ -277,6 +280,8 @@ export interface ResponseMonitorOptions {
 export interface ResponseMonitor {
   /** Pass as GenerateOptions.onDecodeStep (with decode hidden states on). */
   onDecodeStep: DecodeStepHook;
+  /** Probes attached here that were not trained on response tokens (read their labels with care). */
+  warnings: string[];
   /** Every reading so far, in order. */
   history: ResponseReading[];
 }
@@ -294,6 +299,9 @@ export function responseMonitor(probes: readonly LoadedProbe[] | Record<string, 
   for (const { loaded } of named) checkProbeModel(loaded.meta, options.fingerprint, `${loaded.dir}/${PROBE_JSON}`, "serving");
   const blocked = checkPolicy(options.policy ?? "annotate", named);
   const trackers = named.map((p) => responseTracker(p.loaded.probe, { every: options.every }));
+  const warnings = named
+    .filter((p) => p.loaded.meta.tokenization?.target !== "response")
+    .map((p) => `${p.name}: not trained on response tokens (train --target response); it reads the answer as if it were a prompt`);
   const history: ResponseReading[] = [];
   const onDecodeStep: DecodeStepHook = async (step) => {
     const h = step.pass.hidden;
@@ -323,7 +331,7 @@ export function responseMonitor(probes: readonly LoadedProbe[] | Record<string, 
     }
     return stop ? { stop: true } : undefined;
   };
-  return { onDecodeStep, history };
+  return { onDecodeStep, history, warnings };
 }
 
 /**
@@ -349,7 +357,7 @@ export function generateWithProbes(
   // response probes alone: no prefill hook, no prompt classifications
   if (promptProbes === 0 && monitor !== undefined) {
     const generation = engine.generate({ ...request, onDecodeStep: monitor.onDecodeStep, decodeHidden: true });
-    return { generation, classifications: Promise.resolve([]), responseHistory: monitor.history };
+    return { generation, classifications: Promise.resolve([]), responseHistory: monitor.history, responseWarnings: monitor.warnings };
   }
   const hook = probeHook(probes, {
     ...promptOptions,
@@ -366,5 +374,5 @@ export function generateWithProbes(
     () => hook.fail(new InvalidArgumentError("the generation ended before its prefill ran (aborted?)", { field: "signal" })),
     (err) => hook.fail(err),
   );
-  return { generation, classifications: hook.results, ...(monitor !== undefined ? { responseHistory: monitor.history } : {}) };
+  return { generation, classifications: hook.results, ...(monitor !== undefined ? { responseHistory: monitor.history, responseWarnings: monitor.warnings } : {}) };
 }

@@ -120,9 +120,9 @@ export const generateCommand: Command = {
         policy: v["block-response"] !== undefined ? { block: v["block-response"] } : ("annotate" as const),
         onReading: (r: ResponseReading) => void responseHistory.push(r),
       };
-      const generation =
+      const probed =
         probeDirs.length + responseDirs.length === 0
-          ? engine.generate(request)
+          ? undefined
           : generateWithProbes(engine, request, loadProbes(probeDirs, engine.fingerprint), {
               ...(response !== undefined ? { response } : {}),
               policy: v.block !== undefined ? { block: v.block } : "annotate",
@@ -131,7 +131,9 @@ export const generateCommand: Command = {
                 classifications = cs;
                 if (!json) for (const c of cs) process.stderr.write(formatClassification(c));
               },
-            }).generation;
+            });
+      for (const w of probed?.responseWarnings ?? []) process.stderr.write(`warning (response probe ${w})\n`);
+      const generation = probed?.generation ?? engine.generate(request);
       const loadedMs = performance.now() - started;
       if (json) {
         const r = await generation.result;
