@@ -30,21 +30,23 @@ function promptIds(vocab: number, bos: number | undefined): number[] {
   return ids;
 }
 
-const VARIANTS: { name: string; config?: ProbeConfig }[] = [
+// Probes run compiled (src/probe/compiled.ts): one ORT call for all probes attached to a request.
+const VARIANTS: { name: string; configs?: ProbeConfig[] }[] = [
   { name: "base (no taps)" },
   { name: "taps, no probe" },
-  { name: "+pooling", config: { kind: "pooling", pool: "mean" } },
-  { name: "+scoring", config: { kind: "scoring" } },
-  { name: "+MHA (H=8, f=8)", config: { kind: "mha", heads: 8, downcast: 8 } },
+  { name: "+pooling", configs: [{ kind: "pooling", pool: "mean" }] },
+  { name: "+scoring", configs: [{ kind: "scoring" }] },
+  { name: "+MHA (H=8, f=8)", configs: [{ kind: "mha", heads: 8, downcast: 8 }] },
+  { name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
 ];
 
-function randomProbe(engine: Engine, config: ProbeConfig): LoadedProbe {
+function randomProbe(engine: Engine, config: ProbeConfig, name = `bench-${config.kind}`): LoadedProbe {
   const shape = { layers: engine.spec.blocks + 1, dim: engine.spec.dim, classes: 2 };
   const probe = new Probe(config, shape, { seed: 1 });
   for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898) * 0.5) / Math.sqrt(shape.dim);
   return {
     probe,
-    dir: `bench-${config.kind}`,
+    dir: name,
     meta: {
       format: "onepass-probe", version: 1, config, shape, labelNames: ["neg", "pos"],
       model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim },
@@ -60,14 +62,14 @@ async function benchModel(label: string, path: string): Promise<void> {
   const plain = await Engine.load(path, { taps: false, threads: THREADS });
   const tapped = await Engine.load(path, { taps: true, threads: THREADS });
   const prompt = promptIds(plain.spec.vocabSize, plain.tokenizer.bosTokenId);
-  const probes = VARIANTS.map((v) => (v.config === undefined ? undefined : randomProbe(tapped, v.config)));
+  const probes = VARIANTS.map((v) => v.configs?.map((c, i) => randomProbe(tapped, c, `bench-${i}-${c.kind}`)));
   const samples: Sample[][] = VARIANTS.map(() => []);
   const request = { prompt, maxTokens: DECODE, temperature: 0, eosTokenIds: [] as number[] };
   const engineOf = (v: number): Engine => (v === 0 ? plain : tapped);
   const runVariant = async (v: number) => {
     const p = probes[v];
     return p !== undefined
-      ? await generateWithProbes(tapped, request, [p]).generation.result
+      ? await generateWithProbes(tapped, request, p).generation.result
       : await engineOf(v).generate({ ...request, hidden: v === 1 }).result;
   };
   // warm-up, then variants take turns within each round (load from other processes hits them alike).
@@ -89,6 +91,7 @@ async function benchModel(label: string, path: string): Promise<void> {
     }
   }
   await plain.dispose();
+  await streamingCost(tapped, label);
   await tapped.dispose();
 
   const base = samples[0].map((s) => s.total);
@@ -106,6 +109,40 @@ async function benchModel(label: string, path: string): Promise<void> {
     const toLabel = median(s.map((x) => x.prefill + x.probe));
     console.log(`${v.name.padEnd(18)} ${f(prefill)} ${f(probe)} ${f(total)} ${(total / median(base)).toFixed(3).padStart(11)}× ${(toLabel / basePrefill).toFixed(3).padStart(13)}× ${(1 + probe / basePrefill).toFixed(3).padStart(15)}×`);
   });
+}
+
+/**
+ * Streaming output moderation: per generated token, the response probes' update (hook ms per token) against a
+ * plain decode step, with the context at CONTEXT tokens (prompt CONTEXT − STREAM, then STREAM decoded).
+ */
+async function streamingCost(engine: Engine, label: string): Promise<void> {
+  const CONTEXT = arg("context", 512), STREAM = arg("stream", 32);
+  if (engine.contextLength < CONTEXT) return;
+  const prompt = promptIds(engine.spec.vocabSize, engine.tokenizer.bosTokenId).concat(Array(Math.max(0, CONTEXT - STREAM - PROMPT)).fill(5)).slice(0, CONTEXT - STREAM);
+  const request = { prompt, maxTokens: STREAM, temperature: 0, eosTokenIds: [] as number[] };
+  const kinds: ProbeConfig[] = [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }];
+  const rows: Record<string, { step: number[]; hook: number[] }> = { plain: { step: [], hook: [] } };
+  for (const k of kinds) rows[k.kind] = { step: [], hook: [] };
+  const runs = Math.max(1, Math.min(RUNS, 3));
+  for (let r = -1; r < runs; r++) {
+    const plain = await engine.generate(request).result;
+    if (r >= 0) rows.plain.step.push(plain.timings.decodeMs / plain.tokens.length);
+    for (const k of kinds) {
+      const g = generateWithProbes(engine, request, [], { response: { probes: [randomProbe(engine, k)] } });
+      const res = await g.generation.result;
+      if (r >= 0) {
+        rows[k.kind].step.push((res.timings.decodeMs - res.timings.decodeHookMs) / res.tokens.length);
+        rows[k.kind].hook.push(res.timings.decodeHookMs / res.tokens.length);
+      }
+    }
+  }
+  const step = median(rows.plain.step);
+  console.log(`\n${label}: streaming moderation at context ${CONTEXT} (${STREAM} tokens decoded), median of ${runs}`);
+  console.log(`plain decode step ${step.toFixed(2)} ms/token`);
+  for (const k of kinds) {
+    const hook = median(rows[k.kind].hook), s2 = median(rows[k.kind].step);
+    console.log(`+${k.kind.padEnd(8)} response probe: ${hook.toFixed(3)} ms/token in the probe (${((100 * hook) / step).toFixed(2)}% of a decode step); decode step with hidden states ${s2.toFixed(2)} ms`);
+  }
 }
 
 async function main(): Promise<void> {

@@ -53,6 +53,9 @@ export type {
   PrefillHook,
   PrefillDecision,
   PrefillInfo,
+  DecodeStep,
+  DecodeDecision,
+  DecodeStepHook,
 } from "./engine/generate.js";
 export { Rng } from "./numeric/rng.js";
 export { Sampler, argmax, topKIndices, selectNucleus, samplingDistribution, type SamplingOptions } from "./engine/sampler.js";

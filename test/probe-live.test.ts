@@ -16,7 +16,7 @@ import { InvalidArgumentError, ModelMismatchError } from "../src/errors.js";
 import { loadProbe, saveProbe, type LoadedProbe } from "../src/probe/artifact.js";
 import { generateWithProbes, loadProbes, probeHook, type Classification } from "../src/probe/live.js";
 import { arraySource, trainProbe } from "../src/probe/train.js";
-import { STORIES260K, tempDir } from "./helpers.js";
+import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
 const MODEL = STORIES260K;
 const CLI = "dist/src/cli/main.js";
@@ -55,7 +55,7 @@ function expectedLabel(p: LoadedProbe, probs: Float32Array): string {
   return p.meta.labelNames[i];
 }
 
-test("the hook's classification is exactly probe.predict on engine.forward's hidden states, for the same prompt", async () => {
+test("the hook's classification (compiled probes) equals probe.predict on engine.forward's hidden states (≤ 1e-5), for the same prompt", async () => {
   for (const prompt of PROMPTS) {
     const { generation, classifications } = generateWithProbes(engine, { prompt, maxTokens: 6, temperature: 0 }, { sentiment: loaded });
     const r = await generation.result;
@@ -64,9 +64,9 @@ test("the hook's classification is exactly probe.predict on engine.forward's hid
     const probs = await loaded.probe.predict(h);
     const gate = await loaded.probe.layerWeights(h);
     assert.equal(c.probe, "sentiment");
-    assert.deepEqual(Object.values(c.probabilities), Array.from(probs));
+    assert.ok(maxAbsDiff(Object.values(c.probabilities), probs) <= 1e-5);
     assert.deepEqual(Object.keys(c.probabilities), loaded.meta.labelNames);
-    assert.deepEqual(c.layerWeights, Array.from(gate!));
+    assert.ok(maxAbsDiff(c.layerWeights!, gate!) <= 1e-5);
     assert.equal(c.layerWeights!.length, engine.spec.blocks + 1);
     assert.equal(c.label, expectedLabel(loaded, probs));
     assert.equal(c.threshold, loaded.meta.threshold);

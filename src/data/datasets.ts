@@ -14,7 +14,10 @@ import { formatFromPath, getPath, readRecords, type DatasetFormat } from "./form
 export type { DatasetFormat } from "./formats.js";
 
 export interface Example {
+  /** The text, or the prompt of a prompt + response pair. */
   text: string;
+  /** The answer, for response-level data (LoadOptions.responseField): response probes are trained on its tokens. */
+  response?: string;
   /** Label id: an index into `Dataset.labelNames`. */
   label: number;
 }
@@ -39,6 +42,8 @@ export interface Dataset {
   labelNames: string[];
   /** How the examples were picked from the files (recorded in feature-cache manifests). */
   textField: string;
+  /** Set when examples carry a `response` (prompt + response data). */
+  responseField?: string;
   labelField: string;
 }
 
@@ -67,6 +72,11 @@ export interface LoadOptions {
   /** Dotted path of the label (default "label"). */
   labelField?: string;
   /**
+   * Dotted path of a response (prompt + response data): examples get `response`, and `text` stays the prompt.
+   * A row without a response string is skipped under dropMissingLabels, else an error.
+   */
+  responseField?: string;
+  /**
    * Fixed label vocabulary. String labels map to their index here (or through `labelMap`); integer labels
    * (numbers or digit strings) are ids and must be < labelNames.length. Without it, integer labels are used
    * as ids (names "0", "1", ...) and string labels get ids in sorted order.
@@ -94,7 +104,7 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
   const textField = options.textField ?? "text";
   const labelField = options.labelField ?? "label";
   if (options.files.length === 0) throw new DatasetError("no dataset files given");
-  const pending: { text: string; raw: RawLabel; file: string; where: string }[] = [];
+  const pending: { text: string; response?: string; raw: RawLabel; file: string; where: string }[] = [];
   const stratified = options.sample === "stratified";
   // A stratified sample needs every row's label first; "first" stops reading at the limit.
   const limit = stratified ? Infinity : options.limit ?? Infinity;
@@ -117,6 +127,15 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
           field: options.textTemplate !== undefined ? "textTemplate" : textField,
         });
       }
+      let response: string | undefined;
+      if (options.responseField !== undefined) {
+        const r = getPath(rec.value, options.responseField);
+        if (typeof r !== "string" || r.length === 0) {
+          if (options.dropMissingLabels) continue;
+          throw new DatasetError(`${rec.where}: response is ${r === undefined || r === null ? "missing" : `not a non-empty string (${JSON.stringify(r)})`}`, { file: f.path, field: options.responseField });
+        }
+        response = r;
+      }
       const rawValue = f.constantLabel !== undefined ? f.constantLabel : getPath(rec.value, labelField);
       if (rawValue === undefined || rawValue === null || rawValue === "") {
         if (options.dropMissingLabels) continue;
@@ -137,7 +156,7 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
       if (raw.kind === "id" && raw.id >= MAX_CLASSES) {
         throw new DatasetError(`${rec.where}: label id ${raw.id} is too large (at most ${MAX_CLASSES} classes; integer labels are class ids 0..K-1)`, { file: f.path, field: labelField });
       }
-      pending.push({ text, raw, file: f.path, where: rec.where });
+      pending.push({ text, ...(response !== undefined ? { response } : {}), raw, file: f.path, where: rec.where });
     }
   }
 
@@ -175,7 +194,7 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
       idOf = (r) => (r as { id: number }).id;
     }
   }
-  let examples = pending.map((p) => ({ text: p.text, label: idOf(p.raw) }));
+  let examples: Example[] = pending.map((p) => ({ text: p.text, ...(p.response !== undefined ? { response: p.response } : {}), label: idOf(p.raw) }));
   if (examples.length === 0) {
     throw new DatasetError(`no examples${options.where !== undefined || options.dropMissingLabels === true ? " (after filtering)" : ""}: the file has no data rows`, { file: options.files[0].path });
   }
@@ -188,6 +207,7 @@ export async function loadDataset(options: LoadOptions): Promise<Dataset> {
     labelNames,
     textField: options.textTemplate ?? textField,
     labelField,
+    ...(options.responseField !== undefined ? { responseField: options.responseField } : {}),
   };
 }
 
@@ -332,6 +352,17 @@ function normalized(name: string, file: string, labelNames: string[], task: Data
   };
 }
 
+function responsePreset(name: string, file: string, description: string): DatasetPreset {
+  return {
+    name,
+    description: `${description}; text = prompt, response separate`,
+    task: "safety",
+    splits: { test: [{ path: `normalized/${file}.jsonl` }] },
+    defaultSplit: "test",
+    options: { labelNames: HARM, responseField: "response", dropMissingLabels: true },
+  };
+}
+
 const refusalSplit = (s: string): PresetPart[] => [
   { path: `refusal_direction/harmless_${s}.json`, constantLabel: 0 },
   { path: `refusal_direction/harmful_${s}.json`, constantLabel: 1 },
@@ -430,6 +461,12 @@ export const DATASET_PRESETS: Record<string, DatasetPreset> = Object.fromEntries
       task: "safety" as const,
       options: { labelNames: HARM, textTemplate: RESPONSE_TEMPLATE },
     },
+    // Response-level harm with prompt and response kept apart, for response probes (`extract --target response`):
+    // the prompt is the context, the response's tokens are what the probe reads. Test splits only upstream: split
+    // them for training yourself (bench/response-beavertails.ts uses a seeded stratified 70/30 split).
+    responsePreset("beavertails-response", "guardreasoner_beavertails_30k_test", "BeaverTails 30k test (GuardReasoner copy, 3,021), response harm"),
+    responsePreset("saferlhf-response", "guardreasoner_safe_rlhf_test", "PKU-SafeRLHF test (GuardReasoner copy, 2,000), response harm"),
+    responsePreset("wildguardtest-response", "wildguardtest_response", "WildGuardTest rows with a response_harm_label (1,709), response harm"),
     normalized("normalized/sst2", "sst2", BINARY_SENTIMENT, "sentiment", ["train", "dev"]),
     normalized("normalized/emotion", "emotion", EMOTION, "topic", ["train", "val", "test"]),
     normalized("normalized/toxicchat_human", "toxicchat_human", ["non-toxic", "toxic"], "safety", ["train", "test"]),
@@ -498,7 +535,7 @@ export async function loadPreset(name: string, options: PresetOptions = {}): Pro
 /** A preset name or a file path: what `onepass extract --data D` accepts. */
 export async function loadDatasetArg(
   nameOrPath: string,
-  options: PresetOptions & Partial<Pick<LoadOptions, "labelNames" | "labelMap" | "dropMissingLabels">> = {},
+  options: PresetOptions & Partial<Pick<LoadOptions, "labelNames" | "labelMap" | "dropMissingLabels" | "responseField">> = {},
 ): Promise<Dataset> {
   if (DATASET_PRESETS[nameOrPath] !== undefined) return loadPreset(nameOrPath, options);
   if (!existsSync(nameOrPath)) {
@@ -512,6 +549,7 @@ export async function loadDatasetArg(
     labelNames: options.labelNames,
     labelMap: options.labelMap,
     dropMissingLabels: options.dropMissingLabels,
+    responseField: options.responseField,
     limit: options.limit,
   });
 }

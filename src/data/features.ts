@@ -60,8 +60,14 @@ export interface TokenizationSettings {
   addBos: boolean;
   /** "raw": the text as is; "chat": wrapped in the model's chat template as a user message. */
   template: "raw" | "chat";
-  /** Keep at most this many tokens (the first ones); null = no limit. */
+  /** Keep at most this many tokens (the first ones); null = no limit. With target "response": response tokens. */
   maxTokens: number | null;
+  /**
+   * "response": each example is prompt + response in one pass and only the response tokens' states are stored
+   * (the response-token mask applied at extraction), as a response probe sees them while the answer streams.
+   * Absent: the prompt (text) itself.
+   */
+  target?: "response";
 }
 
 /**
@@ -94,7 +100,7 @@ export interface HiddenStateSource {
    * Hidden states [L+1, T, d] of the text. The source may stop at maxTokens; if it returns more, the
    * extractor keeps the first maxTokens (exact for a causal model: later tokens do not change earlier states).
    */
-  hidden(text: string, options: { maxTokens?: number }): Promise<HiddenStates>;
+  hidden(text: string, options: { maxTokens?: number; response?: string }): Promise<HiddenStates>;
 }
 
 export interface FeatureManifest {
@@ -148,6 +154,8 @@ export interface ExtractOptions {
   /** Examples per shard file (default 256). */
   shardSize?: number;
   maxTokens?: number;
+  /** "response": store the states of each example's response tokens (after its prompt) instead of the text's. */
+  target?: "prompt" | "response";
   onProgress?: (p: ExtractProgress) => void;
   /** Stop cleanly after the current example (the cache stays resumable). */
   signal?: AbortSignal;
@@ -180,6 +188,11 @@ const PART = ".part";
 const shardBase = (k: number) => `shard-${String(k).padStart(5, "0")}`;
 const dataName = (k: number) => `${shardBase(k)}.f16`;
 const indexName = (k: number) => `${shardBase(k)}.idx.jsonl`;
+
+/** The identity of an example in the cache: its text, and its response when the target is the response. */
+function exampleHash(ex: Example, target: TokenizationSettings["target"]): string {
+  return target === "response" ? textHash(`${ex.text}\u0000${ex.response ?? ""}`) : textHash(ex.text);
+}
 
 export function textHash(text: string): string {
   return createHash("sha256").update(text).digest("hex").slice(0, 16);
@@ -224,7 +237,10 @@ function buildManifest(options: ExtractOptions): FeatureManifest {
     format: "onepass-features",
     version: 1,
     model: { fingerprint: source.fingerprint, ...(source.modelName !== undefined ? { name: source.modelName } : {}), layers: source.layers, dim: source.dim },
-    tokenization: { addBos: source.tokenization.addBos, template: source.tokenization.template, maxTokens: options.maxTokens ?? null },
+    tokenization: {
+      addBos: source.tokenization.addBos, template: source.tokenization.template, maxTokens: options.maxTokens ?? null,
+      ...(options.target === "response" ? { target: "response" as const } : {}),
+    },
     dataset: {
       name: options.dataset?.name ?? "examples",
       ...(options.dataset?.split !== undefined ? { split: options.dataset.split } : {}),
@@ -253,6 +269,7 @@ function manifestMismatch(old: FeatureManifest, want: FeatureManifest): { field:
     ["tokenization.addBos", old.tokenization?.addBos, want.tokenization.addBos],
     ["tokenization.template", old.tokenization?.template, want.tokenization.template],
     ["tokenization.maxTokens", old.tokenization?.maxTokens, want.tokenization.maxTokens],
+    ["tokenization.target", old.tokenization?.target ?? "prompt", want.tokenization.target ?? "prompt"],
     ["mode", old.mode, want.mode],
     ["dtype", old.dtype, want.dtype],
     ["shardSize", old.shardSize, want.shardSize],
@@ -489,7 +506,7 @@ async function extractFeaturesInner(options: ExtractOptions): Promise<ExtractRes
       }
       entries = recover(outDir, manifest);
       for (const e of entries) {
-        if (e.h !== textHash(examples[e.i].text) || e.y !== examples[e.i].label) {
+        if (e.h !== exampleHash(examples[e.i], manifest.tokenization.target) || e.y !== examples[e.i].label) {
           throw new FeatureCacheError(`example ${e.i} in the cache does not match the dataset`, { file: outDir, field: "h" });
         }
       }
@@ -531,7 +548,11 @@ async function extractFeaturesInner(options: ExtractOptions): Promise<ExtractRes
       while (next < total && options.signal?.aborted !== true) {
         if (fdData < 0) openShard();
         const ex = examples[next];
-        let h = await source.hidden(ex.text, { maxTokens: options.maxTokens });
+        const response = manifest.tokenization.target === "response" ? ex.response : undefined;
+        if (manifest.tokenization.target === "response" && (typeof response !== "string" || response.length === 0)) {
+          throw new InvalidArgumentError(`example ${next} has no response (target response needs prompt + response data, e.g. --data beavertails-response)`, { field: "response", offset: next });
+        }
+        let h = await source.hidden(ex.text, { maxTokens: options.maxTokens, ...(response !== undefined ? { response } : {}) });
         if (h.layers !== manifest.model.layers || h.dim !== manifest.model.dim) {
           throw new FeatureCacheError(`source returned [${h.layers}, ${h.tokens}, ${h.dim}], expected [${manifest.model.layers}, T, ${manifest.model.dim}]`, { field: `example ${next}` });
         }
@@ -542,7 +563,7 @@ async function extractFeaturesInner(options: ExtractOptions): Promise<ExtractRes
         checkFiniteF16(half, stored, next);
         const buf = Buffer.from(half.buffer, half.byteOffset, half.byteLength); // little-endian on every Node platform we run on
         writeAll(fdData, buf);
-        const entry: IndexEntry = { i: next, off: shardOffset, t: h.tokens, y: ex.label, h: textHash(ex.text) };
+        const entry: IndexEntry = { i: next, off: shardOffset, t: h.tokens, y: ex.label, h: exampleHash(ex, manifest.tokenization.target) };
         writeAll(fdIndex, Buffer.from(JSON.stringify(entry) + "\n", "utf8"));
         shardOffset += buf.length;
         bytes += buf.length;

@@ -28,6 +28,22 @@ export interface PrefillInfo {
 
 export type PrefillHook = (pass: ForwardPass, info: PrefillInfo) => PrefillDecision | void | Promise<PrefillDecision | void>;
 
+/** One generated token, after the decode run that fed it (so `pass.hidden` holds its own hidden states). */
+export interface DecodeStep {
+  /** 0 for the first generated token. */
+  index: number;
+  token: number;
+  /** The run over `token`: logits for the next position, and with decode hidden states [L+1, 1, d]. */
+  pass: ForwardPass;
+}
+
+/** What `onDecodeStep` may return: `{ stop: true }` ends generation at once (finishReason "content_filter"). */
+export interface DecodeDecision {
+  stop?: boolean;
+}
+
+export type DecodeStepHook = (step: DecodeStep) => DecodeDecision | void | Promise<DecodeDecision | void>;
+
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate (default: 256, or fewer when the context window leaves less room). */
   maxTokens?: number;
@@ -48,6 +64,14 @@ export interface GenerateOptions extends SamplingOptions {
   onPrefill?: PrefillHook;
   /** Request the prompt's hidden states in the prefill (default: when onPrefill is set and the session has taps). */
   hidden?: boolean;
+  /**
+   * Called for every generated token (EOS excepted) after the run that fed it and before its text is streamed,
+   * e.g. by a response probe (probe/response.ts). Returning { stop: true } ends the generation with
+   * finishReason "content_filter"; that token's text is not emitted. The last token also gets its run.
+   */
+  onDecodeStep?: DecodeStepHook;
+  /** Decode runs also return the new token's hidden states [L+1, 1, d] (default: when onDecodeStep is set and the session has taps). */
+  decodeHidden?: boolean;
   /** Abort: generation ends at the next step with finishReason "abort". */
   signal?: AbortSignal;
 }
@@ -55,9 +79,10 @@ export interface GenerateOptions extends SamplingOptions {
 /**
  * "eos": an end-of-sequence token; "length": maxTokens reached; "stop": a stop string, or onPrefill
  * returned {stop: true}; "blocked": onPrefill returned {stop: true, blocked: true} (a probe policy refused the
- * request before any decode step); "abort": the signal fired or the consumer stopped iterating.
+ * request before any decode step); "content_filter": onDecodeStep stopped it mid-answer (a response probe
+ * flagged it); "abort": the signal fired or the consumer stopped iterating.
  */
-export type FinishReason = "stop" | "length" | "eos" | "abort" | "blocked";
+export type FinishReason = "stop" | "length" | "eos" | "abort" | "blocked" | "content_filter";
 
 /** One streamed piece: the sampled token and the text it released (may be "" while text is held back). */
 export interface GenerateChunk {
@@ -76,6 +101,8 @@ export interface GenerateTimings {
   decodeTokensPerS: number;
   /** Time spent in onPrefill. */
   hookMs: number;
+  /** Time spent in onDecodeStep, all steps together. */
+  decodeHookMs: number;
 }
 
 export interface GenerateResult {
@@ -256,6 +283,9 @@ export function checkGenerateOptions(options: GenerateOptions): void {
   if (eosTokenIds !== undefined && !(Array.isArray(eosTokenIds) && eosTokenIds.every((t) => Number.isInteger(t) && t >= 0))) {
     throw new InvalidArgumentError(`eosTokenIds must be an array of token ids (integers ≥ 0), got ${JSON.stringify(eosTokenIds)}`, { field: "eosTokenIds" });
   }
+  if (options.onDecodeStep !== undefined && typeof options.onDecodeStep !== "function") {
+    throw new InvalidArgumentError("onDecodeStep must be a function", { field: "onDecodeStep" });
+  }
 }
 
 /**
@@ -350,7 +380,7 @@ async function* generationLoop(
   let sampled = 0;
   let finishReason: FinishReason = "abort";
   let stopString: string | undefined;
-  const timings: GenerateTimings = { prefillMs: 0, decodeMs: 0, prefillTokensPerS: 0, decodeTokensPerS: 0, hookMs: 0 };
+  const timings: GenerateTimings = { prefillMs: 0, decodeMs: 0, prefillTokensPerS: 0, decodeTokensPerS: 0, hookMs: 0, decodeHookMs: 0 };
   let decodeRuns = 0;
   let decodeStart = 0;
   const result = (): GenerateResult => {
@@ -401,6 +431,8 @@ async function* generationLoop(
 
   decodeStart = performance.now();
   const vocab = session.vocabSize;
+  const onStep = options.onDecodeStep;
+  const decodeHidden = options.decodeHidden ?? (onStep !== undefined && session.hasTaps);
   for (;;) {
     if (aborted()) {
       finishReason = "abort";
@@ -413,6 +445,19 @@ async function* generationLoop(
     if (eos.has(token)) {
       finishReason = "eos";
       break;
+    }
+    // moderated decoding: the token's own run comes first, so its hidden states are judged before its text
+    let fed: ForwardPass | undefined;
+    if (onStep !== undefined) {
+      fed = await session.decode(token, { hidden: decodeHidden });
+      decodeRuns++;
+      const m0 = performance.now();
+      const decision = await onStep({ index: tokens.length, token, pass: fed });
+      timings.decodeHookMs += performance.now() - m0;
+      if (decision && decision.stop === true) {
+        finishReason = "content_filter";
+        break;
+      }
     }
     tokens.push(token);
     const check = matcher.push(detok.push(token));
@@ -438,12 +483,15 @@ async function* generationLoop(
     }
     text += piece;
     yield { token, text: piece };
-    pass = await session.decode(token);
-    decodeRuns++;
+    if (fed !== undefined) pass = fed;
+    else {
+      pass = await session.decode(token, { hidden: decodeHidden });
+      decodeRuns++;
+    }
   }
-  // "eos" or "abort": what was held back comes as a final chunk without a token
+  // "eos", "content_filter" or "abort": what was held back (earlier tokens' text) comes as a final chunk without a token
   const tail = releaseHeld();
-  if (tail.stop !== undefined) {
+  if (tail.stop !== undefined && finishReason !== "content_filter") {
     finishReason = "stop";
     stopString = tail.stop;
   }

@@ -245,11 +245,21 @@ export interface InMemoryModel {
   /** Default-domain opset; default 17. */
   opset?: number;
   producer?: string;
+  /** Constant tensors (weights), inline in the protobuf (see `float32Initializer`). */
+  initializers?: TensorProto[];
+}
+
+/** An inline float32 constant tensor `name` of shape `dims` (for in-memory models; 2 GiB protobuf limit). */
+export function float32Initializer(name: string, dims: readonly number[], data: Float32Array): TensorProto {
+  const count = dims.reduce((a, b) => a * b, 1);
+  if (count !== data.length) throw new GraphError(`initializer has ${data.length} values, expected ${count} for [${dims.join(", ")}]`, { field: name });
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return create(TensorProtoSchema, { name, dataType: TensorProto_DataType.FLOAT, dims: dims.map((d) => BigInt(d)), rawData: new Uint8Array(bytes) });
 }
 
 /** ONNX model bytes (IR version 8) for `m`. */
 export function inMemoryModelBytes(m: InMemoryModel): Uint8Array {
-  const graph = create(GraphProtoSchema, { name: m.name, node: m.nodes, input: m.inputs, output: m.outputs });
+  const graph = create(GraphProtoSchema, { name: m.name, node: m.nodes, input: m.inputs, output: m.outputs, initializer: m.initializers ?? [] });
   return toBinary(
     ModelProtoSchema,
     create(ModelProtoSchema, {

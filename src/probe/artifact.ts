@@ -39,7 +39,8 @@ export interface ProbeMeta {
   hyper?: Record<string, unknown>;
   validation?: MetricReport;
   /** How prompts became tokens for training (from the feature cache): classify must do the same. */
-  tokenization?: { addBos: boolean; template: "raw" | "chat"; maxTokens: number | null };
+  /** target "response": trained on response tokens (extract --target response), for streaming moderation. */
+  tokenization?: { addBos: boolean; template: "raw" | "chat"; maxTokens: number | null; target?: "response" };
   /** Mean ± std of the validation metric over seeds, when a search/re-run produced it. */
   seeds?: { metric: string; mean: number; std: number; values: number[] };
   parameterCount: { aggregator: number; head: number };

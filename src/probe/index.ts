@@ -21,7 +21,10 @@ export { evaluateProbe, type Evaluation } from "./evaluate.js";
 export { cacheSource } from "./cache-source.js";
 // The probes draw from the same generator as the sampler; the older name stays.
 export { Rng as ProbeRng } from "../numeric/rng.js";
+export { responseTracker, type ResponseTracker, type ResponseProbabilities } from "./response.js";
+export { CompiledProbes, compiledProbesFor, compileProbeGraph, type CompiledOutput } from "./compiled.js";
 export {
-  probeHook, loadProbes, generateWithProbes,
+  probeHook, loadProbes, generateWithProbes, responseMonitor,
+  type ResponseReading, type ResponseMonitor, type ResponseMonitorOptions,
   type Classification, type ProbePolicy, type ProbeHook, type ProbeHookOptions, type PromptTokenization, type ProbedGeneration,
 } from "./live.js";

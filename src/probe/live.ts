@@ -11,12 +11,14 @@
  */
 import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
-import type { Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
+import type { DecodeStepHook, Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
 import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError, NonFiniteError, ProbeError } from "../errors.js";
 import { tokenizationDifferences, type TokenizationSettings } from "../data/features.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { predictClasses } from "./metrics.js";
+import { compiledProbesFor } from "./compiled.js";
+import { responseTracker } from "./response.js";
 
 /** How a request's prompt became tokens (compared with what the probe was trained on). */
 export interface PromptTokenization {
@@ -38,7 +40,7 @@ export interface Classification {
   layerWeights?: number[];
   /** Prompt tokens the probe saw (the first `tokenization.maxTokens` when the probe was trained on a cut). */
   tokens: number;
-  /** Wall time of this probe on this prompt, ms. */
+  /** Wall time of the compiled-probe call that classified this prompt (shared by the probes run together), ms. */
   probeMs: number;
   /** True when this probe's label is one the policy blocks on. */
   blocks: boolean;
@@ -109,50 +111,72 @@ function checkPolicy(policy: ProbePolicy, probes: NamedProbe[]): Set<string> {
 function tokenizationWarnings(meta: ProbeMeta, promptTokens: readonly number[], options: ProbeHookOptions): string[] {
   const trained = meta.tokenization;
   if (trained === undefined) return ["the probe does not record how its training prompts were tokenised"];
+  const out: string[] = [];
+  if (trained.target === "response") out.push("the probe was trained on response tokens (a response probe), here it reads the prompt");
   const now: Partial<TokenizationSettings> = {};
   if (options.tokenization !== undefined) now.template = options.tokenization.template;
   if (options.bosTokenId !== undefined) now.addBos = promptTokens[0] === options.bosTokenId;
-  const out = tokenizationDifferences(trained, now, ["the probe's training prompts", "this prompt"]);
+  out.push(...tokenizationDifferences(trained, now, ["the probe's training prompts", "this prompt"]));
   if (trained.maxTokens !== null && promptTokens.length > trained.maxTokens) {
     out.push(`prompt has ${promptTokens.length} tokens, the probe was trained on the first ${trained.maxTokens}: classified on those`);
   }
   return out;
 }
 
-/** Run one probe on one prompt's hidden states: the same computation as Probe.predict, plus the layer gate. */
-async function classifyOne(
-  { name, loaded }: NamedProbe,
+/** The hidden states a probe sees: the first `tokenization.maxTokens` when it was trained on a cut. */
+function cutFor(meta: ProbeMeta, hidden: HiddenStates): HiddenStates {
+  const max = meta.tokenization?.maxTokens ?? null;
+  // causal model: the first max tokens' states equal those of a pass over the cut prompt, as in training
+  return max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
+}
+
+/**
+ * Run every probe on one prompt's hidden states through the compiled probe graph (compiled.ts): one ORT call
+ * per distinct token cut (usually one call for all probes), on the prefill's tensor without a copy.
+ */
+async function classifyAll(
+  named: NamedProbe[],
   hidden: HiddenStates,
   promptTokens: readonly number[],
   blocked: Set<string>,
   options: ProbeHookOptions,
-): Promise<Classification> {
-  const { probe, meta } = loaded;
-  const t0 = performance.now();
-  const warnings = tokenizationWarnings(meta, promptTokens, options);
-  const max = meta.tokenization?.maxTokens ?? null;
-  // causal model: the first max tokens' states equal those of a pass over the cut prompt, as in training
-  const h = max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
-  const out = await probe.run([h]);
-  const probs = out.probabilities; // [C]
-  if (!probs.every(Number.isFinite)) {
-    throw new NonFiniteError(`probe ${name} produced non-finite probabilities [${Array.from(probs).join(", ")}] (its weights or the prompt's hidden states hold NaN/Inf)`, { file: resolve(loaded.dir, PROBE_JSON) });
+): Promise<Classification[]> {
+  const groups = new Map<number, number[]>(); // tokens seen → probe indices
+  named.forEach((p, i) => {
+    const T = cutFor(p.loaded.meta, hidden).tokens;
+    groups.set(T, [...(groups.get(T) ?? []), i]);
+  });
+  const out: Classification[] = new Array(named.length);
+  for (const [, members] of groups) {
+    const t0 = performance.now();
+    const h = cutFor(named[members[0]].loaded.meta, hidden);
+    const compiled = await compiledProbesFor(members.map((i) => named[i].loaded.probe));
+    const results = await compiled.runHidden(h);
+    const probeMs = performance.now() - t0; // one call for the whole group
+    members.forEach((i, k) => {
+      const { name, loaded } = named[i];
+      const { probe, meta } = loaded;
+      const probs = results[k].probabilities; // [1, C]
+      if (!probs.every(Number.isFinite)) {
+        throw new NonFiniteError(`probe ${name} produced non-finite probabilities [${Array.from(probs).join(", ")}] (its weights or the prompt's hidden states hold NaN/Inf)`, { file: resolve(loaded.dir, PROBE_JSON) });
+      }
+      const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
+      const label = meta.labelNames[labelIndex];
+      out[i] = {
+        probe: name,
+        label,
+        labelIndex,
+        probabilities: Object.fromEntries(meta.labelNames.map((n, j) => [n, probs[j]])),
+        ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
+        ...(results[k].layerWeights !== undefined ? { layerWeights: Array.from(results[k].layerWeights!) } : {}),
+        tokens: h.tokens,
+        probeMs,
+        blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
+        warnings: tokenizationWarnings(meta, promptTokens, options),
+      };
+    });
   }
-  const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
-  const label = meta.labelNames[labelIndex];
-  const probeMs = performance.now() - t0;
-  return {
-    probe: name,
-    label,
-    labelIndex,
-    probabilities: Object.fromEntries(meta.labelNames.map((n, i) => [n, probs[i]])),
-    ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
-    ...(out.layerWeights !== undefined ? { layerWeights: Array.from(out.layerWeights) } : {}),
-    tokens: h.tokens,
-    probeMs,
-    blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
-    warnings,
-  };
+  return out;
 }
 
 /**
@@ -187,7 +211,6 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
       if (pass.hidden === undefined) {
         throw new InvalidArgumentError("the prefill returned no hidden states: load the engine with taps: true", { field: "hidden" });
       }
-      const classifications: Classification[] = [];
       for (const p of named) {
         const { layers, dim } = p.loaded.probe.shape;
         if (pass.hidden.layers !== layers || pass.hidden.dim !== dim) {
@@ -196,8 +219,8 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
             field: "shape",
           });
         }
-        classifications.push(await classifyOne(p, pass.hidden, info.promptTokens, blocked, options));
       }
+      const classifications = await classifyAll(named, pass.hidden, info.promptTokens, blocked, options);
       options.onClassified?.(classifications);
       if (!settled) {
         settled = true;
@@ -221,6 +244,95 @@ export interface ProbedGeneration {
   generation: Generation;
   /** Settles before the first decode step; rejects if the generation fails before its prefill. */
   classifications: Promise<Classification[]>;
+  /** With response probes: every reading so far, in order (the label history; grows while the answer streams). */
+  responseHistory?: ResponseReading[];
+  /** With response probes: ResponseMonitor.warnings (probes not trained on response tokens). */
+  responseWarnings?: string[];
+}
+
+/** What one response probe said after `tokens` generated tokens. */
+export interface ResponseReading {
+  probe: string;
+  /** Generated tokens the probe has seen (1 after the first token). */
+  tokens: number;
+  /** The last of them. */
+  token: number;
+  label: string;
+  labelIndex: number;
+  probabilities: Record<string, number>;
+  layerWeights?: number[];
+  /** True when the policy blocks this label: the generation stopped here (finishReason "content_filter"). */
+  blocks: boolean;
+  /** Time to update this probe's state and read it, ms. */
+  probeMs: number;
+}
+
+export interface ResponseMonitorOptions {
+  /** The serving model's fingerprint (Engine.fingerprint): probes trained on another model are refused. */
+  fingerprint: string;
+  /** { block: [labels] }: stop the generation as soon as a response probe gives one of them. Default annotate. */
+  policy?: ProbePolicy;
+  /** MHA response probes re-run every `every` tokens (default 8); the others update every token. */
+  every?: number;
+  /** Hears every reading as it is made (e.g. the server's stream of classification updates). */
+  onReading?: (r: ResponseReading) => void;
+}
+
+export interface ResponseMonitor {
+  /** Pass as GenerateOptions.onDecodeStep (with decode hidden states on). */
+  onDecodeStep: DecodeStepHook;
+  /** Probes attached here that were not trained on response tokens (read their labels with care). */
+  warnings: string[];
+  /** Every reading so far, in order. */
+  history: ResponseReading[];
+}
+
+/**
+ * Response probes on the streaming answer: each generated token's hidden states [L+1, 1, d] update every
+ * probe's running aggregation (probe/response.ts); under a block policy the generation stops at the first token
+ * whose reading is blocked. One monitor per request (it holds that request's state).
+ */
+export function responseMonitor(probes: readonly LoadedProbe[] | Record<string, LoadedProbe>, options: ResponseMonitorOptions): ResponseMonitor {
+  if (typeof options?.fingerprint !== "string" || options.fingerprint.length === 0) {
+    throw new InvalidArgumentError("responseMonitor needs the serving model's fingerprint", { field: "fingerprint" });
+  }
+  const named = nameProbes(probes);
+  for (const { loaded } of named) checkProbeModel(loaded.meta, options.fingerprint, `${loaded.dir}/${PROBE_JSON}`, "serving");
+  const blocked = checkPolicy(options.policy ?? "annotate", named);
+  const trackers = named.map((p) => responseTracker(p.loaded.probe, { every: options.every }));
+  const warnings = named
+    .filter((p) => p.loaded.meta.tokenization?.target !== "response")
+    .map((p) => `${p.name}: not trained on response tokens (train --target response); it reads the answer as if it were a prompt`);
+  const history: ResponseReading[] = [];
+  const onDecodeStep: DecodeStepHook = async (step) => {
+    const h = step.pass.hidden;
+    if (h === undefined) throw new InvalidArgumentError("the decode step returned no hidden states: response probes need an engine with taps", { field: "hidden" });
+    let stop = false;
+    for (let i = 0; i < named.length; i++) {
+      const { name, loaded } = named[i];
+      const t0 = performance.now();
+      const r = await trackers[i].push(h.data); // [L+1, 1, d] = [L+1, d]
+      if (r === undefined) continue;
+      const labelIndex = predictClasses(r.probabilities, loaded.probe.shape.classes, loaded.meta.threshold)[0];
+      const label = loaded.meta.labelNames[labelIndex];
+      const reading: ResponseReading = {
+        probe: name,
+        tokens: trackers[i].tokens,
+        token: step.token,
+        label,
+        labelIndex,
+        probabilities: Object.fromEntries(loaded.meta.labelNames.map((n, j) => [n, r.probabilities[j]])),
+        ...(r.layerWeights !== undefined ? { layerWeights: Array.from(r.layerWeights) } : {}),
+        blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
+        probeMs: performance.now() - t0,
+      };
+      history.push(reading);
+      options.onReading?.(reading);
+      stop ||= reading.blocks;
+    }
+    return stop ? { stop: true } : undefined;
+  };
+  return { onDecodeStep, history, warnings };
 }
 
 /**
@@ -231,23 +343,37 @@ export function generateWithProbes(
   engine: Engine,
   request: GenerateRequest,
   probes: readonly LoadedProbe[] | Record<string, LoadedProbe>,
-  options: Omit<ProbeHookOptions, "fingerprint" | "tokenization" | "bosTokenId"> = {},
+  options: Omit<ProbeHookOptions, "fingerprint" | "tokenization" | "bosTokenId"> & {
+    /** Response probes moderating the answer token by token (see responseMonitor). */
+    response?: { probes: readonly LoadedProbe[] | Record<string, LoadedProbe> } & Omit<ResponseMonitorOptions, "fingerprint">;
+  } = {},
 ): ProbedGeneration {
   if (!engine.hasTaps) throw new InvalidArgumentError("probes need an engine loaded with taps: true", { field: "taps" });
   const template = request.messages !== undefined || request.chat === true ? "chat" : "raw";
   // token-id prompts: the caller chose the tokens, so only the BOS check applies
   const tokenization = typeof request.prompt === "string" || template === "chat" ? { template } as PromptTokenization : undefined;
+  const { response, ...promptOptions } = options;
+  const monitor = response === undefined ? undefined : responseMonitor(response.probes, { ...response, fingerprint: engine.fingerprint });
+  const promptProbes = Array.isArray(probes) ? probes.length : Object.keys(probes).length;
+  // response probes alone: no prefill hook, no prompt classifications
+  if (promptProbes === 0 && monitor !== undefined) {
+    const generation = engine.generate({ ...request, onDecodeStep: monitor.onDecodeStep, decodeHidden: true });
+    return { generation, classifications: Promise.resolve([]), responseHistory: monitor.history, responseWarnings: monitor.warnings };
+  }
   const hook = probeHook(probes, {
-    ...options,
+    ...promptOptions,
     fingerprint: engine.fingerprint,
     tokenization,
     bosTokenId: engine.tokenizer.bosTokenId,
   });
-  const generation = engine.generate({ ...request, onPrefill: hook.onPrefill, hidden: true });
+  const generation = engine.generate({
+    ...request, onPrefill: hook.onPrefill, hidden: true,
+    ...(monitor !== undefined ? { onDecodeStep: monitor.onDecodeStep, decodeHidden: true } : {}),
+  });
   // a generation that fails (or ends) without reaching the hook must not leave `classifications` pending
   generation.done.then(
     () => hook.fail(new InvalidArgumentError("the generation ended before its prefill ran (aborted?)", { field: "signal" })),
     (err) => hook.fail(err),
   );
-  return { generation, classifications: hook.results };
+  return { generation, classifications: hook.results, ...(monitor !== undefined ? { responseHistory: monitor.history, responseWarnings: monitor.warnings } : {}) };
 }

@@ -51,6 +51,7 @@ export const PROBE_SCHEMA = {
         addBos: { type: "boolean" },
         template: { enum: ["raw", "chat"] },
         maxTokens: { anyOf: [positiveInt, { type: "null" }] },
+        target: { enum: ["prompt", "response"] },
       },
     },
     seeds: { type: "object" },

@@ -6,6 +6,7 @@ import { loadDatasetArg } from "../../data/datasets.js";
 import { estimateFeatureBytes, extractFeatures, type FeatureMode } from "../../data/features.js";
 import { engineSource } from "../../data/source.js";
 import { Engine } from "../../engine/engine.js";
+import { InvalidArgumentError } from "../../errors.js";
 
 const usage = `usage: onepass extract --data D --out DIR [options]
 
@@ -24,6 +25,14 @@ index and a manifest). Rerunning the same command after an interruption resumes 
   --mode full|summary   full [L+1, T, d] (default) or per-layer mean and max [L+1, 2, d]
   --max-tokens N        keep the first N tokens of each text (default: the model's context length)
   --chat                wrap each text as a user message in the model's chat template
+  --target prompt|response
+                        prompt (default): the text's states. response: each example is prompt + response
+                        (presets beavertails-response, saferlhf-response, wildguardtest-response, or a file with
+                        --response-field); one pass over both, only the response tokens' states are stored, the
+                        prompt chat-formatted when the model has a chat template (--template raw to turn it off)
+  --response-field F    dotted path of the response in a file (default "response" with --target response)
+  --template raw|chat   how prompts are tokenised (default: raw; with --target response, chat when the model
+                        has a template)
   --shard-size N        examples per shard file (default 256)
   --threads N           ORT threads
   --device D            cpu (default) | cuda | auto (CUDA when installed, else CPU with a notice)
@@ -60,6 +69,9 @@ const OPTIONS = {
   mode: { type: "string" },
   "max-tokens": { type: "string" },
   chat: { type: "boolean" },
+  target: { type: "string" },
+  "response-field": { type: "string" },
+  template: { type: "string" },
   "shard-size": { type: "string" },
   threads: { type: "string" },
   device: { type: "string" },
@@ -80,8 +92,10 @@ export const extractCommand: Command = {
     const maxTokensArg = numberFlag("max-tokens", values["max-tokens"], { int: true, min: 1 });
     const shardSize = numberFlag("shard-size", values["shard-size"], { int: true, min: 1 });
     const threadsAndDevice = engineFlags(values);
-
+    const target = oneOf("target", values.target, ["prompt", "response"] as const) ?? "prompt";
+    const templateArg = oneOf("template", values.template, ["raw", "chat"] as const);
     const dataset = await loadDatasetArg(data, {
+      ...(target === "response" ? { responseField: values["response-field"] ?? "response", dropMissingLabels: true } : {}),
       split: values.split,
       dataDir: values["data-dir"],
       textField: values["text-field"],
@@ -90,7 +104,15 @@ export const extractCommand: Command = {
     });
     const engine = await Engine.load(values.model, { taps: true, onProgress: stageProgress({ enabled: !values.quiet }), ...threadsAndDevice });
     try {
-      const source = engineSource(engine, { template: values.chat ? "chat" : "raw" });
+      if (dataset.examples.length === 0) {
+        throw new InvalidArgumentError(`${dataset.name}: no examples${target === "response" ? " with a response" : ""}`, { field: target === "response" ? "response" : "data" });
+      }
+      if (target === "response" && dataset.responseField === undefined) {
+        throw new InvalidArgumentError(`--target response needs prompt + response data: ${dataset.name} has no response field`, { field: "target" });
+      }
+      // response probes read the answer to a prompt as served: chat-formatted when the model has a template
+      const template = values.chat ? "chat" : templateArg ?? (target === "response" && engine.tokenizer.chatTemplate !== undefined ? "chat" : "raw");
+      const source = engineSource(engine, { template });
       const maxTokens = Math.min(maxTokensArg ?? engine.contextLength, engine.contextLength);
       const est = estimateFeatureBytes({ source, examples: dataset.examples, mode, maxTokens });
       process.stderr.write(
@@ -116,6 +138,7 @@ export const extractCommand: Command = {
           mode,
           shardSize,
           maxTokens,
+          target,
           signal: stop.signal,
           onProgress: (p) => bar.update(p.done),
         });

@@ -7,7 +7,7 @@ import { Engine } from "../../engine/engine.js";
 import type { GenerateResult } from "../../engine/generate.js";
 import { basename, resolve } from "node:path";
 import type { LoadedProbe } from "../../probe/artifact.js";
-import { generateWithProbes, loadProbes, type Classification } from "../../probe/live.js";
+import { generateWithProbes, loadProbes, type Classification, type ResponseReading } from "../../probe/live.js";
 
 const USAGE = `usage: onepass generate --prompt TEXT [options]
 
@@ -35,6 +35,10 @@ options:
   --block LABEL        with --probe: refuse the request when a probe's label is LABEL (or PROBE:LABEL;
                        repeatable): the classification and "blocked" go to stderr, nothing is generated
                        (finishReason "blocked"), and the exit code is still 0
+  --response-probe DIR moderate the answer token by token with this response probe (repeatable; trained
+                       with train --target response): each generated token's hidden states update it
+  --block-response L   with --response-probe: stop generating as soon as a response probe says L (or
+                       PROBE:L; repeatable): finishReason "content_filter", "stopped" and the reading on stderr
   --threads N          ONNX Runtime threads (default: all cores)
   --device D           cpu (default) | cuda | auto (CUDA when installed, else CPU with a notice)
   --cache-dir DIR      where built decoder graphs are cached
@@ -56,6 +60,8 @@ const OPTIONS = {
   json: { type: "boolean" },
   probe: { type: "string", multiple: true },
   block: { type: "string", multiple: true },
+  "response-probe": { type: "string", multiple: true },
+  "block-response": { type: "string", multiple: true },
   threads: { type: "string" },
   device: { type: "string" },
   "cache-dir": { type: "string" },
@@ -114,9 +120,13 @@ export const generateCommand: Command = {
 
     const started = performance.now();
     const probeDirs = v.probe ?? [];
+    const responseDirs = v["response-probe"] ?? [];
     if (v.block !== undefined && probeDirs.length === 0) throw new InvalidArgumentError("--block needs at least one --probe", { field: "--block" });
+    if (v["block-response"] !== undefined && responseDirs.length === 0) {
+      throw new InvalidArgumentError("--block-response needs at least one --response-probe", { field: "--block-response" });
+    }
     // a graph build (first run of a model) shows a bar on stderr; stdout stays the generated text only
-    const engine = await Engine.load(v.model, { ...threadsAndDevice, cacheDir: v["cache-dir"], onProgress: stageProgress(), ...(probeDirs.length > 0 ? { taps: true } : {}) });
+    const engine = await Engine.load(v.model, { ...threadsAndDevice, cacheDir: v["cache-dir"], onProgress: stageProgress(), ...(probeDirs.length + responseDirs.length > 0 ? { taps: true } : {}) });
     const abort = new AbortController();
     const onSigint = (): void => abort.abort();
     process.once("SIGINT", onSigint);
@@ -124,21 +134,34 @@ export const generateCommand: Command = {
       const request = { prompt, chat, system: v.system, signal: abort.signal, ...options };
       const json = v.json === true;
       let classifications: Classification[] | undefined;
-      const generation =
-        probeDirs.length === 0
-          ? engine.generate(request)
+      const responseHistory: ResponseReading[] = [];
+      const response = responseDirs.length === 0 ? undefined : {
+        probes: namedProbes(responseDirs, engine.fingerprint),
+        policy: v["block-response"] !== undefined ? { block: v["block-response"] } : ("annotate" as const),
+        onReading: (r: ResponseReading) => void responseHistory.push(r),
+      };
+      const probed =
+        probeDirs.length + responseDirs.length === 0
+          ? undefined
           : generateWithProbes(engine, request, namedProbes(probeDirs, engine.fingerprint), {
+              ...(response !== undefined ? { response } : {}),
               policy: v.block !== undefined ? { block: v.block } : "annotate",
               // printed inside the hook: before the first decode step, so before any generated text
               onClassified: (cs) => {
                 classifications = cs;
                 if (!json) for (const c of cs) process.stderr.write(formatClassification(c));
               },
-            }).generation;
+            });
+      for (const w of probed?.responseWarnings ?? []) process.stderr.write(`warning (response probe ${w})\n`);
+      const generation = probed?.generation ?? engine.generate(request);
       const loadedMs = performance.now() - started;
       if (json) {
         const r = await generation.result;
-        const out = { text: r.text, finishReason: r.finishReason, usage: r.usage, timings: r.timings, ...(classifications !== undefined ? { classifications } : {}) };
+        const out = {
+          text: r.text, finishReason: r.finishReason, usage: r.usage, timings: r.timings,
+          ...(classifications !== undefined ? { classifications } : {}),
+          ...(response !== undefined ? { responseClassifications: responseHistory } : {}),
+        };
         process.stdout.write(JSON.stringify(out) + "\n");
         return 0;
       }
@@ -151,6 +174,13 @@ export const generateCommand: Command = {
       if (result.finishReason === "blocked") {
         const by = (classifications ?? []).filter((c) => c.blocks).map((c) => `${c.probe}: ${c.label}`);
         process.stderr.write(`blocked (${by.join(", ")})\n`);
+      }
+      if (result.finishReason === "content_filter") {
+        const r = responseHistory.filter((h) => h.blocks).map((h) => `${h.probe}: ${h.label} p=${h.probabilities[h.label].toFixed(4)} after ${h.tokens} tokens`);
+        process.stderr.write(`\nstopped by a response probe (${r.join(", ")})\n`);
+      } else if (responseHistory.length > 0) {
+        const last = new Map(responseHistory.map((h) => [h.probe, h]));
+        for (const h of last.values()) process.stderr.write(`response probe ${h.probe}: ${h.label} p=${h.probabilities[h.label].toFixed(4)} after ${h.tokens} tokens\n`);
       }
       if (process.stdout.isTTY && result.text.length > 0) process.stdout.write("\n");
       const totalMs = performance.now() - started;

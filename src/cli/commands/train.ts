@@ -37,6 +37,10 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --search N            random search over the paper's ranges with N configurations
   --seeds K             re-run the (best) configuration with K seeds → mean ± std (default 3 with --search, else 1)
   --seed S              base seed (default 0)
+  --target prompt|response
+                        what the probe reads (default prompt). response: the cache must come from
+                        \`extract --target response\`; the probe then moderates answers token by token
+                        (generateWithProbes({ response }), CLI generate --response-probe)
   --quiet               no progress bar
   --out P               probe folder to write
 `;
@@ -47,6 +51,7 @@ const FLAGS = {
   lr: { type: "string" }, batch: { type: "string" }, "weight-decay": { type: "string" }, epochs: { type: "string" },
   patience: { type: "string" }, metric: { type: "string" }, "class-weights": { type: "string" }, "target-fpr": { type: "string" },
   search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
+  target: { type: "string" },
 } as const;
 
 /** True when two paths name the same folder (after symlinks). */
@@ -110,6 +115,15 @@ export const trainCommand: Command = {
       }
       const diff = valCache === undefined ? [] : tokenizationDifferences(m.tokenization, valCache.manifest.tokenization, ["the training features", "the validation features"]);
       if (diff.length > 0) throw new FeatureCacheError(`tokenised unlike the training features: ${diff.join("; ")}`, { file: valCache!.dir, field: "tokenization" });
+      // a prompt probe trained on response states (or the reverse) would read tokens unlike those it meets live
+      const target = oneOf("target", v.target, ["prompt", "response"] as const) ?? "prompt";
+      for (const c of [cache, valCache]) {
+        if (c === undefined) continue;
+        const has = c.manifest.tokenization.target ?? "prompt";
+        if (has !== target) {
+          throw new InvalidArgumentError(`--target ${target}, but ${c.dir} holds ${has} states (extract --target ${target})`, { file: c.dir, field: "tokenization.target" });
+        }
+      }
       const train = cacheSource(cache, config);
       const metricFlag = oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined;
       const task = m.dataset.task;
