@@ -30,16 +30,16 @@ test("train (search + seeds) → eval with HTML report; wrong model and summary 
     await cache(join(dir, "other"), 20, 23, "model-B");
     await cache(join(dir, "summary"), 40, 24, "model-A", "summary");
     const probe = join(dir, "probe");
-    const t = cli("train", "--features", join(dir, "train"), "--probe", "scoring", "--search", "2", "--seeds", "2", "--epochs", "3", "--quiet", "--out", probe);
+    const t = cli("train", "--features", join(dir, "train"), "--probe", "scoring", "--search", "2", "--seeds", "2", "--epochs", "3", "--metric", "f1", "--quiet", "--out", probe);
     assert.equal(t.status, 0, t.stderr);
     assert.match(t.stdout, /mean ± std over 2 seeds/);
     const meta = JSON.parse(readFileSync(join(probe, "probe.json"), "utf8"));
     assert.equal(meta.model.fingerprint, "model-A");
     assert.deepEqual(meta.labelNames, ["neg", "pos"]);
     assert.equal(meta.parameterCount.aggregator, (3 + 2) * 16); // (L+2)·d with L = 3
-    assert.equal(typeof meta.threshold, "number"); // binary → F1 selection → threshold on validation
+    assert.equal(typeof meta.threshold, "number"); // F1 selection → threshold on validation
     assert.equal(meta.seeds.values.length, 2);
-    assert.ok(meta.hyper.lr >= 1e-5 && meta.hyper.lr <= 1e-3);
+    assert.ok(meta.hyper.lr >= 1e-5 && meta.hyper.lr <= 1e-1);
 
     const report = join(dir, "report.html");
     const e = cli("eval", "--probe", probe, "--features", join(dir, "test"), "--report", report, "--json");

@@ -66,6 +66,12 @@ export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): Prob
   mkdirSync(tmp);
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const [name, t] of probe.params()) tensors[name] = { shape: t.shape, data: Float32Array.from(t.data) };
+  if (probe.config.standardize === true) {
+    if (probe.norm === undefined) throw new ProbeError("standardised probe has no input statistics", { file: join(dir, PROBE_WEIGHTS), field: "norm.mean" });
+    const shape = [probe.shape.layers, probe.shape.dim];
+    tensors["norm.mean"] = { shape, data: probe.norm.mean }; // [L+1, d]
+    tensors["norm.std"] = { shape, data: probe.norm.std }; // [L+1, d]
+  }
   writeSafetensors(join(tmp, PROBE_WEIGHTS), tensors, { format: "onepass-probe", kind: probe.config.kind });
   writeFileAtomic(join(tmp, PROBE_JSON), JSON.stringify(full, null, 2) + "\n");
   if (existsSync(dir)) {
@@ -157,6 +163,26 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
       } catch (err) {
         throw asProbeError(err);
       }
+    }
+    if (probe.config.standardize === true) {
+      const shape = [probe.shape.layers, probe.shape.dim];
+      const read = (name: string): Float32Array => {
+        if (!st.has(name)) throw new ProbeError("tensor missing (the probe is standardised)", { file: weightsPath, field: name });
+        const info = st.info(name);
+        if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
+          throw new ProbeError(`shape [${info.shape.join(", ")}], expected [${shape.join(", ")}]`, { file: weightsPath, field: name, offset: info.offset });
+        }
+        try {
+          return Float32Array.from(st.read(name));
+        } catch (err) {
+          throw asProbeError(err);
+        }
+      };
+      const norm = { mean: read("norm.mean"), std: read("norm.std") };
+      if (norm.std.some((v) => !(v > 0) || !Number.isFinite(v)) || norm.mean.some((v) => !Number.isFinite(v))) {
+        throw new ProbeError("input statistics must be finite with std > 0", { file: weightsPath, field: "norm.std" });
+      }
+      probe.norm = norm;
     }
   } finally {
     st.close();

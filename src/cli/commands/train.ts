@@ -23,16 +23,21 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --token last|mean     fixed: which token (default last)
   --heads H             mha: heads (default 8)
   --downcast f          mha: downcast factor, Q/K/V width d/f (default 8)
-  --lr X                peak learning rate (default 1e-3)
+  --lr X                peak learning rate (default 1e-2; mha 1e-3)
   --batch N             batch size (default 32)
   --weight-decay X      AdamW weight decay (default 0.01)
-  --epochs N            at most N epochs (default 10), early stopping on validation
-  --patience N          epochs without improvement before stopping (default 3)
+  --epochs N            at most N epochs (default 10; pooling/fixed 30), early stopping on validation
+  --patience N          epochs without improvement before stopping (default 3; pooling/fixed 5)
+  --early-stopping S    loss (default: validation cross-entropy) | metric (the selection metric, argmax)
+  --no-standardize      train on raw hidden states (default: standardised per layer and dimension with
+                        training-set statistics saved in the probe)
   --metric M            f1 | accuracy | macro-f1 (default: from the dataset's task kind in the cache manifest:
-                        safety → f1, sentiment/topic → accuracy; unknown binary → f1; >2 classes → accuracy)
+                        safety → f1, sentiment/topic → accuracy; >2 classes → accuracy; unknown binary →
+                        f1 when the minority class is under a third of the examples, else accuracy)
   --class-weights W     balanced, or comma-separated weights per class
   --target-fpr X        binary: threshold for this validation FPR (default: max validation F1)
-  --search N            random search over the paper's ranges with N configurations
+  --search N            random search with N configurations (the first is the defaults; lr 1e-5…1e-1,
+                        the paper's other ranges), compared on validation loss
   --seeds K             re-run the (best) configuration with K seeds → mean ± std (default 3 with --search, else 1)
   --seed S              base seed (default 0)
   --quiet               no progress bar
@@ -44,6 +49,7 @@ const FLAGS = {
   layer: { type: "string" }, token: { type: "string" }, heads: { type: "string" }, downcast: { type: "string" },
   lr: { type: "string" }, batch: { type: "string" }, "weight-decay": { type: "string" }, epochs: { type: "string" },
   patience: { type: "string" }, metric: { type: "string" }, "class-weights": { type: "string" }, "target-fpr": { type: "string" },
+  "early-stopping": { type: "string" }, "no-standardize": { type: "boolean" },
   search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
 } as const;
 
@@ -57,6 +63,7 @@ export const trainCommand: Command = {
     const out = required("out", v.out, usage);
     const kind = required("probe", oneOf("probe", v.probe, ["pooling", "scoring", "mha", "fixed"] as const), usage);
     const config: ProbeConfig = { kind };
+    if (v["no-standardize"] === true) config.standardize = false;
     const pool = oneOf("pool", v.pool, ["mean", "max"] as const);
     if (pool !== undefined) config.pool = pool;
     const layer = numberFlag("layer", v.layer, { int: true, min: 0 });
@@ -87,8 +94,8 @@ export const trainCommand: Command = {
       const train = cacheSource(cache, config);
       const metricFlag = oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined;
       const task = m.dataset.task;
-      const metric = metricFlag ?? defaultSelectionMetric(cache.labelNames.length, task);
-      const why = metricFlag !== undefined ? "--metric" : `default for ${task !== undefined ? `a ${task} task` : "a dataset of unknown kind"} with ${cache.labelNames.length} classes`;
+      const metric = metricFlag ?? defaultSelectionMetric(cache.labelNames.length, task, cache.labels);
+      const why = metricFlag !== undefined ? "--metric" : `default for ${task !== undefined ? `a ${task} task` : "a dataset of unknown kind"} with ${cache.labelNames.length} classes${task === undefined && cache.labelNames.length === 2 ? ` (${metric === "f1" ? "imbalanced" : "balanced"})` : ""}`;
       process.stderr.write(`train: selecting on validation ${metric} (${why})\n`);
       const options: TrainOptions & { classes: number } = {
         classes: cache.labelNames.length,
@@ -98,6 +105,7 @@ export const trainCommand: Command = {
         epochs: numberFlag("epochs", v.epochs, { int: true, min: 1 }),
         patience: numberFlag("patience", v.patience, { int: true, min: 1 }),
         metric,
+        earlyStopping: oneOf("early-stopping", v["early-stopping"], ["loss", "metric"] as const),
         classWeights,
         targetFpr: numberFlag("target-fpr", v["target-fpr"], { min: 0, max: 1 }),
         validation: valCache !== undefined ? cacheSource(valCache, config) : undefined,
@@ -130,7 +138,7 @@ export const trainCommand: Command = {
           runs.push(r);
         }
         values = runs.map((r) => r.valMetric);
-        result = runs.reduce((a, b) => (b.valMetric > a.valMetric ? b : a));
+        result = runs.reduce((a, b) => (b.valLoss < a.valLoss ? b : a));
       }
       const { mean, std } = meanStd(values);
       saveProbe(out, result.probe, {
@@ -159,8 +167,8 @@ export const trainCommand: Command = {
 export function trainSummary(result: TrainResult, values: number[], mean: number, std: number, positiveName = "class 1"): string {
   const vm = result.validation;
   const seeds = values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : "";
-  const lines = [`selected on validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, best epoch ${result.bestEpoch})${seeds}`];
-  const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)}` : "at argmax";
+  const lines = [`validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, best epoch ${result.bestEpoch} by validation ${result.hyper.earlyStopping})${seeds}`];
+  const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)} (cross-fitted: each half decided by the other half's threshold)` : "at argmax";
   let m = `validation ${decision}: accuracy ${vm.accuracy.toFixed(4)}, macro-F1 ${vm.macroF1.toFixed(4)}`;
   if (vm.f1 !== undefined) m += `, F1 ${vm.f1.toFixed(4)}; threshold-free AUPRC ${vm.auprc!.toFixed(4)}`;
   lines.push(m);
