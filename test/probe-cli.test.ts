@@ -11,7 +11,7 @@ import { tempDir } from "./helpers.js";
 const CLI = "dist/src/cli/main.js";
 const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
 
-async function cache(dir: string, n: number, seed: number, fingerprint: string, mode: "full" | "summary" = "full"): Promise<void> {
+async function cache(dir: string, n: number, seed: number, fingerprint: string, mode: "full" | "summary" = "full", labelNames = ["neg", "pos"]): Promise<void> {
   const task = plantedTask(n, { layers: 4, dim: 16, layer: 1, position: 0, seed });
   const byText = new Map(task.hidden.map((h, i) => [`prompt ${i}`, h]));
   const source: HiddenStateSource = {
@@ -19,7 +19,7 @@ async function cache(dir: string, n: number, seed: number, fingerprint: string, 
     async hidden(text) { return byText.get(text)!; },
   };
   const examples = task.labels.map((label, i) => ({ text: `prompt ${i}`, label }));
-  await extractFeatures({ source, examples, labelNames: ["neg", "pos"], outDir: dir, mode });
+  await extractFeatures({ source, examples, labelNames, outDir: dir, mode });
 }
 
 test("train (search + seeds) → eval with HTML report; wrong model and summary caches are refused", async () => {
@@ -66,6 +66,36 @@ test("train (search + seeds) → eval with HTML report; wrong model and summary 
     const bad = cli("train", "--features", join(dir, "train"), "--probe", "mha", "--downcast", "3", "--out", join(dir, "p4"));
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /field downcast/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("eval --label-map scores a named-label probe on a 0/1-labelled cache; without it, a one-line hint", async () => {
+  const dir = tempDir("probe-cli");
+  try {
+    await cache(join(dir, "train"), 200, 31, "model-A");
+    await cache(join(dir, "named"), 80, 32, "model-A");
+    await cache(join(dir, "ids"), 80, 32, "model-A", "full", ["0", "1"]); // same examples, labels named 0/1
+    const probe = join(dir, "probe");
+    assert.equal(cli("train", "--features", join(dir, "train"), "--probe", "fixed", "--layer", "1", "--token", "mean", "--quiet", "--out", probe).status, 0);
+    const refused = cli("eval", "--probe", probe, "--features", join(dir, "ids"), "--json");
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /--label-map 0=neg,1=pos/);
+    assert.equal(refused.stderr.trim().split("\n").length, 1);
+    const named = JSON.parse(cli("eval", "--probe", probe, "--features", join(dir, "named"), "--json").stdout);
+    const mapped = cli("eval", "--probe", probe, "--features", join(dir, "ids"), "--label-map", "0=neg,1=pos", "--json");
+    assert.equal(mapped.status, 0, mapped.stderr);
+    assert.deepEqual(JSON.parse(mapped.stdout), named);
+    assert.ok(named.accuracy > 0.8, `accuracy ${named.accuracy}`);
+    // the map is applied, not ignored: swapping it swaps what counts as correct
+    const swapped = JSON.parse(cli("eval", "--probe", probe, "--features", join(dir, "ids"), "--label-map", "0=pos,1=neg", "--json").stdout);
+    assert.ok(Math.abs(swapped.accuracy - (1 - named.accuracy)) < 1e-9);
+    for (const [bad, why] of [["0=neg,1=neg", /both map to probe label 'neg'/], ["0=neg,2=pos", /'2' is not a dataset label/], ["0=toxic", /'toxic' is not a probe label/], ["0neg", /not FROM=TO/]] as const) {
+      const r = cli("eval", "--probe", probe, "--features", join(dir, "ids"), "--label-map", bad);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, why);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

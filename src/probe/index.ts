@@ -19,6 +19,7 @@ export {
 export { saveProbe, loadProbe, PROBE_JSON, PROBE_WEIGHTS, type ProbeMeta, type ProbeMetaInput, type ProbeModelInfo, type LoadedProbe } from "./artifact.js";
 export { evaluateProbe, reportHtml, type Evaluation } from "./report.js";
 export { cacheSource } from "./cache-source.js";
+export { labelIndexMap, parseLabelMap } from "./label-map.js";
 export { Rng as ProbeRng } from "./rng.js";
 export {
   probeHook, loadProbes, generateWithProbes,
