@@ -76,3 +76,4 @@ export { encodeF16, decodeF16, encodeBf16, decodeBf16, f32ToF16, f16ToF32, f32To
 export { f32ToF16 as f32ToF16Bits, f16ToF32 as f16BitsToF32 } from "./numeric/half.js";
 export { ProgressBar, formatDuration, stageProgress, type ProgressOptions, type ProgressStream, type StageProgressEvent } from "./cli/progress.js";
 export * from "./probe/index.js";
+export * from "./baselines/index.js";
