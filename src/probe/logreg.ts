@@ -102,21 +102,25 @@ export interface LogRegOptions {
   tol?: number;
   /** Start from these weights (a regularisation path). */
   warm?: LogRegModel;
+  /** Per-class loss weights [C] (default 1): loss = Σ w_y·CE / Σ w_y. */
+  weights?: readonly number[];
 }
 
-/** Row-wise softmax in place of logits Z [rows, C]; returns the mean cross-entropy against y. */
-function softmaxLoss(Z: Float64Array, y: ArrayLike<number>, C: number): number {
-  let loss = 0;
+/** Row-wise softmax in place of logits Z [rows, C]; returns the (class-weighted) mean cross-entropy against y. */
+function softmaxLoss(Z: Float64Array, y: ArrayLike<number>, C: number, weights?: readonly number[]): number {
+  let loss = 0, wsum = 0;
   for (let i = 0; i < y.length; i++) {
     let max = -Infinity;
     for (let c = 0; c < C; c++) max = Math.max(max, Z[i * C + c]);
     let s = 0;
     for (let c = 0; c < C; c++) s += Math.exp(Z[i * C + c] - max);
     const lse = max + Math.log(s);
-    loss += lse - Z[i * C + y[i]];
+    const w = weights?.[y[i]] ?? 1;
+    loss += w * (lse - Z[i * C + y[i]]);
+    wsum += w;
     for (let c = 0; c < C; c++) Z[i * C + c] = Math.exp(Z[i * C + c] - lse);
   }
-  return loss / y.length;
+  return loss / wsum;
 }
 
 /** Fits the model (deterministic: no randomness anywhere). */
@@ -129,16 +133,18 @@ export function fitLogReg(X: Design, y: ArrayLike<number>, C: number, o: LogRegO
   const x = new Float64Array(P); // current iterate [W | b]
   if (o.warm !== undefined) { x.set(o.warm.W); x.set(o.warm.b, F * C); }
   const Z = new Float64Array(N * C); // [N, C]
+  let wTotal = 0;
+  for (let i = 0; i < N; i++) wTotal += o.weights?.[y[i]] ?? 1;
   const gW = new Float64Array(F * C); // [F, C]
   // smooth part f(θ) = CE + (l2/2)‖W‖² and its gradient at θ
   const smooth = (theta: Float64Array, grad?: Float64Array): number => {
     X.mul(theta.subarray(0, F * C), C, Z);
     for (let i = 0; i < N; i++) for (let c = 0; c < C; c++) Z[i * C + c] += theta[F * C + c];
-    let f = softmaxLoss(Z, y, C);
+    let f = softmaxLoss(Z, y, C, o.weights);
     for (let k = 0; k < F * C; k++) f += 0.5 * l2 * theta[k] * theta[k];
     if (grad !== undefined) {
       for (let i = 0; i < N; i++) Z[i * C + y[i]] -= 1; // Z = P − Y
-      for (let k = 0; k < N * C; k++) Z[k] /= N;
+      for (let i = 0; i < N; i++) for (let c = 0; c < C; c++) Z[i * C + c] *= (o.weights?.[y[i]] ?? 1) / wTotal;
       X.tmul(Z, C, gW);
       for (let k = 0; k < F * C; k++) grad[k] = gW[k] + l2 * theta[k];
       for (let c = 0; c < C; c++) {
@@ -200,7 +206,7 @@ export function logLoss(y: ArrayLike<number>, probs: ArrayLike<number>, C: numbe
  */
 export function fitLogRegPath(
   train: Design, yTrain: ArrayLike<number>, val: Design, yVal: ArrayLike<number>, C: number,
-  o: { penalty: "l1" | "l2"; lambdas?: number[]; maxIter?: number },
+  o: { penalty: "l1" | "l2"; lambdas?: number[]; maxIter?: number; weights?: readonly number[] },
 ): { model: LogRegModel; path: { lambda: number; valLoss: number; nonZero: number }[] } {
   let lambdas = o.lambdas;
   if (lambdas === undefined) {
@@ -220,7 +226,7 @@ export function fitLogRegPath(
   const fits: { model: LogRegModel; valLoss: number; se: number }[] = [];
   const path: { lambda: number; valLoss: number; nonZero: number }[] = [];
   for (const lambda of lambdas) {
-    const m = fitLogReg(train, yTrain, C, { penalty: o.penalty, lambda, warm, maxIter: o.maxIter });
+    const m = fitLogReg(train, yTrain, C, { penalty: o.penalty, lambda, warm, maxIter: o.maxIter, weights: o.weights });
     warm = m;
     const p = predictLogReg(val, m);
     const per = Array.from({ length: yVal.length }, (_, i) => -Math.log(Math.max(p[i * C + yVal[i]], 1e-12)));

@@ -26,9 +26,12 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --lr X                peak learning rate (default 1e-2; mha 1e-3)
   --batch N             batch size (default 32)
   --weight-decay X      AdamW weight decay (default 0.01)
-  --epochs N            at most N epochs (default 10; pooling/fixed 30), early stopping on validation
+  --epochs N            at most N epochs (default: mha 10, scoring 20, pooling/fixed with adam 30),
+                        early stopping on validation
   --patience N          epochs without improvement before stopping (default 3; pooling/fixed 5)
   --early-stopping S    loss (default: validation cross-entropy) | metric (the selection metric, argmax)
+  --head-solver S       pooling/fixed: exact (default: L2 logistic regression solved to convergence, its
+                        weight chosen on validation loss; --lr/--batch/--epochs do not apply) | adam
   --no-standardize      train on raw hidden states (default: standardised per layer and dimension with
                         training-set statistics saved in the probe)
   --metric M            f1 | accuracy | macro-f1 (default: from the dataset's task kind in the cache manifest:
@@ -49,7 +52,7 @@ const FLAGS = {
   layer: { type: "string" }, token: { type: "string" }, heads: { type: "string" }, downcast: { type: "string" },
   lr: { type: "string" }, batch: { type: "string" }, "weight-decay": { type: "string" }, epochs: { type: "string" },
   patience: { type: "string" }, metric: { type: "string" }, "class-weights": { type: "string" }, "target-fpr": { type: "string" },
-  "early-stopping": { type: "string" }, "no-standardize": { type: "boolean" },
+  "early-stopping": { type: "string" }, "head-solver": { type: "string" }, "no-standardize": { type: "boolean" },
   search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
 } as const;
 
@@ -106,6 +109,7 @@ export const trainCommand: Command = {
         patience: numberFlag("patience", v.patience, { int: true, min: 1 }),
         metric,
         earlyStopping: oneOf("early-stopping", v["early-stopping"], ["loss", "metric"] as const),
+        headSolver: oneOf("head-solver", v["head-solver"], ["exact", "adam"] as const),
         classWeights,
         targetFpr: numberFlag("target-fpr", v["target-fpr"], { min: 0, max: 1 }),
         validation: valCache !== undefined ? cacheSource(valCache, config) : undefined,
