@@ -6,6 +6,7 @@ import { inspectCommand } from "./inspect.js";
 import { trainCommand } from "./train.js";
 import { evalCommand } from "./eval.js";
 import { classifyCommand } from "./classify.js";
+import { reportCommand } from "./report.js";
 
 /** Every command, in the order `onepass --help` lists them. */
-export const commands: Command[] = [generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand];
+export const commands: Command[] = [generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand, reportCommand];
