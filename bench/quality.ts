@@ -6,6 +6,7 @@
 //        [--methods pooling,scoring,fixed-last,fixed-mean,muli,prompting,tfidf] [--work DIR] [--out DIR]
 //
 // Hidden states are cut at 256 tokens (--max-tokens). Validation: a seeded stratified 10% of train.
+// --table-only rewrites quality.md from quality.json without running anything (e.g. after a cut-short run).
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cpus } from "node:os";
@@ -107,7 +108,8 @@ function score(task: string, yTest: ArrayLike<number>, probs: Float32Array, C: n
 // the whole table.
 interface Loaded { train: FeatureCache; test: FeatureCache; trainDs: Dataset; testDs: Dataset }
 const loaded = new Map<string, Loaded>();
-for (let seed = 0; seed < seeds; seed++) {
+const tableOnly = process.argv.includes("--table-only");
+for (let seed = 0; seed < (tableOnly ? 0 : seeds); seed++) {
   for (const task of tasks) {
     const spec = TASKS[task];
     if (spec === undefined) throw new Error(`unknown task ${task} (have ${Object.keys(TASKS).join(", ")})`);
