@@ -171,7 +171,10 @@ export const trainCommand: Command = {
 export function trainSummary(result: TrainResult, values: number[], mean: number, std: number, positiveName = "class 1"): string {
   const vm = result.validation;
   const seeds = values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : "";
-  const lines = [`validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, best epoch ${result.bestEpoch} by validation ${result.hyper.earlyStopping})${seeds}`];
+  const how = result.hyper.lambda !== undefined
+    ? `exact L2 logistic-regression head, λ ${result.hyper.lambda.toExponential(1)} by validation loss`
+    : `best epoch ${result.bestEpoch} by validation ${result.hyper.earlyStopping}`;
+  const lines = [`validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, ${how})${seeds}`];
   const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)} (cross-fitted: each half decided by the other half's threshold)` : "at argmax";
   let m = `validation ${decision}: accuracy ${vm.accuracy.toFixed(4)}, macro-F1 ${vm.macroF1.toFixed(4)}`;
   if (vm.f1 !== undefined) m += `, F1 ${vm.f1.toFixed(4)}; threshold-free AUPRC ${vm.auprc!.toFixed(4)}`;
