@@ -195,5 +195,5 @@ for (const method of methods) {
   const p = state.runs.find((r) => r.task === tasks[0] && r.method === method);
   lines.push(`| ${method} | ${cells.join(" | ")} | ${p?.params.toLocaleString("en-US") ?? "—"} |`);
 }
-writeFileAtomic(join(out, "quality.md"), `Quality on ${engine.spec.name ?? "the model"} (test splits, mean ± std over ${seeds} seeds; hidden states cut at ${maxTokens} tokens). Wall ${state.wallSeconds.toFixed(0)} s on ${state.machine}.\n\n${lines.join("\n")}\n`);
+writeFileAtomic(join(out, "quality.md"), `Quality on ${model === "" ? "stories260K (built-in)" : model} (test splits, mean ± std over the seeds run — see the column notes; hidden states cut at ${maxTokens} tokens). Wall ${state.wallSeconds.toFixed(0)} s on ${state.machine}.\n\n${lines.join("\n")}\n`);
 console.log(lines.join("\n"));
