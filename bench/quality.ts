@@ -45,7 +45,7 @@ const TASKS: Record<string, { metric: "accuracy" | "f1"; labelWords: string[]; t
   toxicchat: { metric: "f1", labelWords: ["safe", "toxic"], template: "Message: {text}\nIs this message safe or toxic? Answer:" },
 };
 
-interface Run { task: string; method: string; seed: number; test: MetricReport; params: number; note?: string; seconds: number }
+interface Run { task: string; method: string; metric: "accuracy" | "f1"; seed: number; test: MetricReport; params: number; note?: string; seconds: number }
 mkdirSync(work, { recursive: true });
 mkdirSync(out, { recursive: true });
 const resultsPath = join(out, "quality.json");
@@ -124,7 +124,7 @@ for (let seed = 0; seed < (tableOnly ? 0 : seeds); seed++) {
     const trainTexts = trainDs.examples.map((e) => e.text), testTexts = testDs.examples.map((e) => e.text);
     const split = stratifiedSplit(yTrain, 0.1, seed);
     const record = (method: string, test: MetricReport, params: number, s0: number, note?: string) => {
-      state.runs.push({ task, method, seed, test, params, note, seconds: (performance.now() - s0) / 1000 });
+      state.runs.push({ task, method, metric: spec.metric, seed, test, params, note, seconds: (performance.now() - s0) / 1000 });
       state.wallSeconds = wall0 + (performance.now() - t0) / 1000;
       save();
       console.log(`${task} seed ${seed} ${method}: ${spec.metric === "f1" ? `F1 ${test.f1!.toFixed(3)} AUPRC ${test.auprc!.toFixed(3)}` : `accuracy ${test.accuracy.toFixed(3)}`} (${((performance.now() - s0) / 1000).toFixed(0)} s)`);

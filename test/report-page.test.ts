@@ -18,7 +18,7 @@ test("report: tables and SVG bars from quality + cost JSON, no network, rendered
     const runs = [];
     for (const [method, base] of [["scoring", 0.6], ["tfidf", 0.5]] as const) {
       for (let seed = 0; seed < 3; seed++) {
-        runs.push({ task: "sst2", method, seed, params: 10, test: { accuracy: base + seed * 0.01 } });
+        runs.push({ task: "sst2", method, metric: "accuracy", seed, params: 10, test: { accuracy: base + seed * 0.01, f1: 0.1, auprc: 0.1 } }); // binary, reported on accuracy
         runs.push({ task: "toxicchat", method, seed, params: 10, test: { accuracy: 0.9, f1: base - 0.2, auprc: base - 0.1 } });
       }
     }

@@ -5,7 +5,11 @@
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError } from "../errors.js";
 
-export interface QualityRun { task: string; method: string; seed: number; params: number; test: { accuracy: number; f1?: number; auprc?: number } }
+export interface QualityRun {
+  task: string; method: string; seed: number; params: number; test: { accuracy: number; f1?: number; auprc?: number };
+  /** The task's reported metric ("f1": F1 and AUPRC columns; "accuracy"); default f1 when the run has F1. */
+  metric?: "f1" | "accuracy";
+}
 export interface QualityResults { runs: QualityRun[]; machine?: string; wallSeconds?: number }
 export interface CostRow { setup: string; variant: string; medianMs: number; p95Ms: number; ratio: number }
 export interface CostResults { rows: CostRow[]; machine?: string; samples?: number; peakRssMiB?: number; wallSeconds?: number }
@@ -40,9 +44,9 @@ function meanStd(xs: number[]): { mean: number; std: number } {
 interface Column { task: string; key: "accuracy" | "f1" | "auprc"; label: string }
 function columns(runs: QualityRun[]): Column[] {
   const tasks = [...new Set(runs.map((r) => r.task))];
-  return tasks.flatMap((t): Column[] => (runs.find((r) => r.task === t)!.test.f1 !== undefined
+  return tasks.flatMap((t): Column[] => { const r = runs.find((x) => x.task === t)!; return (r.metric ?? (r.test.f1 !== undefined ? "f1" : "accuracy")) === "f1"
     ? [{ task: t, key: "f1", label: `${t} F1` }, { task: t, key: "auprc", label: `${t} AUPRC` }]
-    : [{ task: t, key: "accuracy", label: `${t} acc` }]));
+    : [{ task: t, key: "accuracy", label: `${t} acc` }]; });
 }
 
 function qualitySection(q: QualityResults): string {
@@ -78,7 +82,7 @@ function qualitySection(q: QualityResults): string {
 function costSection(c: CostResults): string {
   const rows = c.rows.map((r) => `<tr><td>${esc(r.setup)}</td><th>${esc(r.variant)}</th><td>${r.medianMs.toFixed(2)}</td><td>${r.p95Ms.toFixed(2)}</td><td>${r.ratio.toFixed(2)}</td></tr>`);
   const table = `<table class="cost"><thead><tr><th>setup</th><th>variant</th><th>median ms</th><th>p95 ms</th><th>ratio to base</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
-  const max = Math.max(1, ...c.rows.map((r) => r.ratio)), W = 640, rowH = 22, left = 330;
+  const max = Math.max(1, ...c.rows.map((r) => r.ratio)), W = 760, rowH = 22, left = 420;
   const x = (v: number) => left + (v / max) * (W - left - 50);
   const bars = c.rows.map((r, i) => `<text x="${left - 6}" y="${i * rowH + 15}" font-size="11" text-anchor="end">${esc(`${r.setup}: ${r.variant}`)}</text><rect class="bar" x="${left}" y="${i * rowH + 4}" width="${(x(r.ratio) - left).toFixed(1)}" height="14" fill="${r.variant.startsWith("guard") ? "#d62728" : r.variant.startsWith("base") ? "#7f7f7f" : "#1f77b4"}"/><text x="${x(r.ratio) + 4}" y="${i * rowH + 15}" font-size="11">${r.ratio.toFixed(2)}×</text>`);
   const one = `<line x1="${x(1)}" x2="${x(1)}" y1="0" y2="${c.rows.length * rowH + 4}" stroke="#000" stroke-dasharray="3 3"/>`;
