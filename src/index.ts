@@ -86,3 +86,4 @@ export * from "./probe/index.js";
 export { reportHtml, integerTicks } from "./pages/report.js";
 export * from "./serve/index.js";
 export { renderPlayground, type PlaygroundInfo } from "./pages/playground.js";
+export * from "./baselines/index.js";

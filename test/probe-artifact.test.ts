@@ -84,3 +84,31 @@ test("malformed probe folders → ProbeError naming file and field", () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a standardised probe saves and loads its input statistics; without them it is refused", async () => {
+  const dir = tempDir("probe");
+  try {
+    const { inputStatistics } = await import("../src/probe/probe.js");
+    const probe = randomized(new Probe({ kind: "scoring", standardize: true }, { layers: 4, dim: 16, classes: 2 }, { seed: 1 }), 5);
+    probe.norm = inputStatistics((i) => task.hidden[i], task.hidden.length);
+    const out = join(dir, "std");
+    saveProbe(out, probe, { labelNames: ["a", "b"], model: { fingerprint: FP, blocks: 3, dim: 16 } });
+    const loaded = loadProbe(out);
+    assert.deepEqual(Array.from(loaded.probe.norm!.std), Array.from(probe.norm.std));
+    const a = await probe.predictBatch(task.hidden), b = await loaded.probe.predictBatch(task.hidden);
+    assert.deepEqual(Array.from(b), Array.from(a));
+    // the statistics change the output: a probe without them is not the same probe
+    const plain = new Probe({ kind: "scoring" }, probe.shape);
+    for (const [n, t] of probe.params()) plain.params().get(n)!.data.set(t.data);
+    assert.notDeepEqual(Array.from(await plain.predictBatch(task.hidden)), Array.from(a));
+    // weights written without norm.* (e.g. by hand) → ProbeError naming the tensor
+    const bare = join(dir, "bare");
+    saveProbe(bare, plain, { labelNames: ["a", "b"], model: { fingerprint: FP, blocks: 3, dim: 16 } });
+    const json = JSON.parse(readFileSync(join(bare, "probe.json"), "utf8"));
+    json.config.standardize = true;
+    writeFileSync(join(bare, "probe.json"), JSON.stringify(json));
+    assert.throws(() => loadProbe(bare), (e: unknown) => e instanceof ProbeError && e.field === "norm.mean");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

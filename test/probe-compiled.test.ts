@@ -85,6 +85,31 @@ test("stories260K shape, random weights: every kind, one compiled set, padded ba
   await assertEqual(probes, real, "stories260K random");
 });
 
+test("standardised probes (saved norm.mean/norm.std): compiled = training path for every kind", async () => {
+  const { layers, dim } = real[0];
+  const { inputStatistics } = await import("../src/probe/probe.js");
+  const norm = inputStatistics((i) => real[i], real.length); // [L+1, d] each
+  const probes = KINDS.map((c, i) => {
+    const p = randomize(new Probe({ ...c, standardize: true }, { layers, dim, classes: 3 }, { seed: i }), 200 + i);
+    p.norm = norm;
+    return p;
+  });
+  await assertEqual(probes, real, "stories260K standardised");
+  // without its statistics the standardised graph would read raw states: the compiled output must differ
+  const raw = await CompiledProbes.create([randomize(new Probe(KINDS[0], { layers, dim, classes: 3 }, { seed: 0 }), 200)]);
+  try {
+    const std = (await CompiledProbes.create([probes[0]]));
+    try {
+      const a = (await raw.runBatch(makeBatch(real)))[0].probabilities, b = (await std.runBatch(makeBatch(real)))[0].probabilities;
+      assert.ok(maxAbsDiff(a, b) > 1e-3, "standardisation changed nothing");
+    } finally {
+      await std.dispose();
+    }
+  } finally {
+    await raw.dispose();
+  }
+});
+
 test("stories260K shape, trained weights: every kind trained briefly on real hidden states", async () => {
   const { layers, dim } = real[0];
   const hs: HiddenStates[] = [];

@@ -104,9 +104,17 @@ test("decode steps give each token's hidden states [L+1, 1, d]; incremental pool
     for (let l = 0; l < L1; l++) assert.ok(maxAbsDiff(states[t].subarray(l * d, (l + 1) * d), whole.token(l, prompt.length + t)) < 1e-4);
   }
 
-  const configs: ProbeConfig[] = [{ kind: "pooling", pool: "mean" }, { kind: "pooling", pool: "max" }, { kind: "scoring" }, { kind: "fixed", token: "last", layer: 3 }, { kind: "fixed", token: "mean" }];
+  const configs: ProbeConfig[] = [
+    { kind: "pooling", pool: "mean" }, { kind: "pooling", pool: "max" }, { kind: "scoring" }, { kind: "fixed", token: "last", layer: 3 }, { kind: "fixed", token: "mean" },
+    // the default recipe's probes read standardised states (saved norm.mean/norm.std)
+    { kind: "pooling", pool: "mean", standardize: true }, { kind: "scoring", standardize: true }, { kind: "fixed", token: "last", standardize: true },
+  ];
+  const { inputStatistics } = await import("../src/probe/probe.js");
+  const all = prefix(states, 64, L1, d);
+  const norm = inputStatistics(() => all, 1);
   for (const [k, config] of configs.entries()) {
     const probe = randomProbe(config, 10 + k, L1, d);
+    if (config.standardize === true) probe.norm = norm;
     const tracker = responseTracker(probe);
     let worst = 0;
     const seen = new Set<string>();
@@ -117,12 +125,13 @@ test("decode steps give each token's hidden states [L+1, 1, d]; incremental pool
       if (config.kind === "scoring") assert.ok(maxAbsDiff(inc.layerWeights!, (await probe.layerWeights(h))!) <= 1e-5);
       seen.add(Array.from(inc.probabilities, (v) => v.toFixed(3)).join());
     }
-    assert.ok(worst <= 1e-5, `${config.kind}/${config.pool ?? config.token}: incremental vs batch differ by ${worst}`);
+    assert.ok(worst <= 1e-5, `${config.kind}/${config.pool ?? config.token}${config.standardize ? " standardised" : ""}: incremental vs batch differ by ${worst}`);
     assert.ok(seen.size > 3, `${config.kind}: the readings must change as tokens arrive (${[...seen].slice(0, 5).join(" | ")})`);
   }
 
   // MHA re-runs every k tokens (and at the first): those readings equal the batch computation
-  const mha = randomProbe({ kind: "mha", heads: 2, downcast: 4 }, 30, L1, d);
+  const mha = randomProbe({ kind: "mha", heads: 2, downcast: 4, standardize: true }, 30, L1, d);
+  mha.norm = norm;
   const tracker = responseTracker(mha, { every: 16 });
   const at: number[] = [];
   for (let n = 1; n <= 64; n++) {

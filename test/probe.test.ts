@@ -17,7 +17,8 @@ async function testAccuracy(probe: Probe): Promise<number> {
 }
 
 test("planted task: scoring probe finds the layer and the token", async () => {
-  const r = await trainProbe({ kind: "scoring" }, train, { lr: 3e-2, batchSize: 32, epochs: 10, seed: 1, metric: "accuracy" });
+  // Every layer here already has unit scale, so the test keeps raw inputs (standardisation is tested below).
+  const r = await trainProbe({ kind: "scoring", standardize: false }, train, { lr: 3e-2, batchSize: 32, epochs: 10, seed: 1, metric: "accuracy" });
   const acc = await testAccuracy(r.probe);
   assert.ok(acc >= 0.95, `scoring accuracy ${acc}`);
   // the layer gate peaks at the planted layer for (almost) every prompt
@@ -151,4 +152,59 @@ test("Probe.run is the one inference path: predict, predictBatch, layerWeights, 
   const viaVectors = await pooling.run({ aggregated: Float32Array.from(v.data) });
   const full = await pooling.run(hs);
   for (let i = 0; i < full.probabilities.length; i++) assert.ok(Math.abs(viaVectors.probabilities[i] - full.probabilities[i]) < 1e-6);
+});
+
+test("standardisation: per-layer statistics make each layer zero-mean, unit-variance and leave padding at 0", async () => {
+  const { inputStatistics } = await import("../src/probe/probe.js");
+  const { makeBatch } = await import("../src/tensor/batch.js");
+  // layer l scaled by 10^l and shifted by 3l: the residual stream's growth with depth, exaggerated
+  const hs = trainTask.hidden.slice(0, 40).map((h) => {
+    const data = Float32Array.from(h.data, (v, k) => v * 10 ** Math.floor(k / (h.tokens * D)) + 3 * Math.floor(k / (h.tokens * D)));
+    return new (h.constructor as typeof import("../src/types/hidden.js").HiddenStates)(h.layers, h.tokens, h.dim, data);
+  });
+  const norm = inputStatistics((i) => hs[i], hs.length);
+  const probe = new Probe({ kind: "pooling", standardize: true }, { layers: L1, dim: D, classes: 2 });
+  probe.norm = norm;
+  const b = probe.standardizeBatch(makeBatch(hs));
+  for (let l = 0; l < L1; l++) {
+    let s = 0, sq = 0, n = 0;
+    for (let i = 0; i < b.batch; i++) for (let t = 0; t < b.tokens; t++) {
+      const row = ((l * b.batch + i) * b.tokens + t) * D;
+      if (t >= b.lengths[i]) { for (let j = 0; j < D; j++) assert.equal(b.x[row + j], 0); continue; }
+      for (let j = 2; j < D; j++) { s += b.x[row + j]; sq += b.x[row + j] ** 2; n++; } // dims 0, 1 carry the plant
+    }
+    assert.ok(Math.abs(s / n) < 1e-3, `layer ${l} mean ${s / n}`);
+    assert.ok(Math.abs(sq / n - 1) < 1e-2, `layer ${l} variance ${sq / n}`);
+  }
+});
+
+test("default recipe: a pooling probe finds a signal in a quiet layer that a loud layer drowns without standardisation", async () => {
+  // Every token of layer 2 carries ±2 on dim 1; layer 5 carries noise 30× louder than the rest on every
+  // dimension. Averaging raw layers buries the signal under layer 5; standardised layers keep it.
+  const { HiddenStates } = await import("../src/types/hidden.js");
+  const { Rng } = await import("../src/numeric/rng.js");
+  const make = (n: number, seed: number) => {
+    const rng = new Rng(seed);
+    const hs: InstanceType<typeof HiddenStates>[] = [], ys: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const T = 20 + rng.int(11), y = i % 2;
+      const data = new Float32Array(L1 * T * D); // [L+1, T, d]
+      for (let k = 0; k < data.length; k++) {
+        const l = Math.floor(k / (T * D)), j = k % D;
+        data[k] = rng.normal() * (l === 5 ? 30 : 1) + (l === 2 && j === 1 ? (y === 1 ? 2 : -2) : 0);
+      }
+      hs.push(new HiddenStates(L1, T, D, data));
+      ys.push(y);
+    }
+    return { src: arraySource(hs, ys), labels: ys };
+  };
+  const tr = make(400, 21), te = make(200, 22);
+  const acc = async (p: Probe) => accuracy(te.labels, argmaxRows(await predictSource(p, te.src), 2));
+  const std = await trainProbe({ kind: "pooling" }, tr.src, { seed: 1 });
+  const raw = await trainProbe({ kind: "pooling", standardize: false }, tr.src, { seed: 1 });
+  assert.equal(std.probe.config.standardize, true);
+  assert.equal(std.hyper.earlyStopping, "loss");
+  assert.equal(std.metric, "accuracy"); // unknown task kind, balanced labels
+  const a = await acc(std.probe), b = await acc(raw.probe);
+  assert.ok(a >= 0.9 && a > b + 0.15, `standardised ${a}, raw ${b}`);
 });

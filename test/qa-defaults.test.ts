@@ -21,6 +21,10 @@ test("presets record their task kind, and the default metric follows the paper (
   assert.equal(defaultSelectionMetric(2, undefined), "f1");
   assert.equal(defaultSelectionMetric(6, "topic"), "accuracy");
   assert.equal(defaultSelectionMetric(6, undefined), "accuracy");
+  // unknown kind: the class balance decides (a balanced CSV is scored on accuracy, an imbalanced one on F1)
+  assert.equal(defaultSelectionMetric(2, undefined, [0, 1, 0, 1, 1, 0]), "accuracy");
+  assert.equal(defaultSelectionMetric(2, undefined, [0, 0, 0, 0, 0, 0, 0, 1]), "f1");
+  assert.equal(defaultSelectionMetric(2, "safety", [0, 1, 0, 1]), "f1");
 });
 
 test("layer axes get integer ticks ending on the last layer", () => {

@@ -106,6 +106,12 @@ export function saveProbe(dir: string, probe: Probe, meta: ProbeMetaInput): Prob
     mkdirSync(tmp);
     const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
     for (const [name, t] of probe.params()) tensors[name] = { shape: t.shape, data: Float32Array.from(t.data) };
+    if (probe.config.standardize === true) {
+      if (probe.norm === undefined) throw new ProbeError("standardised probe has no input statistics", { file: join(dir, PROBE_WEIGHTS), field: "norm.mean" });
+      const shape = [probe.shape.layers, probe.shape.dim];
+      tensors["norm.mean"] = { shape, data: probe.norm.mean }; // [L+1, d]
+      tensors["norm.std"] = { shape, data: probe.norm.std }; // [L+1, d]
+    }
     writeSafetensors(join(tmp, PROBE_WEIGHTS), tensors, { format: "onepass-probe", kind: probe.config.kind });
     full.weightsSha256 = sha256Of(join(tmp, PROBE_WEIGHTS));
     writeFileAtomic(join(tmp, PROBE_JSON), JSON.stringify(full, null, 2) + "\n");
@@ -197,8 +203,12 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
   }
   try {
     // Exactly the tensors this kind needs: extra ones mean probe.json's kind or shape was edited.
-    const extra = st.tensors.find((t) => !probe.params().has(t.name));
-    if (extra !== undefined) throw new ProbeError(`tensor ${extra.name} is not a parameter of a ${meta.config.kind} probe (was probe.json's kind edited?)`, { file: weightsPath, field: extra.name });
+    const normTensors = probe.config.standardize === true ? ["norm.mean", "norm.std"] : [];
+    const extra = st.tensors.find((t) => !probe.params().has(t.name) && !normTensors.includes(t.name));
+    if (extra !== undefined) {
+      const why = extra.name.startsWith("norm.") ? "input statistics of a probe whose config.standardize is not true (was probe.json edited?)" : `not a parameter of a ${meta.config.kind} probe (was probe.json's kind edited?)`;
+      throw new ProbeError(`tensor ${extra.name} is ${why}`, { file: weightsPath, field: extra.name });
+    }
     if (st.metadata.kind !== undefined && st.metadata.kind !== meta.config.kind) {
       throw new ProbeError(`weights were saved by a ${st.metadata.kind} probe, ${PROBE_JSON} says ${meta.config.kind}`, { file: weightsPath, field: "__metadata__.kind" });
     }
@@ -215,6 +225,26 @@ export function loadProbe(dir: string, options: { expectFingerprint?: string } =
       }
       const bad = t.data.findIndex((x) => !Number.isFinite(x));
       if (bad >= 0) throw new ProbeError(`weight ${bad} is ${t.data[bad]}: the probe was saved from a diverged training run`, { file: weightsPath, field: name });
+    }
+    if (probe.config.standardize === true) {
+      const shape = [probe.shape.layers, probe.shape.dim];
+      const read = (name: string): Float32Array => {
+        if (!st.has(name)) throw new ProbeError("tensor missing (the probe is standardised)", { file: weightsPath, field: name });
+        const info = st.info(name);
+        if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
+          throw new ProbeError(`shape [${info.shape.join(", ")}], expected [${shape.join(", ")}]`, { file: weightsPath, field: name, offset: info.offset });
+        }
+        try {
+          return Float32Array.from(st.read(name));
+        } catch (err) {
+          throw asProbeError(err);
+        }
+      };
+      const norm = { mean: read("norm.mean"), std: read("norm.std") };
+      if (norm.std.some((v) => !(v > 0) || !Number.isFinite(v)) || norm.mean.some((v) => !Number.isFinite(v))) {
+        throw new ProbeError("input statistics must be finite with std > 0", { file: weightsPath, field: "norm.std" });
+      }
+      probe.norm = norm;
     }
   } finally {
     st.close();

@@ -176,6 +176,16 @@ function mhaBlock(
   return pool(out); // [G, B, d]
 }
 
+/** A standardised probe reads (hidden − mean) / std with its saved per-layer statistics (padding stays masked). */
+function standardized(g: GraphWriter, s: Shared, probe: Probe, prefix: string): Shared {
+  if (probe.config.standardize !== true) return s;
+  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+  const { layers: L1, dim: d } = probe.shape;
+  const mean = g.weight(`${prefix}.norm.mean`, [L1, 1, 1, d], probe.norm.mean); // [L+1, 1, 1, d]
+  const std = g.weight(`${prefix}.norm.std`, [L1, 1, 1, d], probe.norm.std); // [L+1, 1, 1, d]
+  return { ...s, x: g.op("Div", [g.op("Sub", [s.x, mean]), std]) }; // [L+1, B, T, d]
+}
+
 /** ONNX model bytes computing every probe of `probes` from one hidden-state tensor (see the file comment). */
 export function compileProbeGraph(probes: readonly Probe[]): Uint8Array {
   if (probes.length === 0) throw new InvalidArgumentError("no probes to compile", { field: "probes" });
@@ -191,7 +201,7 @@ export function compileProbeGraph(probes: readonly Probe[]): Uint8Array {
   for (let i = 0; i < probes.length; i++) {
     const probe = probes[i];
     const C = probe.shape.classes;
-    const { v, gate } = aggregate(g, s, probe, `p${i}`);
+    const { v, gate } = aggregate(g, standardized(g, s, probe, `p${i}`), probe, `p${i}`);
     const w = g.weight(`p${i}.head.weight`, [d, C], data(probe.headWeight));
     const b = g.weight(`p${i}.head.bias`, [C], data(probe.headBias));
     const logits = g.op("Add", [g.op("MatMul", [v, w]), b]); // [B, C]

@@ -23,6 +23,7 @@ export { cacheSource } from "./cache-source.js";
 export { Rng as ProbeRng } from "../numeric/rng.js";
 export { responseTracker, type ResponseTracker, type ResponseProbabilities } from "./response.js";
 export { CompiledProbes, compiledProbesFor, compileProbeGraph, type CompiledOutput } from "./compiled.js";
+export { labelIndexMap, parseLabelMap } from "./label-map.js";
 export {
   probeHook, loadProbes, generateWithProbes, responseMonitor,
   type ResponseReading, type ResponseMonitor, type ResponseMonitorOptions,

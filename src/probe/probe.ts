@@ -30,6 +30,54 @@ export interface ProbeConfig {
   layer?: number;
   /** fixed: which token (default last). */
   token?: FixedToken;
+  /**
+   * Inputs standardised per layer and dimension with statistics of the training set (saved with the probe as
+   * `norm.mean` / `norm.std`). The residual stream's scale grows with depth (2 → 15 RMS across stories260K's
+   * layers), so one learning rate cannot suit every layer without it.
+   */
+  standardize?: boolean;
+}
+
+/** Per-layer, per-dimension input statistics of a standardised probe. */
+export interface InputNorm {
+  /** [L+1, d] */
+  mean: Float32Array;
+  /** [L+1, d] (floored, never 0) */
+  std: Float32Array;
+}
+
+/**
+ * Mean and standard deviation [L+1, d] over the real tokens of (at most `maxExamples`, evenly spaced)
+ * examples. Float64 sums: a few hundred thousand tokens would lose digits in float32.
+ */
+export function inputStatistics(get: (i: number) => HiddenStates, size: number, maxExamples = 2000): InputNorm {
+  if (size < 1) throw new InvalidArgumentError("no examples to compute input statistics from", { field: "train" });
+  const first = get(0);
+  const L1 = first.layers, d = first.dim;
+  const sum = new Float64Array(L1 * d), sq = new Float64Array(L1 * d); // [L+1, d]
+  let tokens = 0;
+  const n = Math.min(size, maxExamples);
+  for (let k = 0; k < n; k++) {
+    const h = get(Math.floor((k * size) / n));
+    for (let l = 0; l < L1; l++) {
+      const x = h.layer(l); // [T, d]
+      for (let t = 0; t < h.tokens; t++) {
+        for (let j = 0; j < d; j++) {
+          const v = x[t * d + j];
+          sum[l * d + j] += v;
+          sq[l * d + j] += v * v;
+        }
+      }
+    }
+    tokens += h.tokens;
+  }
+  const mean = new Float32Array(L1 * d), std = new Float32Array(L1 * d); // [L+1, d]
+  for (let k = 0; k < L1 * d; k++) {
+    const m = sum[k] / tokens;
+    mean[k] = m;
+    std[k] = Math.sqrt(Math.max(sq[k] / tokens - m * m, 0)) + 1e-6;
+  }
+  return { mean, std };
 }
 
 /** What Probe.run takes: hidden states of B prompts (or their padded batch), or aggregated vectors [B, d]. */
@@ -57,6 +105,8 @@ export class Probe {
   readonly headWeight: Tensor;
   /** [C] */
   readonly headBias: Tensor;
+  /** Input standardisation (config.standardize): set by training, saved and loaded with the weights. */
+  norm?: InputNorm;
 
   constructor(
     readonly config: ProbeConfig,
@@ -114,8 +164,34 @@ export class Probe {
         { field: "hidden" },
       );
     }
-    const { v, layerWeights } = await this.aggregator.forward(tape, batch);
+    const { v, layerWeights } = await this.aggregate(tape, batch);
     return { logits: await this.head(tape, v), layerWeights, v };
+  }
+
+  /** The aggregator's output on the (standardised) batch: v [B, d], and the layer gate where there is one. */
+  async aggregate(tape: Tape, batch: ProbeBatch): Promise<{ v: Tensor; layerWeights?: Tensor }> {
+    return this.aggregator.forward(tape, this.standardizeBatch(batch));
+  }
+
+  /**
+   * x ← (x − mean_l) / std_l at real tokens, in place (padding stays 0, so masks and pooling are unchanged).
+   * A batch is built per call, so changing it in place copies nothing.
+   */
+  standardizeBatch(batch: ProbeBatch): ProbeBatch {
+    if (this.config.standardize !== true) return batch;
+    if (this.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+    const { mean, std } = this.norm;
+    const { layers: L1, batch: B, tokens: T, dim: d, x } = batch;
+    for (let l = 0; l < L1; l++) {
+      for (let b = 0; b < B; b++) {
+        const n = batch.lengths[b];
+        for (let t = 0; t < n; t++) {
+          const row = ((l * B + b) * T + t) * d;
+          for (let j = 0; j < d; j++) x[row + j] = (x[row + j] - mean[l * d + j]) / std[l * d + j];
+        }
+      }
+    }
+    return batch;
   }
 
   /** logits [B, C] = v [B, d] · W + b */

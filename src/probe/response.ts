@@ -77,9 +77,19 @@ class IncrementalTracker implements ResponseTracker {
     }
   }
 
+  /** A standardised probe's state reads (x − mean) / std, as Probe.forward does. */
+  private standardize(x: Float32Array): Float32Array {
+    const probe = this.probe;
+    if (probe.config.standardize !== true) return x;
+    if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+    const { mean, std } = probe.norm;
+    return Float32Array.from(x, (v, i) => (v - mean[i]) / std[i]); // [L+1, d]
+  }
+
   async push(x: Float32Array): Promise<ResponseProbabilities> {
     const { L1, d, acc } = this;
     if (x.length !== L1 * d) throw new InvalidArgumentError(`a token's hidden states have ${x.length} values, the probe expects [${L1}, ${d}]`, { field: "hidden" });
+    x = this.standardize(x);
     this.tokens++;
     const agg = this.probe.aggregator;
     const v = new Float64Array(d); // [d] the aggregated vector

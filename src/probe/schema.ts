@@ -26,6 +26,7 @@ export const PROBE_SCHEMA = {
         downcast: positiveInt,
         layer: { type: "integer", minimum: 0 },
         token: { enum: ["last", "mean"] },
+        standardize: { type: "boolean" },
       },
     },
     shape: {

@@ -7,6 +7,7 @@ import { trainCommand } from "./train.js";
 import { evalCommand } from "./eval.js";
 import { classifyCommand } from "./classify.js";
 import { serveCommand } from "./serve.js";
+import { reportCommand } from "./report.js";
 
 /** Every command, in the order `onepass --help` lists them. */
-export const commands: Command[] = [serveCommand, generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand];
+export const commands: Command[] = [serveCommand, generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand, reportCommand];

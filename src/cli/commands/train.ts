@@ -25,16 +25,24 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --token last|mean     fixed: which token (default last)
   --heads H             mha: heads (default 8)
   --downcast f          mha: downcast factor, Q/K/V width d/f (default 8)
-  --lr X                peak learning rate (default 1e-3)
+  --lr X                peak learning rate (default 1e-2; mha 1e-3)
   --batch N             batch size (default 32)
   --weight-decay X      AdamW weight decay (default 0.01)
-  --epochs N            at most N epochs (default 10), early stopping on validation
-  --patience N          epochs without improvement before stopping (default 3)
+  --epochs N            at most N epochs (default: mha 10, scoring 20, pooling/fixed with adam 30),
+                        early stopping on validation
+  --patience N          epochs without improvement before stopping (default 3; pooling/fixed 5)
+  --early-stopping S    loss (default: validation cross-entropy) | metric (the selection metric, argmax)
+  --head-solver S       pooling/fixed: exact (default: L2 logistic regression solved to convergence, its
+                        weight chosen on validation loss; --lr/--batch/--epochs do not apply) | adam
+  --no-standardize      train on raw hidden states (default: standardised per layer and dimension with
+                        training-set statistics saved in the probe)
   --metric M            f1 | accuracy | macro-f1 (default: from the dataset's task kind in the cache manifest:
-                        safety → f1, sentiment/topic → accuracy; unknown binary → f1; >2 classes → accuracy)
+                        safety → f1, sentiment/topic → accuracy; >2 classes → accuracy; unknown binary →
+                        f1 when the minority class is under a third of the examples, else accuracy)
   --class-weights W     balanced, or comma-separated weights per class
   --target-fpr X        binary: threshold for this validation FPR (default: max validation F1)
-  --search N            random search over the paper's ranges with N configurations
+  --search N            random search with N configurations (the first is the defaults; lr 1e-5…1e-1,
+                        the paper's other ranges), compared on validation loss
   --seeds K             re-run the (best) configuration with K seeds → mean ± std (default 3 with --search, else 1)
   --seed S              base seed (default 0)
   --target prompt|response
@@ -50,6 +58,7 @@ const FLAGS = {
   layer: { type: "string" }, token: { type: "string" }, heads: { type: "string" }, downcast: { type: "string" },
   lr: { type: "string" }, batch: { type: "string" }, "weight-decay": { type: "string" }, epochs: { type: "string" },
   patience: { type: "string" }, metric: { type: "string" }, "class-weights": { type: "string" }, "target-fpr": { type: "string" },
+  "early-stopping": { type: "string" }, "head-solver": { type: "string" }, "no-standardize": { type: "boolean" },
   search: { type: "string" }, seeds: { type: "string" }, seed: { type: "string" }, quiet: { type: "boolean" }, out: { type: "string" },
   target: { type: "string" },
 } as const;
@@ -73,6 +82,7 @@ export const trainCommand: Command = {
     const out = required("out", v.out, usage);
     const kind = required("probe", oneOf("probe", v.probe, ["pooling", "scoring", "mha", "fixed"] as const), usage);
     const config: ProbeConfig = { kind };
+    if (v["no-standardize"] === true) config.standardize = false;
     const pool = oneOf("pool", v.pool, ["mean", "max"] as const);
     if (pool !== undefined) config.pool = pool;
     const layer = numberFlag("layer", v.layer, { int: true, min: 0 });
@@ -127,11 +137,11 @@ export const trainCommand: Command = {
       const train = cacheSource(cache, config);
       const metricFlag = oneOf("metric", v.metric, ["f1", "accuracy", "macro-f1"] as const) as SelectionMetric | undefined;
       const task = m.dataset.task;
-      const metric = metricFlag ?? defaultSelectionMetric(cache.labelNames.length, task);
+      const metric = metricFlag ?? defaultSelectionMetric(cache.labelNames.length, task, cache.labels);
       if (v["target-fpr"] !== undefined && (cache.labelNames.length !== 2 || metric !== "f1")) {
         throw new InvalidArgumentError(`sets the decision threshold of binary probes selected on F1; this run has ${cache.labelNames.length} classes and selects on ${metric}`, { field: "--target-fpr" });
       }
-      const why = metricFlag !== undefined ? "--metric" : `default for ${task !== undefined ? `a ${task} task` : "a dataset of unknown kind"} with ${cache.labelNames.length} classes`;
+      const why = metricFlag !== undefined ? "--metric" : `default for ${task !== undefined ? `a ${task} task` : "a dataset of unknown kind"} with ${cache.labelNames.length} classes${task === undefined && cache.labelNames.length === 2 ? ` (${metric === "f1" ? "imbalanced" : "balanced"})` : ""}`;
       process.stderr.write(`train: selecting on validation ${metric} (${why})\n`);
       const options: TrainOptions & { classes: number } = {
         classes: cache.labelNames.length,
@@ -141,6 +151,8 @@ export const trainCommand: Command = {
         epochs: numberFlag("epochs", v.epochs, { int: true, min: 1 }),
         patience: numberFlag("patience", v.patience, { int: true, min: 1 }),
         metric,
+        earlyStopping: oneOf("early-stopping", v["early-stopping"], ["loss", "metric"] as const),
+        headSolver: oneOf("head-solver", v["head-solver"], ["exact", "adam"] as const),
         classWeights,
         targetFpr: numberFlag("target-fpr", v["target-fpr"], { min: 0, max: 1 }),
         validation: valCache !== undefined ? cacheSource(valCache, config) : undefined,
@@ -173,7 +185,7 @@ export const trainCommand: Command = {
           runs.push(r);
         }
         values = runs.map((r) => r.valMetric);
-        result = runs.reduce((a, b) => (b.valMetric > a.valMetric ? b : a));
+        result = runs.reduce((a, b) => (b.valLoss < a.valLoss ? b : a));
       }
       const { mean, std } = meanStd(values);
       saveProbe(out, result.probe, {
@@ -202,8 +214,11 @@ export const trainCommand: Command = {
 export function trainSummary(result: TrainResult, values: number[], mean: number, std: number, positiveName = "class 1"): string {
   const vm = result.validation;
   const seeds = values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : "";
-  const lines = [`selected on validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, best epoch ${result.bestEpoch})${seeds}`];
-  const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)}` : "at argmax";
+  const how = result.hyper.lambda !== undefined
+    ? `exact L2 logistic-regression head, λ ${result.hyper.lambda.toExponential(1)} by validation loss`
+    : `best epoch ${result.bestEpoch} by validation ${result.hyper.earlyStopping}`;
+  const lines = [`validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, ${how})${seeds}`];
+  const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)} (cross-fitted: each half decided by the other half's threshold)` : "at argmax";
   let m = `validation ${decision}: accuracy ${vm.accuracy.toFixed(4)}, macro-F1 ${vm.macroF1.toFixed(4)}`;
   if (vm.f1 !== undefined) m += `, F1 ${vm.f1.toFixed(4)}; threshold-free AUPRC ${vm.auprc!.toFixed(4)}`;
   lines.push(m);

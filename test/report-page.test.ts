@@ -1,0 +1,69 @@
+// `onepass report` renders quality and cost results as one offline page; headless Chromium (Debian's
+// chromium through playwright-core) opens it, counts what it drew, and saves a screenshot artifact.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { chromium } from "playwright-core";
+import { tempDir } from "./helpers.js";
+
+const CLI = "dist/src/cli/main.js";
+const ARTIFACTS = "test-artifacts";
+
+test("report: tables and SVG bars from quality + cost JSON, no network, rendered by headless Chromium", async () => {
+  const dir = tempDir("report");
+  try {
+    const runs = [];
+    for (const [method, base] of [["scoring", 0.6], ["tfidf", 0.5]] as const) {
+      for (let seed = 0; seed < 3; seed++) {
+        runs.push({ task: "sst2", method, metric: "accuracy", seed, params: 10, test: { accuracy: base + seed * 0.01, f1: 0.1, auprc: 0.1 } }); // binary, reported on accuracy
+        runs.push({ task: "toxicchat", method, seed, params: 10, test: { accuracy: 0.9, f1: base - 0.2, auprc: base - 0.1 } });
+      }
+    }
+    writeFileSync(join(dir, "quality.json"), JSON.stringify({ runs, machine: "test", wallSeconds: 1 }));
+    writeFileSync(join(dir, "cost.json"), JSON.stringify({ rows: [
+      { setup: "m", variant: "base (prefill + 1 token)", medianMs: 10, p95Ms: 12, ratio: 1 },
+      { setup: "m", variant: "+ scoring probe", medianMs: 11.7, p95Ms: 13, ratio: 1.17 },
+      { setup: "m", variant: "guard-then-serve, equal", medianMs: 33, p95Ms: 40, ratio: 3.3 },
+    ] }));
+    const out = join(dir, "report.html");
+    const r = spawnSync(process.execPath, [CLI, "report", join(dir, "quality.json"), join(dir, "cost.json"), "--out", out], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const html = readFileSync(out, "utf8");
+    assert.doesNotMatch(html, /<script|<link|src=|url\(/); // self-contained: nothing to fetch
+    // mean ± sample std of 0.60, 0.61, 0.62 = 0.610 ± 0.010
+    assert.match(html, /0\.610 ± 0\.010/);
+
+    const bad = spawnSync(process.execPath, [CLI, "report", join(dir, "report.html"), "--out", out], { encoding: "utf8" });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /report\.html: cannot read results/);
+
+    const browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      const requests: string[] = [];
+      page.on("request", (q) => { if (!q.url().startsWith("file:")) requests.push(q.url()); });
+      await page.goto(pathToFileURL(resolve(out)).href);
+      assert.equal(await page.locator("table.quality tbody tr").count(), 2); // one row per method
+      assert.equal(await page.locator("table.quality thead th").count(), 4); // method, sst2 acc, toxicchat F1, AUPRC
+      assert.equal(await page.locator("table.cost tbody tr").count(), 3);
+      assert.equal(await page.locator("svg.chart").count(), 2);
+      assert.equal(await page.locator("svg.chart rect.bar").count(), 2 * 3 + 3); // 2 methods × 3 columns + 3 cost rows
+      // the tallest quality bar is scoring's sst2 accuracy: drawn, with a real height
+      const box = await page.locator("svg.chart").first().boundingBox();
+      assert.ok(box !== null && box.width > 200 && box.height > 100);
+      assert.deepEqual(requests, []);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, "report.png"), fullPage: true });
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
