@@ -54,6 +54,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
     writeFileSync(I("garbage.gguf"), Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) & 255)));
     writeFileSync(I("truncated.gguf"), readFileSync(STORIES260K).subarray(0, 5000));
     writeFileSync(I("notes.txt"), "mine\n");
+    writeFileSync(I("quality.json"), JSON.stringify({ kind: "quality", runs: [{ task: "sst2", method: "scoring", metric: "accuracy", seed: 0, params: 1, test: { accuracy: 0.6 } }] }));
     mkdirSync(I("somedir"));
     writeFileSync(join(I("somedir"), "keep.txt"), "keep\n");
     assert.equal(spawnSync("mkfifo", [I("fifo")]).status, 0);
@@ -107,6 +108,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
         case "extract": return ["extract", "--data", pick(datas), "--data-dir", I("somedir"), "--max-tokens", "8", "--limit", pick(["4", "6"]), "--threads", "1", "--quiet", "--out", out];
         case "train": return ["train", "--features", pick(caches), "--probe", pick(["pooling", "scoring", "mha", "fixed", "linear"]), "--epochs", "1", "--quiet", "--out", out];
         case "eval": return ["eval", "--probe", pick(probes), "--features", pick(caches), "--quiet", ...(rand() < 0.5 ? ["--report", join(out, "r.html")] : [])];
+        case "report": return ["report", pick([I("quality.json"), I("quality.json"), I("notes.txt"), I("data.jsonl"), I("feats"), I("fifo"), I("missing")]), "--out", pick([`${out}.html`, `${out}.html`, I("notes.txt"), I("somedir")])];
         case "convert": return ["convert", "--model", pick(models), "--to", pick(["hf", "onnx", "gguf"]), "--out", out];
         default: return ["inspect", "--model", pick(models)];
       }
@@ -129,7 +131,7 @@ test(`fuzz: ${CASES} bad CLI invocations fail with one typed line or succeed cor
       return a;
     };
 
-    const commands = ["generate", "classify", "extract", "train", "eval", "convert", "inspect"];
+    const commands = ["generate", "classify", "extract", "train", "eval", "convert", "inspect", "report"];
     const baseRss = process.memoryUsage().rss; // the worker thread's memory counts in this process's RSS
     let succeeded = 0, failedTyped = 0;
     const problems: string[] = [];

@@ -73,6 +73,15 @@ test("1. train --out never deletes what is not an onepass probe folder; an earli
     const report = join(dir, "r.html");
     assert.equal((await run(["eval", "--probe", probe, "--features", feats, "--report", report, "--quiet"])).status, 0);
     assert.equal((await run(["eval", "--probe", probe, "--features", feats, "--report", report, "--quiet"])).status, 0, "an earlier report is replaced");
+    // onepass report --out: the same rule (an eval report is not a results page either)
+    const results = join(dir, "quality.json");
+    writeFileSync(results, JSON.stringify({ kind: "quality", runs: [{ task: "sst2", method: "scoring", metric: "accuracy", seed: 0, params: 1, test: { accuracy: 0.6 } }] }));
+    assertTypedFailure(await run(["report", results, "--out", file]), /not an onepass report/);
+    assert.equal(readFileSync(file, "utf8"), "mine");
+    assertTypedFailure(await run(["report", results, "--out", report]), /not an onepass report/);
+    const page = join(dir, "page.html");
+    assert.equal((await run(["report", results, "--out", page])).status, 0);
+    assert.equal((await run(["report", results, "--out", page])).status, 0, "an earlier results page is replaced");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,6 +2,7 @@
  * The evaluation report: one self-contained HTML page (inline SVG and CSS, no script, nothing fetched) from
  * the quality and cost benchmarks' JSON files — both tables in the paper's layout and bar charts of each.
  */
+import { assertRegularFile } from "../util/fs-errors.js";
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError } from "../errors.js";
 
@@ -19,6 +20,7 @@ export function readResults(paths: readonly string[]): { quality: QualityResults
   const quality: QualityResults[] = [], cost: CostResults[] = [];
   for (const file of paths) {
     let j: any;
+    assertRegularFile(file); // a FIFO would block the read forever
     try {
       j = JSON.parse(readFileSync(file, "utf8"));
     } catch (err) {
@@ -92,10 +94,13 @@ function costSection(c: CostResults): string {
 }
 
 /** The whole page. */
+/** Tags the page as onepass's, so that `onepass report --out` may replace it (and nothing else). */
+export const EVAL_REPORT_MARKER = '<meta name="generator" content="onepass report">';
+
 export function evalReportHtml(results: { quality: QualityResults[]; cost: CostResults[] }, title = "onepass evaluation"): string {
   if (results.quality.length === 0 && results.cost.length === 0) throw new InvalidArgumentError("no results to report", { field: "RESULTS" });
   const body = [...results.quality.map(qualitySection), ...results.cost.map(costSection)].join("\n");
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title><style>
+  return `<!doctype html><html><head><meta charset="utf-8">${EVAL_REPORT_MARKER}<title>${esc(title)}</title><style>
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 16px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{text-align:left}svg{display:block;margin:8px 0 24px}
 </style></head><body><h1>${esc(title)}</h1>\n${body}\n</body></html>\n`;

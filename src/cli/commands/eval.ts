@@ -1,7 +1,6 @@
 /** `onepass eval`: metrics of a trained probe on a feature cache, optionally an HTML report with plots. */
-import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
-import { lstatOrUndefined } from "../../util/fs-errors.js";
-import { dirname, resolve } from "node:path";
+import { checkPageTarget } from "../page-target.js";
+import { resolve } from "node:path";
 import type { Command } from "../command.js";
 import { ProgressBar } from "../progress.js";
 import { FeatureCacheError, InvalidArgumentError, ProbeError } from "../../errors.js";
@@ -29,23 +28,6 @@ macro-F1 and, for binary tasks, F1/precision/recall at the probe's threshold, AU
   --quiet               no progress bar
 `;
 
-/** An existing file at --report is replaced only when it is an earlier onepass report (nothing a user wrote is lost). */
-function checkReportTarget(path: string): void {
-  const st = lstatOrUndefined(path);
-  if (st === undefined) return;
-  let ours = false;
-  if (st.isFile()) {
-    const fd = openSync(path, "r");
-    try {
-      const head = Buffer.alloc(REPORT_MARKER.length + 512);
-      ours = head.subarray(0, readSync(fd, head, 0, head.length, 0)).toString("utf8").includes(REPORT_MARKER);
-    } finally {
-      closeSync(fd);
-    }
-  }
-  if (!ours) throw new InvalidArgumentError("exists and is not an onepass report; choose another file name or remove it yourself", { file: path, field: "--report" });
-}
-
 export const evalCommand: Command = {
   name: "eval",
   summary: "evaluate a probe on cached hidden states (metrics, HTML report)",
@@ -56,9 +38,7 @@ export const evalCommand: Command = {
     const featuresDir = required("features", v.features, usage);
     // Fail before the (possibly long) evaluation when the report cannot be written.
     if (v.report !== undefined) {
-      const dir = dirname(resolve(v.report));
-      if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InvalidArgumentError("report folder does not exist", { file: dir, field: "--report" });
-      checkReportTarget(v.report);
+      checkPageTarget(v.report, REPORT_MARKER, "--report");
     }
     const cache = openFeatureCache(featuresDir);
     try {

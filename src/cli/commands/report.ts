@@ -1,10 +1,9 @@
 /** `onepass report`: one self-contained HTML page from benchmark result files. */
-import { existsSync, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 import type { Command } from "../command.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { writeFileAtomic } from "../../util/atomic.js";
-import { evalReportHtml, readResults } from "../../pages/eval-report.js";
+import { EVAL_REPORT_MARKER, evalReportHtml, readResults } from "../../pages/eval-report.js";
+import { checkPageTarget } from "../page-target.js";
 import { parseArgs } from "node:util";
 import { required } from "../args.js";
 
@@ -32,8 +31,7 @@ export const reportCommand: Command = {
     const out = required("out", v.out, usage);
     const files = parsed.positionals;
     if (files.length === 0) throw new InvalidArgumentError("give at least one results file", { field: "RESULTS" });
-    const dir = dirname(resolve(out));
-    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InvalidArgumentError("report folder does not exist", { file: dir, field: "--out" });
+    checkPageTarget(out, EVAL_REPORT_MARKER, "--out");
     writeFileAtomic(out, evalReportHtml(readResults(files), v.title));
     process.stdout.write(`report: ${out}\n`);
     return 0;
