@@ -228,6 +228,11 @@ export async function createServer(options: ServeOptions = {}): Promise<OnepassS
   return new Server(engine, ownsEngine, probes, responseProbes, options);
 }
 
+/** A probe as the playground lists it. */
+function describeProbe(p: ServedProbe) {
+  return { name: p.name, labels: p.loaded.meta.labelNames, policy: p.policy, flags: [...p.flags], kind: p.loaded.meta.config.kind };
+}
+
 /** createServer + listen. */
 export async function startServer(options: ServeOptions = {}): Promise<OnepassServer> {
   const server = await createServer(options);
@@ -373,13 +378,8 @@ class Server implements OnepassServer {
       return renderPlayground({
         model: this.modelName,
         needsKey: this.keyDigest !== undefined,
-        probes: this.probes.map((p) => ({
-          name: p.name,
-          labels: p.loaded.meta.labelNames,
-          policy: p.policy,
-          flags: [...p.flags],
-          kind: p.loaded.meta.config.kind,
-        })),
+        probes: this.probes.map(describeProbe),
+        responseProbes: this.responseProbes.map(describeProbe),
       });
     });
     app.get("/health", async () => ({ status: "ok" }));
