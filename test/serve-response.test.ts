@@ -177,3 +177,35 @@ test("by default every response probe runs (the blocking one stops it); completi
   const ready = (await (await fetch(`${server.url}/ready`)).json()) as { response_probes: string[] };
   assert.deepEqual(ready.response_probes, ["harm", "watch"]);
 });
+
+test("a server running 4 requests at once (batched decoding): each answer and its response readings equal the request alone", async () => {
+  const wide = await startServer({ engine, port: 0, probes: [], responseProbes: server.responseProbes.map((p) => ({ dir: p.loaded.dir, name: p.name, policy: p.policy, labels: [...p.flags] })), concurrency: 4 });
+  try {
+    const prompts = [PROMPT, "Once upon a time there was a dog.", "Tell me about the sun.", "What did Lily find?"];
+    const ask = (content: string) =>
+      fetch(`${wide.url}/v1/chat/completions`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ messages: [{ role: "user", content }], max_tokens: MAX, temperature: 0 }),
+      }).then((r) => r.json() as Promise<{ choices: Array<{ message: { content: string }; finish_reason: string }>; response_classifications: ResponseClassifications }>);
+    const alone: Awaited<ReturnType<typeof ask>>[] = [];
+    for (const p of prompts) alone.push(await ask(p));
+    const before = engine.batchStats;
+    const together = await Promise.all(prompts.map(ask));
+    const after = engine.batchStats;
+    assert.ok((after.decodeRows - before.decodeRows) / (after.decodeRuns - before.decodeRuns) > 1.5, "the requests decoded together");
+    together.forEach((t, i) => {
+      assert.equal(t.choices[0].message.content, alone[i].choices[0].message.content);
+      assert.equal(t.choices[0].finish_reason, alone[i].choices[0].finish_reason);
+      for (const name of ["harm", "watch"]) {
+        const a = alone[i].response_classifications[name], b = t.response_classifications[name];
+        assert.deepEqual([b.label, b.tokens, b.blocked, b.history], [a.label, a.tokens, a.blocked, a.history]);
+        for (const l of Object.keys(a.probabilities)) assert.ok(Math.abs(a.probabilities[l] - b.probabilities[l]) <= 1e-5);
+      }
+    });
+    // the planted request stops in the batch as alone; the others run on
+    assert.equal(together[0].choices[0].finish_reason, "content_filter");
+    assert.equal(together[0].choices[0].message.content, blockedText);
+  } finally {
+    await wide.close();
+  }
+});
