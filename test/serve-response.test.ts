@@ -153,6 +153,9 @@ test("annotate: the text is identical to no probe; the readings mark the flagged
   assert.deepEqual(final.history.slice(0, 3), [{ tokens: 1, label: "safe" }, { tokens: k + 1, label: "unsafe" }, { tokens: k + 2, label: "safe" }].slice(0, k + 1 < plain.tokens.length ? 3 : 2));
   const r = await chat(["watch"]);
   assert.equal(r.choices[0].message.content, plain.text);
+  const t = (r as unknown as { timings: { response_probe_ms: number; decode_ms: number } }).timings;
+  assert.ok(t.response_probe_ms > 0 && t.response_probe_ms < t.decode_ms);
+  console.log(`# annotate: response probe ${t.response_probe_ms.toFixed(2)} ms over ${final.tokens} tokens, decode ${t.decode_ms.toFixed(1)} ms`);
   assert.notEqual(r.choices[0].finish_reason, "content_filter");
   assert.deepEqual(r.response_classifications!.watch.history, final.history);
 });
