@@ -107,13 +107,15 @@ describe("OpenAI client", () => {
 
   test("completion and moderations", async () => {
     const steps = engine.stats.decodeSteps;
-    const c = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0 });
+    // without the blocking probe (selected per request), which may refuse this prompt depending on the built-in sentiment probe
+    const notBlocked = { onepass: { probes: ["sentiment", "safety"] } } as object;
+    const c = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0, ...notBlocked });
     // the engine's counter: the first token comes from the prefill's logits, each later one from a decode step
     assert.equal(engine.stats.decodeSteps - steps, 9);
     assert.equal(c.object, "text_completion");
     assert.ok(c.choices[0].text.length > 0);
     assert.equal(c.usage!.completion_tokens, 10);
-    const cs = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0, stream: true });
+    const cs = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0, stream: true, ...notBlocked });
     let streamed = "";
     for await (const ch of cs) streamed += ch.choices[0]?.text ?? "";
     assert.equal(streamed, c.choices[0].text);
