@@ -6,7 +6,7 @@
 //   npm run build:probes                      (builds first; writes assets/probes/<name>/ and their ATTRIBUTION.md)
 //   node scripts/build-probes.mjs safety      (one probe)
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync, existsSync } from "node:fs";
+import { copyFileSync, mkdirSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 
 const CLI = "dist/src/cli/main.js";
@@ -19,7 +19,8 @@ const PROBES = [
   {
     name: "sentiment",
     data: "sst2",
-    trainArgs: ["--probe", "scoring", "--lr", "3e-2", "--epochs", "4", "--patience", "2", "--batch", "64", "--metric", "accuracy"],
+    // the default training recipe (standardised inputs, AdamW with early stopping on validation loss; see README)
+    trainArgs: ["--probe", "scoring", "--metric", "accuracy"],
     attribution: `Trained on the SST-2 subset of Palma et al. (2025) (\`palma2025/sst2_{train,test}.csv\` in the shared
 data; 6,920 training / 1,821 test sentences of the Stanford Sentiment Treebank, binary labels negative/positive).
 SST-2 is part of GLUE (Socher et al. 2013; Wang et al. 2018); the copy comes from a public GitHub snapshot listed in
@@ -28,7 +29,7 @@ the data's SOURCES.md. Use under the GLUE / SST terms (research use; cite Socher
   {
     name: "safety",
     data: "toxicchat",
-    trainArgs: ["--probe", "scoring", "--lr", "3e-2", "--epochs", "4", "--patience", "2", "--batch", "64", "--metric", "f1", "--class-weights", "balanced"],
+    trainArgs: ["--probe", "scoring", "--metric", "f1", "--class-weights", "balanced"],
     attribution: `Trained on ToxicChat (lmsys/toxic-chat, version toxicchat0124, Lin et al. 2023), the human-annotated
 train split (2,801 user prompts, label = toxicity: non-toxic/toxic) as converted by JUDGE-BENCH
 (\`toxicchat/judgebench_toxic_chat_{train,test}.json\` in the shared data). **ToxicChat is licensed CC-BY-NC-4.0:
@@ -63,8 +64,14 @@ for (const p of PROBES) {
     run(["extract", "--data", p.data, "--split", split, "--chat", "--max-tokens", MAX_TOKENS, "--out", feats[split]]);
   }
   const out = join("assets", "probes", p.name);
-  mkdirSync(join("assets", "probes"), { recursive: true });
-  if (!evalOnly) run(["train", "--features", feats.train, ...p.trainArgs, "--seed", "0", "--out", out]);
+  mkdirSync(out, { recursive: true });
+  if (!evalOnly) {
+    // train refuses to replace a folder holding anything but a probe (our ATTRIBUTION.md): train next to the
+    // caches, then copy the probe's two files over the built-in one's
+    const trained = join(CACHE, `${p.name}-probe`);
+    run(["train", "--features", feats.train, ...p.trainArgs, "--seed", "0", "--out", trained]);
+    for (const f of ["probe.json", "weights.safetensors"]) copyFileSync(join(trained, f), join(out, f));
+  }
   const metrics = JSON.parse(run(["eval", "--probe", out, "--features", feats.test, "--json", "--quiet"]));
   const fmt = (x) => (typeof x === "number" ? x.toFixed(3) : "n/a");
   const line = `accuracy ${fmt(metrics.accuracy)}, macro-F1 ${fmt(metrics.macroF1)}, F1 ${fmt(metrics.f1)}, ROC-AUC ${fmt(metrics.rocAuc)}, AUPRC ${fmt(metrics.auprc)}, precision ${fmt(metrics.precision)}, recall ${fmt(metrics.recall)} (n = ${metrics.n})`;

@@ -43,10 +43,13 @@ test("no arguments: the built-in model and probes; SIGTERM exits 0", async () =>
 test("settings from environment variables; SIGTERM lets the running stream finish, refuses new work, exits 0", async () => {
   const { child, url, banner, exit } = await serve([], {
     ONEPASS_PORT: "0", ONEPASS_API_KEY: "k3y", ONEPASS_PROBES: "guard=assets/probes/safety:block=toxic", ONEPASS_MODEL_NAME: "tiny", ONEPASS_GRACE_MS: "20000",
+    ONEPASS_RESPONSE_PROBES: "tone=assets/probes/sentiment",
   });
   try {
     assert.match(banner, /serving tiny at/);
     assert.match(banner, /probe guard: scoring, labels non-toxic\/toxic, block toxic/);
+    assert.match(banner, /response probe tone: scoring, labels negative\/positive, annotate/);
+    assert.match(banner, /warning: tone was not trained on response tokens/);
     assert.equal((await fetch(`${url}/v1/models`)).status, 401);
     const res = await fetch(`${url}/v1/chat/completions`, {
       method: "POST", headers: { "content-type": "application/json", authorization: "Bearer k3y" },
@@ -67,8 +70,19 @@ test("settings from environment variables; SIGTERM lets the running stream finis
       text += new TextDecoder().decode(value);
     }
     assert.ok(text.includes("data: [DONE]"), "the running stream finished within the grace period");
+    assert.ok(text.includes('"response_classifications":{"tone":'), "the response probe's readings travel in the stream");
     assert.equal(await exit, 0);
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
   }
+});
+
+test("--response-probe: a block policy without labels is a one-line error naming the flag", async () => {
+  const child = spawn(process.execPath, ["dist/src/cli/main.js", "serve", "--response-probe", "assets/probes/safety:block", "--port", "0"], { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d) => (err += d));
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  assert.notEqual(code, 0);
+  assert.match(err.trim(), /--response-probe.*block needs the labels it refuses/);
+  assert.equal(err.trim().split("\n").length, 1, err);
 });

@@ -107,13 +107,15 @@ describe("OpenAI client", () => {
 
   test("completion and moderations", async () => {
     const steps = engine.stats.decodeSteps;
-    const c = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0 });
+    // without the blocking probe (selected per request), which may refuse this prompt depending on the built-in sentiment probe
+    const notBlocked = { onepass: { probes: ["sentiment", "safety"] } } as object;
+    const c = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0, ...notBlocked });
     // the engine's counter: the first token comes from the prefill's logits, each later one from a decode step
     assert.equal(engine.stats.decodeSteps - steps, 9);
     assert.equal(c.object, "text_completion");
     assert.ok(c.choices[0].text.length > 0);
     assert.equal(c.usage!.completion_tokens, 10);
-    const cs = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0, stream: true });
+    const cs = await client.completions.create({ model: server.modelName, prompt: "Once upon a time", max_tokens: 10, temperature: 0, stream: true, ...notBlocked });
     let streamed = "";
     for await (const ch of cs) streamed += ch.choices[0]?.text ?? "";
     assert.equal(streamed, c.choices[0].text);
@@ -286,7 +288,7 @@ describe("load and faults", () => {
     bad("logit_bias", [{ "1": 5 }]);
     bad("response_format", [{ type: "json_object" }]);
     bad("model", ["gpt-4o", "", 5]);
-    bad("onepass", ["x", 1, { probes: ["nope"] }, { probes: "safety" }, { probes: [1] }, { layer_weights: "yes" }]);
+    bad("onepass", ["x", 1, { probes: ["nope"] }, { probes: "safety" }, { probes: [1] }, { layer_weights: "yes" }, { response_probes: ["nope"] }, { response_probes: "harm" }]);
     bad("messages", [undefined, null, "hi", [], [1], [{}], [{ role: "tool", content: "x" }], [{ role: "user", content: 5 }], [{ role: "user", content: [{ type: "image_url" }] }], [{ role: 5, content: "x" }]], {});
     bad("prompt", [undefined, 5, [1.5], [], ["a", "b"], {}, true], { max_tokens: 2 }, `${server.url}/v1/completions`);
     bad("input", [undefined, 5, [], [1], {}, Array.from({ length: 65 }, () => "x")], {}, `${server.url}/v1/moderations`);
@@ -302,7 +304,10 @@ describe("load and faults", () => {
     cases.push({ url: `${server.url}/v1/moderations`, body: { input: "story ".repeat(engine.contextLength + 100) } });
     cases.push({ url: `${server.url}/v1/nope`, body: {}, status: 404 });
     cases.push({ url: `${server.url}/v1/models/gpt-4`, body: undefined, method: "GET", status: 404 });
-    cases.push({ url: `${server.url}/v1/chat/completions`, body: undefined, method: "GET", status: 404 });
+    // a known path with the wrong method: 405 (checked for its Allow header below)
+    cases.push({ url: `${server.url}/v1/chat/completions`, body: undefined, method: "GET", status: 405 });
+    cases.push({ url: `${server.url}/v1/models`, body: {}, method: "POST", status: 405 });
+    cases.push({ url: `${server.url}/health`, body: {}, method: "DELETE", status: 405 });
     // the keyed server: missing, wrong, malformed keys
     for (const h of [{}, { authorization: "Bearer wrong" }, { authorization: "Bearer " }, { authorization: "Basic c2VrcmV0" }, { authorization: "sekret" }, { authorization: "Bearer sekret2" }]) {
       cases.push({ url: `${keyed.url}/v1/chat/completions`, body: { messages: msgs, max_tokens: 2 }, headers: h as Record<string, string>, status: 401 });
@@ -328,6 +333,12 @@ describe("load and faults", () => {
         assert.ok(!/undefined|\[object Object\]/.test(body.error.message), what);
         if (c.param !== undefined && res.status === 400) assert.ok(body.error.param?.startsWith(c.param) || body.error.message.includes(c.param), what);
       }
+      // 405s name the methods the path takes
+      assert.equal((await fetch(chat)).headers.get("allow"), "POST");
+      assert.equal((await fetch(`${server.url}/v1/models/x`, { method: "PUT" })).headers.get("allow"), "GET, HEAD");
+      const wrong = await fetch(`${server.url}/v1/classify`, { method: "GET" });
+      assert.equal(wrong.status, 405);
+      assert.match(((await wrong.json()) as { error: { message: string } }).error.message, /GET is not allowed on \/v1\/classify \(allowed: POST\)/);
       // the server still answers, with and without the key
       assert.equal((await post(chat, { messages: msgs, max_tokens: 2 })).status, 200);
       assert.equal((await post(`${keyed.url}/v1/chat/completions`, { messages: msgs, max_tokens: 2 }, { authorization: "Bearer sekret" })).status, 200);

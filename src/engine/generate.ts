@@ -333,6 +333,13 @@ export function planGeneration(
   // default budget: 256, or what the context leaves
   const maxTokens = options.maxTokens ?? Math.max(0, Math.min(256, session.contextLength - promptTokens.length));
   const needed = promptTokens.length + maxTokens;
+  // the prompt alone overflows: name that limit (a classify-only run asks for maxTokens 0, which is not the cause)
+  if (promptTokens.length > session.contextLength) {
+    throw new ContextOverflowError(`the prompt has ${promptTokens.length} tokens, which exceeds the context window of ${session.contextLength}`, {
+      file: source.file,
+      field: "context_length",
+    });
+  }
   if (needed > session.contextLength) {
     throw new ContextOverflowError(
       `prompt (${promptTokens.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds the context window of ${session.contextLength}`,

@@ -2,13 +2,16 @@
  * The playground page the server shows at `/`: one self-contained HTML document (inline CSS, JS and SVG, no
  * CDN, works offline). It streams a chat or completion from the server's own OpenAI endpoints, shows each
  * probe's label and class probabilities from the first stream chunk (sent after prefill, before any token),
- * a bar chart of the scoring probe's layer weights, and the request's timings.
+ * a bar chart of the scoring probe's layer weights, and the request's timings; response probes' readings of the
+ * answer update as it streams (the server sends one when a label changes, and the final ones on the last chunk).
  */
 
 export interface PlaygroundInfo {
   model: string;
   needsKey: boolean;
   probes: Array<{ name: string; labels: string[]; policy: "annotate" | "block"; flags: string[]; kind: string }>;
+  /** Response probes (read the answer token by token). */
+  responseProbes?: Array<{ name: string; labels: string[]; policy: "annotate" | "block"; flags: string[]; kind: string }>;
 }
 
 /** JSON that is safe inside a <script> element. */
@@ -67,22 +70,27 @@ function renderTranscript(pending) {
   t.scrollTop = t.scrollHeight;
 }
 
-function renderProbes(cls) {
-  const box = $("probes");
+/** One card per probe: label, badges, a bar per class. \`response\`: a response probe's reading of the answer so far. */
+function probeCards(box, cls, response) {
   box.textContent = "";
   for (const [name, c] of Object.entries(cls)) {
     const head = el("div", {}, el("span", { class: "name" }, name + ": "), el("span", { class: "label", "data-probe": name }, c.label));
-    if (c.blocked) head.append(el("span", { class: "badge blocked" }, "blocked"));
+    if (c.blocked) head.append(el("span", { class: "badge blocked" }, response ? "stopped the answer" : "blocked"));
     else if (c.flagged) head.append(el("span", { class: "badge flagged" }, "flagged"));
-    head.append(el("span", { class: "muted" }, "  " + c.probe_ms.toFixed(2) + " ms"));
+    head.append(el("span", { class: "muted" }, response ? "  after " + c.tokens + " tokens, " + c.probe_ms.toFixed(2) + " ms" : "  " + c.probe_ms.toFixed(2) + " ms"));
     const card = el("div", { class: "probe" }, head);
     for (const [label, p] of Object.entries(c.probabilities)) {
       const fill = el("div", { class: "fill" + (label === c.label ? " win" : ""), style: "width:" + (100 * p).toFixed(1) + "%" });
       card.append(el("div", { class: "bar" }, el("span", { class: "lab" }, label), el("div", { class: "track" }, fill), el("span", {}, p.toFixed(3))));
     }
     if (c.threshold !== null && c.threshold !== undefined) card.append(el("div", { class: "muted" }, "threshold " + c.threshold.toFixed(3)));
+    if (response && c.history) card.append(el("div", { class: "muted history" }, "labels: " + c.history.map((h) => h.label + " @" + h.tokens).join(" → ")));
     box.append(card);
   }
+}
+
+function renderProbes(cls) {
+  probeCards($("probes"), cls, false);
   $("layers").textContent = "";
   const scoring = Object.entries(cls).filter(([, c]) => Array.isArray(c.layer_weights));
   if (scoring.length === 0) $("layers").append(el("div", { class: "muted" }, "no scoring probe on this request"));
@@ -147,7 +155,8 @@ async function send() {
     url = "/v1/completions";
   }
   renderTranscript("");
-  $("probes").textContent = ""; $("layers").textContent = "";
+  $("probes").textContent = ""; $("layers").textContent = ""; $("rprobes").textContent = "";
+  let readings = {};
   const headers = { "content-type": "application/json" };
   if ($("key") && $("key").value) headers.authorization = "Bearer " + $("key").value;
   const t0 = performance.now();
@@ -172,6 +181,7 @@ async function send() {
         const ev = JSON.parse(data);
         if (ev.error) throw new Error(ev.error.message);
         if (ev.classifications) { client.classifications = performance.now() - t0; renderProbes(ev.classifications); }
+        if (ev.response_classifications) { readings = Object.assign({}, readings, ev.response_classifications); probeCards($("rprobes"), readings, true); }
         if (ev.timings) timings = ev.timings;
         const ch = ev.choices && ev.choices[0];
         if (!ch) continue;
@@ -198,12 +208,15 @@ async function send() {
 }
 
 $("send").addEventListener("click", () => { document.body.setAttribute("data-state", "busy"); send(); });
-$("clear").addEventListener("click", () => { history = []; renderTranscript(); $("probes").textContent = ""; $("layers").textContent = ""; $("timings").textContent = ""; $("finish").textContent = ""; });
+$("clear").addEventListener("click", () => { history = []; renderTranscript(); $("probes").textContent = ""; $("rprobes").textContent = ""; $("layers").textContent = ""; $("timings").textContent = ""; $("finish").textContent = ""; });
 $("prompt").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("send").click(); });
 $("mode").addEventListener("change", () => { $("system-row").style.display = $("mode").value === "chat" ? "" : "none"; });
 const list = $("probe-list");
 for (const p of INFO.probes) list.append(el("li", {}, p.name + " (" + p.kind + "; " + p.labels.join(" / ") + "; " + p.policy + (p.flags.length ? " " + p.flags.join(",") : "") + ")"));
 if (INFO.probes.length === 0) list.append(el("li", {}, "no probes loaded"));
+const rlist = $("rprobe-list");
+for (const p of INFO.responseProbes || []) rlist.append(el("li", {}, p.name + " (" + p.kind + "; " + p.labels.join(" / ") + "; " + p.policy + (p.flags.length ? " " + p.flags.join(",") : "") + ")"));
+if (!INFO.responseProbes || INFO.responseProbes.length === 0) $("rsection").style.display = "none";
 renderTimings(null, {});
 document.body.setAttribute("data-state", "idle");
 `;
@@ -234,6 +247,9 @@ ${keyRow}
 <h2>Probes <span class="muted">(shown when prefill ends, before the first token)</span></h2>
 <ul id="probe-list" class="muted"></ul>
 <div id="probes"></div>
+<div id="rsection"><h2>Response probes <span class="muted">(read the answer token by token)</span></h2>
+<ul id="rprobe-list" class="muted"></ul>
+<div id="rprobes"></div></div>
 <h2>Layer weights</h2>
 <div id="layers"></div>
 <h2>Timings</h2>

@@ -17,6 +17,9 @@ export class ServeMetrics {
   readonly promptTokens = new Counter({ name: "onepass_prompt_tokens_total", help: "Prompt tokens prefilled", registers: [this.registry] });
   readonly completionTokens = new Counter({ name: "onepass_completion_tokens_total", help: "Tokens generated", registers: [this.registry] });
   readonly decisions = new Counter({ name: "onepass_probe_decisions_total", help: "Probe decisions by probe and label", labelNames: ["probe", "label"], registers: [this.registry] });
+  readonly responseProbeSeconds = new Histogram({ name: "onepass_response_probe_seconds", help: "Response probe time per generated token, by probe", labelNames: ["probe"], buckets: SECONDS, registers: [this.registry] });
+  readonly responseDecisions = new Counter({ name: "onepass_response_probe_decisions_total", help: "Response probes' final label per answer, by probe and label", labelNames: ["probe", "label"], registers: [this.registry] });
+  readonly responseStopped = new Counter({ name: "onepass_response_stopped_total", help: "Answers stopped by a blocking response probe (finish_reason content_filter), by probe", labelNames: ["probe"], registers: [this.registry] });
   readonly blocked = new Counter({ name: "onepass_blocked_total", help: "Requests refused by a blocking probe, by probe", labelNames: ["probe"], registers: [this.registry] });
 
   constructor() {

@@ -8,9 +8,9 @@ import { basename, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { InvalidArgumentError } from "../errors.js";
 import type { LoadedProbe } from "../probe/artifact.js";
-import type { Classification } from "../probe/live.js";
+import type { Classification, ResponseReading } from "../probe/live.js";
 import { loadProbes } from "../probe/live.js";
-import type { ProbeResult } from "./protocol.js";
+import type { ProbeResult, ResponseProbeResult } from "./protocol.js";
 
 export interface ProbeSpec {
   /** The probe folder (weights.safetensors + probe.json). */
@@ -40,8 +40,8 @@ export function builtinProbeSpecs(): ProbeSpec[] {
   return specs.filter((s) => existsSync(s.dir));
 }
 
-/** `DIR`, `DIR:annotate`, `DIR:annotate=a,b`, `DIR:block=a,b` (optionally `NAME=DIR...`). */
-export function parseProbeSpec(text: string): ProbeSpec {
+/** `DIR`, `DIR:annotate`, `DIR:annotate=a,b`, `DIR:block=a,b` (optionally `NAME=DIR...`); `flag` names the option in errors. */
+export function parseProbeSpec(text: string, flag = "--probe"): ProbeSpec {
   let rest = text;
   let name: string | undefined;
   const eq = rest.indexOf("=");
@@ -55,21 +55,22 @@ export function parseProbeSpec(text: string): ProbeSpec {
   if (m === null) return { dir: rest, ...(name !== undefined ? { name } : {}) };
   const labels = m[3] !== undefined ? m[3].split(",").map((s) => s.trim()).filter((s) => s.length > 0) : undefined;
   if (m[2] === "block" && (labels === undefined || labels.length === 0)) {
-    throw new InvalidArgumentError(`'${text}': block needs the labels it refuses, e.g. ${m[1]}:block=unsafe`, { field: "--probe" });
+    throw new InvalidArgumentError(`'${text}': block needs the labels it refuses, e.g. ${m[1]}:block=unsafe`, { field: flag });
   }
   return { dir: m[1], ...(name !== undefined ? { name } : {}), policy: m[2] as "annotate" | "block", ...(labels !== undefined ? { labels } : {}) };
 }
 
-export function loadServedProbes(specs: readonly ProbeSpec[], fingerprint: string): ServedProbe[] {
+/** `flag` names the option in errors (--probe, --response-probe). */
+export function loadServedProbes(specs: readonly ProbeSpec[], fingerprint: string, flag = "--probe"): ServedProbe[] {
   const out: ServedProbe[] = [];
   for (const spec of specs) {
     const [loaded] = loadProbes([spec.dir], fingerprint);
     const name = spec.name ?? basename(resolve(spec.dir));
-    if (out.some((p) => p.name === name)) throw new InvalidArgumentError(`two probes are named '${name}' (name one: NAME=DIR)`, { field: "--probe" });
+    if (out.some((p) => p.name === name)) throw new InvalidArgumentError(`two probes are named '${name}' (name one: NAME=DIR)`, { field: flag });
     const labels = spec.labels ?? [];
     for (const l of labels) {
       if (!loaded.meta.labelNames.includes(l)) {
-        throw new InvalidArgumentError(`probe '${name}' has no label '${l}' (labels: ${loaded.meta.labelNames.join(", ")})`, { file: spec.dir, field: "--probe" });
+        throw new InvalidArgumentError(`probe '${name}' has no label '${l}' (labels: ${loaded.meta.labelNames.join(", ")})`, { file: spec.dir, field: flag });
       }
     }
     out.push({ name, loaded, policy: spec.policy ?? "annotate", flags: new Set(labels) });
@@ -89,5 +90,28 @@ export function toProbeResult(c: Classification, probe: ServedProbe, layerWeight
     tokens: c.tokens,
     ...(layerWeights && c.layerWeights !== undefined ? { layer_weights: c.layerWeights } : {}),
     ...(c.warnings.length > 0 ? { warnings: c.warnings } : {}),
+  };
+}
+
+/**
+ * A response probe's latest reading as the API reports it: `probeMs` is the time spent on this probe over all
+ * tokens so far, `history` the label changes (the first reading included).
+ */
+export function toResponseResult(
+  r: ResponseReading,
+  probe: ServedProbe,
+  o: { probeMs: number; history: Array<{ tokens: number; label: string }>; layerWeights: boolean; warnings: string[] },
+): ResponseProbeResult {
+  return {
+    label: r.label,
+    probabilities: r.probabilities,
+    flagged: probe.flags.has(r.label),
+    blocked: r.blocks,
+    threshold: probe.loaded.probe.shape.classes === 2 ? (probe.loaded.meta.threshold ?? null) : null,
+    probe_ms: o.probeMs,
+    tokens: r.tokens,
+    ...(o.layerWeights && r.layerWeights !== undefined ? { layer_weights: r.layerWeights } : {}),
+    ...(o.warnings.length > 0 ? { warnings: o.warnings } : {}),
+    history: o.history.map((h) => ({ ...h })),
   };
 }

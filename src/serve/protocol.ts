@@ -39,6 +39,18 @@ export interface ProbeResult {
 /** Every probe's verdict, by probe name. */
 export type Classifications = Record<string, ProbeResult>;
 
+/**
+ * A response probe's reading of the answer so far (`tokens` = generated tokens it has read); `blocked`: the
+ * answer was stopped here (finish_reason "content_filter").
+ */
+export interface ResponseProbeResult extends ProbeResult {
+  /** Each label the probe gave and the response token count at which it began (the first reading included). */
+  history: Array<{ tokens: number; label: string }>;
+}
+
+/** Every response probe's reading, by probe name. */
+export type ResponseClassifications = Record<string, ResponseProbeResult>;
+
 /** Per-request timings (onepass extension), ms. */
 export interface Timings {
   queue_ms: number;
@@ -49,6 +61,8 @@ export interface Timings {
   /** From the request's arrival to the classifications (= to the end of prefill + probes). */
   classifications_ms: number | null;
   decode_tokens_per_s: number;
+  /** Response probes: time spent updating and reading them, all tokens together. */
+  response_probe_ms: number;
 }
 
 /** The `onepass` field a request may carry. */
@@ -57,6 +71,8 @@ export interface OnepassRequestOptions {
   probes?: string[];
   /** Include the scoring probes' layer weights in the classifications. */
   layer_weights?: boolean;
+  /** Names of the response probes to run on this request's answer (default: all loaded); [] runs none. */
+  response_probes?: string[];
 }
 
 export type ChatRequest = ChatCompletionCreateParams & { onepass?: OnepassRequestOptions };
@@ -65,6 +81,8 @@ export type CompletionRequest = CompletionCreateParams & { onepass?: OnepassRequ
 /** onepass's extensions on a response body or on a stream chunk. */
 export interface OnepassExtensions {
   classifications?: Classifications;
+  /** Response probes: the final readings (body, last stream chunk) or the ones whose label changed (stream). */
+  response_classifications?: ResponseClassifications;
   timings?: Timings;
 }
 

@@ -15,13 +15,15 @@ import { InvalidArgumentError } from "../errors.js";
 import type { GenerateResult, Generation } from "../engine/generate.js";
 import type { ForwardPass } from "../engine/types.js";
 import type { LoadedProbe } from "../probe/artifact.js";
-import { generateWithProbes, probeHook, type Classification, type ProbePolicy } from "../probe/live.js";
+import { generateWithProbes, probeHook, type Classification, type ProbePolicy, type ResponseReading } from "../probe/live.js";
+import { responseTracker } from "../probe/response.js";
 import { renderPlayground } from "../pages/playground.js";
 import { Admission } from "./admission.js";
 import {
   AuthenticationError,
   BadRequestError,
   ContextLengthError,
+  MethodNotAllowedError,
   ModelNotFoundError,
   RequestTimeoutError,
   RouteNotFoundError,
@@ -30,7 +32,7 @@ import {
   toServeError,
 } from "./errors.js";
 import { ServeMetrics } from "./metrics.js";
-import { builtinProbeSpecs, loadServedProbes, toProbeResult, type ProbeSpec, type ServedProbe } from "./probes.js";
+import { builtinProbeSpecs, loadServedProbes, toProbeResult, toResponseResult, type ProbeSpec, type ServedProbe } from "./probes.js";
 import type {
   ChatResponse,
   Classifications,
@@ -38,6 +40,8 @@ import type {
   CompletionResponse,
   ModelList,
   ModerationResponse,
+  OnepassRequestOptions,
+  ResponseClassifications,
   Timings,
 } from "./protocol.js";
 import {
@@ -63,6 +67,12 @@ export interface ServeOptions {
   engineOptions?: EngineOptions;
   /** Probe folders with their policies (see parseProbeSpec). Default: the built-in probes when `model` is not set. */
   probes?: ProbeSpec[];
+  /**
+   * Response probes (trained with `train --target response`) that read the answer token by token as it is
+   * generated: `annotate` reports their readings, `block=LABELS` stops the answer at the first token they give
+   * one of LABELS (finish_reason "content_filter"). Default: none.
+   */
+  responseProbes?: ProbeSpec[];
   /** The model id clients send and see (default: the model file's name without extension). */
   modelName?: string;
   /** Default 127.0.0.1. */
@@ -95,6 +105,8 @@ export interface OnepassServer {
   readonly app: FastifyInstance;
   readonly engine: Engine;
   readonly probes: readonly ServedProbe[];
+  /** Response probes: they moderate the answer as it streams. */
+  readonly responseProbes: readonly ServedProbe[];
   readonly metrics: ServeMetrics;
   readonly modelName: string;
   /** http://host:port once listening. */
@@ -121,9 +133,29 @@ interface Sampling {
 interface Outcome {
   result: GenerateResult;
   classifications?: Classifications;
+  /** Response probes: each one's last reading. */
+  responseClassifications?: ResponseClassifications;
   blockedBy: string[];
   timings: Timings;
 }
+
+/** The probes one request runs: prompt probes on its prefill, response probes on its answer. */
+interface Selection {
+  probes: ServedProbe[];
+  responseProbes: ServedProbe[];
+  layerWeights: boolean;
+}
+
+/** What a generation reports as it goes (stream chunks). */
+interface GenerationEvents {
+  /** Every prompt probe's verdict, after prefill and before the first decode step. */
+  onClassified(c: Classifications): void;
+  /** Response probes whose label changed (or that read their first token), before that token's text. */
+  onResponse(changed: ResponseClassifications): void;
+  onText(text: string): void;
+}
+
+const NO_EVENTS: GenerationEvents = { onClassified: () => {}, onResponse: () => {}, onText: () => {} };
 
 /** Per-request context: the abort signal (client gone or timeout) and the clock. */
 interface RequestCtx {
@@ -166,12 +198,16 @@ function parseJsonBody(_req: FastifyRequest, body: Buffer, done: (err: Error | n
 
 export async function createServer(options: ServeOptions = {}): Promise<OnepassServer> {
   const specs = options.probes ?? (options.model === undefined && options.engine === undefined ? builtinProbeSpecs() : []);
+  const responseSpecs = options.responseProbes ?? [];
   const ownsEngine = options.engine === undefined;
-  const engine = options.engine ?? (await Engine.load(options.model, { ...options.engineOptions, ...(specs.length > 0 ? { taps: true } : {}) }));
+  const taps = specs.length + responseSpecs.length > 0;
+  const engine = options.engine ?? (await Engine.load(options.model, { ...options.engineOptions, ...(taps ? { taps: true } : {}) }));
   let probes: ServedProbe[];
+  let responseProbes: ServedProbe[];
   try {
     probes = loadServedProbes(specs, engine.fingerprint);
-    if (probes.length > 0 && !engine.hasTaps) throw new BadRequestError("probes need an engine loaded with taps: true", "probes");
+    responseProbes = loadServedProbes(responseSpecs, engine.fingerprint, "--response-probe");
+    if (probes.length + responseProbes.length > 0 && !engine.hasTaps) throw new BadRequestError("probes need an engine loaded with taps: true", "probes");
   } catch (err) {
     if (ownsEngine) await engine.dispose();
     throw err;
@@ -184,7 +220,17 @@ export async function createServer(options: ServeOptions = {}): Promise<OnepassS
     const hook = probeHook(record, { fingerprint: engine.fingerprint });
     await hook.onPrefill(await engine.forward(tokens, { hidden: true }), { promptTokens: tokens });
   }
-  return new Server(engine, ownsEngine, probes, options);
+  // the same for response probes that run compiled (MHA re-runs): one token of zeros [L+1, d]
+  for (const p of responseProbes) {
+    const { layers, dim } = p.loaded.probe.shape;
+    await responseTracker(p.loaded.probe).push(new Float32Array(layers * dim));
+  }
+  return new Server(engine, ownsEngine, probes, responseProbes, options);
+}
+
+/** A probe as the playground lists it. */
+function describeProbe(p: ServedProbe) {
+  return { name: p.name, labels: p.loaded.meta.labelNames, policy: p.policy, flags: [...p.flags], kind: p.loaded.meta.config.kind };
 }
 
 /** createServer + listen. */
@@ -209,12 +255,13 @@ class Server implements OnepassServer {
   private draining = false;
   private closed = false;
   private readonly keyDigest?: Buffer;
-  private readonly o: Required<Omit<ServeOptions, "engine" | "model" | "engineOptions" | "probes" | "apiKey" | "modelName">>;
+  private readonly o: Required<Omit<ServeOptions, "engine" | "model" | "engineOptions" | "probes" | "responseProbes" | "apiKey" | "modelName">>;
 
   constructor(
     readonly engine: Engine,
     private readonly ownsEngine: boolean,
     readonly probes: readonly ServedProbe[],
+    readonly responseProbes: readonly ServedProbe[],
     options: ServeOptions,
   ) {
     const ctx = engine.contextLength;
@@ -278,6 +325,14 @@ class Server implements OnepassServer {
 
   private buildApp(): FastifyInstance {
     const app = Fastify({ bodyLimit: this.o.maxBodyBytes, logger: false, forceCloseConnections: true, return503OnClosing: true });
+    // every route's path pattern and methods, so that a known path with the wrong method is a 405, not a 404
+    const routes: Array<{ pattern: RegExp; methods: Set<string> }> = [];
+    app.addHook("onRoute", (r) => {
+      const pattern = new RegExp(`^${r.url.split("/").map((seg) => (seg.startsWith(":") ? "[^/]+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))).join("/")}$`);
+      let entry = routes.find((e) => e.pattern.source === pattern.source);
+      if (entry === undefined) routes.push((entry = { pattern, methods: new Set() }));
+      for (const m of Array.isArray(r.method) ? r.method : [r.method]) entry.methods.add(m);
+    });
     app.removeAllContentTypeParsers();
     // JSON whatever the content type says (curl -d sends form encoding): the parser refuses anything else
     app.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: this.o.maxBodyBytes }, parseJsonBody);
@@ -305,6 +360,15 @@ class Server implements OnepassServer {
       void reply.code(e.status).send(errorBody(e));
     });
     app.setNotFoundHandler((req, reply) => {
+      const path = req.url.split("?")[0];
+      const allowed = new Set(routes.filter((r) => r.pattern.test(path)).flatMap((r) => [...r.methods]));
+      if (allowed.has("GET")) allowed.add("HEAD");
+      if (allowed.size > 0) {
+        const allow = [...allowed].sort().join(", ");
+        const e = new MethodNotAllowedError(`${req.method} is not allowed on ${path.slice(0, 200)} (allowed: ${allow})`);
+        void reply.code(405).header("allow", allow).send(errorBody(e));
+        return;
+      }
       const e = new RouteNotFoundError(`no route ${req.method} ${req.url.split("?")[0].slice(0, 200)}`);
       void reply.code(404).send(errorBody(e));
     });
@@ -314,19 +378,17 @@ class Server implements OnepassServer {
       return renderPlayground({
         model: this.modelName,
         needsKey: this.keyDigest !== undefined,
-        probes: this.probes.map((p) => ({
-          name: p.name,
-          labels: p.loaded.meta.labelNames,
-          policy: p.policy,
-          flags: [...p.flags],
-          kind: p.loaded.meta.config.kind,
-        })),
+        probes: this.probes.map(describeProbe),
+        responseProbes: this.responseProbes.map(describeProbe),
       });
     });
     app.get("/health", async () => ({ status: "ok" }));
     app.get("/ready", async (_req, reply) => {
       if (this.draining) return reply.code(503).send({ ready: false, reason: "shutting down" });
-      return { ready: true, model: this.modelName, probes: this.probes.map((p) => p.name), queue: this.admission.depth, running: this.admission.active };
+      return {
+        ready: true, model: this.modelName, probes: this.probes.map((p) => p.name), response_probes: this.responseProbes.map((p) => p.name),
+        queue: this.admission.depth, running: this.admission.active,
+      };
     });
     app.get("/metrics", async (_req, reply) => {
       reply.type(this.metrics.registry.contentType);
@@ -383,6 +445,16 @@ class Server implements OnepassServer {
     return names === undefined ? [...this.probes] : this.probes.filter((p) => names.includes(p.name));
   }
 
+  /** A generation request's probes: every loaded one unless `onepass.probes` / `onepass.response_probes` name some. */
+  private selection(op: OnepassRequestOptions): Selection {
+    const names = op.response_probes;
+    return {
+      probes: this.selectProbes(op.probes),
+      responseProbes: names === undefined ? [...this.responseProbes] : this.responseProbes.filter((p) => names.includes(p.name)),
+      layerWeights: op.layer_weights ?? false,
+    };
+  }
+
   /** Prompt tokens of a request, checked against the limits (before it queues). */
   private promptTokens(req: Pick<GenerateRequest, "prompt" | "messages" | "chat">, sampling: Sampling | undefined, param: string): number[] {
     let tokens: number[];
@@ -436,52 +508,93 @@ class Server implements OnepassServer {
   }
 
   /**
-   * Run one generation with the selected probes; `onClassified` is called inside the probe hook, after prefill
-   * and before the first decode step; `onText` with each piece of text.
+   * Run one generation with the selected probes; `events.onClassified` is called inside the probe hook, after
+   * prefill and before the first decode step; `events.onResponse` when a response probe's label changes, before
+   * the text of the token that changed it; `events.onText` with each piece of text.
    */
-  private async generate(
-    ctx: RequestCtx,
-    request: GenerateRequest,
-    selected: ServedProbe[],
-    layerWeights: boolean,
-    onClassified: (c: Classifications) => void,
-    onText: (text: string) => void,
-  ): Promise<Outcome> {
+  private async generate(ctx: RequestCtx, request: GenerateRequest, sel: Selection, events: GenerationEvents): Promise<Outcome> {
     const queuedMs = performance.now() - ctx.start;
+    const { probes: selected, responseProbes, layerWeights } = sel;
     let classifications: Classifications | undefined;
     let classificationsMs: number | null = null;
     let probeMs = 0;
     const blockedBy: string[] = [];
     let generation: Generation;
     const req: GenerateRequest = { ...request, signal: ctx.abort.signal };
-    if (selected.length > 0) {
+    const onClassified = (cs: Classification[]): void => {
+      classifications = {};
+      for (const c of cs) {
+        const probe = selected.find((p) => p.name === c.probe)!;
+        classifications[c.probe] = toProbeResult(c, probe, layerWeights);
+        probeMs += c.probeMs;
+        this.metrics.probeSeconds.observe({ probe: c.probe }, c.probeMs / 1000);
+        this.metrics.decisions.inc({ probe: c.probe, label: c.label });
+        if (c.blocks) {
+          blockedBy.push(c.probe);
+          this.metrics.blocked.inc({ probe: c.probe });
+        }
+      }
+      classificationsMs = performance.now() - ctx.start;
+      events.onClassified(classifications);
+    };
+    // response probes: each one's last reading, its time so far and its label history
+    const last = new Map<string, { reading: ResponseReading; probeMs: number; history: Array<{ tokens: number; label: string }> }>();
+    let responseMs = 0;
+    let responseWarnings: string[] = [];
+    const responseResult = (name: string): ResponseClassifications[string] => {
+      const st = last.get(name)!;
+      const warnings = responseWarnings.filter((w) => w.startsWith(`${name}: `)).map((w) => w.slice(name.length + 2));
+      return toResponseResult(st.reading, responseProbes.find((p) => p.name === name)!, { probeMs: st.probeMs, history: st.history, layerWeights, warnings });
+    };
+    const onReading = (r: ResponseReading): void => {
+      responseMs += r.probeMs;
+      this.metrics.responseProbeSeconds.observe({ probe: r.probe }, r.probeMs / 1000);
+      let st = last.get(r.probe);
+      const changed = st === undefined || st.reading.label !== r.label;
+      if (st === undefined) last.set(r.probe, (st = { reading: r, probeMs: 0, history: [] }));
+      st.reading = r;
+      st.probeMs += r.probeMs;
+      if (changed) {
+        st.history.push({ tokens: r.tokens, label: r.label });
+        events.onResponse({ [r.probe]: responseResult(r.probe) });
+      }
+    };
+    if (selected.length + responseProbes.length > 0) {
       const record: Record<string, LoadedProbe> = Object.fromEntries(selected.map((p) => [p.name, p.loaded]));
       const block = selected.filter((p) => p.policy === "block").flatMap((p) => [...p.flags].map((l) => `${p.name}:${l}`));
       const policy: ProbePolicy = block.length > 0 ? { block } : "annotate";
-      generation = generateWithProbes(this.engine, req, record, {
+      const responseBlock = responseProbes.filter((p) => p.policy === "block").flatMap((p) => [...p.flags].map((l) => `${p.name}:${l}`));
+      const probed = generateWithProbes(this.engine, req, record, {
         policy,
-        onClassified: (cs: Classification[]) => {
-          classifications = {};
-          for (const c of cs) {
-            const probe = selected.find((p) => p.name === c.probe)!;
-            classifications[c.probe] = toProbeResult(c, probe, layerWeights);
-            probeMs += c.probeMs;
-            this.metrics.probeSeconds.observe({ probe: c.probe }, c.probeMs / 1000);
-            this.metrics.decisions.inc({ probe: c.probe, label: c.label });
-            if (c.blocks) {
-              blockedBy.push(c.probe);
-              this.metrics.blocked.inc({ probe: c.probe });
+        onClassified,
+        ...(responseProbes.length > 0
+          ? {
+              response: {
+                probes: Object.fromEntries(responseProbes.map((p) => [p.name, p.loaded])),
+                policy: responseBlock.length > 0 ? { block: responseBlock } : "annotate",
+                onReading,
+              },
             }
-          }
-          classificationsMs = performance.now() - ctx.start;
-          onClassified(classifications);
-        },
-      }).generation;
+          : {}),
+      });
+      generation = probed.generation;
+      responseWarnings = probed.responseWarnings ?? [];
     } else {
       generation = this.engine.generate(req);
     }
+    const onText = events.onText;
     for await (const chunk of generation) if (chunk.text.length > 0) onText(chunk.text);
     const result = await generation.result;
+    let responseClassifications: ResponseClassifications | undefined;
+    if (responseProbes.length > 0) {
+      responseClassifications = {};
+      for (const p of responseProbes) {
+        if (!last.has(p.name)) continue; // no token was generated (or the prompt was refused)
+        const r = (responseClassifications[p.name] = responseResult(p.name));
+        this.metrics.responseDecisions.inc({ probe: p.name, label: r.label });
+        if (r.blocked) this.metrics.responseStopped.inc({ probe: p.name });
+      }
+    }
     if (result.finishReason === "abort" && ctx.timedOut) {
       throw new RequestTimeoutError(`the request took longer than the server's limit of ${this.o.requestTimeoutMs} ms (${result.tokens.length} tokens generated)`);
     }
@@ -498,12 +611,14 @@ class Server implements OnepassServer {
       total_ms: performance.now() - ctx.start,
       classifications_ms: classificationsMs,
       decode_tokens_per_s: t.decodeTokensPerS,
+      response_probe_ms: responseMs,
     };
-    return { result, classifications, blockedBy, timings };
+    return { result, classifications, ...(responseClassifications !== undefined ? { responseClassifications } : {}), blockedBy, timings };
   }
 
   private finishReason(r: GenerateResult): "stop" | "length" | "content_filter" {
-    if (r.finishReason === "blocked") return "content_filter";
+    // "blocked": a prompt probe refused it; "content_filter": a response probe stopped the answer
+    if (r.finishReason === "blocked" || r.finishReason === "content_filter") return "content_filter";
     if (r.finishReason === "length") return "length";
     return "stop";
   }
@@ -519,11 +634,11 @@ class Server implements OnepassServer {
     this.checkModel(b);
     const messages = parseMessages(b);
     const s = this.sampling(b);
-    const op = parseOnepass(b, this.probes.map((p) => p.name));
+    const op = parseOnepass(b, this.probes.map((p) => p.name), this.responseProbes.map((p) => p.name));
     const request: GenerateRequest = { messages, maxTokens: s.maxTokens, temperature: s.temperature, topP: s.topP, seed: s.seed, stop: s.stop };
     const prompt = this.promptTokens(request, s, "messages");
     if (request.maxTokens === undefined) request.maxTokens = Math.min(256, this.o.maxTokens, this.engine.contextLength - prompt.length);
-    return this.serveGeneration(req, reply, "chat", request, s, op.probes, op.layer_weights ?? false);
+    return this.serveGeneration(req, reply, "chat", request, s, this.selection(op));
   }
 
   private async completion(req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -537,11 +652,11 @@ class Server implements OnepassServer {
     else if (p === undefined || p === null) throw new BadRequestError("prompt is required", "prompt", "missing_required_parameter");
     else throw new BadRequestError("prompt must be a string, an array of one string, or an array of token ids (one prompt per request)", "prompt", "invalid_type");
     const s = this.sampling(b);
-    const op = parseOnepass(b, this.probes.map((x) => x.name));
+    const op = parseOnepass(b, this.probes.map((x) => x.name), this.responseProbes.map((x) => x.name));
     const request: GenerateRequest = { prompt, maxTokens: s.maxTokens ?? 16, temperature: s.temperature, topP: s.topP, seed: s.seed, stop: s.stop };
     const tokens = this.promptTokens(request, { ...s, maxTokens: request.maxTokens }, "prompt");
     request.maxTokens = Math.min(request.maxTokens!, this.engine.contextLength - tokens.length);
-    return this.serveGeneration(req, reply, "completion", request, s, op.probes, op.layer_weights ?? false);
+    return this.serveGeneration(req, reply, "completion", request, s, this.selection(op));
   }
 
   private async serveGeneration(
@@ -550,10 +665,8 @@ class Server implements OnepassServer {
     kind: "chat" | "completion",
     request: GenerateRequest,
     s: Sampling,
-    probeSel: string[] | undefined,
-    layerWeights: boolean,
+    sel: Selection,
   ): Promise<unknown> {
-    const selected = this.selectProbes(probeSel);
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replace(/-/g, "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = this.modelName;
@@ -562,11 +675,15 @@ class Server implements OnepassServer {
     const release = await this.admit(ctx);
     try {
       if (!s.stream) {
-        const out = await this.generate(ctx, request, selected, layerWeights, () => {}, () => {});
+        const out = await this.generate(ctx, request, sel, NO_EVENTS);
         const r = out.result;
         const text = r.finishReason === "blocked" ? this.o.refusal : r.text;
         this.metrics.requestSeconds.observe({ route }, out.timings.total_ms / 1000);
-        const ext = { ...(out.classifications !== undefined ? { classifications: out.classifications } : {}), timings: out.timings };
+        const ext = {
+          ...(out.classifications !== undefined ? { classifications: out.classifications } : {}),
+          ...(out.responseClassifications !== undefined ? { response_classifications: out.responseClassifications } : {}),
+          timings: out.timings,
+        };
         if (kind === "chat") {
           const body: ChatResponse = {
             id,
@@ -590,7 +707,7 @@ class Server implements OnepassServer {
         };
         return body;
       }
-      return await this.stream(req, reply, ctx, kind, request, s, selected, layerWeights, { id, created, model, route });
+      return await this.stream(req, reply, ctx, kind, request, s, sel, { id, created, model, route });
     } finally {
       release();
       this.endCtx(ctx);
@@ -605,8 +722,7 @@ class Server implements OnepassServer {
     kind: "chat" | "completion",
     request: GenerateRequest,
     s: Sampling,
-    selected: ServedProbe[],
-    layerWeights: boolean,
+    sel: Selection,
     head: { id: string; created: number; model: string; route: string },
   ): Promise<void> {
     reply.hijack();
@@ -626,23 +742,26 @@ class Server implements OnepassServer {
       send(chunk("", null, extra, true));
     };
     try {
-      const out = await this.generate(
-        ctx,
-        request,
-        selected,
-        layerWeights,
+      const out = await this.generate(ctx, request, sel, {
         // the first chunk: every probe's verdict, before any token exists
-        (classifications) => sendFirst({ classifications }),
-        (text) => {
+        onClassified: (classifications) => sendFirst({ classifications }),
+        // a response probe's label changed: its reading, before the text of the token that changed it
+        onResponse: (changed) => {
+          if (first) sendFirst({});
+          send(chunk(null, null, { response_classifications: changed }));
+        },
+        onText: (text) => {
           if (first) sendFirst({});
           send(chunk(text, null));
         },
-      );
+      });
       const r = out.result;
       if (first) sendFirst({});
       if (r.finishReason === "blocked") send(chunk(this.o.refusal, null));
       if (r.finishReason !== "abort") {
-        send(chunk(null, this.finishReason(r), { timings: out.timings }));
+        // the last chunk: finish_reason ("content_filter" when a response probe stopped the answer) and every response probe's final reading
+        const final = out.responseClassifications !== undefined ? { response_classifications: out.responseClassifications } : {};
+        send(chunk(null, this.finishReason(r), { ...final, timings: out.timings }));
         if (s.includeUsage) send({ ...base, choices: [], usage: this.usage(r) });
         res.write("data: [DONE]\n\n");
       }
@@ -710,7 +829,8 @@ class Server implements OnepassServer {
     const b = expectBody(req.body);
     this.checkModel(b);
     const inputs = parseInputs(b, this.o.maxInputs);
-    const op = parseOnepass(b, this.probes.map((p) => p.name));
+    // response_probes is accepted (and checked) but has nothing to read here: no answer is generated
+    const op = parseOnepass(b, this.probes.map((p) => p.name), this.responseProbes.map((p) => p.name));
     const selected = this.selectProbes(op.probes);
     const results = await this.classifyTexts(reply, inputs, this.probeTemplate(selected), selected, op.layer_weights ?? false);
     // categories are the probes' labels; a label two probes share is named probe:label

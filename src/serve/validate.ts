@@ -123,8 +123,8 @@ export function parseMessages(b: Body): ChatMessage[] {
   });
 }
 
-/** The `onepass` request field. */
-export function parseOnepass(b: Body, known: readonly string[], param = "onepass"): OnepassRequestOptions {
+/** The `onepass` request field; `knownResponse`: the response probes' names. */
+export function parseOnepass(b: Body, known: readonly string[], knownResponse: readonly string[] = [], param = "onepass"): OnepassRequestOptions {
   const v = b.onepass;
   if (v === undefined || v === null) return {};
   if (typeof v !== "object" || Array.isArray(v)) throw new BadRequestError(`${param} must be an object, got ${describe(v)}`, param, "invalid_type");
@@ -133,14 +133,15 @@ export function parseOnepass(b: Body, known: readonly string[], param = "onepass
   if (o.probes !== undefined && o.probes !== null) out.probes = probeNames(o.probes, known, `${param}.probes`);
   const lw = optBool(o, "layer_weights", `${param}.layer_weights`);
   if (lw !== undefined) out.layer_weights = lw;
+  if (o.response_probes !== undefined && o.response_probes !== null) out.response_probes = probeNames(o.response_probes, knownResponse, `${param}.response_probes`, "response probe");
   return out;
 }
 
-export function probeNames(v: unknown, known: readonly string[], param: string): string[] {
-  if (!Array.isArray(v) || v.some((n) => typeof n !== "string")) throw new BadRequestError(`${param} must be an array of probe names, got ${describe(v)}`, param, "invalid_type");
+export function probeNames(v: unknown, known: readonly string[], param: string, what = "probe"): string[] {
+  if (!Array.isArray(v) || v.some((n) => typeof n !== "string")) throw new BadRequestError(`${param} must be an array of ${what} names, got ${describe(v)}`, param, "invalid_type");
   for (const n of v as string[]) {
     if (!known.includes(n)) {
-      throw new BadRequestError(`unknown probe '${n.slice(0, 60)}' (loaded: ${known.length > 0 ? known.join(", ") : "none"})`, param, "unknown_probe");
+      throw new BadRequestError(`unknown ${what} '${n.slice(0, 60)}' (loaded: ${known.length > 0 ? known.join(", ") : "none"})`, param, "unknown_probe");
     }
   }
   return [...new Set(v as string[])];

@@ -23,6 +23,11 @@ options:
                           NAME=DIR[:POLICY]        report the probe under NAME (default: the folder's name)
                         (default with no --model: the built-in probes; --no-probes for none)
   --no-probes           serve without probes [ONEPASS_NO_PROBES=1]
+  --response-probe SPEC a response probe (train --target response) that reads the answer token by token as it
+                        is generated, repeatable [ONEPASS_RESPONSE_PROBES, separated by spaces or ;]; SPEC as for
+                        --probe: DIR[:annotate] reports its readings (response_classifications), DIR:block=LABEL,...
+                        stops the answer at the first token it labels LABEL (finish_reason "content_filter").
+                        A request picks some with onepass: { response_probes: [...] } (default: all)
   --host HOST           [ONEPASS_HOST] (default 127.0.0.1)
   --port N              [ONEPASS_PORT] (default 8080; 0 = any free port)
   --api-key KEY         require Authorization: Bearer KEY on /v1/* [ONEPASS_API_KEY]
@@ -43,6 +48,7 @@ const OPTIONS = {
   model: { type: "string" },
   probe: { type: "string", multiple: true },
   "no-probes": { type: "boolean" },
+  "response-probe": { type: "string", multiple: true },
   host: { type: "string" },
   port: { type: "string" },
   "api-key": { type: "string" },
@@ -76,12 +82,15 @@ export const serveCommand: Command = {
     const noProbes = v["no-probes"] === true || env("no-probes") === "1";
     // ONEPASS_PROBES: specs separated by spaces or semicolons (commas belong to a policy's label list)
     const probeArgs = v.probe ?? env("probes")?.split(/[\s;]+/).filter((p) => p.length > 0);
-    const probes = noProbes ? [] : probeArgs?.map(parseProbeSpec);
+    const probes = noProbes ? [] : probeArgs?.map((p) => parseProbeSpec(p));
+    const responseArgs = v["response-probe"] ?? env("response-probes")?.split(/[\s;]+/).filter((p) => p.length > 0);
+    const responseProbes = responseArgs?.map((p) => parseProbeSpec(p, "--response-probe"));
     const engineOpts = engineFlags({ threads: s("threads"), device: s("device") });
 
     const server = await startServer({
       model,
       probes,
+      responseProbes,
       engineOptions: { ...engineOpts, cacheDir: s("cache-dir"), onProgress: stageProgress() },
       host: s("host"),
       port: n("port", 0, 65535),
@@ -98,6 +107,10 @@ export const serveCommand: Command = {
     if (server.probes.length === 0) lines.push("probes: none");
     for (const p of server.probes) {
       lines.push(`probe ${p.name}: ${p.loaded.meta.config.kind}, labels ${p.loaded.meta.labelNames.join("/")}, ${p.policy}${p.flags.size > 0 ? ` ${[...p.flags].join(",")}` : ""} (${p.loaded.dir})`);
+    }
+    for (const p of server.responseProbes) {
+      lines.push(`response probe ${p.name}: ${p.loaded.meta.config.kind}, labels ${p.loaded.meta.labelNames.join("/")}, ${p.policy}${p.flags.size > 0 ? ` ${[...p.flags].join(",")}` : ""} (${p.loaded.dir})`);
+      if (p.loaded.meta.tokenization?.target !== "response") lines.push(`  warning: ${p.name} was not trained on response tokens (train --target response); its readings of the answer are unreliable`);
     }
     if (s("api-key") !== undefined) lines.push("API key required (Authorization: Bearer ...)");
     process.stdout.write(lines.join("\n") + "\n");
