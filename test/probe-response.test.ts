@@ -259,6 +259,6 @@ test("planted trigger: a response probe trained on a marker task stops within on
       misses.push(`no marker (seed ${900 + i}): stopped after ${clean.tokens.length} tokens`);
     } else assert.equal(clean.finishReason, "length");
   }
-  // a probe trained on 256 prefixes is not perfect: most planted markers are caught at once, few clean answers stopped
-  assert.ok(caught >= 8 && falseStops <= 1, `caught ${caught}/10 markers within one token, ${falseStops}/10 clean answers stopped: ${misses.join("; ")}`);
+  // never a stop without the marker; a probe trained on 256 prefixes may miss one late marker of ten (its share of the gate thins as 1/n)
+  assert.ok(caught >= 9 && falseStops === 0, `caught ${caught}/10 markers within one token, ${falseStops}/10 clean answers stopped: ${misses.join("; ")}`);
 });
