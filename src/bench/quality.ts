@@ -226,7 +226,7 @@ export async function runQualityBench(o: QualityBenchOptions): Promise<QualityBe
       if (o.budgetSeconds !== undefined && (performance.now() - t0) / 1000 >= o.budgetSeconds) { remaining = todo.length - computed; log(`budget of ${o.budgetSeconds} s spent: ${remaining} cells left for a rerun`); break; }
       engine ??= await Engine.load(o.model, { ...o.engine, taps: true });
       const eng = engine;
-      const fp = eng.fingerprint.replace(/[^0-9a-zA-Z]/g, "").slice(0, 12);
+      const fp = eng.fingerprint.replace(/^sha256:/, "").replace(/[^0-9a-zA-Z]/g, "").slice(0, 16); // one cache folder per model
       const spec = QUALITY_TASKS[cell.task];
 
       /** The dataset and feature cache of a preset split, extracted once (resumable) per model, cut and limit. */
