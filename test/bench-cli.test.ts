@@ -5,9 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { Engine } from "../src/engine/engine.js";
 import { join } from "node:path";
-import { mulberry32, tempDir } from "./helpers.js";
+import { maxAbsDiff, mulberry32, tempDir } from "./helpers.js";
 
 const CLI = "dist/src/cli/main.js";
 const POS = ["wonderful", "delightful", "superb"], NEG = ["dreadful", "tedious", "awful"];
@@ -44,7 +45,7 @@ function meanStd(xs: number[]): [number, number] {
   return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1))];
 }
 
-test("bench quality: cells in JSON, table = JSON mean ± std, resume recomputes only lost cells, budget, setting check", { timeout: 120_000 }, () => {
+test("bench quality: cells in JSON, table = JSON mean ± std, MULI logits from the extraction pass, resume recomputes only lost cells, budget, setting check", { timeout: 120_000 }, async () => {
   const dir = tempDir("bench-quality");
   try {
     const data = join(dir, "data"), out = join(dir, "out"), work = join(dir, "work");
@@ -78,6 +79,21 @@ test("bench quality: cells in JSON, table = JSON mean ± std, resume recomputes 
     assert.equal(lw.byClass.length, 2);
     for (const w of [...lw.byClass, lw.correct]) { assert.equal(w.length, 6); assert.ok(Math.abs(w.reduce((a: number, b: number) => a + b, 0) - 1) < 1e-4); }
     assert.equal(cell("sst2", "tfidf", 0).layerWeights, undefined);
+
+    // MULI's logits come from the extraction pass (whatever the methods): the row of a text equals a separate forward pass's last logits
+    const engine = await Engine.load(undefined, { taps: true });
+    try {
+      const fpDir = readdirSync(work).find((n) => !n.includes("."))!;
+      const b = readFileSync(join(work, fpDir, "sst2-train.logits.f32"));
+      const logits = new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4); // [N, V]
+      const V = engine.spec.vocabSize;
+      assert.equal(logits.length, 60 * V);
+      const first = readFileSync(join(data, "palma2025", "sst2_train.csv"), "utf8").split("\n")[1].replace(/,\d$/, "");
+      const pass = await engine.forward(engine.promptTokens({ prompt: first }));
+      assert.ok(maxAbsDiff(logits.subarray(0, V), pass.logits.subarray((pass.positions - 1) * V)) < 1e-4);
+    } finally {
+      await engine.dispose();
+    }
 
     // a cell lost (as if the run was killed before writing it): the rerun computes it alone, to the same numbers
     const lost = cell("toxicchat", "pooling", 1);

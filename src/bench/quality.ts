@@ -242,7 +242,30 @@ export async function runQualityBench(o: QualityBenchOptions): Promise<QualityBe
             if (cache.size !== ds.examples.length) throw new Error("stale");
           } catch {
             const stage = `extract ${key}`;
-            await extractFeatures({ source: engineSource(eng), examples: ds.examples, labelNames: ds.labelNames, outDir: dir, maxTokens, dataset: { name: s.preset, split: s.split, task: ds.task }, onProgress: (p) => progress({ stage, done: p.done, total: p.total, unit: "ex" }) });
+            // MULI's features ride along: the same forward pass that gives the hidden states gives the logits at
+            // the first response position (the last prompt token), kept as <key>.logits.f32 [N, V] beside the cache.
+            const V = eng.spec.vocabSize, base = engineSource(eng);
+            const rows: Float32Array[] = []; // one [V] per example this run computed, in example order
+            let resumed = -1;
+            const source = {
+              ...base,
+              hidden: async (text: string, ho: { maxTokens?: number; response?: string }) => {
+                if (ho.response !== undefined) return base.hidden(text, ho);
+                const ids = eng.promptTokens({ prompt: text }).slice(0, ho.maxTokens);
+                const pass = await eng.forward(ids, { hidden: true });
+                if (pass.hidden === undefined) return base.hidden(text, ho);
+                rows.push(pass.logits.slice((pass.positions - 1) * V, pass.positions * V));
+                return pass.hidden;
+              },
+            };
+            await extractFeatures({ source, examples: ds.examples, labelNames: ds.labelNames, outDir: dir, maxTokens, dataset: { name: s.preset, split: s.split, task: ds.task }, onProgress: (p) => { if (resumed < 0) resumed = p.resumed; progress({ stage, done: p.done, total: p.total, unit: "ex" }); } });
+            const logitsPath = join(o.workDir, fp, `${key}.logits.f32`);
+            // A resumed extraction lacks the earlier examples' logits: the MULI cell computes them in its own pass then.
+            if (resumed === 0 && rows.length === ds.examples.length && !existsSync(logitsPath)) {
+              const all = new Float32Array(rows.length * V); // [N, V]
+              rows.forEach((r, i) => all.set(r, i * V));
+              writeFileAtomic(logitsPath, Buffer.from(all.buffer, all.byteOffset, all.byteLength));
+            }
             cache = openFeatureCache(dir);
           }
           c = { cache, ds };
@@ -261,7 +284,7 @@ export async function runQualityBench(o: QualityBenchOptions): Promise<QualityBe
         }
         const all = Array.from({ length: c.cache.size }, (_, i) => i);
         const rows = idx ?? all;
-        return { key: `${key}${s.part !== undefined ? `-${s.part}` : ""}`, cache: c.cache, ds: c.ds, rows, labels: Int32Array.from(rows, (i) => c!.cache.labels[i]), texts: rows.map((i) => c!.ds.examples[i].text), source: (cfg: ProbeConfig): ExampleSource => (idx === undefined ? cacheSource(c!.cache, cfg) : subset(cacheSource(c!.cache, cfg), idx)) };
+        return { key: `${key}${s.part !== undefined ? `-${s.part}` : ""}`, fullKey: key, allTexts: c.ds.examples.map((e) => e.text), cache: c.cache, ds: c.ds, rows, labels: Int32Array.from(rows, (i) => c!.cache.labels[i]), texts: rows.map((i) => c!.ds.examples[i].text), source: (cfg: ProbeConfig): ExampleSource => (idx === undefined ? cacheSource(c!.cache, cfg) : subset(cacheSource(c!.cache, cfg), idx)) };
       };
       const train = await side(spec.train), test = await side(spec.test);
       const C = train.ds.labelNames.length;
@@ -322,9 +345,11 @@ export async function runQualityBench(o: QualityBenchOptions): Promise<QualityBe
           }
           return out;
         };
-        const lt = await cachedRows(`${train.key}.logits.f32`, train.texts, V, lastLogits);
-        const le = await cachedRows(`${test.key}.logits.f32`, test.texts, V, lastLogits);
-        const rows = (idx: number[]) => { const m = new Float32Array(idx.length * V); idx.forEach((i, r) => m.set(lt.subarray(i * V, (i + 1) * V), r * V)); return m; }; // [n, V]
+        // Whole preset splits (usually captured during extraction), then this side's rows of them.
+        const pick = (all: Float32Array, idx: readonly number[]) => { const m = new Float32Array(idx.length * V); idx.forEach((i, r) => m.set(all.subarray(i * V, (i + 1) * V), r * V)); return m; }; // [n, V]
+        const lt = pick(await cachedRows(`${train.fullKey}.logits.f32`, train.allTexts, V, lastLogits), train.rows);
+        const le = pick(await cachedRows(`${test.fullKey}.logits.f32`, test.allTexts, V, lastLogits), test.rows);
+        const rows = (idx: number[]) => pick(lt, idx);
         const m = fitMuli(rows(split.train), split.train.map((i) => yTrain[i]), rows(split.val), yVal, V, C);
         const thr = C === 2 ? chooseThreshold(yVal, positiveScores(predictMuli(m, rows(split.val)))) : undefined;
         const nonZero = m.model.W.reduce((a, v) => a + (v !== 0 ? 1 : 0), 0);
