@@ -406,7 +406,9 @@ export function qualityMarkdown(results: QualityResults, o: { tasks?: readonly s
   for (const method of methods) {
     const cells = cols.map(([t, , k]) => {
       const c = qualityCell(results, t, method, k);
-      return c === undefined ? "—" : `${c.mean.toFixed(3)} ± ${c.std.toFixed(3)}${c.n < seeds ? ` (${c.n} seed${c.n === 1 ? "" : "s"})` : ""}`;
+      if (c === undefined) return "—";
+      // one seed has no spread to report
+      return `${c.mean.toFixed(3)}${c.n > 1 ? ` ± ${c.std.toFixed(3)}` : ""}${c.n < seeds ? ` (${c.n} seed${c.n === 1 ? "" : "s"})` : ""}`;
     });
     const p = results.runs.find((r) => r.task === tasks[0] && r.method === method);
     lines.push(`| ${method} | ${cells.join(" | ")} | ${p?.params.toLocaleString("en-US") ?? "—"} |`);
