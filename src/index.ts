@@ -87,3 +87,4 @@ export { reportHtml, integerTicks } from "./pages/report.js";
 export * from "./serve/index.js";
 export { renderPlayground, type PlaygroundInfo } from "./pages/playground.js";
 export * from "./baselines/index.js";
+export * from "./bench/index.js";

@@ -18,8 +18,11 @@ test("report: tables and SVG bars from quality + cost JSON, no network, rendered
     const runs = [];
     for (const [method, base] of [["scoring", 0.6], ["tfidf", 0.5]] as const) {
       for (let seed = 0; seed < 3; seed++) {
-        runs.push({ task: "sst2", method, metric: "accuracy", seed, params: 10, test: { accuracy: base + seed * 0.01, f1: 0.1, auprc: 0.1 } }); // binary, reported on accuracy
-        runs.push({ task: "toxicchat", method, seed, params: 10, test: { accuracy: 0.9, f1: base - 0.2, auprc: base - 0.1 } });
+        // the gate's layer weights (scoring only): class 1 looks at layer 2, class 0 at the embeddings
+        const lw = method === "scoring" ? { layerWeights: { byClass: [[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]], correct: [0.4, 0.1, 0.4, 0.1], incorrect: [0.25, 0.25, 0.25, 0.25], labelNames: ["safe", "toxic"] } } : {};
+        const pr = { precision: [1, 0.8, 0.5, 0.2], recall: [0.1, 0.5, 0.8, 1] };
+        runs.push({ task: "sst2", method, metric: "accuracy", seed, params: 10, test: { accuracy: base + seed * 0.01, f1: 0.1, auprc: 0.1 }, pr, ...lw }); // binary, reported on accuracy: no PR plot
+        runs.push({ task: "toxicchat", method, seed, params: 10, test: { accuracy: 0.9, f1: base - 0.2, auprc: base - 0.1 }, pr, ...lw });
       }
     }
     writeFileSync(join(dir, "quality.json"), JSON.stringify({ runs, machine: "test", wallSeconds: 1 }));
@@ -52,7 +55,17 @@ test("report: tables and SVG bars from quality + cost JSON, no network, rendered
       assert.equal(await page.locator("table.quality tbody tr").count(), 2); // one row per method
       assert.equal(await page.locator("table.quality thead th").count(), 4); // method, sst2 acc, toxicchat F1, AUPRC
       assert.equal(await page.locator("table.cost tbody tr").count(), 3);
-      assert.equal(await page.locator("svg.chart").count(), 2);
+      // quality bars, layer analysis for sst2 and toxicchat, one PR plot (toxicchat: the only F1 task), cost bars
+      assert.equal(await page.locator("svg.chart").count(), 5);
+      assert.equal(await page.locator("svg.layers").count(), 2);
+      assert.equal(await page.locator("svg.layers path.series").count(), 2 * 4); // 2 classes + correct + incorrect
+      assert.equal(await page.locator("svg.prc").count(), 1);
+      assert.equal(await page.locator("svg.prc path.pr").count(), 2); // one curve per method
+      assert.equal(await page.locator("svg.prc path.pr title").first().textContent(), "scoring: AUPRC 0.500");
+      // the toxic class's line peaks at layer 2: its highest point (smallest y) is the third vertex
+      const d = (await page.locator("svg.layers").nth(1).locator("path.series").nth(1).getAttribute("d"))!;
+      const ys = [...d.matchAll(/[ML][\d.]+,([\d.]+)/g)].map((m) => Number(m[1]));
+      assert.equal(ys.indexOf(Math.min(...ys)), 2);
       assert.equal(await page.locator("svg.chart rect.bar").count(), 2 * 3 + 3); // 2 methods × 3 columns + 3 cost rows
       // the tallest quality bar is scoring's sst2 accuracy: drawn, with a real height
       const box = await page.locator("svg.chart").first().boundingBox();

@@ -10,6 +10,10 @@ export interface QualityRun {
   task: string; method: string; seed: number; params: number; test: { accuracy: number; f1?: number; auprc?: number };
   /** The task's reported metric ("f1": F1 and AUPRC columns; "accuracy"); default f1 when the run has F1. */
   metric?: "f1" | "accuracy";
+  /** Binary tasks: the test precision–recall curve. */
+  pr?: { precision: number[]; recall: number[] };
+  /** Scoring probes: mean gate weights [L+1] per true class and per correct / incorrect test prediction. */
+  layerWeights?: { byClass: number[][]; correct: number[]; incorrect: number[]; labelNames?: string[] };
 }
 export interface QualityResults { runs: QualityRun[]; machine?: string; wallSeconds?: number }
 export interface CostRow { setup: string; variant: string; medianMs: number; p95Ms: number; ratio: number }
@@ -81,6 +85,65 @@ function qualitySection(q: QualityResults): string {
   return `<h2>Quality (test split, mean ± std over seeds)</h2><p>${info}</p>${table}${chart}`;
 }
 
+/** Element-wise mean of equally long rows. */
+const meanRows = (rows: number[][]) => rows[0].map((_, l) => rows.reduce((a, r) => a + r[l], 0) / rows.length);
+
+/** One line chart: x = 0..n−1 (layers), y in [0, max]; `series` are [name, values, colour]. */
+function lineChart(cls: string, title: string, series: [string, number[], string][], xLabel: (i: number) => string, yMax: number, dashed: Set<string> = new Set()): string {
+  const W = 420, H = 240, left = 44, right = 12, top = 24, bottom = 190;
+  const n = Math.max(...series.map(([, v]) => v.length));
+  const x = (i: number) => left + (n <= 1 ? 0 : (i / (n - 1)) * (W - left - right));
+  const y = (v: number) => bottom - (v / yMax) * (bottom - top);
+  const ticks = [0, 0.5, 1].map((f) => `<line x1="${left}" x2="${W - right}" y1="${y(f * yMax).toFixed(1)}" y2="${y(f * yMax).toFixed(1)}" stroke="#ddd"/><text x="${left - 4}" y="${(y(f * yMax) + 4).toFixed(1)}" font-size="10" text-anchor="end">${(f * yMax).toFixed(2)}</text>`).join("");
+  const xt = Array.from({ length: n }, (_, i) => `<text x="${x(i).toFixed(1)}" y="${bottom + 14}" font-size="10" text-anchor="middle">${esc(xLabel(i))}</text>`).join("");
+  const lines = series.map(([name, v, colour]) => `<path class="series" d="${v.map((u, i) => `${i === 0 ? "M" : "L"}${x(i).toFixed(1)},${y(u).toFixed(1)}`).join("")}" fill="none" stroke="${colour}" stroke-width="2"${dashed.has(name) ? ' stroke-dasharray="5 3"' : ""}><title>${esc(name)}</title></path>`).join("");
+  const legend = series.map(([name, , colour], i) => `<rect x="${left + (i % 3) * 125}" y="${H - 30 + Math.floor(i / 3) * 13}" width="10" height="3" fill="${colour}"/><text x="${left + 14 + (i % 3) * 125}" y="${H - 26 + Math.floor(i / 3) * 13}" font-size="10">${esc(name)}</text>`).join("");
+  return `<svg class="chart ${cls}" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + 10 * Math.max(0, Math.ceil(series.length / 3) - 2)}"><text x="${left}" y="14" font-size="12" font-weight="bold">${esc(title)}</text>${ticks}${xt}${lines}${legend}</svg>`;
+}
+
+/** The paper's layer analysis: the scoring gate's mean weight per layer, per true class and per (in)correct prediction, averaged over seeds. */
+function layerSection(q: QualityResults): string {
+  const tasks = [...new Set(q.runs.filter((r) => r.layerWeights !== undefined).map((r) => r.task))];
+  if (tasks.length === 0) return "";
+  const charts = tasks.map((t) => {
+    const runs = q.runs.filter((r) => r.task === t && r.layerWeights !== undefined);
+    const lw = runs.map((r) => r.layerWeights!);
+    const names = lw[0].labelNames ?? lw[0].byClass.map((_, c) => `class ${c}`);
+    const series: [string, number[], string][] = [
+      ...lw[0].byClass.map((_, c): [string, number[], string] => [names[c] ?? `class ${c}`, meanRows(lw.map((w) => w.byClass[c])), COLORS[c % COLORS.length]]),
+      ["correct", meanRows(lw.map((w) => w.correct)), "#000"],
+      ["incorrect", meanRows(lw.map((w) => w.incorrect)), "#888"],
+    ];
+    const yMax = Math.min(1, Math.max(0.05, ...series.flatMap(([, v]) => v)) * 1.15);
+    return lineChart("layers", `${t}: scoring gate weight per layer (${runs.length} seed${runs.length === 1 ? "" : "s"})`, series, (i) => (i === 0 ? "emb" : String(i)), yMax, new Set(["correct", "incorrect"]));
+  });
+  return `<h2>Layer analysis (scoring probe)</h2><p>Mean softmax weight the scoring gate gives each hidden layer (0 = embeddings) on the test split, per true class (solid) and per correct / incorrect prediction (dashed), averaged over seeds.</p><div class="row">${charts.join("")}</div>`;
+}
+
+/** Precision–recall curves of every method on each safety task (the first seed's run). */
+function prSection(q: QualityResults): string {
+  const tasks = [...new Set(q.runs.filter((r) => r.pr !== undefined && (r.metric ?? (r.test.f1 !== undefined ? "f1" : "accuracy")) === "f1").map((r) => r.task))];
+  if (tasks.length === 0) return "";
+  const methods = [...new Set(q.runs.map((r) => r.method))];
+  const W = 420, H = 300, left = 44, right = 12, top = 24, bottom = 210;
+  const x = (v: number) => left + v * (W - left - right), y = (v: number) => bottom - v * (bottom - top);
+  const charts = tasks.map((t) => {
+    const seed = Math.min(...q.runs.filter((r) => r.task === t && r.pr !== undefined).map((r) => r.seed));
+    const grid = [0, 0.5, 1].map((v) => `<line x1="${left}" x2="${W - right}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/><text x="${left - 4}" y="${y(v) + 4}" font-size="10" text-anchor="end">${v}</text><text x="${x(v)}" y="${bottom + 14}" font-size="10" text-anchor="middle">${v}</text>`).join("");
+    const paths: string[] = [], legend: string[] = [];
+    methods.forEach((m, mi) => {
+      const r = q.runs.find((u) => u.task === t && u.method === m && u.seed === seed && u.pr !== undefined);
+      if (r === undefined) return;
+      const { precision, recall } = r.pr!;
+      paths.push(`<path class="pr" d="${recall.map((rc, i) => `${i === 0 ? "M" : "L"}${x(rc).toFixed(1)},${y(precision[i]).toFixed(1)}`).join("")}" fill="none" stroke="${COLORS[mi % COLORS.length]}" stroke-width="1.5"><title>${esc(m)}: AUPRC ${r.test.auprc?.toFixed(3) ?? "?"}</title></path>`);
+      const k = legend.length;
+      legend.push(`<rect x="${left + (k % 3) * 125}" y="${bottom + 28 + Math.floor(k / 3) * 14}" width="10" height="3" fill="${COLORS[mi % COLORS.length]}"/><text x="${left + 14 + (k % 3) * 125}" y="${bottom + 32 + Math.floor(k / 3) * 14}" font-size="10">${esc(`${m} (${r.test.auprc?.toFixed(2) ?? "?"})`)}</text>`);
+    });
+    return `<svg class="chart prc" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}"><text x="${left}" y="14" font-size="12" font-weight="bold">${esc(`${t}: precision (y) vs recall (x), seed ${seed}`)}</text>${grid}${paths.join("")}${legend.join("")}</svg>`;
+  });
+  return `<h2>Precision–recall on the safety tasks</h2><p>Test split; the legend gives each method's AUPRC.</p><div class="row">${charts.join("")}</div>`;
+}
+
 function costSection(c: CostResults): string {
   const rows = c.rows.map((r) => `<tr><td>${esc(r.setup)}</td><th>${esc(r.variant)}</th><td>${r.medianMs.toFixed(2)}</td><td>${r.p95Ms.toFixed(2)}</td><td>${r.ratio.toFixed(2)}</td></tr>`);
   const table = `<table class="cost"><thead><tr><th>setup</th><th>variant</th><th>median ms</th><th>p95 ms</th><th>ratio to base</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
@@ -93,15 +156,16 @@ function costSection(c: CostResults): string {
   return `<h2>Cost per request (ratio of median ms to base)</h2><p>${info === "" ? "" : `${info}. `}Paper (Llama-3.2-3B, GPU): pooling 1.12, scoring 1.17, MHA 1.52; guard-then-serve 3.34–4.66.</p>${table}${chart}`;
 }
 
-/** The whole page. */
 /** Tags the page as onepass's, so that `onepass report --out` may replace it (and nothing else). */
 export const EVAL_REPORT_MARKER = '<meta name="generator" content="onepass report">';
 
+/** The whole page. */
 export function evalReportHtml(results: { quality: QualityResults[]; cost: CostResults[] }, title = "onepass evaluation"): string {
   if (results.quality.length === 0 && results.cost.length === 0) throw new InvalidArgumentError("no results to report", { field: "RESULTS" });
-  const body = [...results.quality.map(qualitySection), ...results.cost.map(costSection)].join("\n");
+  const body = [...results.quality.flatMap((q) => [qualitySection(q), layerSection(q), prSection(q)]), ...results.cost.map(costSection)].join("\n");
   return `<!doctype html><html><head><meta charset="utf-8">${EVAL_REPORT_MARKER}<title>${esc(title)}</title><style>
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 16px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{text-align:left}svg{display:block;margin:8px 0 24px}
+.row{display:flex;flex-wrap:wrap;gap:12px}.row svg{margin:4px 0 16px}
 </style></head><body><h1>${esc(title)}</h1>\n${body}\n</body></html>\n`;
 }

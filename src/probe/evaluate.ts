@@ -15,6 +15,8 @@ export interface Evaluation {
   preds: Int32Array;
   /** [C][L+1] mean layer-gate weights over the examples of each true class (scoring probes only). */
   layerWeightsByClass?: number[][];
+  /** Mean layer-gate weights [L+1] over correctly and incorrectly predicted examples (scoring probes only). */
+  layerWeightsByOutcome?: { correct: number[]; incorrect: number[] };
 }
 
 /** Runs the probe over every example (batched) and scores it. */
@@ -23,6 +25,7 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
   const probs = new Float32Array(src.size * C); // [N, C]
   const labels = Int32Array.from({ length: src.size }, (_, i) => src.labels[i]); // [N]
   const gateSums = probe.config.kind === "scoring" ? Array.from({ length: C }, () => new Float64Array(L1)) : undefined; // [C][L+1]
+  const gateRows = gateSums !== undefined ? new Float32Array(src.size * L1) : undefined; // [N, L+1]
   const counts = new Array<number>(C).fill(0); // [C] examples per true class
   for (let s = 0; s < src.size; s += bs) {
     const e = Math.min(src.size, s + bs);
@@ -30,6 +33,7 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
     for (let i = s; i < e; i++) hs.push(src.get(i));
     const { probabilities, layerWeights } = await probe.run(hs);
     probs.set(probabilities, s * C);
+    if (gateRows !== undefined && layerWeights !== undefined) gateRows.set(layerWeights, s * L1);
     for (let i = s; i < e; i++) {
       counts[labels[i]]++;
       if (gateSums !== undefined && layerWeights !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights[(i - s) * L1 + l];
@@ -39,5 +43,17 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
   const metrics = evaluate(labels, probs, C, options.threshold);
   const preds = predictClasses(probs, C, options.threshold); // [N]
   const layerWeightsByClass = gateSums?.map((row, c) => Array.from(row, (v) => (counts[c] > 0 ? v / counts[c] : 0)));
-  return { metrics, probs, labels, preds, layerWeightsByClass };
+  let layerWeightsByOutcome: Evaluation["layerWeightsByOutcome"];
+  if (gateRows !== undefined) {
+    // The paper's layer analysis: where the gate looks when the probe is right vs wrong.
+    const sum = [new Float64Array(L1), new Float64Array(L1)], n = [0, 0]; // [2][L+1]: 0 correct, 1 incorrect
+    for (let i = 0; i < src.size; i++) {
+      const k = preds[i] === labels[i] ? 0 : 1;
+      n[k]++;
+      for (let l = 0; l < L1; l++) sum[k][l] += gateRows[i * L1 + l];
+    }
+    const mean = (k: number) => Array.from(sum[k], (v) => (n[k] > 0 ? v / n[k] : 0));
+    layerWeightsByOutcome = { correct: mean(0), incorrect: mean(1) };
+  }
+  return { metrics, probs, labels, preds, layerWeightsByClass, layerWeightsByOutcome };
 }

@@ -8,6 +8,7 @@ import { evalCommand } from "./eval.js";
 import { classifyCommand } from "./classify.js";
 import { serveCommand } from "./serve.js";
 import { reportCommand } from "./report.js";
+import { benchCommand } from "./bench.js";
 
 /** Every command, in the order `onepass --help` lists them. */
-export const commands: Command[] = [serveCommand, generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand, reportCommand];
+export const commands: Command[] = [serveCommand, generateCommand, inspectCommand, convertCommand, extractCommand, trainCommand, evalCommand, classifyCommand, benchCommand, reportCommand];

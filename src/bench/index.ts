@@ -1,0 +1,3 @@
+export { runQualityBench, qualityMarkdown, qualityCell, readQualityResults, checkQualitySelection, QUALITY_TASKS, QUALITY_METHODS, WILDGUARD_SPLIT, type QualityTask, type TaskSide, type QualityRun, type QualityResults, type QualityBenchOptions, type QualityBenchSummary, type QualityMethod, type BenchProgress } from "./quality.js";
+export { runCostBench, benchCostSetup, costPrompts, costMarkdown, type CostRow, type CostResults, type CostSetup, type CostBenchOptions } from "./cost.js";
+export { ensureQwenShapedModel, ensureLlama1bShapedModel, randomBenchModel, benchModelDir, QWEN_SHAPED_PATH } from "./models.js";
