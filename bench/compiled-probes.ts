@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import { ModelProtoSchema, NodeProtoSchema, type NodeProto } from "onnx-buf";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { ensureDecoderGraph } from "../src/graph/cache.js";
 import { attribute, float } from "../src/onnx/proto.js";

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { OnnxModelBuilder, float } from "../src/onnx/proto.js";
 import { tempDir } from "./helpers.js";

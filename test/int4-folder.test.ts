@@ -6,6 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { convertModel } from "../src/convert/index.js";
 import { Engine } from "../src/engine/engine.js";

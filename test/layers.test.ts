@@ -123,3 +123,19 @@ test("onepass and onepass/testing: test scaffolding and the CLI progress bar are
   assert.equal(typeof testing.referenceForward, "function");
   assert.equal(typeof main.Engine, "function");
 });
+
+test("every module that loads onnxruntime-node first loads util/ort-env (telemetry off unless opted in)", () => {
+  const walk = (dir: string): string[] => readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : n.endsWith(".ts") ? [join(dir, n)] : []));
+  const offenders: string[] = [];
+  let checked = 0;
+  for (const file of [...walk("src"), ...walk("bench"), ...walk("test")]) {
+    const text = readFileSync(file, "utf8");
+    const ort = text.search(/^import [^\n]*["']onnxruntime-node["'];$/m);
+    if (ort < 0) continue;
+    checked++;
+    const env = text.search(/^import ["'][./]*(src\/)?util\/ort-env\.js["'];/m);
+    if (env < 0 || env > ort) offenders.push(file);
+  }
+  assert.ok(checked >= 10, `only ${checked} files import onnxruntime-node: the pattern no longer matches`);
+  assert.deepEqual(offenders, []);
+});

@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { Engine } from "../src/engine/engine.js";
 import { CUDA_INSTALL_HINT, ExecutionProviderError, ortBindingDir, resolveExecutionProviders } from "../src/engine/providers.js";

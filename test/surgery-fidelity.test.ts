@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { ModelProtoSchema, NodeProtoSchema, TensorProto_DataType } from "onnx-buf";
 import { convertModel } from "../src/convert/index.js";

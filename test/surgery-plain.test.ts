@@ -8,6 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { OnnxModelBuilder, float } from "../src/onnx/proto.js";
 import { tapOnnxFile } from "../src/graph/surgery.js";

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { GraphError } from "../src/errors.js";
 import { buildDecoderGraph } from "../src/graph/decoder.js";

@@ -16,6 +16,7 @@
  * (1 = real token, 0 = padding; right or left padding alike). Outputs per probe i: probs_i [B, C], and for
  * scoring probes layer_weights_i [B, L+1].
  */
+import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import type { TensorProto } from "onnx-buf";
 import type { HiddenStates } from "../types/hidden.js";
