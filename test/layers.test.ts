@@ -125,10 +125,9 @@ test("onepass and onepass/testing: test scaffolding and the CLI progress bar are
 });
 
 test("every module that loads onnxruntime-node first loads util/ort-env (telemetry off unless opted in)", () => {
-  const walk = (dir: string): string[] => readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : n.endsWith(".ts") ? [join(dir, n)] : []));
   const offenders: string[] = [];
   let checked = 0;
-  for (const file of [...walk("src"), ...walk("bench"), ...walk("test")]) {
+  for (const file of [...tsFiles("src"), ...tsFiles("bench"), ...tsFiles("test")]) {
     const text = readFileSync(file, "utf8");
     const ort = text.search(/^import [^\n]*["']onnxruntime-node["'];$/m);
     if (ort < 0) continue;
