@@ -225,7 +225,9 @@ test("5. full, read-only and forbidden folders are one-line typed errors naming 
     const locked = join(dir, "locked");
     mkdirSync(locked, { mode: 0o755 });
     spawnSync("chmod", ["-R", "a+rX", dir]);
-    const r = spawnSync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", process.execPath, CLI, "train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", join(locked, "p")], { encoding: "utf8", timeout: 60_000 });
+    // CAP_DAC_READ_SEARCH lets nobody read the checkout wherever it was cloned (a 0700 temp folder too) and
+    // leaves write permission checks in force, which is what this case is about
+    const r = spawnSync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", process.execPath, CLI, "train", "--features", feats, "--probe", "pooling", "--epochs", "1", "--quiet", "--out", join(locked, "p")], { encoding: "utf8", timeout: 60_000 });
     assertTypedFailure(r, /EACCES: permission denied/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
