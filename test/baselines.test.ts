@@ -2,7 +2,10 @@
 // prompting on the built-in model, and the logistic regression underneath them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { denseDesign, fitLogReg, predictLogReg } from "../src/probe/logreg.js";
+import { crossValidatedLambda, denseDesign, fitLogReg, predictLogReg } from "../src/probe/logreg.js";
+import { bestFixedLayer } from "../src/baselines/fixed.js";
+import { arraySource } from "../src/probe/train.js";
+import { plantedTask } from "./probe-synthetic.js";
 import { fitMuli, logSoftmaxRows, muliFeatures, predictMuli } from "../src/baselines/muli.js";
 import { TfidfVectorizer, fitTfidf, ngrams, predictTfidf, tokenize } from "../src/baselines/tfidf.js";
 import { promptScores } from "../src/baselines/prompting.js";
@@ -27,6 +30,34 @@ test("logistic regression: L2 fit satisfies its optimality condition (gradient =
     g += lambda * m.W[f * 2 + c];
     assert.ok(Math.abs(g) < 1e-4, `gradient [${f}, ${c}] = ${g}`);
   }
+});
+
+test("cross-validated λ: the strongest penalty on labels that are noise, a weak one on a planted signal", () => {
+  const rng = new Rng(11);
+  const N = 600, F = 20;
+  const x = Float32Array.from({ length: N * F }, () => rng.normal()); // [N, F]
+  // labels independent of x: every fit only memorises noise, so held-out loss is lowest at the largest λ
+  // (scoring the folds in-sample would pick the smallest)
+  const noise = Int32Array.from({ length: N }, () => rng.int(2));
+  const a = crossValidatedLambda(x, N, F, noise, 2, { folds: 5, seed: 0 });
+  assert.equal(a.lambda, 0.1, JSON.stringify(a.path));
+  // a strong planted signal on two features: little penalty is best
+  const planted = Int32Array.from({ length: N }, (_, i) => (rng.next() < 1 / (1 + Math.exp(-(4 * x[i * F] - 3 * x[i * F + 1]))) ? 1 : 0));
+  const b = crossValidatedLambda(x, N, F, planted, 2, { folds: 5, seed: 0 });
+  assert.ok(b.lambda <= 3e-3, JSON.stringify(b.path));
+  assert.ok(b.cvLoss < 0.45 && a.cvLoss > 0.68, `cv losses ${b.cvLoss} (signal) ${a.cvLoss} (noise)`);
+  // each path entry is a mean over all N held-out rows: the chosen one is the minimum
+  assert.equal(b.cvLoss, Math.min(...b.path.map((p) => p.cvLoss)));
+});
+
+test("best fixed layer: the layer that carries the label is chosen, by cross-validated loss", async () => {
+  // the label lives in layer 2 at the first token; mean pooling over ≤ 10 tokens still sees it
+  const task = plantedTask(300, { layers: 4, dim: 6, layer: 2, position: 0, mu: 3, seed: 4 });
+  const r = await bestFixedLayer(arraySource(task.hidden, task.labels), "mean", { seed: 1 });
+  assert.equal(r.layer, 2, JSON.stringify(r.layers));
+  const chosen = r.layers[2].selectionLoss;
+  for (const l of r.layers) if (l.layer !== 2) assert.ok(l.selectionLoss > chosen + 0.1, JSON.stringify(r.layers));
+  assert.equal(chosen, r.best.cvLoss);
 });
 
 test("MULI recovers a planted sparse logistic model over the vocabulary and zeroes the rest", () => {

@@ -9,7 +9,7 @@ import { makeBatch, type BatchScratch } from "../tensor/batch.js";
 import { accuracy, chooseThreshold, classScores, evaluate, macroF1, positiveScores, type MetricReport } from "./metrics.js";
 import { Probe, inputStatistics, softmaxRows, type ProbeConfig } from "./probe.js";
 import { Rng } from "../numeric/rng.js";
-import { denseDesign, fitLogRegPath } from "./logreg.js";
+import { crossValidatedLambda, denseDesign, fitLogReg, fitLogRegPath } from "./logreg.js";
 import type { DatasetTask } from "../data/datasets.js";
 
 /** Labelled hidden states, e.g. an opened feature cache (FeatureCache fits this shape) or arrays in memory. */
@@ -87,12 +87,14 @@ export interface TrainOptions {
   earlyStopping?: "loss" | "metric";
   /**
    * Pooling and fixed probes (a linear head on vectors that do not change): "exact" (default) fits the head
-   * as an L2 logistic regression to convergence, the L2 weight chosen on validation loss; "adam" trains it
+   * as an L2 logistic regression to convergence, the L2 weight chosen by cross-validated loss; "adam" trains it
    * like the other probes (lr, batch, epochs apply).
    */
   headSolver?: "exact" | "adam";
   /** Binary: choose the decision threshold on validation for max F1 (default) or a target FPR. */
   targetFpr?: number;
+  /** Exact heads: folds of the cross-validation that picks λ (default 5; below 2, λ on the validation split alone). */
+  cvFolds?: number;
   /** Called after each optimiser step and each epoch. */
   onProgress?: (p: TrainProgress) => void;
 }
@@ -135,6 +137,8 @@ export interface TrainResult {
   /** Training examples processed per second (forward + backward + update). */
   examplesPerSecond: number;
   hyper: ResolvedTrainOptions;
+  /** Exact heads: the chosen λ's cross-validated log-loss over train ∪ validation (what the fixed baseline compares layers by). */
+  cvLoss?: number;
 }
 
 export interface ResolvedTrainOptions {
@@ -149,7 +153,7 @@ export interface ResolvedTrainOptions {
   standardize: boolean;
   /** Head-only probes: "exact" L2 logistic regression or "adam" epochs. */
   headSolver: "exact" | "adam";
-  /** The L2 weight chosen on validation by the exact head solver. */
+  /** The L2 weight the exact head solver chose by cross-validation. */
   lambda?: number;
   seed: number;
   classWeights?: number[];
@@ -338,11 +342,26 @@ export async function trainProbe(
   const order = Array.from({ length: trainSet.size }, (_, i) => i);
   const scratch: BatchScratch = { buffer: new Float32Array(0) };
   const exact = preTrain !== undefined && hyper.headSolver === "exact";
+  let cvLoss: number | undefined;
   if (exact) {
-    // A head on fixed vectors is a convex problem: solve it (L2 logistic regression, λ on validation loss)
-    // instead of approximating it with a few epochs of Adam.
+    // A head on fixed vectors is a convex problem: solve it (L2 logistic regression) instead of approximating it
+    // with a few epochs of Adam. λ by K-fold cross-validation over train ∪ validation (every labelled row scores
+    // once), then the head is fitted on train alone, so validation stays unseen for the threshold.
     const t0 = performance.now();
-    const { model, path } = fitLogRegPath(denseDesign(preTrain, trainSet.size, d), trainSet.labels, denseDesign(preVal!, valSet.size, d), valSet.labels, C, { penalty: "l2", weights: hyper.classWeights });
+    const folds = options.cvFolds ?? 5;
+    let lambda: number;
+    if (folds >= 2) {
+      const all = new Float32Array((trainSet.size + valSet.size) * d); // [N_train + N_val, d]
+      all.set(preTrain);
+      all.set(preVal!, trainSet.size * d);
+      const yAll = Int32Array.from({ length: trainSet.size + valSet.size }, (_, i) => (i < trainSet.size ? trainSet.labels[i] : valSet.labels[i - trainSet.size]));
+      const cv = crossValidatedLambda(all, yAll.length, d, yAll, C, { folds, seed, weights: hyper.classWeights });
+      lambda = cv.lambda;
+      cvLoss = cv.cvLoss;
+    } else {
+      lambda = fitLogRegPath(denseDesign(preTrain, trainSet.size, d), trainSet.labels, denseDesign(preVal!, valSet.size, d), valSet.labels, C, { penalty: "l2", weights: hyper.classWeights }).model.lambda;
+    }
+    const model = fitLogReg(denseDesign(preTrain, trainSet.size, d), trainSet.labels, C, { penalty: "l2", lambda, weights: hyper.classWeights });
     trainMs = performance.now() - t0;
     probe.headWeight.data.set(model.W); // [d, C] both
     probe.headBias.data.set(model.b);
@@ -353,7 +372,7 @@ export async function trainProbe(
     history.push({ epoch: 1, trainLoss: NaN, valLoss, valMetric: metricValue(evaluate(valSet.labels, probs, C), hyper.metric) });
     bestEpoch = 1;
     bestState = snapshot(params);
-    options.onProgress?.({ epoch: 1, step: 1, totalSteps: 1, examples: seen, loss: path.find((q) => q.lambda === model.lambda)?.valLoss ?? valLoss });
+    options.onProgress?.({ epoch: 1, step: 1, totalSteps: 1, examples: seen, loss: cvLoss ?? valLoss });
   }
   for (let epoch = 1; !exact && epoch <= hyper.epochs; epoch++) {
     rng.shuffle(order);
@@ -417,6 +436,7 @@ export async function trainProbe(
     history,
     examplesPerSecond: seen / Math.max(trainMs / 1000, 1e-9),
     hyper,
+    ...(cvLoss !== undefined ? { cvLoss } : {}),
   };
 }
 
