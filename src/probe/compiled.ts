@@ -130,7 +130,7 @@ function data(t: Tensor): Float32Array {
 interface Norm {
   mean: Float32Array; // [L+1, d]
   std: Float32Array; // [L+1, d]
-  /** (v − μ) / σ for v [L+1, B, d] or [L+1, B, 1, d] (`rank` 3 or 4): on summaries, not on every token. */
+  /** (v − μ) / σ for v [L+1, B, d] or [L+1, B, n, d] (`rank` 3 or 4): on summaries, not on every token. */
   apply(v: string, rank: 3 | 4): string;
 }
 
@@ -244,47 +244,61 @@ function aggregate(g: GraphWriter, s: Shared, probe: Probe, p: string): { v: str
   throw new InvalidArgumentError(`cannot compile a probe of kind '${probe.config.kind}'`, { field: "kind" });
 }
 
+/** Columns of W [G, d, n] side by side: [G, d, Σn] (one MatMul reads x once for all of them). */
+function concatColumns(parts: Float32Array[], G: number, d: number, n: number): Float32Array {
+  const out = new Float32Array(G * d * n * parts.length); // [G, d, parts·n]
+  for (let r = 0; r < G * d; r++) parts.forEach((w, i) => out.set(w.subarray(r * n, (r + 1) * n), (r * parts.length + i) * n));
+  return out;
+}
+
 /**
- * One downcast attention block (MhaAggregator.block): x [G, B, T, d] → [G, B, d]. Q, K and V come from one
- * MatMul over [W_q | W_k | W_v] [G, d, 3·d/f] (x is read once; standardisation folded in for stage 1); H heads
- * of width hd; padding keys masked when the graph is padded; pooled mean|max over T.
+ * One downcast attention block (MhaAggregator.block): x [G, B, T, d] → [G, B, d]. Standardisation (stage 1)
+ * is folded into the projections; H heads of width hd; padding keys masked when the graph is padded; pooled
+ * mean|max over T.
+ *
+ * Mean pooling is linear in V, so mean_t(att_t · x W_v) = (mean_t att_t) · x · W_v: the query-mean attention
+ * [G, B, H, T] reads x directly ([H, T]·[T, d]) and each head's W_v slice maps that H×d result, which skips
+ * the T×d×(d/f) V projection (a third of the block's arithmetic). Q and K still come from one MatMul over
+ * [W_q | W_k]. Max pooling needs every token's output: Q, K, V from one MatMul over [W_q | W_k | W_v].
  */
 function mhaBlock(
   g: GraphWriter, s: Shared, agg: MhaAggregator, x: string,
   w: MhaAggregator["tokenBlock"], G: number, p: string, norm: Norm | undefined,
 ): string {
   const d = agg.dim, inner = agg.inner, H = agg.heads, hd = inner / H;
-  const q = data(w.q), k = data(w.k), v = data(w.v); // [G, d, d/f] each
-  const qkvW = new Float32Array(G * d * 3 * inner); // [G, d, 3·d/f]
-  for (let r = 0; r < G * d; r++) {
-    qkvW.set(q.subarray(r * inner, (r + 1) * inner), r * 3 * inner);
-    qkvW.set(k.subarray(r * inner, (r + 1) * inner), r * 3 * inner + inner);
-    qkvW.set(v.subarray(r * inner, (r + 1) * inner), r * 3 * inner + 2 * inner);
-  }
-  const qkv = layerLinear(g, { ...s, x }, norm, qkvW, G, d, 3 * inner, `${p}.qkv`); // [G, B·T, 3·d/f]
-  // [G, B·T, 3·d/f] → [G, B, T, 3H, hd] → [G, B, 3H, T, hd] → q, k, v [G, B, H, T, hd]
-  const byHead = g.op("Transpose", [g.op("Reshape", [qkv, g.op("Concat", [g.op("Shape", [x], { end: 3 }), g.ints([3 * H, hd])], { axis: 0 })])], { perm: [0, 1, 3, 2, 4] });
-  const [qh, kh, vh] = g.opN("Split", [byHead], 3, { axis: 2, num_outputs: 3 }); // [G, B, H, T, hd] each
-  const kT = g.op("Transpose", [kh], { perm: [0, 1, 2, 4, 3] }); // [G, B, H, hd, T]
-  let scores = g.op("Mul", [g.op("MatMul", [qh, kT]), g.scalar(1 / Math.sqrt(hd))]); // [G, B, H, T, T]
+  const mean = agg.pool === "mean";
+  const parts = mean ? [data(w.q), data(w.k)] : [data(w.q), data(w.k), data(w.v)]; // [G, d, d/f] each
+  const n = parts.length;
+  const proj = layerLinear(g, { ...s, x }, norm, concatColumns(parts, G, d, inner), G, d, n * inner, `${p}.${mean ? "qk" : "qkv"}`); // [G, B·T, n·d/f]
+  // [G, B·T, n·d/f] → [G, B, T, n·H, hd] → [G, B, n·H, T, hd] → q, k(, v) [G, B, H, T, hd]
+  const byHead = g.op("Transpose", [g.op("Reshape", [proj, g.op("Concat", [g.op("Shape", [x], { end: 3 }), g.ints([n * H, hd])], { axis: 0 })])], { perm: [0, 1, 3, 2, 4] });
+  const heads = g.opN("Split", [byHead], n, { axis: 2, num_outputs: n }); // [G, B, H, T, hd] each
+  const kT = g.op("Transpose", [heads[1]], { perm: [0, 1, 2, 4, 3] }); // [G, B, H, hd, T]
+  let scores = g.op("Mul", [g.op("MatMul", [heads[0], kT]), g.scalar(1 / Math.sqrt(hd))]); // [G, B, H, T, T]
   if (s.padded) scores = g.op("Add", [scores, g.op("Unsqueeze", [s.bias, g.ints([0, 2, 3])])]); // + [1, B, 1, 1, T]
-  const att = g.op("Softmax", [scores], { axis: -1 }); // [G, B, H, T, T]
-  if (agg.pool === "mean") {
-    // mean pooling is linear: mean_t(att_t · V) · W_o = (mean_t att_t) · V · W_o, so the query mean comes first
-    // ([G, B, H, 1, T] · V instead of a [T, T] · V product), then the d/f-wide heads' output is projected
-    let attMean: string;
+  const att = g.op("Softmax", [scores], { axis: -1 }); // [G, B, H, T(query), T(key)]
+  if (mean) {
+    let attMean: string; // [G, B, H, T(key)]: the attention averaged over the real queries
     if (s.padded) {
       const qmask = g.op("Unsqueeze", [s.mask, g.ints([0, 2, 4])]); // [1, B, 1, T, 1]
-      const count = g.op("Unsqueeze", [s.count3, g.ints([3, 4])]); // [1, B, 1, 1, 1]
-      attMean = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [att, qmask]), g.ints([3])], { keepdims: 1 }), count]); // [G, B, H, 1, T]
+      const count = g.op("Unsqueeze", [s.count3, g.ints([3])]); // [1, B, 1, 1]
+      attMean = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [att, qmask]), g.ints([3])], { keepdims: 0 }), count]);
     } else {
-      attMean = g.op("ReduceMean", [att, g.ints([3])], { keepdims: 1 }); // [G, B, H, 1, T]
+      attMean = g.op("ReduceMean", [att, g.ints([3])], { keepdims: 0 });
     }
-    const ctx = g.op("MatMul", [attMean, vh]); // [G, B, H, 1, hd]
+    let read = g.op("MatMul", [attMean, x]); // [G, B, H, d]: per head, the attention-weighted input
+    // standardised: the weights sum to 1 over the real keys, so (Σ a x − μ)/σ is Σ a (x − μ)/σ
+    if (norm !== undefined) read = norm.apply(read, 4);
+    const wv = data(w.v); // [G, d, d/f] → per head [G, 1, H, d, hd]
+    const vHeads = new Float32Array(G * H * d * hd);
+    for (let gi = 0; gi < G; gi++) for (let h = 0; h < H; h++) for (let j = 0; j < d; j++) {
+      vHeads.set(wv.subarray((gi * d + j) * inner + h * hd, (gi * d + j) * inner + (h + 1) * hd), ((gi * H + h) * d + j) * hd);
+    }
+    const ctx = g.op("MatMul", [g.op("Unsqueeze", [read, g.ints([3])]), g.weight(`${p}.v.heads`, [G, 1, H, d, hd], vHeads)]); // [G, B, H, 1, hd]
     const merged = g.op("Reshape", [ctx, g.op("Concat", [g.op("Shape", [x], { end: 2 }), g.ints([inner])], { axis: 0 })]); // [G, B, d/f]
     return g.op("MatMul", [merged, g.weight(`${p}.o`, [G, inner, d], data(w.o))]); // [G, B, d]
   }
-  const ctx = g.op("MatMul", [att, vh]); // [G, B, H, T, hd]
+  const ctx = g.op("MatMul", [att, heads[2]]); // [G, B, H, T, hd]
   const merged = g.op("Reshape", [g.op("Transpose", [ctx], { perm: [0, 1, 3, 2, 4] }), g.ints([0, 0, 0, inner])]); // [G, B, T, d/f]
   const out = g.op("MatMul", [merged, g.weight(`${p}.o`, [G, 1, inner, d], data(w.o))]); // [G, B, T, d]
   return tokenPool(g, s, out, "max"); // [G, B, d]
@@ -348,7 +362,9 @@ export class CompiledProbes {
       return await ort.InferenceSession.create(bytes, {
         graphOptimizationLevel: "all",
         executionMode: "sequential",
-        ...probeThreads(false),
+        // without an MHA probe the graph is a few memory-bound passes over x: one thread, no worker to wake (in
+        // situ after a 0.5B prefill on 2 loaded cores, scoring took 1.9 ms on one thread, 14 ms median on two)
+        ...probeThreads(!probes.some((p) => p.aggregator instanceof MhaAggregator)),
         ...(threads !== undefined ? { intraOpNumThreads: threads } : {}),
       });
     } catch (e) {
