@@ -22,6 +22,7 @@ const KINDS: ProbeConfig[] = [
   { kind: "mha", heads: 2, downcast: 8, pool: "max" },
   { kind: "fixed", token: "last" },
   { kind: "fixed", token: "mean", layer: 2 },
+  { kind: "fixed", token: "max", layer: 1 },
 ];
 const label = (c: ProbeConfig) => `${c.kind}${c.pool ? `/${c.pool}` : ""}${c.token ? `/${c.token}` : ""}`;
 

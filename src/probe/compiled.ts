@@ -221,7 +221,10 @@ function aggregate(g: GraphWriter, s: Shared, probe: Probe, p: string): { v: str
     if (!(agg.layer >= 0 && agg.layer < L1)) throw new InvalidArgumentError(`fixed probe layer ${agg.layer} is outside 0..${L1 - 1}`, { field: "layer" });
     const xl = g.op("Gather", [s.x, g.op("Constant", [], { value_int: agg.layer })], { axis: 0 }); // [B, T, d]
     let v: string;
-    if (agg.token === "mean") {
+    if (agg.token === "max") {
+      const x4 = g.op("Slice", [s.x, g.ints([agg.layer]), g.ints([agg.layer + 1]), g.ints([0])]); // [1, B, T, d]
+      v = g.op("Squeeze", [tokenPool(g, s, x4, "max"), g.ints([0])]); // [B, d]
+    } else if (agg.token === "mean") {
       v = s.padded
         ? g.op("Div", [g.op("ReduceSum", [g.op("Mul", [xl, g.op("Unsqueeze", [s.mask, g.ints([2])])]), g.ints([1])], { keepdims: 0 }), g.op("Squeeze", [s.count3, g.ints([0])])]) // [B, d]
         : g.op("ReduceMean", [xl, g.ints([1])], { keepdims: 0 }); // [B, d]

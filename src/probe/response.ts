@@ -2,7 +2,7 @@
  * Response probes while the answer streams: one tracker per probe and request keeps the aggregation state over
  * the tokens generated so far and updates it from each new token's hidden states x [L+1, d].
  *
- * - pooling (mean|max), the scoring gate and fixed probes update in O((L+1)·d) per token: running sums / maxima
+ * - pooling (mean|max), the scoring gate and fixed probes (last|mean|max) update in O((L+1)·d) per token: running sums / maxima
  *   per layer, and for the gate an online softmax (running max m, normaliser z and weighted sum per layer, rescaled
  *   by exp(m_old − m_new) when the max moves). The layer stage and the head then cost O((L+1)·d + d·C). The result
  *   equals the batch computation (Probe.forward) over the same tokens — test/probe-response.test.ts checks every
@@ -144,7 +144,11 @@ class IncrementalTracker implements ResponseTracker {
     } else if (agg instanceof FixedAggregator) {
       const o = agg.layer * d;
       if (agg.token === "last") for (let j = 0; j < d; j++) v[j] = x[o + j];
-      else {
+      else if (agg.token === "max") {
+        if (this.tokens === 1) for (let j = 0; j < d; j++) acc[o + j] = x[o + j];
+        else for (let j = 0; j < d; j++) if (x[o + j] > acc[o + j]) acc[o + j] = x[o + j];
+        for (let j = 0; j < d; j++) v[j] = acc[o + j];
+      } else {
         for (let j = 0; j < d; j++) acc[o + j] += x[o + j];
         for (let j = 0; j < d; j++) v[j] = acc[o + j] / this.tokens;
       }
