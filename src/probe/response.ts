@@ -63,6 +63,9 @@ class IncrementalTracker implements ResponseTracker {
   /** scoring: running max m_l [L+1] and normaliser z_l [L+1] of the online softmax. */
   private readonly m: Float64Array;
   private readonly z: Float64Array;
+  /** [L+1, d] this token's standardised states, and the scoring gate's per-layer summaries: reused per token. */
+  private readonly xs: Float32Array;
+  private readonly summaries: Float64Array;
 
   constructor(private readonly probe: Probe) {
     this.L1 = probe.shape.layers;
@@ -70,6 +73,8 @@ class IncrementalTracker implements ResponseTracker {
     this.acc = new Float64Array(this.L1 * this.d);
     this.m = new Float64Array(this.L1).fill(-Infinity);
     this.z = new Float64Array(this.L1);
+    this.xs = new Float32Array(probe.config.standardize === true ? this.L1 * this.d : 0);
+    this.summaries = new Float64Array(probe.aggregator instanceof ScoringAggregator ? this.L1 * this.d : 0);
     const agg = probe.aggregator;
     if (agg instanceof PoolingAggregator && agg.pool === "max") this.acc.fill(-Infinity);
     if (agg instanceof FixedAggregator && !(agg.layer >= 0 && agg.layer < this.L1)) {
@@ -83,7 +88,9 @@ class IncrementalTracker implements ResponseTracker {
     if (probe.config.standardize !== true) return x;
     if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
     const { mean, std } = probe.norm;
-    return Float32Array.from(x, (v, i) => (v - mean[i]) / std[i]); // [L+1, d]
+    const out = this.xs; // [L+1, d]; a plain loop: Float32Array.from with a map callback took 2.7 ms at 25 × 896
+    for (let i = 0; i < out.length; i++) out[i] = (x[i] - mean[i]) / std[i];
+    return out;
   }
 
   async push(x: Float32Array): Promise<ResponseProbabilities> {
@@ -106,7 +113,7 @@ class IncrementalTracker implements ResponseTracker {
       }
     } else if (agg instanceof ScoringAggregator) {
       const w = agg.tokenGate.data; // [L+1, d, 1]
-      const summaries = new Float64Array(L1 * d); // [L+1, d]
+      const summaries = this.summaries; // [L+1, d], every entry rewritten below
       for (let l = 0; l < L1; l++) {
         let dot = 0;
         for (let j = 0; j < d; j++) dot += w[l * d + j] * x[l * d + j];
