@@ -6,11 +6,14 @@
  *
  * Why a session of its own rather than nodes appended to the decoder graph (bench/compiled-probes.ts, random
  * Qwen2.5-0.5B shape, 128-token prefill, 2-core EPYC at load average ~11): two runs gave own-session/appended
- * total ratios of 0.93, 0.82, 0.84, 0.91 and 1.09, 1.05, 0.98, 1.37 (pooling, scoring, MHA, 4 probes): no
- * difference the noise lets through, because the probes cost little next to the prefill and the taps already
- * leave ORT as one buffer that is fed back here without a copy (ort.Tensor wraps the same Float32Array). What
- * decides is attach/detach: an appended graph is a second decoder session per probe set (a reload and another
- * copy of the weights in memory), this one is a small graph built in milliseconds, never touching the decoder.
+ * total ratios of 0.93, 0.82, 0.84, 0.91 and 1.09, 1.05, 0.98, 1.37 (pooling, scoring, MHA, 4 probes); with the
+ * dense, folded graphs of standardised probes (load ~6) appended/own-session was 1.22, 1.15, 1.12, 1.02. No
+ * difference the noise lets through, because the probes cost little next to the prefill and the taps leave ORT
+ * as one buffer that is fed back here without a copy (ort.Tensor wraps the same Float32Array). That buffer is
+ * onnxruntime-node's one copy of the output into JS (~5 ms for 11.5 MB, inside the prefill's time); handing the
+ * decoder a pre-allocated output did not remove it (6.6 vs 6.0 ms in a micro-check). What decides is
+ * attach/detach: an appended graph is a second decoder session per probe set (a reload and another copy of the
+ * weights in memory), this one is a small graph built in milliseconds, never touching the decoder.
  *
  * Graph inputs: hidden [L+1, B, T, d] float32 (padding positions may hold anything), and in the padded graph
  * mask [B, T] float32 (1 = real token, 0 = padding; right or left padding alike). Each set has a dense graph
