@@ -170,6 +170,9 @@ test("one prompt's HiddenStates run without padding; the cached set is reused; b
   assert.ok(maxAbsDiff(p.probabilities, await probes[1].predict(real[2])) <= 1e-5);
   await assert.rejects(a.runHidden(new HiddenStates(layers - 1, 2, dim, new Float32Array((layers - 1) * 2 * dim))), InvalidArgumentError);
   await assert.rejects(a.run(new Float32Array(5), 1, 1), InvalidArgumentError);
+  // no tokens (or a batch row with none): a typed error, not NaN or 0.5 probabilities
+  await assert.rejects(a.run(new Float32Array(0), 1, 0), InvalidArgumentError);
+  await assert.rejects(a.run(new Float32Array(layers * 2 * 2 * dim), 2, 2, Uint8Array.of(1, 1, 0, 0)), /prompt 1 of the batch has no real token/);
   assert.throws(() => compiledProbesFor([]), InvalidArgumentError);
   await assert.rejects(CompiledProbes.create([probes[0], new Probe({ kind: "pooling" }, { layers, dim: dim * 2, classes: 2 })]), InvalidArgumentError);
 });

@@ -401,6 +401,13 @@ export class CompiledProbes {
       throw new InvalidArgumentError(`hidden states have ${x.length} values, the compiled probes expect [${L1}, ${B}, ${T}, ${d}]`, { field: "hidden" });
     }
     if (mask !== undefined && mask.length !== B * T) throw new InvalidArgumentError(`mask has ${mask.length} values, expected [${B}, ${T}]`, { field: "mask" });
+    // a prompt without tokens has no mean, max or last token: the graphs would give NaN, 0.5 or an ORT error
+    if (!(B >= 1 && T >= 1)) throw new InvalidArgumentError(`the compiled probes need at least one prompt of at least one token, got [${B}, ${T}]`, { field: "hidden" });
+    if (mask !== undefined) {
+      for (let b = 0; b < B; b++) {
+        if (!mask.subarray(b * T, (b + 1) * T).some((v) => v !== 0)) throw new InvalidArgumentError(`prompt ${b} of the batch has no real token (its mask row is all 0)`, { field: "mask" });
+      }
+    }
     const xs = x instanceof Float32Array ? x : Float32Array.from(x);
     const hidden = new ort.Tensor("float32", xs, [L1, B, T, d]); // [L+1, B, T, d]
     let out: ort.InferenceSession.ReturnType;
