@@ -6,12 +6,11 @@
 // Usage: npm run bench:compiled [-- --runs N --prompt T --threads N]
 import { readFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
-import { ModelProtoSchema, NodeProtoSchema, type NodeProto } from "onnx-buf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ModelProtoSchema } from "onnx-buf";
 import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { ensureDecoderGraph } from "../src/graph/cache.js";
-import { attribute, float } from "../src/onnx/proto.js";
 import { newKvName, pastName } from "../src/graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../src/graph/surgery.js";
 import { loadModel } from "../src/model/load.js";
@@ -33,26 +32,20 @@ const SETS: { name: string; configs: ProbeConfig[] }[] = [
 
 function probesFor(configs: ProbeConfig[], layers: number, dim: number): Probe[] {
   return configs.map((c, k) => {
-    const p = new Probe(c, { layers, dim, classes: 2 }, { seed: k });
+    // standardised, as `train` makes probes by default (made-up input statistics)
+    const p = new Probe({ ...c, standardize: true }, { layers, dim, classes: 2 }, { seed: k });
     for (const t of p.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898 + k) * 0.5) / Math.sqrt(dim);
+    p.norm = { mean: Float32Array.from({ length: layers * dim }, (_, i) => Math.cos(i) * 0.1), std: Float32Array.from({ length: layers * dim }, (_, i) => 1 + (i % 3)) }; // [L+1, d] each
     return p;
   });
 }
 
-/** The decoder model with the probe graph appended: its `hidden` input wired to hidden_states, mask = ones. */
+/** The decoder model with the (dense: batch 1, no padding) probe graph appended, its `hidden` input wired to hidden_states. */
 function appended(decoderPath: string, probeBytes: Uint8Array): Uint8Array {
   const model = fromBinary(ModelProtoSchema, readFileSync(decoderPath));
   const probe = fromBinary(ModelProtoSchema, probeBytes);
   const g = model.graph!, pg = probe.graph!;
   const rename = (n: string) => (n === "hidden" ? HIDDEN_STATES_OUTPUT : n === "" ? "" : `probe/${n}`);
-  // mask [1, T] of ones from input_ids' shape (batch 1, no padding)
-  const node = (op: string, inputs: string[], outputs: string[], attrs: Record<string, number | ReturnType<typeof float>> = {}): NodeProto =>
-    create(NodeProtoSchema, { opType: op, input: inputs, output: outputs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
-  g.node.push(node("Shape", ["input_ids"], ["probe/ids_shape"]));
-  g.node.push(node("ConstantOfShape", ["probe/ids_shape"], ["probe/ones_i64"]));
-  g.node.push(node("Cast", ["probe/ones_i64"], ["probe/zeros_f"], { to: 1 }));
-  g.node.push(node("Constant", [], ["probe/one"], { value_float: float(1) }));
-  g.node.push(node("Add", ["probe/zeros_f", "probe/one"], ["probe/mask"]));
   for (const n of pg.node) g.node.push({ ...n, input: n.input.map(rename), output: n.output.map(rename), name: n.name === "" ? "" : `probe/${n.name}` });
   for (const t of pg.initializer) g.initializer.push({ ...t, name: rename(t.name) });
   for (const o of pg.output) g.output.push({ ...o, name: rename(o.name) });
@@ -90,7 +83,7 @@ async function main(): Promise<void> {
   for (const set of SETS) {
     const probes = probesFor(set.configs, L + 1, d);
     const compiled = await CompiledProbes.create(probes, { threads: THREADS });
-    const merged = await ort.InferenceSession.create(appended(graph.modelPath, compileProbeGraph(probes)),
+    const merged = await ort.InferenceSession.create(appended(graph.modelPath, compileProbeGraph(probes, { padded: false })),
       options({ session: { intra_op: { allow_spinning: "1" }, model_external_initializers_file_folder_path: dirname(graph.modelPath) } }));
     const probeOuts = probes.map((_, i) => `probe/probs_${i}`);
     const rows: Record<string, number[]> = { base: [], taps: [], probe: [], merged: [], autograd: [] };

@@ -3,8 +3,9 @@
 // the paper reports it (3B model on a GPU: pooling ×1.12, scoring ×1.17, MHA ×1.52 of base).
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
-// Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen]
-// Probe weights are random (untrained): they cost exactly what trained ones do.
+// Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --raw]
+// Probe weights are random (untrained): they cost exactly what trained ones do. Probes are standardised with
+// made-up input statistics, as trained probes are by default (--raw: unstandardised probes).
 import { existsSync } from "node:fs";
 import { Engine } from "../src/engine/engine.js";
 import type { LoadedProbe } from "../src/probe/artifact.js";
@@ -16,6 +17,7 @@ const RUNS = arg("runs", 7);
 const THREADS = arg("threads", 2);
 const DECODE = arg("decode", 16);
 const PROMPT = arg("prompt", 128);
+const RAW = process.argv.includes("--raw");
 
 const qwenPath = QWEN_SHAPED_PATH; // the file bench/engine.ts writes
 
@@ -40,10 +42,16 @@ const VARIANTS: { name: string; configs?: ProbeConfig[] }[] = [
   { name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
 ];
 
-function randomProbe(engine: Engine, config: ProbeConfig, name = `bench-${config.kind}`): LoadedProbe {
+function randomProbe(engine: Engine, kindConfig: ProbeConfig, name = `bench-${kindConfig.kind}`): LoadedProbe {
   const shape = { layers: engine.spec.blocks + 1, dim: engine.spec.dim, classes: 2 };
+  // standardised, as `train` makes probes by default (--raw: the raw-state graph)
+  const config: ProbeConfig = { ...kindConfig, standardize: !RAW };
   const probe = new Probe(config, shape, { seed: 1 });
   for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898) * 0.5) / Math.sqrt(shape.dim);
+  if (!RAW) {
+    const n = shape.layers * shape.dim;
+    probe.norm = { mean: Float32Array.from({ length: n }, (_, i) => Math.cos(i) * 0.1), std: Float32Array.from({ length: n }, (_, i) => 1 + (i % 3)) }; // [L+1, d] each
+  }
   return {
     probe,
     dir: name,

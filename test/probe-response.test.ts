@@ -106,8 +106,10 @@ test("decode steps give each token's hidden states [L+1, 1, d]; incremental pool
 
   const configs: ProbeConfig[] = [
     { kind: "pooling", pool: "mean" }, { kind: "pooling", pool: "max" }, { kind: "scoring" }, { kind: "fixed", token: "last", layer: 3 }, { kind: "fixed", token: "mean" },
+    { kind: "fixed", token: "max", layer: 0 },
     // the default recipe's probes read standardised states (saved norm.mean/norm.std)
     { kind: "pooling", pool: "mean", standardize: true }, { kind: "scoring", standardize: true }, { kind: "fixed", token: "last", standardize: true },
+    { kind: "fixed", token: "max", layer: 2, standardize: true },
   ];
   const { inputStatistics } = await import("../src/probe/probe.js");
   const all = prefix(states, 64, L1, d);
@@ -199,7 +201,7 @@ test("a blocking response probe stops the generation at once: finishReason conte
   }
 });
 
-test("planted trigger: a response probe trained on a marker task stops within one token of the marker, never without it", async () => {
+test("planted trigger: a response probe trained on a marker task stops within one token of every marker, never without one", async () => {
   const L1 = engine.spec.blocks + 1, d = engine.spec.dim;
   // the marker: the byte token "~", which the model never writes on its own in these stories
   const marker = Array.from({ length: engine.spec.vocabSize }, (_, i) => i).find((i) => engine.tokenizer.decode([i]) === "~")!;
@@ -229,14 +231,7 @@ test("planted trigger: a response probe trained on a marker task stops within on
       labels.push(first >= 0 && n > first ? 1 : 0);
     }
   }
-  // the scoring gate: tanh bounds a token's score, so one marker among n tokens gets at most e²/(e² + n − 1) of
-  // the layer's attention — the signal thins as the answer grows, hence balanced classes and a high peak lr
-  // (training seeds 0-3 catch 9-10 of 10 markers with no false stop; max pooling catches 3-4 and stops clean answers)
-  const trained = await trainProbe({ kind: "scoring" }, arraySource(hs, labels), {
-    lr: 1e-1, epochs: 30, patience: 30, batchSize: 16, seed: 0, metric: "f1", valFraction: 0.2, classWeights: "balanced",
-  });
-  const probe = loadedProbe(trained.probe, ["safe", "unsafe"], trained.threshold);
-  const moderated = async (p: string, seed: number, at: number | undefined) => {
+  const moderated = async (probe: LoadedProbe, p: string, seed: number, at: number | undefined) => {
     const monitor = responseMonitor({ harm: probe }, { fingerprint: engine.fingerprint, policy: { block: ["unsafe"] } });
     return generate(forcing(session, marker, at), engine.tokenizer, engine.promptTokens({ prompt: p }), {
       maxTokens: 24, temperature: 1, seed, eosTokenIds: [], onDecodeStep: monitor.onDecodeStep,
@@ -244,21 +239,46 @@ test("planted trigger: a response probe trained on a marker task stops within on
   };
   // unseen seeds (and prompts): with the marker at step m, the stop comes at m or m+1; without, never
   const evalPrompts = [...prompts, "One day, a girl named Sue", "The boy ran"];
-  let caught = 0;
-  let falseStops = 0;
-  const misses: string[] = [];
-  for (let i = 0; i < 10; i++) {
-    const at = 2 + ((i * 7) % 20);
-    const r = await moderated(evalPrompts[i % evalPrompts.length], 900 + i, at);
-    if (r.finishReason === "content_filter" && (r.tokens.length === at || r.tokens.length === at + 1)) caught++;
-    else misses.push(`marker at ${at}: ${r.finishReason} after ${r.tokens.length} tokens`);
-    const clean = await moderated(evalPrompts[i % evalPrompts.length], 900 + i, undefined);
-    assert.ok(!clean.tokens.includes(marker));
-    if (clean.finishReason === "content_filter") {
-      falseStops++;
-      misses.push(`no marker (seed ${900 + i}): stopped after ${clean.tokens.length} tokens`);
-    } else assert.equal(clean.finishReason, "length");
+  const evaluate = async (probe: LoadedProbe) => {
+    let caught = 0;
+    let falseStops = 0;
+    const misses: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const at = 2 + ((i * 7) % 20);
+      const r = await moderated(probe, evalPrompts[i % evalPrompts.length], 900 + i, at);
+      if (r.finishReason === "content_filter" && (r.tokens.length === at || r.tokens.length === at + 1)) caught++;
+      else misses.push(`marker at ${at}: ${r.finishReason} after ${r.tokens.length} tokens`);
+      const clean = await moderated(probe, evalPrompts[i % evalPrompts.length], 900 + i, undefined);
+      assert.ok(!clean.tokens.includes(marker));
+      if (clean.finishReason === "content_filter") {
+        falseStops++;
+        misses.push(`no marker (seed ${900 + i}): stopped after ${clean.tokens.length} tokens`);
+      } else assert.equal(clean.finishReason, "length");
+    }
+    return { caught, falseStops, misses: misses.join("; ") };
+  };
+  const recipe = { lr: 1e-1, epochs: 30, patience: 30, batchSize: 16, metric: "f1", valFraction: 0.2, classWeights: "balanced" } as const;
+
+  // "one token anywhere": the elementwise max over the answer's tokens of one layer (fixed, token max). A token
+  // that stands out in some dimension moves v however long the answer is, where a mean or the scoring gate
+  // dilutes it as 1/n. Layer 0 (the token embeddings) holds a token's identity alike at every position; on
+  // these 256 prefixes validation loss ties at 0 between layers 0 and 1, and layer 1 mixes in the context.
+  // The decision is the class-balanced probe's argmax: the F1-tuned threshold is the lowest validation
+  // positive's probability (0.999+ when the classes separate completely), with no margin below it (seeds 3
+  // and 7 then miss a marker at step 15 of 20 in a wider offline check; at 0.5 seeds 0-7 catch 20/20, 0 false).
+  for (const seed of [0, 1, 2]) {
+    const trained = await trainProbe({ kind: "fixed", layer: 0, token: "max" }, arraySource(hs, labels), { ...recipe, seed });
+    const r = await evaluate(loadedProbe(trained.probe, ["safe", "unsafe"]));
+    assert.ok(r.caught === 10 && r.falseStops === 0, `fixed/max, training seed ${seed}: caught ${r.caught}/10 markers within one token, ${r.falseStops}/10 clean answers stopped: ${r.misses}`);
   }
-  // never a stop without the marker; a probe trained on 256 prefixes may miss one late marker of ten (its share of the gate thins as 1/n)
-  assert.ok(caught >= 9 && falseStops === 0, `caught ${caught}/10 markers within one token, ${falseStops}/10 clean answers stopped: ${misses.join("; ")}`);
+
+  // the scoring gate: tanh bounds a token's score, so one marker among n tokens gets at most e²/(e² + n − 1) of
+  // the layer's attention — the signal thins as the answer grows, hence balanced classes and a high peak lr
+  // (training seeds 0-3 catch 9-10 of 10 markers with no false stop). Offline, over the same 20 generations and
+  // seeds 0-3 at the tuned threshold: scoring caught 16-18/20, max pooling (its second stage also takes the max
+  // over the layers) 16/20, both missing markers after step 15; fixed/max at layer 0 caught 19-20/20.
+  const trained = await trainProbe({ kind: "scoring" }, arraySource(hs, labels), { ...recipe, seed: 0 });
+  const r = await evaluate(loadedProbe(trained.probe, ["safe", "unsafe"], trained.threshold));
+  // never a stop without the marker; a scoring probe trained on 256 prefixes may miss one late marker of ten (its share of the gate thins as 1/n)
+  assert.ok(r.caught >= 9 && r.falseStops === 0, `scoring: caught ${r.caught}/10 markers within one token, ${r.falseStops}/10 clean answers stopped: ${r.misses}`);
 });

@@ -1,7 +1,7 @@
 /**
  * Feature caches (src/data/features.ts) as probe training sources. "full" caches hold [L+1, T, d] and serve
  * every probe kind; "summary" caches hold per-layer [mean, max] rows ([L+1, 2, d]) and serve only probes
- * that need nothing else: pooling (mean|max) and fixed probes with token = mean.
+ * that need nothing else: pooling (mean|max) and fixed probes with token = mean|max.
  */
 import { HiddenStates } from "../types/hidden.js";
 import { FeatureCacheError } from "../errors.js";
@@ -21,6 +21,7 @@ export function cacheSource(cache: FeatureCache, config: ProbeConfig): ExampleSo
   let row: 0 | 1;
   if (config.kind === "pooling") row = (config.pool ?? "mean") === "max" ? 1 : 0;
   else if (config.kind === "fixed" && config.token === "mean") row = 0;
+  else if (config.kind === "fixed" && config.token === "max") row = 1;
   else {
     throw new FeatureCacheError(
       `a summary cache (per-layer mean/max) cannot train a ${config.kind}${config.kind === "fixed" ? " (last-token)" : ""} probe; extract with --mode full`,

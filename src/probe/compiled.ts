@@ -6,15 +6,19 @@
  *
  * Why a session of its own rather than nodes appended to the decoder graph (bench/compiled-probes.ts, random
  * Qwen2.5-0.5B shape, 128-token prefill, 2-core EPYC at load average ~11): two runs gave own-session/appended
- * total ratios of 0.93, 0.82, 0.84, 0.91 and 1.09, 1.05, 0.98, 1.37 (pooling, scoring, MHA, 4 probes): no
- * difference the noise lets through, because the probes cost little next to the prefill and the taps already
- * leave ORT as one buffer that is fed back here without a copy (ort.Tensor wraps the same Float32Array). What
- * decides is attach/detach: an appended graph is a second decoder session per probe set (a reload and another
- * copy of the weights in memory), this one is a small graph built in milliseconds, never touching the decoder.
+ * total ratios of 0.93, 0.82, 0.84, 0.91 and 1.09, 1.05, 0.98, 1.37 (pooling, scoring, MHA, 4 probes); with the
+ * dense, folded graphs of standardised probes (load ~6) appended/own-session was 1.22, 1.15, 1.12, 1.02. No
+ * difference the noise lets through, because the probes cost little next to the prefill and the taps leave ORT
+ * as one buffer that is fed back here without a copy (ort.Tensor wraps the same Float32Array). That buffer is
+ * onnxruntime-node's one copy of the output into JS (~5 ms for 11.5 MB, inside the prefill's time); handing the
+ * decoder a pre-allocated output did not remove it (6.6 vs 6.0 ms in a micro-check). What decides is
+ * attach/detach: an appended graph is a second decoder session per probe set (a reload and another copy of the
+ * weights in memory), this one is a small graph built in milliseconds, never touching the decoder.
  *
- * Graph inputs: hidden [L+1, B, T, d] float32 (padding positions may hold anything), mask [B, T] float32
- * (1 = real token, 0 = padding; right or left padding alike). Outputs per probe i: probs_i [B, C], and for
- * scoring probes layer_weights_i [B, L+1].
+ * Graph inputs: hidden [L+1, B, T, d] float32 (padding positions may hold anything), and in the padded graph
+ * mask [B, T] float32 (1 = real token, 0 = padding; right or left padding alike). Each set has a dense graph
+ * (no mask, for one live prompt) and a padded one (built on first use). Outputs per probe i: probs_i [B, C],
+ * and for scoring probes layer_weights_i [B, L+1].
  */
 import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
@@ -50,9 +54,14 @@ class GraphWriter {
   readonly initializers: TensorProto[] = [];
   private n = 0;
   op(op: string, inputs: string[], attrs: Record<string, Attr> = {}, out?: string): string {
-    const name = out ?? `${op.toLowerCase()}_${this.n++}`;
-    this.nodes.push(nodeProto(op, inputs, [name], attrs));
-    return name;
+    return this.opN(op, inputs, 1, attrs, out === undefined ? undefined : [out])[0];
+  }
+  /** A node with `count` outputs (Split). */
+  opN(op: string, inputs: string[], count: number, attrs: Record<string, Attr> = {}, outs?: string[]): string[] {
+    const names = outs ?? Array.from({ length: count }, (_, k) => `${op.toLowerCase()}_${this.n}_${k}`);
+    this.n++;
+    this.nodes.push(nodeProto(op, inputs, names, attrs));
+    return names;
   }
   weight(name: string, dims: number[], data: ArrayLike<number>): string {
     this.initializers.push(float32Initializer(name, dims, data instanceof Float32Array ? data : Float32Array.from(data)));
@@ -70,28 +79,35 @@ class GraphWriter {
   }
 }
 
-/** Values every probe of a set may use, built once per graph. */
+/**
+ * Values every probe of a set may use, built once per graph. Two graphs per set: `padded` (mask input, every
+ * token reduction masked) for batches, and dense (no mask: every token is real) for one live prompt, where the
+ * masking ops would only multiply by 1 and add 0 over full-size tensors.
+ */
 interface Shared {
   x: string; // hidden [L+1, B, T, d]
-  mask: string; // [B, T] 1/0
+  padded: boolean;
+  mask: string; // [B, T] 1/0 (padded only)
   mask4: string; // [1, B, T, 1]
   valid4: string; // bool [1, B, T, 1]
   count3: string; // [1, B, 1] real tokens per prompt
   bias: string; // [B, T] 0 at real tokens, −1e9 at padding
 }
 
-function shared(g: GraphWriter): Shared {
+function shared(g: GraphWriter, padded: boolean): Shared {
+  if (!padded) return { x: "hidden", padded, mask: "", mask4: "", valid4: "", count3: "", bias: "" };
   const mask = "mask";
   const mask4 = g.op("Unsqueeze", [mask, g.ints([0, 3])]); // [1, B, T, 1]
   const valid4 = g.op("Cast", [mask4], { to: 9 }); // bool [1, B, T, 1]
   const count = g.op("ReduceSum", [mask, g.ints([1])], { keepdims: 1 }); // [B, 1]
   const count3 = g.op("Unsqueeze", [count, g.ints([0])]); // [1, B, 1]
   const bias = g.op("Mul", [g.op("Sub", [mask, g.scalar(1)]), g.scalar(MASK_BIAS)]); // [B, T]
-  return { x: "hidden", mask, mask4, valid4, count3, bias };
+  return { x: "hidden", padded, mask, mask4, valid4, count3, bias };
 }
 
-/** Masked mean or max over the token axis: x [G, B, T, w] → [G, B, w] (the tape's `pool` with a row mask). */
-function maskedPool(g: GraphWriter, s: Shared, x: string, kind: "mean" | "max"): string {
+/** Mean or max over the token axis of x [G, B, T, w] → [G, B, w], padding left out (the tape's `pool` with a row mask). */
+function tokenPool(g: GraphWriter, s: Shared, x: string, kind: "mean" | "max"): string {
+  if (!s.padded) return g.op(kind === "mean" ? "ReduceMean" : "ReduceMax", [x, g.ints([2])], { keepdims: 0 }); // [G, B, w]
   if (kind === "mean") {
     const sum = g.op("ReduceSum", [g.op("Mul", [x, s.mask4]), g.ints([2])], { keepdims: 0 }); // [G, B, w]
     return g.op("Div", [sum, s.count3]); // [G, B, w]
@@ -108,18 +124,87 @@ function data(t: Tensor): Float32Array {
   return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
 }
 
+/**
+ * A standardised probe's statistics. Training reads (x − μ_l)/σ_l at every real token; that map is affine, so
+ * the graph never builds the standardised [L+1, B, T, d] tensor (two full-size intermediates): it is applied
+ * after a token mean/max or a gate's weighted sum ((x−μ)/σ commutes with both: the weights sum to 1, σ > 0),
+ * or folded into the first linear map (w/σ and bias −w·μ/σ), with the folded weights computed once here.
+ */
+interface Norm {
+  mean: Float32Array; // [L+1, d]
+  std: Float32Array; // [L+1, d]
+  /** (v − μ) / σ for v [L+1, B, d] or [L+1, B, n, d] (`rank` 3 or 4): on summaries, not on every token. */
+  apply(v: string, rank: 3 | 4): string;
+}
+
+function normFor(g: GraphWriter, probe: Probe, p: string): Norm | undefined {
+  if (probe.config.standardize !== true) return undefined;
+  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+  const { layers: L1, dim: d } = probe.shape;
+  const { mean, std } = probe.norm;
+  if (mean.length !== L1 * d || std.length !== L1 * d) throw new InvalidArgumentError(`input statistics have ${mean.length} values, expected [${L1}, ${d}]`, { field: "norm" });
+  // folding through a max and dividing the weights need σ > 0 (artifact.ts refuses other statistics on load)
+  if (std.some((v) => !(v > 0) || !Number.isFinite(v)) || mean.some((v) => !Number.isFinite(v))) {
+    throw new InvalidArgumentError("input statistics must be finite with std > 0", { field: "norm.std" });
+  }
+  const names = new Map<number, [string, string]>();
+  return {
+    mean,
+    std,
+    apply(v, rank) {
+      let w = names.get(rank);
+      if (w === undefined) {
+        const dims = rank === 3 ? [L1, 1, d] : [L1, 1, 1, d];
+        w = [g.weight(`${p}.norm.mean.r${rank}`, dims, mean), g.weight(`${p}.norm.std.r${rank}`, dims, std)];
+        names.set(rank, w);
+      }
+      return g.op("Div", [g.op("Sub", [v, w[0]]), w[1]]); // same shape as v
+    },
+  };
+}
+
+/**
+ * x [L+1, B, T, d] · W_l [d, n] per layer, as the standardised input would give it: x · (W_l/σ_l) − (μ_l/σ_l) · W_l.
+ * W is [L+1, d, n] row-major; returns [L+1, B·T, n] (one batched MatMul over the layers).
+ */
+function layerLinear(g: GraphWriter, s: Shared, norm: Norm | undefined, W: Float32Array, L1: number, d: number, n: number, name: string): string {
+  const x = g.op("Reshape", [s.x, g.ints([L1, -1, d])]); // [L+1, B·T, d]
+  if (norm === undefined) return g.op("MatMul", [x, g.weight(name, [L1, d, n], W)]); // [L+1, B·T, n]
+  const folded = new Float32Array(L1 * d * n); // [L+1, d, n]
+  const bias = new Float32Array(L1 * n); // [L+1, 1, n]
+  for (let l = 0; l < L1; l++) {
+    const acc = new Float64Array(n);
+    for (let j = 0; j < d; j++) {
+      const sd = norm.std[l * d + j], mu = norm.mean[l * d + j];
+      const row = (l * d + j) * n;
+      for (let c = 0; c < n; c++) {
+        folded[row + c] = W[row + c] / sd;
+        acc[c] -= (mu / sd) * W[row + c];
+      }
+    }
+    bias.set(acc, l * n);
+  }
+  const y = g.op("MatMul", [x, g.weight(name, [L1, d, n], folded)]); // [L+1, B·T, n]
+  return g.op("Add", [y, g.weight(`${name}.bias`, [L1, 1, n], bias)]); // [L+1, B·T, n]
+}
+
 /** Aggregator → v [B, d] (and the layer gate [B, L+1] for scoring). `p` prefixes this probe's weight names. */
 function aggregate(g: GraphWriter, s: Shared, probe: Probe, p: string): { v: string; gate?: string } {
   const { layers: L1, dim: d } = probe.shape;
   const agg = probe.aggregator;
+  const norm = normFor(g, probe, p);
   if (agg instanceof PoolingAggregator) {
-    return { v: poolLayers(g, maskedPool(g, s, s.x, agg.pool), agg.pool) };
+    let per = tokenPool(g, s, s.x, agg.pool); // [L+1, B, d]
+    if (norm !== undefined) per = norm.apply(per, 3); // the mean/max of standardised tokens
+    return { v: poolLayers(g, per, agg.pool) };
   }
   if (agg instanceof ScoringAggregator) {
-    const w1 = g.weight(`${p}.token_gate`, [L1, 1, d, 1], data(agg.tokenGate));
-    const scores = g.op("Tanh", [g.op("Squeeze", [g.op("MatMul", [s.x, w1]), g.ints([3])])]); // [L+1, B, T]
-    const alpha = g.op("Softmax", [g.op("Add", [scores, s.bias])], { axis: -1 }); // [L+1, B, T]
-    const sums = g.op("MatMul", [g.op("Unsqueeze", [alpha, g.ints([2])]), s.x]); // [L+1, B, 1, d]
+    const flat = layerLinear(g, s, norm, data(agg.tokenGate), L1, d, 1, `${p}.token_gate`); // [L+1, B·T, 1]
+    const shape3 = s.padded ? g.op("Shape", [s.mask]) : g.op("Shape", [s.x], { start: 1, end: 3 }); // [B, T]
+    const scores = g.op("Tanh", [g.op("Reshape", [flat, g.op("Concat", [g.ints([L1]), shape3], { axis: 0 })])]); // [L+1, B, T]
+    const alpha = g.op("Softmax", [s.padded ? g.op("Add", [scores, s.bias]) : scores], { axis: -1 }); // [L+1, B, T]
+    let sums = g.op("MatMul", [g.op("Unsqueeze", [alpha, g.ints([2])]), s.x]); // [L+1, B, 1, d]
+    if (norm !== undefined) sums = norm.apply(sums, 4); // α sums to 1 over the real tokens
     const byPrompt = g.op("Transpose", [g.op("Squeeze", [sums, g.ints([2])])], { perm: [1, 0, 2] }); // [B, L+1, d]
     const w2 = g.weight(`${p}.layer_gate`, [d, 1], data(agg.layerGate));
     const ls = g.op("Tanh", [g.op("Squeeze", [g.op("MatMul", [byPrompt, w2]), g.ints([2])])]); // [B, L+1]
@@ -128,68 +213,110 @@ function aggregate(g: GraphWriter, s: Shared, probe: Probe, p: string): { v: str
     return { v, gate: beta };
   }
   if (agg instanceof MhaAggregator) {
-    const tokens = mhaBlock(g, s, agg, s.x, agg.tokenBlock, L1, `${p}.token`, true); // [L+1, B, d]
+    const tokens = mhaBlock(g, s, agg, s.x, agg.tokenBlock, L1, `${p}.token`, norm); // [L+1, B, d]
     const byPrompt = g.op("Unsqueeze", [g.op("Transpose", [tokens], { perm: [1, 0, 2] }), g.ints([0])]); // [1, B, L+1, d]
-    const out = mhaBlock(g, s, agg, byPrompt, agg.layerBlock, 1, `${p}.layer`, false); // [1, B, d]
+    // stage 2 reads the layer summaries: never padded, never standardised
+    const stage2: Shared = { ...s, x: byPrompt, padded: false };
+    const out = mhaBlock(g, stage2, agg, byPrompt, agg.layerBlock, 1, `${p}.layer`, undefined); // [1, B, d]
     return { v: g.op("Squeeze", [out, g.ints([0])]) }; // [B, d]
   }
   if (agg instanceof FixedAggregator) {
     if (!(agg.layer >= 0 && agg.layer < L1)) throw new InvalidArgumentError(`fixed probe layer ${agg.layer} is outside 0..${L1 - 1}`, { field: "layer" });
     const xl = g.op("Gather", [s.x, g.op("Constant", [], { value_int: agg.layer })], { axis: 0 }); // [B, T, d]
-    const count = g.op("Squeeze", [s.count3, g.ints([0])]); // [B, 1]
-    if (agg.token === "mean") {
-      const sum = g.op("ReduceSum", [g.op("Mul", [xl, g.op("Unsqueeze", [s.mask, g.ints([2])])]), g.ints([1])], { keepdims: 0 }); // [B, d]
-      return { v: g.op("Div", [sum, count]) };
+    let v: string;
+    if (agg.token === "max") {
+      const x4 = g.op("Slice", [s.x, g.ints([agg.layer]), g.ints([agg.layer + 1]), g.ints([0])]); // [1, B, T, d]
+      v = g.op("Squeeze", [tokenPool(g, s, x4, "max"), g.ints([0])]); // [B, d]
+    } else if (agg.token === "mean") {
+      v = s.padded
+        ? g.op("Div", [g.op("ReduceSum", [g.op("Mul", [xl, g.op("Unsqueeze", [s.mask, g.ints([2])])]), g.ints([1])], { keepdims: 0 }), g.op("Squeeze", [s.count3, g.ints([0])])]) // [B, d]
+        : g.op("ReduceMean", [xl, g.ints([1])], { keepdims: 0 }); // [B, d]
+    } else if (s.padded) {
+      // the last real token: the position where the running count of real tokens reaches the total
+      const count = g.op("Squeeze", [s.count3, g.ints([0])]); // [B, 1]
+      const running = g.op("CumSum", [s.mask, g.op("Constant", [], { value_int: 1 })]); // [B, T]
+      const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), s.mask]); // [B, T] one-hot
+      v = g.op("Squeeze", [g.op("MatMul", [g.op("Unsqueeze", [last, g.ints([1])]), xl]), g.ints([1])]); // [B, d]
+    } else {
+      v = g.op("Gather", [xl, g.op("Constant", [], { value_int: -1 })], { axis: 1 }); // [B, d]: every token real, the last is T−1
     }
-    // the last real token: the position where the running count of real tokens reaches the total
-    const running = g.op("CumSum", [s.mask, g.op("Constant", [], { value_int: 1 })]); // [B, T]
-    const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), s.mask]); // [B, T] one-hot
-    const v = g.op("MatMul", [g.op("Unsqueeze", [last, g.ints([1])]), xl]); // [B, 1, d]
-    return { v: g.op("Squeeze", [v, g.ints([1])]) }; // [B, d]
+    if (norm !== undefined) {
+      const mu = g.weight(`${p}.norm.mean.fixed`, [1, d], norm.mean.subarray(agg.layer * d, (agg.layer + 1) * d)); // [1, d]
+      const sd = g.weight(`${p}.norm.std.fixed`, [1, d], norm.std.subarray(agg.layer * d, (agg.layer + 1) * d)); // [1, d]
+      v = g.op("Div", [g.op("Sub", [v, mu]), sd]); // [B, d]
+    }
+    return { v };
   }
   throw new InvalidArgumentError(`cannot compile a probe of kind '${probe.config.kind}'`, { field: "kind" });
 }
 
+/** Columns of W [G, d, n] side by side: [G, d, Σn] (one MatMul reads x once for all of them). */
+function concatColumns(parts: Float32Array[], G: number, d: number, n: number): Float32Array {
+  const out = new Float32Array(G * d * n * parts.length); // [G, d, parts·n]
+  for (let r = 0; r < G * d; r++) parts.forEach((w, i) => out.set(w.subarray(r * n, (r + 1) * n), (r * parts.length + i) * n));
+  return out;
+}
+
 /**
- * One downcast attention block (MhaAggregator.block): x [G, B, T, d] → [G, B, d]. Q/K/V [G, d, d/f] per group,
- * H heads of width hd, padding keys masked when `masked` (stage 1), pooled mean|max over T.
+ * One downcast attention block (MhaAggregator.block): x [G, B, T, d] → [G, B, d]. Standardisation (stage 1)
+ * is folded into the projections; H heads of width hd; padding keys masked when the graph is padded; pooled
+ * mean|max over T.
+ *
+ * Mean pooling is linear in V, so mean_t(att_t · x W_v) = (mean_t att_t) · x · W_v: the query-mean attention
+ * [G, B, H, T] reads x directly ([H, T]·[T, d]) and each head's W_v slice maps that H×d result, which skips
+ * the T×d×(d/f) V projection (a third of the block's arithmetic). Q and K still come from one MatMul over
+ * [W_q | W_k]. Max pooling needs every token's output: Q, K, V from one MatMul over [W_q | W_k | W_v].
  */
 function mhaBlock(
   g: GraphWriter, s: Shared, agg: MhaAggregator, x: string,
-  w: MhaAggregator["tokenBlock"], G: number, p: string, masked: boolean,
+  w: MhaAggregator["tokenBlock"], G: number, p: string, norm: Norm | undefined,
 ): string {
   const d = agg.dim, inner = agg.inner, H = agg.heads, hd = inner / H;
-  const proj = (t: Tensor, name: string) => g.op("MatMul", [x, g.weight(`${p}.${name}`, [G, 1, d, inner], data(t))]); // [G, B, T, d/f]
-  const heads = (t: string, perm: number[]) => g.op("Transpose", [g.op("Reshape", [t, g.ints([0, 0, 0, H, hd])])], { perm }); // [G, B, T, H, hd] → perm
-  const q = heads(proj(w.q, "q"), [0, 1, 3, 2, 4]); // [G, B, H, T, hd]
-  const kT = heads(proj(w.k, "k"), [0, 1, 3, 4, 2]); // [G, B, H, hd, T]
-  const v = heads(proj(w.v, "v"), [0, 1, 3, 2, 4]); // [G, B, H, T, hd]
-  let scores = g.op("Mul", [g.op("MatMul", [q, kT]), g.scalar(1 / Math.sqrt(hd))]); // [G, B, H, T, T]
-  if (masked) scores = g.op("Add", [scores, g.op("Unsqueeze", [s.bias, g.ints([0, 2, 3])])]); // + [1, B, 1, 1, T]
-  const ctx = g.op("MatMul", [g.op("Softmax", [scores], { axis: -1 }), v]); // [G, B, H, T, hd]
-  const merged = g.op("Reshape", [g.op("Transpose", [ctx], { perm: [0, 1, 3, 2, 4] }), g.ints([0, 0, 0, inner])]); // [G, B, T, d/f]
-  const pool = (t: string) => (masked ? maskedPool(g, s, t, agg.pool) : g.op(agg.pool === "mean" ? "ReduceMean" : "ReduceMax", [t, g.ints([2])], { keepdims: 0 }));
-  if (agg.pool === "mean") {
-    // mean pooling is linear: pool the d/f-wide heads' output, then project (as training does)
-    return g.op("MatMul", [pool(merged), g.weight(`${p}.o`, [G, inner, d], data(w.o))]); // [G, B, d]
+  const mean = agg.pool === "mean";
+  const parts = mean ? [data(w.q), data(w.k)] : [data(w.q), data(w.k), data(w.v)]; // [G, d, d/f] each
+  const n = parts.length;
+  const proj = layerLinear(g, { ...s, x }, norm, concatColumns(parts, G, d, inner), G, d, n * inner, `${p}.${mean ? "qk" : "qkv"}`); // [G, B·T, n·d/f]
+  // [G, B·T, n·d/f] → [G, B, T, n·H, hd] → [G, B, n·H, T, hd] → q, k(, v) [G, B, H, T, hd]
+  const byHead = g.op("Transpose", [g.op("Reshape", [proj, g.op("Concat", [g.op("Shape", [x], { end: 3 }), g.ints([n * H, hd])], { axis: 0 })])], { perm: [0, 1, 3, 2, 4] });
+  const heads = g.opN("Split", [byHead], n, { axis: 2, num_outputs: n }); // [G, B, H, T, hd] each
+  const kT = g.op("Transpose", [heads[1]], { perm: [0, 1, 2, 4, 3] }); // [G, B, H, hd, T]
+  let scores = g.op("Mul", [g.op("MatMul", [heads[0], kT]), g.scalar(1 / Math.sqrt(hd))]); // [G, B, H, T, T]
+  if (s.padded) scores = g.op("Add", [scores, g.op("Unsqueeze", [s.bias, g.ints([0, 2, 3])])]); // + [1, B, 1, 1, T]
+  const att = g.op("Softmax", [scores], { axis: -1 }); // [G, B, H, T(query), T(key)]
+  if (mean) {
+    let attMean: string; // [G, B, H, T(key)]: the attention averaged over the real queries
+    if (s.padded) {
+      const qmask = g.op("Unsqueeze", [s.mask, g.ints([0, 2, 4])]); // [1, B, 1, T, 1]
+      const count = g.op("Unsqueeze", [s.count3, g.ints([3])]); // [1, B, 1, 1]
+      attMean = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [att, qmask]), g.ints([3])], { keepdims: 0 }), count]);
+    } else {
+      attMean = g.op("ReduceMean", [att, g.ints([3])], { keepdims: 0 });
+    }
+    let read = g.op("MatMul", [attMean, x]); // [G, B, H, d]: per head, the attention-weighted input
+    // standardised: the weights sum to 1 over the real keys, so (Σ a x − μ)/σ is Σ a (x − μ)/σ
+    if (norm !== undefined) read = norm.apply(read, 4);
+    const wv = data(w.v); // [G, d, d/f] → per head [G, 1, H, d, hd]
+    const vHeads = new Float32Array(G * H * d * hd);
+    for (let gi = 0; gi < G; gi++) for (let h = 0; h < H; h++) for (let j = 0; j < d; j++) {
+      vHeads.set(wv.subarray((gi * d + j) * inner + h * hd, (gi * d + j) * inner + (h + 1) * hd), ((gi * H + h) * d + j) * hd);
+    }
+    const ctx = g.op("MatMul", [g.op("Unsqueeze", [read, g.ints([3])]), g.weight(`${p}.v.heads`, [G, 1, H, d, hd], vHeads)]); // [G, B, H, 1, hd]
+    const merged = g.op("Reshape", [ctx, g.op("Concat", [g.op("Shape", [x], { end: 2 }), g.ints([inner])], { axis: 0 })]); // [G, B, d/f]
+    return g.op("MatMul", [merged, g.weight(`${p}.o`, [G, inner, d], data(w.o))]); // [G, B, d]
   }
+  const ctx = g.op("MatMul", [att, heads[2]]); // [G, B, H, T, hd]
+  const merged = g.op("Reshape", [g.op("Transpose", [ctx], { perm: [0, 1, 3, 2, 4] }), g.ints([0, 0, 0, inner])]); // [G, B, T, d/f]
   const out = g.op("MatMul", [merged, g.weight(`${p}.o`, [G, 1, inner, d], data(w.o))]); // [G, B, T, d]
-  return pool(out); // [G, B, d]
+  return tokenPool(g, s, out, "max"); // [G, B, d]
 }
 
-/** A standardised probe reads (hidden − mean) / std with its saved per-layer statistics (padding stays masked). */
-function standardized(g: GraphWriter, s: Shared, probe: Probe, prefix: string): Shared {
-  if (probe.config.standardize !== true) return s;
-  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
-  const { layers: L1, dim: d } = probe.shape;
-  const mean = g.weight(`${prefix}.norm.mean`, [L1, 1, 1, d], probe.norm.mean); // [L+1, 1, 1, d]
-  const std = g.weight(`${prefix}.norm.std`, [L1, 1, 1, d], probe.norm.std); // [L+1, 1, 1, d]
-  return { ...s, x: g.op("Div", [g.op("Sub", [s.x, mean]), std]) }; // [L+1, B, T, d]
-}
-
-/** ONNX model bytes computing every probe of `probes` from one hidden-state tensor (see the file comment). */
-export function compileProbeGraph(probes: readonly Probe[]): Uint8Array {
+/**
+ * ONNX model bytes computing every probe of `probes` from one hidden-state tensor (see the file comment).
+ * `padded` (default true): the graph takes a mask [B, T]; false: every token is real (no mask input).
+ */
+export function compileProbeGraph(probes: readonly Probe[], options: { padded?: boolean } = {}): Uint8Array {
   if (probes.length === 0) throw new InvalidArgumentError("no probes to compile", { field: "probes" });
+  const padded = options.padded ?? true;
   const { layers: L1, dim: d } = probes[0].shape;
   for (const pr of probes) {
     if (pr.shape.layers !== L1 || pr.shape.dim !== d) {
@@ -197,12 +324,12 @@ export function compileProbeGraph(probes: readonly Probe[]): Uint8Array {
     }
   }
   const g = new GraphWriter();
-  const s = shared(g);
+  const s = shared(g, padded);
   const outputs = [];
   for (let i = 0; i < probes.length; i++) {
     const probe = probes[i];
     const C = probe.shape.classes;
-    const { v, gate } = aggregate(g, standardized(g, s, probe, `p${i}`), probe, `p${i}`);
+    const { v, gate } = aggregate(g, s, probe, `p${i}`);
     const w = g.weight(`p${i}.head.weight`, [d, C], data(probe.headWeight));
     const b = g.weight(`p${i}.head.bias`, [C], data(probe.headBias));
     const logits = g.op("Add", [g.op("MatMul", [v, w]), b]); // [B, C]
@@ -213,15 +340,9 @@ export function compileProbeGraph(probes: readonly Probe[]): Uint8Array {
       outputs.push(valueInfo(`layer_weights_${i}`, "float32", ["B", L1]));
     }
   }
-  return inMemoryModelBytes({
-    name: "onepass_probes",
-    producer: "onepass-probe",
-    opset: 18,
-    nodes: g.nodes,
-    initializers: g.initializers,
-    inputs: [valueInfo("hidden", "float32", [L1, "B", "T", d]), valueInfo("mask", "float32", ["B", "T"])],
-    outputs,
-  });
+  const inputs = [valueInfo("hidden", "float32", [L1, "B", "T", d])];
+  if (padded) inputs.push(valueInfo("mask", "float32", ["B", "T"]));
+  return inMemoryModelBytes({ name: "onepass_probes", producer: "onepass-probe", opset: 18, nodes: g.nodes, initializers: g.initializers, inputs, outputs });
 }
 
 /**
@@ -229,29 +350,38 @@ export function compileProbeGraph(probes: readonly Probe[]): Uint8Array {
  * again after training them further.
  */
 export class CompiledProbes {
+  /** The padded graph's session (mask input), built on the first batch that has padding. */
+  private paddedSession?: Promise<ort.InferenceSession>;
+
   private constructor(
     readonly probes: readonly Probe[],
-    private readonly session: ort.InferenceSession,
+    /** The dense graph's session: every token real (one live prompt). */
+    private readonly dense: ort.InferenceSession,
     /** ORT output names per probe: probs, and the layer gate when there is one. */
     private readonly names: { probs: string; gate?: string }[],
+    private readonly threads: number | undefined,
   ) {}
 
-  static async create(probes: readonly Probe[], options: { threads?: number } = {}): Promise<CompiledProbes> {
-    const bytes = compileProbeGraph(probes);
-    const threads = probeThreads(false);
-    let session: ort.InferenceSession;
+  private static async session(probes: readonly Probe[], padded: boolean, threads: number | undefined): Promise<ort.InferenceSession> {
+    const bytes = compileProbeGraph(probes, { padded });
     try {
-      session = await ort.InferenceSession.create(bytes, {
+      return await ort.InferenceSession.create(bytes, {
         graphOptimizationLevel: "all",
         executionMode: "sequential",
-        ...threads,
-        ...(options.threads !== undefined ? { intraOpNumThreads: options.threads } : {}),
+        // without an MHA probe the graph is a few memory-bound passes over x: one thread, no worker to wake (in
+        // situ after a 0.5B prefill on 2 loaded cores, scoring took 1.9 ms on one thread, 14 ms median on two)
+        ...probeThreads(!probes.some((p) => p.aggregator instanceof MhaAggregator)),
+        ...(threads !== undefined ? { intraOpNumThreads: threads } : {}),
       });
     } catch (e) {
       throw new GraphError(`ONNX Runtime cannot load the compiled probes: ${(e as Error).message}`, { field: "probes" }, { cause: e });
     }
+  }
+
+  static async create(probes: readonly Probe[], options: { threads?: number } = {}): Promise<CompiledProbes> {
+    const dense = await CompiledProbes.session(probes, false, options.threads);
     const names = probes.map((p, i) => ({ probs: `probs_${i}`, ...(p.aggregator instanceof ScoringAggregator ? { gate: `layer_weights_${i}` } : {}) }));
-    return new CompiledProbes(probes, session, names);
+    return new CompiledProbes(probes, dense, names, options.threads);
   }
 
   get layers(): number {
@@ -271,17 +401,30 @@ export class CompiledProbes {
       throw new InvalidArgumentError(`hidden states have ${x.length} values, the compiled probes expect [${L1}, ${B}, ${T}, ${d}]`, { field: "hidden" });
     }
     if (mask !== undefined && mask.length !== B * T) throw new InvalidArgumentError(`mask has ${mask.length} values, expected [${B}, ${T}]`, { field: "mask" });
-    const m = new Float32Array(B * T); // [B, T]
-    if (mask === undefined) m.fill(1);
-    else for (let i = 0; i < m.length; i++) m[i] = mask[i] !== 0 ? 1 : 0;
+    // a prompt without tokens has no mean, max or last token: the graphs would give NaN, 0.5 or an ORT error
+    if (!(B >= 1 && T >= 1)) throw new InvalidArgumentError(`the compiled probes need at least one prompt of at least one token, got [${B}, ${T}]`, { field: "hidden" });
+    if (mask !== undefined) {
+      for (let b = 0; b < B; b++) {
+        if (!mask.subarray(b * T, (b + 1) * T).some((v) => v !== 0)) throw new InvalidArgumentError(`prompt ${b} of the batch has no real token (its mask row is all 0)`, { field: "mask" });
+      }
+    }
     const xs = x instanceof Float32Array ? x : Float32Array.from(x);
+    const hidden = new ort.Tensor("float32", xs, [L1, B, T, d]); // [L+1, B, T, d]
     let out: ort.InferenceSession.ReturnType;
     try {
-      out = await this.session.run({
-        hidden: new ort.Tensor("float32", xs, [L1, B, T, d]), // [L+1, B, T, d]
-        mask: new ort.Tensor("float32", m, [B, T]), // [B, T]
-      });
+      if (mask === undefined || mask.every((v) => v !== 0)) {
+        out = await this.dense.run({ hidden });
+      } else {
+        const m = Float32Array.from(mask, (v) => (v !== 0 ? 1 : 0)); // [B, T]
+        this.paddedSession ??= CompiledProbes.session(this.probes, true, this.threads);
+        const session = await this.paddedSession.catch((e: unknown) => {
+          this.paddedSession = undefined; // a later batch tries again
+          throw e;
+        });
+        out = await session.run({ hidden, mask: new ort.Tensor("float32", m, [B, T]) }); // mask [B, T]
+      }
     } catch (e) {
+      if (e instanceof GraphError) throw e; // the padded graph did not load
       throw new GraphError(`compiled probes failed: ${(e as Error).message}`, { field: "probes" }, { cause: e });
     }
     return this.names.map(({ probs, gate }) => ({
@@ -304,7 +447,9 @@ export class CompiledProbes {
   }
 
   async dispose(): Promise<void> {
-    await this.session.release();
+    await this.dense.release();
+    const padded = await this.paddedSession?.catch(() => undefined);
+    await padded?.release();
   }
 }
 

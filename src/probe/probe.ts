@@ -1,7 +1,7 @@
 /**
  * The probe family as one two-stage template: token aggregator per layer → layer aggregator → linear head.
  * Kinds: pooling (mean|max), scoring (attention gate), mha (downcast multi-head attention), fixed (one layer ×
- * last|mean token; "final layer, last token" is fixed with layer = L, token = last).
+ * last|mean|max token; "final layer, last token" is fixed with layer = L, token = last).
  */
 import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError } from "../errors.js";

@@ -25,7 +25,7 @@ export const PROBE_SCHEMA = {
         heads: positiveInt,
         downcast: positiveInt,
         layer: { type: "integer", minimum: 0 },
-        token: { enum: ["last", "mean"] },
+        token: { enum: ["last", "mean", "max"] },
         standardize: { type: "boolean" },
       },
     },

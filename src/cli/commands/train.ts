@@ -22,7 +22,7 @@ Trains a probe on hidden states cached by \`onepass extract\` and saves it as a 
   --probe KIND          pooling | scoring | mha | fixed
   --pool mean|max       pooling and mha (default mean)
   --layer l             fixed: layer 0..L (default L, the final layer)
-  --token last|mean     fixed: which token (default last)
+  --token last|mean|max fixed: the last token, or the mean / elementwise max over tokens (default last)
   --heads H             mha: heads (default 8)
   --downcast f          mha: downcast factor, Q/K/V width d/f (default 8)
   --lr X                peak learning rate (default 1e-2; mha 1e-3)
@@ -87,7 +87,7 @@ export const trainCommand: Command = {
     if (pool !== undefined) config.pool = pool;
     const layer = numberFlag("layer", v.layer, { int: true, min: 0 });
     if (layer !== undefined) config.layer = layer;
-    const token = oneOf("token", v.token, ["last", "mean"] as const);
+    const token = oneOf("token", v.token, ["last", "mean", "max"] as const);
     if (token !== undefined) config.token = token;
     const heads = numberFlag("heads", v.heads, { int: true, min: 1 });
     if (heads !== undefined) config.heads = heads;

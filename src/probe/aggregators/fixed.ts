@@ -3,9 +3,13 @@ import type { ProbeBatch } from "../../tensor/batch.js";
 import { InvalidArgumentError } from "../../errors.js";
 import type { AggregateOut, Aggregator } from "./types.js";
 
-export type FixedToken = "last" | "mean";
+export type FixedToken = "last" | "mean" | "max";
 
-/** Baseline: one fixed layer l, and either its last real token or the mean over real tokens. */
+/**
+ * Baseline: one fixed layer l, and its last real token, the mean over real tokens, or the elementwise max over
+ * them. The max fits "one token anywhere" tasks: a token whose state stands out in some dimension moves that
+ * dimension of v however many tokens surround it (a mean or a gate dilutes it as 1/n).
+ */
 export class FixedAggregator implements Aggregator {
   readonly trainable = false;
   constructor(
@@ -30,6 +34,12 @@ export class FixedAggregator implements Aggregator {
       if (this.token === "last") {
         const row = base + (i * T + n - 1) * d;
         for (let j = 0; j < d; j++) out[i * d + j] = b.x[row + j];
+      } else if (this.token === "max") {
+        out.fill(-Infinity, i * d, (i + 1) * d);
+        for (let t = 0; t < n; t++) {
+          const row = base + (i * T + t) * d;
+          for (let j = 0; j < d; j++) if (b.x[row + j] > out[i * d + j]) out[i * d + j] = b.x[row + j];
+        }
       } else {
         for (let t = 0; t < n; t++) {
           const row = base + (i * T + t) * d;
