@@ -4,8 +4,7 @@
  * exports tapped by graph surgery. The model's inputs and outputs decide how it is fed (introspected once):
  *
  * - KV cache "append" (our graphs: float32 past_key_values.* + new_key_values.* outputs): per-layer buffers owned
- *   by JS and read by ORT in place; with GroupQueryAttention ORT also writes the new rows into them (present is
- *   fed as the same tensor as past), else each run copies out only its own rows. By default one ORT session (one copy
+ *   by JS and read by ORT in place; each run copies out only its own rows. By default one ORT session (one copy
  *   of the weights) serves prefill and decode; asking for another MatMulNBits accuracy level for prefill opens a
  *   second session with its own copy.
  * - KV cache "present" (Optimum exports: past_key_values.* in, present.* out, float32 or float16): the present
@@ -24,7 +23,7 @@ import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
 import { defaultGraphCacheDir, ensureDecoderGraph, graphCacheKey } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../onnx/proto.js";
-import { newKvName, pastName, presentName, usesGqaKernel, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
+import { newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "../types/hidden.js";
 import { KvPool, KvSequence } from "./kv-pool.js";
@@ -210,9 +209,6 @@ export async function openOnnxDecoderSession(source: OnnxModelSource, spec: Mode
   return new OrtDecoderSession(spec, session, prefillSession, io, file, options.maxChunk ?? DEFAULT_MAX_CHUNK, options.profilePrefix !== undefined);
 }
 
-/** What a run asks ORT for: null = allocate the output, a tensor = write into it. */
-type Fetches = Record<string, ort.Tensor | null>;
-
 /** How the graph keeps its KV cache (see the file comment). */
 type KvMode = "append" | "present" | "recompute";
 
@@ -317,17 +313,12 @@ class OrtDecoderSession implements DecoderSession {
   readonly batch?: BatchDecoder;
   /**
    * "append" KV cache (kv-pool.ts): per layer one key and one value buffer [slots, kvH, capacity, hd] owned by JS
-   * and fed (without a copy) as past_key_values, and written in place by ORT (kvInPlace) or appended from the
-   * run's new_key_values [B, kvH, T, hd]. `main` is the sequence of forward()/reset()/truncate(); `batch` opens more.
+   * and fed (without a copy) as past_key_values. Each run fetches just its own rows (new_key_values,
+   * [B, kvH, T, hd]) and appends them here, so the copy out of ORT per decode step is a few KiB rather than the
+   * whole cache. `main` is the sequence of forward()/reset()/truncate(); `batch` opens more.
    */
   private pool?: KvPool;
   private main?: KvSequence;
-  /**
-   * ORT writes the new KV rows straight into the pool (present aliases past; our GroupQueryAttention graphs):
-   * no per-run present buffer, zero-fill, past copy or append. The plain-op attention graph (head sizes the
-   * kernel rejects) concatenates into a present of another shape and appends new_key_values instead.
-   */
-  private readonly kvInPlace: boolean;
   /** "present" KV cache: the previous run's present.* tensors, in the graph's dtype. */
   private past: { key: ort.Tensor; value: ort.Tensor }[] = []; // each [1, kvH, pastLength, hd]
   /** "recompute": the tokens so far, re-run by every forward. */
@@ -355,7 +346,6 @@ class OrtDecoderSession implements DecoderSession {
     this.vocabSize = spec.vocabSize;
     this.contextLength = spec.contextLength;
     this.hasTaps = io.taps;
-    this.kvInPlace = io.kv === "append" && usesGqaKernel(spec);
     if (io.kv === "append") {
       this.pool = new KvPool(spec.blocks, spec.kvHeads, spec.headDim, spec.contextLength);
       this.main = this.pool.openSequence();
@@ -501,20 +491,25 @@ class OrtDecoderSession implements DecoderSession {
       feeds.logits_positions = new ort.Tensor("int64", BigInt64Array.from({ length: wanted }, (_, i) => BigInt(R - wanted + i)), [wanted]); // [P]
     }
     const { kvHeads, headDim, blocks, dim } = this.spec;
-    const fetches: Fetches = { logits: null };
+    const fetches: string[] = ["logits"];
     if (io.kv === "append") {
-      this.pool!.ensureCapacity(pastLen + T);
-      this.poolFeeds(feeds, fetches, seq!.slot, 1);
+      const pool = this.pool!;
+      pool.ensureCapacity(pastLen + T);
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) {
+          feeds[pastName(i, kind)] = new ort.Tensor("float32", pool.view(i, kind, seq!.slot, 1), [1, kvHeads, pool.capacity, headDim]); // [1, kvH, capacity, hd]
+          fetches.push(newKvName(i, kind));
+        }
+      }
     } else if (io.kv === "present") {
       for (let i = 0; i < this.past.length; i++) {
         feeds[pastName(i, "key")] = this.past[i].key;
         feeds[pastName(i, "value")] = this.past[i].value;
-        fetches[presentName(i, "key")] = null;
-        fetches[presentName(i, "value")] = null;
+        fetches.push(presentName(i, "key"), presentName(i, "value"));
       }
     }
     const wantHidden = options.hidden === true;
-    if (wantHidden) fetches[HIDDEN_STATES_OUTPUT] = null;
+    if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
 
     const t0 = performance.now();
     const out = await this.ortRun(T > 1 ? this.prefillSession : this.session, feeds, fetches);
@@ -537,10 +532,8 @@ class OrtDecoderSession implements DecoderSession {
     }
 
     if (io.kv === "append") {
-      if (!this.kvInPlace) {
-        for (let i = 0; i < blocks; i++) {
-          for (const kind of ["key", "value"] as const) this.pool!.append(i, kind, seq!, out[newKvName(i, kind)].data as Float32Array, 0, T);
-        }
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) this.pool!.append(i, kind, seq!, out[newKvName(i, kind)].data as Float32Array, 0, T);
       }
       seq!.length += T;
       if (seq === this.main) this.length = seq!.length;
@@ -557,28 +550,7 @@ class OrtDecoderSession implements DecoderSession {
     return result;
   }
 
-  /**
-   * Feeds the pool's slots [first, first + n) as past_key_values [n, kvH, capacity, hd] and asks for the run's
-   * new rows. In place (GroupQueryAttention graphs): the same tensor is also the preallocated present output, so
-   * ORT's kernel sees present == past and writes each sequence's new rows straight after its p_b cached ones
-   * (nothing else is read or written). Otherwise present is a fresh [n, kvH, capacity, hd] buffer that ORT
-   * zero-fills and copies the past into on every run, so only new_key_values [n, kvH, T, hd] is fetched and
-   * appended in JS.
-   */
-  private poolFeeds(feeds: Record<string, ort.Tensor>, fetches: Fetches, first: number, n: number): void {
-    const pool = this.pool!;
-    const { kvHeads, headDim, blocks } = this.spec;
-    for (let i = 0; i < blocks; i++) {
-      for (const kind of ["key", "value"] as const) {
-        const t = new ort.Tensor("float32", pool.view(i, kind, first, n), [n, kvHeads, pool.capacity, headDim]); // [n, kvH, capacity, hd]
-        feeds[pastName(i, kind)] = t;
-        if (this.kvInPlace) fetches[presentName(i, kind)] = t;
-        else fetches[newKvName(i, kind)] = null;
-      }
-    }
-  }
-
-  private async ortRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetches: Fetches): Promise<ort.InferenceSession.ReturnType> {
+  private async ortRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetches: string[]): Promise<ort.InferenceSession.ReturnType> {
     try {
       return await session.run(feeds, fetches);
     } catch (e) {
@@ -653,9 +625,14 @@ class OrtDecoderSession implements DecoderSession {
         position_ids: new ort.Tensor("int64", BigInt64Array.from(seqs, (q) => BigInt(q.length)), [B, 1]), // [B, 1]
       };
       if (this.io.logitsPositions) feeds.logits_positions = new ort.Tensor("int64", new BigInt64Array([0n]), [1]); // [1]
-      const fetches: Fetches = { logits: null };
-      this.poolFeeds(feeds, fetches, 0, B);
-      if (wantHidden) fetches[HIDDEN_STATES_OUTPUT] = null;
+      const fetches = ["logits"];
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) {
+          feeds[pastName(i, kind)] = new ort.Tensor("float32", pool.view(i, kind, 0, B), [B, kvHeads, pool.capacity, headDim]); // [B, kvH, capacity, hd]
+          fetches.push(newKvName(i, kind));
+        }
+      }
+      if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
       const t0 = performance.now();
       const out = await this.ortRun(this.session, feeds, fetches);
       const runMs = performance.now() - t0;
@@ -666,12 +643,10 @@ class OrtDecoderSession implements DecoderSession {
       }
       const logits = toFloat32(lt, 0, B * V, this.file); // [B, V]
       const h = wantHidden ? (this.checkHidden(out[HIDDEN_STATES_OUTPUT], B, 1).data as Float32Array) : undefined; // [L+1, B, 1, d]
-      if (!this.kvInPlace) {
-        for (let i = 0; i < blocks; i++) {
-          for (const kind of ["key", "value"] as const) {
-            const rows = out[newKvName(i, kind)].data as Float32Array; // [B, kvH, 1, hd]
-            seqs.forEach((q, b) => pool.append(i, kind, q, rows, b, 1));
-          }
+      for (let i = 0; i < blocks; i++) {
+        for (const kind of ["key", "value"] as const) {
+          const rows = out[newKvName(i, kind)].data as Float32Array; // [B, kvH, 1, hd]
+          seqs.forEach((q, b) => pool.append(i, kind, q, rows, b, 1));
         }
       }
       return seqs.map((q, b) => {

@@ -114,7 +114,7 @@ export function buildDecoderGraph(
     const cosCache = g.initializer("rope_cos", "float32", [maxPositions, hd / 2], cos); // [maxPos, hd/2]
     const sinCache = g.initializer("rope_sin", "float32", [maxPositions, hd / 2], sin); // [maxPos, hd/2]
     // ORT's GroupQueryAttention kernel needs head_size % 8 == 0 (tiny test models have 4): plain ops otherwise
-    const gqaKernel = usesGqaKernel(spec);
+    const gqaKernel = hd % 8 === 0;
     const fusedRotary = gqaKernel && hd % 16 === 0;
     const causalBias = gqaKernel ? "" : causalMaskBias(g, attentionMask, pastLen, totalLen64); // [B, 1, T, past+T]
     // where GroupQueryAttention put this run's rows in present: row t of sequence b at seqlens_k[b] + 1 - T + t
@@ -257,15 +257,6 @@ export function buildDecoderGraph(
     if (e instanceof GraphError || e instanceof UnsupportedModelError) throw e;
     throw new GraphError(`building the decoder graph failed: ${(e as Error).message}`, { file: weights.path }, { cause: e });
   }
-}
-
-/**
- * Whether the graph's attention is ORT's GroupQueryAttention kernel (it needs head_size % 8 == 0; tiny test
- * models have 4): then present has the past buffer's shape and may be the past buffer itself (engine/session.ts
- * feeds it so, and the kernel writes the new rows in place). Otherwise plain ops, whose present is past ++ new.
- */
-export function usesGqaKernel(spec: Pick<ModelSpec, "headDim">): boolean {
-  return spec.headDim % 8 === 0;
 }
 
 /**
