@@ -11,6 +11,10 @@
  */
 import { InvalidArgumentError } from "../errors.js";
 
+/** Capacity is a multiple of this many positions. */
+const ROW_STEP = 64;
+const roundRows = (n: number) => Math.max(ROW_STEP, Math.ceil(n / ROW_STEP) * ROW_STEP);
+
 /** One sequence's place in the pool. */
 export class KvSequence {
   /** Cached positions. */
@@ -57,7 +61,7 @@ export class KvPool {
     let slot = this.owners.indexOf(null);
     if (slot < 0) {
       slot = this.owners.length;
-      this.resize(Math.max(1, this.slots * 2, slot + 1), Math.max(this.capacityRows, 64));
+      this.resize(Math.max(1, this.slots * 2, slot + 1), Math.max(this.capacityRows, ROW_STEP));
     }
     const seq = new KvSequence(slot);
     this.owners[slot] = seq;
@@ -73,16 +77,14 @@ export class KvPool {
   }
 
   /**
-   * Shrinks the buffers to what the open sequences need (slots and capacity rounded up to powers of two) when
-   * that is under half of what they hold: one long or many concurrent requests must not pin their memory after
+   * Shrinks the buffers to what the open sequences need (slots rounded up to a power of two, capacity to a
+   * multiple of ROW_STEP) when that is under half of what they hold: one long or many concurrent requests must not pin their memory after
    * they end (the slots share one capacity, and ORT's attention allocates its present output at that size).
    */
   trim(): void {
     const open = this.owners.filter((o): o is KvSequence => o !== null);
     const longest = open.reduce((m, q) => Math.max(m, q.length), 0);
-    let cap = 64;
-    while (cap < longest + 1) cap *= 2;
-    cap = Math.min(cap, Math.max(this.maxPositions, longest));
+    const cap = Math.min(roundRows(longest + 1), Math.max(this.maxPositions, longest));
     let slots = 1;
     while (slots < open.length) slots *= 2;
     if (cap * 2 > this.capacityRows && slots * 2 > this.slots) return;
@@ -90,12 +92,17 @@ export class KvPool {
     this.resize(Math.min(this.slots, Math.max(slots, open.length)), Math.min(this.capacityRows, Math.max(cap, longest)));
   }
 
-  /** Makes room for `total` positions in every slot (capacity doubles, at most maxPositions). */
+  /**
+   * Makes room for `total` positions in every slot: capacity grows by an eighth (at least to `total`), in
+   * multiples of ROW_STEP, at most maxPositions. Not by doubling: ORT's GroupQueryAttention zero-fills its
+   * present output [B, kvH, capacity, hd] of every layer on every run, so slack capacity costs memory bandwidth on
+   * each decode step (a 545-position sequence in 1024 rows nearly doubled it), while a resize copies the pool
+   * once per eighth of growth.
+   */
   ensureCapacity(total: number): void {
     if (total <= this.capacityRows) return;
-    let cap = Math.max(64, this.capacityRows);
-    while (cap < total) cap *= 2;
-    this.resize(this.slots, Math.min(cap, Math.max(this.maxPositions, total)));
+    const want = Math.max(total, Math.ceil(this.capacityRows * 1.125));
+    this.resize(this.slots, Math.min(roundRows(want), Math.max(this.maxPositions, total)));
   }
 
   /** Re-lays the buffers for `slots` × `capacity`, keeping every sequence's valid rows. */

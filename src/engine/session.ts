@@ -50,6 +50,12 @@ export interface OrtRunOptions {
   accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
   /** Let ORT worker threads spin between ops (default true: faster, burns CPU while idle). */
   allowSpinning?: boolean;
+  /**
+   * ORT's CPU memory arena (default false). The arena keeps every activation buffer it ever grew for the life
+   * of the session, in power-of-two extensions; without it a Qwen2.5-0.5B-shaped process (512-token prefill with
+   * taps, then decode) peaked at 813-838 MiB instead of 860-920, for the same CPU time (2-core EPYC, loaded).
+   */
+  memArena?: boolean;
   /** Extra ORT session config entries ("key": "value"). */
   sessionConfig?: Record<string, string>;
   /**
@@ -277,6 +283,7 @@ function ortSessionOptions(options: OrtRunOptions, cfg: Record<string, string>):
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
     executionMode: "sequential",
+    enableCpuMemArena: options.memArena === true,
     ...(options.profilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profilePrefix } : {}),
     extra: nestConfig(cfg),
   };

@@ -29,6 +29,15 @@ function vocabObject(tokens: readonly string[]): Json {
 
 /** Merges for a SentencePiece vocabulary, best merged-piece score first (ties: lower id first). */
 export function spmMergesFromScores(vocab: GgufVocab): [string, string][] {
+  const { left, right } = spmMergeIds(vocab);
+  return Array.from(left, (l, i) => [vocab.tokens[l], vocab.tokens[right[i]]]);
+}
+
+/**
+ * spmMergesFromScores as token ids: merge r joins left[r] and right[r]. Kept in typed arrays (a 152k-token
+ * vocabulary has ~150k merges) so that building a tokenizer does not spike the heap.
+ */
+export function spmMergeIds(vocab: GgufVocab): { left: Int32Array; right: Int32Array } {
   const { tokens, tokenTypes } = vocab;
   const scores = vocab.scores;
   if (scores === undefined) {
@@ -41,19 +50,38 @@ export function spmMergesFromScores(vocab: GgufVocab): [string, string][] {
   for (let id = 0; id < tokens.length; id++) {
     if (tokenTypes[id] !== GgufTokenType.BYTE && !pieceIds.has(tokens[id])) pieceIds.set(tokens[id], id);
   }
-  const candidates: { left: string; right: string; score: number; id: number }[] = [];
+  let n = 0;
+  let lefts = new Int32Array(1024); // [capacity]
+  let rights = new Int32Array(1024); // [capacity]
+  let owners = new Int32Array(1024); // [capacity] id of the merged piece
   for (const [piece, id] of pieceIds) {
-    const chars = Array.from(piece);
-    if (chars.length < 2) continue;
-    let left = "";
-    for (let k = 1; k < chars.length; k++) {
-      left += chars[k - 1];
-      const right = piece.slice(left.length);
-      if (pieceIds.has(left) && pieceIds.has(right)) candidates.push({ left, right, score: scores[id], id });
+    // every split between two code points (a surrogate pair is one character)
+    for (let k = 1; k < piece.length; k++) {
+      const c = piece.charCodeAt(k);
+      if (c >= 0xdc00 && c <= 0xdfff) continue;
+      const l = pieceIds.get(piece.slice(0, k));
+      if (l === undefined) continue;
+      const r = pieceIds.get(piece.slice(k));
+      if (r === undefined) continue;
+      if (n === lefts.length) {
+        const grow = (a: Int32Array) => {
+          const b = new Int32Array(a.length * 2);
+          b.set(a);
+          return b;
+        };
+        lefts = grow(lefts);
+        rights = grow(rights);
+        owners = grow(owners);
+      }
+      lefts[n] = l;
+      rights[n] = r;
+      owners[n] = id;
+      n++;
     }
   }
-  candidates.sort((a, b) => b.score - a.score || a.id - b.id);
-  return candidates.map((c) => [c.left, c.right]);
+  const order = Array.from({ length: n }, (_, i) => i);
+  order.sort((a, b) => scores[owners[b]] - scores[owners[a]] || owners[a] - owners[b]);
+  return { left: Int32Array.from(order, (i) => lefts[i]), right: Int32Array.from(order, (i) => rights[i]) };
 }
 
 /**
@@ -80,6 +108,32 @@ function splitMerge(merge: string, index: number, source: string): [string, stri
 
 /** The tokenizer.json object for a GGUF vocabulary (no added tokens, no post-processor: see module doc). */
 export function ggufVocabToTokenizerJson(vocab: GgufVocab): Json {
+  const json = ggufTokenizerJsonShell(vocab);
+  const model = json.model as Json;
+  model.vocab = vocabObject(vocab.tokens);
+  model.merges = [...ggufMerges(vocab)];
+  return json;
+}
+
+/** The merges of a GGUF vocabulary in rank order (SentencePiece: derived from the scores). */
+export function ggufMerges(vocab: GgufVocab): Iterable<[string, string]> {
+  if (vocab.model === "llama") {
+    const { left, right } = spmMergeIds(vocab);
+    return (function* () {
+      for (let i = 0; i < left.length; i++) yield [vocab.tokens[left[i]], vocab.tokens[right[i]]] as [string, string];
+    })();
+  }
+  const stored = vocab.merges ?? [];
+  return (function* () {
+    for (let i = 0; i < stored.length; i++) yield splitMerge(stored[i], i, vocab.source);
+  })();
+}
+
+/**
+ * The tokenizer.json object of a GGUF vocabulary with an empty BPE model (vocab {}, merges []): its
+ * normalizer, pre-tokenizer and decoder, and the model's settings. ggufVocabToTokenizerJson fills the model in.
+ */
+export function ggufTokenizerJsonShell(vocab: GgufVocab): Json {
   if (vocab.model === "llama") {
     const normalizers: Json[] = [];
     if (vocab.addSpacePrefix) normalizers.push({ type: "Prepend", prepend: SPM_SPACE });
@@ -102,15 +156,14 @@ export function ggufVocabToTokenizerJson(vocab: GgufVocab): Json {
       },
       model: {
         type: "BPE",
-        vocab: vocabObject(vocab.tokens),
-        merges: spmMergesFromScores(vocab),
+        vocab: {},
+        merges: [],
         unk_token: vocab.unkId !== undefined ? vocab.tokens[vocab.unkId] : null,
         byte_fallback: true,
         fuse_unk: true,
       },
     };
   }
-  const merges = (vocab.merges ?? []).map((m, i) => splitMerge(m, i, vocab.source));
   const splits: Json[] = preTokenizerRegexes(vocab.pre, vocab.source).map((regex) => ({
     type: "Split",
     pattern: { Regex: regex },
@@ -129,8 +182,8 @@ export function ggufVocabToTokenizerJson(vocab: GgufVocab): Json {
     decoder: { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false },
     model: {
       type: "BPE",
-      vocab: vocabObject(vocab.tokens),
-      merges,
+      vocab: {},
+      merges: [],
       unk_token: null,
       byte_fallback: false,
       // Llama 3 style vocabularies take a whole pre-token that is itself a token without merging.

@@ -6,7 +6,8 @@
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
 import { CHAR_TO_BYTE } from "./byte-level.js";
-import { ggufVocabToTokenizerJson, SPM_SPACE } from "./gguf-convert.js";
+import { CompactBpe } from "./bpe.js";
+import { ggufMerges, ggufTokenizerJsonShell, SPM_SPACE } from "./gguf-convert.js";
 import { GgufTokenType, ggufVocabFromMetadata, type GgufVocab } from "./gguf-vocab.js";
 import { PipelineTokenizer } from "./pipeline.js";
 import { SpecialTokenSplitter, type SpecialTokenEntry } from "./special.js";
@@ -60,9 +61,17 @@ function isSpecialType(type: number): boolean {
 export function tokenizerFromGgufVocab(vocab: GgufVocab): PipelineTokenizer {
   const { tokens, tokenTypes } = vocab;
   const V = tokens.length;
+  const tokenToIdMap = new Map<string, number>();
+  for (let id = 0; id < V; id++) if (!tokenToIdMap.has(tokens[id])) tokenToIdMap.set(tokens[id], id);
+  // the library runs the normalizer and pre-tokenizer; merging is CompactBpe's (same tokens, far less memory)
   let library: LibraryTokenizer;
+  let bpe: CompactBpe;
   try {
-    library = new LibraryTokenizer(ggufVocabToTokenizerJson(vocab), { clean_up_tokenization_spaces: false });
+    library = new LibraryTokenizer(ggufTokenizerJsonShell(vocab), { clean_up_tokenization_spaces: false });
+    const model = vocab.model === "llama"
+      ? { byteFallback: true, unkId: vocab.unkId !== undefined ? tokenToIdMap.get(tokens[vocab.unkId]) : undefined, fuseUnk: true, ignoreMerges: false }
+      : { byteFallback: false, unkId: undefined, fuseUnk: false, ignoreMerges: vocab.pre === "llama-bpe" || vocab.pre === "llama3" };
+    bpe = new CompactBpe(tokens, tokenToIdMap, ggufMerges(vocab), model);
   } catch (err) {
     if (err instanceof TokenizerError) throw err;
     throw new TokenizerError(`cannot build the tokenizer: ${(err as Error).message}`, { file: vocab.source, field: "tokenizer.ggml.model" }, { cause: err });
@@ -91,9 +100,6 @@ export function tokenizerFromGgufVocab(vocab: GgufVocab): PipelineTokenizer {
   for (let id = 0; id < V; id++) {
     if (tokenTypes[id] !== GgufTokenType.NORMAL && END_OF_TURN_TEXTS.has(tokens[id]) && !eosTokenIds.includes(id)) eosTokenIds.push(id);
   }
-
-  const tokenToIdMap = new Map<string, number>();
-  for (let id = 0; id < V; id++) if (!tokenToIdMap.has(tokens[id])) tokenToIdMap.set(tokens[id], id);
 
   const pieceBytes = new Array<Uint8Array | undefined>(V); // [V] lazily filled
   const bytesOf = (id: number): Uint8Array => {
@@ -134,6 +140,7 @@ export function tokenizerFromGgufVocab(vocab: GgufVocab): PipelineTokenizer {
   return new PipelineTokenizer({
     source: vocab.source,
     library,
+    model: (words, out) => bpe.encode(words, out),
     splitter: new SpecialTokenSplitter(entries),
     vocabSize: V,
     bosTokenId: vocab.bosId,

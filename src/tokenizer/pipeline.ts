@@ -16,6 +16,8 @@ export interface PipelineConfig extends TokenizerFacts {
   /** Name of the file the tokenizer was built from, for error messages. */
   source: string;
   library: LibraryTokenizer;
+  /** Token ids of pre-tokenised words, appended to `out`, in place of the library's own model (GGUF: CompactBpe). */
+  model?: (words: string[], out: number[]) => void;
   splitter: SpecialTokenSplitter;
   /** Ids put before / after the text by default (BOS / EOS as the model's settings say). */
   defaultPrefixIds: number[];
@@ -109,6 +111,10 @@ export class PipelineTokenizer implements Tokenizer {
     if (lib.normalizer !== null) normalized = lib.normalizer(normalized);
     if (normalized.length === 0) return;
     const words = lib.pre_tokenizer !== null ? lib.pre_tokenizer(normalized, { section_index: sectionIndex }) : [normalized];
+    if (this.config.model !== undefined) {
+      this.config.model(words, out);
+      return;
+    }
     if (lib.model === null) throw new TokenizerError("tokenizer has no model", { file: this.source, field: "model" });
     const pieces = lib.model(words);
     const tokensToIds = lib.model.tokens_to_ids;
