@@ -218,6 +218,9 @@ test("planted trigger: a response probe trained on a marker task stops within on
   // training prefixes: label 1 once the marker is in the answer, 0 before it and in marker-free answers
   const hs: HiddenStates[] = [];
   const labels: number[] = [];
+  // every prefix of every training answer, for the probe that sees one token's embedding at a time
+  const allHs: HiddenStates[] = [];
+  const allLabels: number[] = [];
   const rng = new Rng(4);
   for (let g = 0; g < 64; g++) {
     const at = g % 2 === 0 ? 2 + rng.int(18) : undefined;
@@ -229,6 +232,10 @@ test("planted trigger: a response probe trained on a marker task stops within on
     for (const n of ns) {
       hs.push(prefix(states, n, L1, d));
       labels.push(first >= 0 && n > first ? 1 : 0);
+    }
+    for (let n = 1; n <= states.length; n++) {
+      allHs.push(prefix(states, n, L1, d));
+      allLabels.push(first >= 0 && n > first ? 1 : 0);
     }
   }
   const moderated = async (probe: LoadedProbe, p: string, seed: number, at: number | undefined) => {
@@ -267,9 +274,9 @@ test("planted trigger: a response probe trained on a marker task stops within on
   // positive's probability (0.999+ when the classes separate completely), with no margin below it (seeds 3
   // and 7 then miss a marker at step 15 of 20 in a wider offline check; at 0.5 seeds 0-7 catch 20/20, 0 false).
   for (const seed of [0, 1, 2]) {
-    const trained = await trainProbe({ kind: "fixed", layer: 0, token: "max" }, arraySource(hs, labels), { ...recipe, seed });
+    const trained = await trainProbe({ kind: "fixed", layer: 0, token: "max" }, arraySource(allHs, allLabels), { ...recipe, seed });
     const r = await evaluate(loadedProbe(trained.probe, ["safe", "unsafe"]));
-    assert.ok(r.caught === 10 && r.falseStops === 0, `fixed/max, training seed ${seed}: caught ${r.caught}/10 markers within one token, ${r.falseStops}/10 clean answers stopped: ${r.misses}`);
+    assert.ok(r.caught === 10 && r.falseStops === 0, `fixed/max, training seed ${seed} (λ ${trained.hyper.lambda}, cv loss ${trained.cvLoss}): caught ${r.caught}/10 markers within one token, ${r.falseStops}/10 clean answers stopped: ${r.misses}`);
   }
 
   // the scoring gate: tanh bounds a token's score, so one marker among n tokens gets at most e²/(e² + n − 1) of
