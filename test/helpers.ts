@@ -11,6 +11,15 @@ import { join } from "node:path";
 /** The bundled stories260K checkpoint (tests never read /work/shared). */
 export const STORIES260K = "assets/stories260K.gguf";
 
+/** Vocabularies of four tokenizer families (llama.cpp's vocab files) and the built-in model's. */
+export const GGUF_VOCABS = [
+  "test/fixtures/ggml-vocab/ggml-vocab-llama-spm.gguf",
+  "test/fixtures/ggml-vocab/ggml-vocab-phi-3.gguf",
+  "test/fixtures/ggml-vocab/ggml-vocab-gpt-2.gguf",
+  "test/fixtures/ggml-vocab/ggml-vocab-deepseek-coder.gguf",
+  STORIES260K,
+];
+
 /** A fresh folder `<os tmp>/onepass-<name>-XXXXXX`; the caller removes it (rmSync(dir, { recursive: true, force: true })). */
 export function tempDir(name: string): string {
   return mkdtempSync(join(tmpdir(), `onepass-${name}-`));

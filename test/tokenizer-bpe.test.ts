@@ -9,14 +9,9 @@ import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { readGgufVocab } from "../src/model/gguf/tokenizer.js";
 import { CompactBpe } from "../src/tokenizer/bpe.js";
 import { ggufMerges, ggufVocabToTokenizerJson } from "../src/tokenizer/gguf-convert.js";
+import { GGUF_VOCABS } from "./helpers.js";
 
-const FILES = [
-  "test/fixtures/ggml-vocab/ggml-vocab-llama-spm.gguf",
-  "test/fixtures/ggml-vocab/ggml-vocab-phi-3.gguf",
-  "test/fixtures/ggml-vocab/ggml-vocab-gpt-2.gguf",
-  "test/fixtures/ggml-vocab/ggml-vocab-deepseek-coder.gguf",
-  "assets/stories260K.gguf",
-];
+const FILES = GGUF_VOCABS;
 
 const PIECES = ["the", " quick", "brown", "fox", "über", "naïve", "日本語", "中文", "🦙", "👩‍💻", "\u{10FFFF}", "𝔘", "aaaa", "   ", "\n\n", "12345", "don't", "Ω≈ç", "ﬁ", "\t", "x".repeat(40)];
 

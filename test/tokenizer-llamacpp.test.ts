@@ -7,14 +7,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { getLlama } from "node-llama-cpp";
 import { tokenizerFromGguf } from "../src/model/gguf/tokenizer.js";
+import { GGUF_VOCABS } from "./helpers.js";
 
-const FILES = [
-  "test/fixtures/ggml-vocab/ggml-vocab-llama-spm.gguf",
-  "test/fixtures/ggml-vocab/ggml-vocab-phi-3.gguf",
-  "test/fixtures/ggml-vocab/ggml-vocab-gpt-2.gguf",
-  "test/fixtures/ggml-vocab/ggml-vocab-deepseek-coder.gguf",
-  "assets/stories260K.gguf",
-];
+const FILES = GGUF_VOCABS;
 
 const TEXTS = [
   "<|user|>\nHi there</s><|end|>\n<|assistant|>\n",
