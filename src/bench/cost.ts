@@ -67,11 +67,15 @@ const quantile = (xs: number[], q: number) => { const s = [...xs].sort((a, b) =>
 export async function benchCostSetup(setup: CostSetup, texts: readonly string[], o: Pick<CostBenchOptions, "runs" | "maxLength" | "engine" | "onProgress"> = {}): Promise<CostRow[]> {
   const runs = o.runs ?? 1, maxLength = o.maxLength ?? 512;
   if (texts.length === 0) throw new InvalidArgumentError("no prompts to time", { field: "--samples" });
-  const plain = await Engine.load(setup.serving, { ...o.engine, taps: false });
-  const tapped = await Engine.load(setup.serving, { ...o.engine, taps: true });
+  // Several engines take turns in this one process, each with its own ORT thread pool. A pool that spin-waits
+  // after its run takes the cores from the next engine: on stories260K (prefills of ~2 ms) that turned every probe
+  // variant into ~2.5× base. A server runs one engine, so spinning is off here unless `engine` says otherwise.
+  const engineOptions = { allowSpinning: false, ...o.engine };
+  const plain = await Engine.load(setup.serving, { ...engineOptions, taps: false });
+  const tapped = await Engine.load(setup.serving, { ...engineOptions, taps: true });
   const guardEngines: Engine[] = [];
   try {
-    for (const g of setup.guards) guardEngines.push(await Engine.load(g.path, { ...o.engine, taps: false }));
+    for (const g of setup.guards) guardEngines.push(await Engine.load(g.path, { ...engineOptions, taps: false }));
     const cut = (e: Engine, t: string) => e.promptTokens({ prompt: t }).slice(0, maxLength);
     const probeConfigs: [string, ProbeConfig][] = [["+ pooling probe", { kind: "pooling" }], ["+ scoring probe", { kind: "scoring" }], [`+ MHA probe (H=4, f=${setup.mhaDowncast})`, { kind: "mha", heads: 4, downcast: setup.mhaDowncast }]];
     const probes = probeConfigs.map(([, c]) => randomProbe(tapped, c));
