@@ -215,7 +215,7 @@ export function trainSummary(result: TrainResult, values: number[], mean: number
   const vm = result.validation;
   const seeds = values.length > 1 ? ` (mean ± std over ${values.length} seeds: ${mean.toFixed(4)} ± ${std.toFixed(4)})` : "";
   const how = result.hyper.lambda !== undefined
-    ? `exact L2 logistic-regression head, λ ${result.hyper.lambda.toExponential(1)} by validation loss`
+    ? `exact L2 logistic-regression head, λ ${result.hyper.lambda.toExponential(1)} by ${result.cvLoss !== undefined ? "cross-validated" : "validation"} loss`
     : `best epoch ${result.bestEpoch} by validation ${result.hyper.earlyStopping}`;
   const lines = [`validation ${result.metric} ${result.valMetric.toFixed(4)} (argmax, ${how})${seeds}`];
   const decision = result.threshold !== undefined ? `at tuned threshold P(${positiveName}) ≥ ${result.threshold.toFixed(4)} (cross-fitted: each half decided by the other half's threshold)` : "at argmax";
