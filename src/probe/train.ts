@@ -9,7 +9,7 @@ import { makeBatch, type BatchScratch } from "../tensor/batch.js";
 import { accuracy, chooseThreshold, classScores, evaluate, macroF1, positiveScores, type MetricReport } from "./metrics.js";
 import { Probe, inputStatistics, softmaxRows, type ProbeConfig } from "./probe.js";
 import { Rng } from "../numeric/rng.js";
-import { crossValidatedLambda, denseDesign, fitLogReg, fitLogRegPath } from "./logreg.js";
+import { crossValidatedLambda, denseDesign, fitLogReg, fitLogRegPath, type LogRegModel } from "./logreg.js";
 import type { DatasetTask } from "../data/datasets.js";
 
 /** Labelled hidden states, e.g. an opened feature cache (FeatureCache fits this shape) or arrays in memory. */
@@ -349,19 +349,20 @@ export async function trainProbe(
     // once), then the head is fitted on train alone, so validation stays unseen for the threshold.
     const t0 = performance.now();
     const folds = options.cvFolds ?? 5;
-    let lambda: number;
+    const trainDesign = denseDesign(preTrain, trainSet.size, d);
+    let model: LogRegModel;
     if (folds >= 2) {
       const all = new Float32Array((trainSet.size + valSet.size) * d); // [N_train + N_val, d]
       all.set(preTrain);
       all.set(preVal!, trainSet.size * d);
       const yAll = Int32Array.from({ length: trainSet.size + valSet.size }, (_, i) => (i < trainSet.size ? trainSet.labels[i] : valSet.labels[i - trainSet.size]));
       const cv = crossValidatedLambda(all, yAll.length, d, yAll, C, { folds, seed, weights: hyper.classWeights });
-      lambda = cv.lambda;
       cvLoss = cv.cvLoss;
+      model = fitLogReg(trainDesign, trainSet.labels, C, { penalty: "l2", lambda: cv.lambda, weights: hyper.classWeights });
     } else {
-      lambda = fitLogRegPath(denseDesign(preTrain, trainSet.size, d), trainSet.labels, denseDesign(preVal!, valSet.size, d), valSet.labels, C, { penalty: "l2", weights: hyper.classWeights }).model.lambda;
+      // the path's fits are already on train alone: keep the one validation chose
+      model = fitLogRegPath(trainDesign, trainSet.labels, denseDesign(preVal!, valSet.size, d), valSet.labels, C, { penalty: "l2", weights: hyper.classWeights }).model;
     }
-    const model = fitLogReg(denseDesign(preTrain, trainSet.size, d), trainSet.labels, C, { penalty: "l2", lambda, weights: hyper.classWeights });
     trainMs = performance.now() - t0;
     probe.headWeight.data.set(model.W); // [d, C] both
     probe.headBias.data.set(model.b);
