@@ -16,7 +16,8 @@ import { HIDDEN_STATES_OUTPUT } from "../src/graph/surgery.js";
 import { loadModel } from "../src/model/load.js";
 import { HiddenStates } from "../src/types/hidden.js";
 import { CompiledProbes, compileProbeGraph } from "../src/probe/compiled.js";
-import { Probe, type ProbeConfig } from "../src/probe/probe.js";
+import type { Probe, ProbeConfig } from "../src/probe/probe.js";
+import { randomBenchProbe } from "../src/bench/models.js";
 import { arg, ensureQwenShapedModel } from "./common.js";
 
 const RUNS = arg("runs", 7);
@@ -31,13 +32,8 @@ const SETS: { name: string; configs: ProbeConfig[] }[] = [
 ];
 
 function probesFor(configs: ProbeConfig[], layers: number, dim: number): Probe[] {
-  return configs.map((c, k) => {
-    // standardised, as `train` makes probes by default (made-up input statistics)
-    const p = new Probe({ ...c, standardize: true }, { layers, dim, classes: 2 }, { seed: k });
-    for (const t of p.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898 + k) * 0.5) / Math.sqrt(dim);
-    p.norm = { mean: Float32Array.from({ length: layers * dim }, (_, i) => Math.cos(i) * 0.1), std: Float32Array.from({ length: layers * dim }, (_, i) => 1 + (i % 3)) }; // [L+1, d] each
-    return p;
-  });
+  // standardised, as `train` makes probes by default (made-up input statistics)
+  return configs.map((c, k) => randomBenchProbe({ ...c, standardize: true }, { layers, dim, classes: 2 }, k));
 }
 
 /** The decoder model with the (dense: batch 1, no padding) probe graph appended, its `hidden` input wired to hidden_states. */

@@ -8,9 +8,9 @@
 // made-up input statistics, as trained probes are by default (--raw: unstandardised probes).
 import { existsSync } from "node:fs";
 import { Engine } from "../src/engine/engine.js";
-import type { LoadedProbe } from "../src/probe/artifact.js";
 import { generateWithProbes } from "../src/probe/live.js";
-import { Probe, type ProbeConfig } from "../src/probe/probe.js";
+import type { ProbeConfig } from "../src/probe/probe.js";
+import { randomLoadedProbe } from "../src/bench/models.js";
 import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH } from "./common.js";
 
 const RUNS = arg("runs", 7);
@@ -42,26 +42,8 @@ const VARIANTS: { name: string; configs?: ProbeConfig[] }[] = [
   { name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
 ];
 
-function randomProbe(engine: Engine, kindConfig: ProbeConfig, name = `bench-${kindConfig.kind}`): LoadedProbe {
-  const shape = { layers: engine.spec.blocks + 1, dim: engine.spec.dim, classes: 2 };
-  // standardised, as `train` makes probes by default (--raw: the raw-state graph)
-  const config: ProbeConfig = { ...kindConfig, standardize: !RAW };
-  const probe = new Probe(config, shape, { seed: 1 });
-  for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898) * 0.5) / Math.sqrt(shape.dim);
-  if (!RAW) {
-    const n = shape.layers * shape.dim;
-    probe.norm = { mean: Float32Array.from({ length: n }, (_, i) => Math.cos(i) * 0.1), std: Float32Array.from({ length: n }, (_, i) => 1 + (i % 3)) }; // [L+1, d] each
-  }
-  return {
-    probe,
-    dir: name,
-    meta: {
-      format: "onepass-probe", version: 1, config, shape, labelNames: ["neg", "pos"],
-      model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim },
-      parameterCount: { aggregator: probe.parameterCount(), head: 2 * shape.dim + 2 }, createdAt: new Date(0).toISOString(),
-    },
-  };
-}
+/** Standardised, as `train` makes probes by default (--raw: the raw-state graph). */
+const randomProbe = (engine: Engine, config: ProbeConfig, name?: string) => randomLoadedProbe(engine, { ...config, standardize: !RAW }, name);
 
 interface Sample { prefill: number; probe: number; total: number }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

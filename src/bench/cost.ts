@@ -12,12 +12,11 @@ import { basename } from "node:path";
 import { cpus } from "node:os";
 import { Engine, type EngineOptions } from "../engine/engine.js";
 import { loadPreset } from "../data/datasets.js";
-import type { LoadedProbe } from "../probe/artifact.js";
 import { generateWithProbes } from "../probe/live.js";
-import { Probe, type ProbeConfig } from "../probe/probe.js";
+import type { ProbeConfig } from "../probe/probe.js";
 import { defaultModelPath } from "../model/load.js";
 import { InvalidArgumentError } from "../errors.js";
-import { ensureLlama1bShapedModel, ensureQwenShapedModel, randomBenchModel } from "./models.js";
+import { ensureLlama1bShapedModel, ensureQwenShapedModel, randomBenchModel, randomLoadedProbe } from "./models.js";
 import type { BenchProgress } from "./quality.js";
 
 export interface CostRow { setup: string; variant: string; medianMs: number; p95Ms: number; ratio: number; params?: number }
@@ -50,17 +49,6 @@ export interface CostBenchOptions {
   onProgress?: (p: BenchProgress) => void;
 }
 
-function randomProbe(engine: Engine, config: ProbeConfig): LoadedProbe {
-  const shape = { layers: engine.spec.blocks + 1, dim: engine.spec.dim, classes: 2 };
-  const probe = new Probe(config, shape, { seed: 1 });
-  // Small deterministic weights: softmaxes stay finite, and the work is exactly a trained probe's.
-  for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898) * 0.5) / Math.sqrt(shape.dim);
-  return {
-    probe, dir: `bench-${config.kind}`,
-    meta: { format: "onepass-probe", version: 1, config, shape, labelNames: ["safe", "unsafe"], model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim }, parameterCount: { aggregator: probe.parameterCount(), head: 2 * shape.dim + 2 }, createdAt: new Date(0).toISOString() },
-  };
-}
-
 const quantile = (xs: number[], q: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(q * s.length))]; };
 
 /** Times every variant of one setup on `texts`; variants take turns on each prompt, so outside load hits them alike. */
@@ -78,7 +66,7 @@ export async function benchCostSetup(setup: CostSetup, texts: readonly string[],
     for (const g of setup.guards) guardEngines.push(await Engine.load(g.path, { ...engineOptions, taps: false }));
     const cut = (e: Engine, t: string) => e.promptTokens({ prompt: t }).slice(0, maxLength);
     const probeConfigs: [string, ProbeConfig][] = [["+ pooling probe", { kind: "pooling" }], ["+ scoring probe", { kind: "scoring" }], [`+ MHA probe (H=4, f=${setup.mhaDowncast})`, { kind: "mha", heads: 4, downcast: setup.mhaDowncast }]];
-    const probes = probeConfigs.map(([, c]) => randomProbe(tapped, c));
+    const probes = probeConfigs.map(([, c]) => randomLoadedProbe(tapped, c));
     const one = { maxTokens: 1, temperature: 0, eosTokenIds: [] as number[] };
     const variants: { name: string; run: (t: string) => Promise<unknown>; params?: number }[] = [
       { name: "base (prefill + 1 token)", run: (t) => plain.generate({ ...one, prompt: cut(plain, t) }).result },

@@ -1,8 +1,14 @@
-/** Random-weight GGUF models of real models' shapes, cached on disk, for cost measurements (weights do not change timings). */
+/**
+ * Random weights for cost measurements (weights do not change timings): GGUF models of real models' shapes,
+ * cached on disk, and probes of any kind and shape.
+ */
 import { existsSync, mkdirSync, renameSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { writeRandomModel, type RandomModelOptions } from "../model/gguf/writer.js";
+import type { Engine } from "../engine/engine.js";
+import type { LoadedProbe } from "../probe/artifact.js";
+import { Probe, type ProbeConfig, type ProbeShape } from "../probe/probe.js";
 
 /** Where the benchmarks keep their random models: $ONEPASS_CACHE_DIR/bench or ~/.cache/onepass/bench. */
 export function benchModelDir(): string {
@@ -37,4 +43,28 @@ export function ensureLlama1bShapedModel(): string {
     architecture: "llama", blocks: 16, dim: 2048, heads: 32, kvHeads: 8, headDim: 64, ffnDim: 8192,
     vocabSize: 128256, dtype: "q4_0", seed: 11, tiedEmbeddings: true, contextLength: 8192, name: "random-llama-3.2-1b-shape",
   });
+}
+
+/**
+ * A probe of `config` with small deterministic weights (`k` offsets them, to tell several apart) and, when
+ * `config.standardize`, made-up input statistics: its softmaxes stay finite and it costs what a trained one does.
+ */
+export function randomBenchProbe(config: ProbeConfig, shape: ProbeShape, k = 0): Probe {
+  const probe = new Probe(config, shape, { seed: k });
+  for (const t of probe.params().values()) for (let i = 0; i < t.data.length; i++) t.data[i] = (Math.sin(i * 12.9898 + k) * 0.5) / Math.sqrt(shape.dim);
+  if (config.standardize === true) {
+    const n = shape.layers * shape.dim;
+    probe.norm = { mean: Float32Array.from({ length: n }, (_, i) => Math.cos(i) * 0.1), std: Float32Array.from({ length: n }, (_, i) => 1 + (i % 3)) }; // [L+1, d] each
+  }
+  return probe;
+}
+
+/** randomBenchProbe for `engine`'s hidden states (2 classes), loaded as if from a folder named `name`. */
+export function randomLoadedProbe(engine: Engine, config: ProbeConfig, name = `bench-${config.kind}`): LoadedProbe {
+  const shape = { layers: engine.spec.blocks + 1, dim: engine.spec.dim, classes: 2 };
+  const probe = randomBenchProbe(config, shape);
+  return {
+    probe, dir: name,
+    meta: { format: "onepass-probe", version: 1, config, shape, labelNames: ["safe", "unsafe"], model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim }, parameterCount: { aggregator: probe.parameterCount(), head: 2 * shape.dim + 2 }, createdAt: new Date(0).toISOString() },
+  };
 }
