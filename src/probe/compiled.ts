@@ -135,6 +135,8 @@ interface Norm {
   std: Float32Array; // [L+1, d]
   /** (v − μ) / σ for v [L+1, B, d] or [L+1, B, n, d] (`rank` 3 or 4): on summaries, not on every token. */
   apply(v: string, rank: 3 | 4): string;
+  /** (v − μ_l) / σ_l for one layer's vectors v [B, d]. */
+  applyLayer(v: string, layer: number): string;
 }
 
 function normFor(g: GraphWriter, probe: Probe, p: string): Norm | undefined {
@@ -159,6 +161,11 @@ function normFor(g: GraphWriter, probe: Probe, p: string): Norm | undefined {
         names.set(rank, w);
       }
       return g.op("Div", [g.op("Sub", [v, w[0]]), w[1]]); // same shape as v
+    },
+    applyLayer(v, layer) {
+      const mu = g.weight(`${p}.norm.mean.l${layer}`, [1, d], mean.subarray(layer * d, (layer + 1) * d)); // [1, d]
+      const sd = g.weight(`${p}.norm.std.l${layer}`, [1, d], std.subarray(layer * d, (layer + 1) * d)); // [1, d]
+      return g.op("Div", [g.op("Sub", [v, mu]), sd]); // [B, d]
     },
   };
 }
@@ -222,30 +229,25 @@ function aggregate(g: GraphWriter, s: Shared, probe: Probe, p: string): { v: str
   }
   if (agg instanceof FixedAggregator) {
     if (!(agg.layer >= 0 && agg.layer < L1)) throw new InvalidArgumentError(`fixed probe layer ${agg.layer} is outside 0..${L1 - 1}`, { field: "layer" });
-    const xl = g.op("Gather", [s.x, g.op("Constant", [], { value_int: agg.layer })], { axis: 0 }); // [B, T, d]
+    const xl = () => g.op("Gather", [s.x, g.op("Constant", [], { value_int: agg.layer })], { axis: 0 }); // [B, T, d]
     let v: string;
     if (agg.token === "max") {
       const x4 = g.op("Slice", [s.x, g.ints([agg.layer]), g.ints([agg.layer + 1]), g.ints([0])]); // [1, B, T, d]
       v = g.op("Squeeze", [tokenPool(g, s, x4, "max"), g.ints([0])]); // [B, d]
     } else if (agg.token === "mean") {
       v = s.padded
-        ? g.op("Div", [g.op("ReduceSum", [g.op("Mul", [xl, g.op("Unsqueeze", [s.mask, g.ints([2])])]), g.ints([1])], { keepdims: 0 }), g.op("Squeeze", [s.count3, g.ints([0])])]) // [B, d]
-        : g.op("ReduceMean", [xl, g.ints([1])], { keepdims: 0 }); // [B, d]
+        ? g.op("Div", [g.op("ReduceSum", [g.op("Mul", [xl(), g.op("Unsqueeze", [s.mask, g.ints([2])])]), g.ints([1])], { keepdims: 0 }), g.op("Squeeze", [s.count3, g.ints([0])])]) // [B, d]
+        : g.op("ReduceMean", [xl(), g.ints([1])], { keepdims: 0 }); // [B, d]
     } else if (s.padded) {
       // the last real token: the position where the running count of real tokens reaches the total
       const count = g.op("Squeeze", [s.count3, g.ints([0])]); // [B, 1]
       const running = g.op("CumSum", [s.mask, g.op("Constant", [], { value_int: 1 })]); // [B, T]
       const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), s.mask]); // [B, T] one-hot
-      v = g.op("Squeeze", [g.op("MatMul", [g.op("Unsqueeze", [last, g.ints([1])]), xl]), g.ints([1])]); // [B, d]
+      v = g.op("Squeeze", [g.op("MatMul", [g.op("Unsqueeze", [last, g.ints([1])]), xl()]), g.ints([1])]); // [B, d]
     } else {
-      v = g.op("Gather", [xl, g.op("Constant", [], { value_int: -1 })], { axis: 1 }); // [B, d]: every token real, the last is T−1
+      v = g.op("Gather", [xl(), g.op("Constant", [], { value_int: -1 })], { axis: 1 }); // [B, d]: every token real, the last is T−1
     }
-    if (norm !== undefined) {
-      const mu = g.weight(`${p}.norm.mean.fixed`, [1, d], norm.mean.subarray(agg.layer * d, (agg.layer + 1) * d)); // [1, d]
-      const sd = g.weight(`${p}.norm.std.fixed`, [1, d], norm.std.subarray(agg.layer * d, (agg.layer + 1) * d)); // [1, d]
-      v = g.op("Div", [g.op("Sub", [v, mu]), sd]); // [B, d]
-    }
-    return { v };
+    return { v: norm !== undefined ? norm.applyLayer(v, agg.layer) : v };
   }
   throw new InvalidArgumentError(`cannot compile a probe of kind '${probe.config.kind}'`, { field: "kind" });
 }
