@@ -50,10 +50,7 @@ export function spmMergeIds(vocab: GgufVocab): { left: Int32Array; right: Int32A
   for (let id = 0; id < tokens.length; id++) {
     if (tokenTypes[id] !== GgufTokenType.BYTE && !pieceIds.has(tokens[id])) pieceIds.set(tokens[id], id);
   }
-  let n = 0;
-  let lefts = new Int32Array(1024); // [capacity]
-  let rights = new Int32Array(1024); // [capacity]
-  let owners = new Int32Array(1024); // [capacity] id of the merged piece
+  const lefts: number[] = [], rights: number[] = [], owners: number[] = []; // per candidate; owner = id of the merged piece
   for (const [piece, id] of pieceIds) {
     // every split between two code points (a surrogate pair is one character)
     for (let k = 1; k < piece.length; k++) {
@@ -63,22 +60,12 @@ export function spmMergeIds(vocab: GgufVocab): { left: Int32Array; right: Int32A
       if (l === undefined) continue;
       const r = pieceIds.get(piece.slice(k));
       if (r === undefined) continue;
-      if (n === lefts.length) {
-        const grow = (a: Int32Array) => {
-          const b = new Int32Array(a.length * 2);
-          b.set(a);
-          return b;
-        };
-        lefts = grow(lefts);
-        rights = grow(rights);
-        owners = grow(owners);
-      }
-      lefts[n] = l;
-      rights[n] = r;
-      owners[n] = id;
-      n++;
+      lefts.push(l);
+      rights.push(r);
+      owners.push(id);
     }
   }
+  const n = lefts.length;
   const order = Array.from({ length: n }, (_, i) => i);
   order.sort((a, b) => scores[owners[b]] - scores[owners[a]] || owners[a] - owners[b]);
   return { left: Int32Array.from(order, (i) => lefts[i]), right: Int32Array.from(order, (i) => rights[i]) };
