@@ -171,6 +171,38 @@ test("fused ORT attention equals the composite tape ops (values and gradients, w
   }
 });
 
+test("fused pooled attention equals attention then a masked mean over queries (values and gradients, with and without padding)", async () => {
+  const { pooledAttention, setFusedAttention } = await import("../src/tensor/sdpa.js");
+  for (const [dims, padded] of [[{ G: 3, B: 4, T: 24, H: 4, hd: 2 }, true], [{ G: 2, B: 3, T: 20, H: 8, hd: 1 }, false]] as const) {
+    const n = dims.G * dims.B * dims.T * dims.H * dims.hd;
+    const mask = padded ? new Uint8Array(dims.B * dims.T).fill(1) : undefined;
+    mask?.fill(0, 0 * dims.T + 5, dims.T); // prompt 0 has 5 tokens
+    mask?.fill(0, 2 * dims.T + 1, 3 * dims.T); // prompt 2 has 1
+    const inputs = [0, 1, 2].map(() => Float32Array.from({ length: n }, () => rng.normal()));
+    const R = Float32Array.from({ length: dims.G * dims.B * dims.H * dims.hd }, () => rng.normal()); // [G·B, H·hd]
+    const run = async (fused: boolean) => {
+      setFusedAttention(fused);
+      const [q, k, v] = inputs.map((d) => new Tensor([dims.G, dims.B * dims.T, dims.H * dims.hd], Float32Array.from(d), true));
+      const tape = new Tape("f32");
+      const o = await pooledAttention(tape, q, k, v, { ...dims }, mask); // [G·B, H·hd]
+      await tape.backward(tape.sum(tape.mul(o, tape.constant(o.shape, R))));
+      setFusedAttention(true);
+      assert.deepEqual(o.shape, [dims.G * dims.B, dims.H * dims.hd]);
+      return [o.data, q.grad!, k.grad!, v.grad!];
+    };
+    const before = kernelStats.ortCalls;
+    const fused = await run(true);
+    assert.equal(kernelStats.ortCalls, before + 2, "forward + backward through the fused pooled kernel");
+    const plain = await run(false);
+    for (let j = 0; j < 4; j++) {
+      let norm = 0;
+      for (let i = 0; i < plain[j].length; i++) norm = Math.max(norm, Math.abs(plain[j][i]));
+      assert.ok(norm > 1e-3, `output ${j} is not trivially zero`);
+      for (let i = 0; i < plain[j].length; i++) assert.ok(Math.abs(fused[j][i] - plain[j][i]) < 1e-4 * (1 + Math.abs(plain[j][i])), `${padded ? "padded" : "dense"} output ${j} [${i}]: ${fused[j][i]} vs ${plain[j][i]}`);
+    }
+  }
+});
+
 test("MHA mean pooling before the output projection equals pooling after it (the paper's order)", async () => {
   const probe = new Probe({ kind: "mha", heads: 2, downcast: 2, pool: "mean" }, { layers: 3, dim: 8, classes: 2 }, { seed: 3, dtype: "f64" });
   const batch = makeBatch([randomHidden(3, 4, 8), randomHidden(3, 2, 8)], "f64");

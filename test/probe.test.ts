@@ -208,3 +208,41 @@ test("default recipe: a pooling probe finds a signal in a quiet layer that a lou
   const a = await acc(std.probe), b = await acc(raw.probe);
   assert.ok(a >= 0.9 && a > b + 0.15, `standardised ${a}, raw ${b}`);
 });
+
+test("length-grouped batches: every example once per epoch, little padding, seeded; evaluation in length order keeps each row's gate weights", async () => {
+  const { lengthGroupedBatches, lengthOrder } = await import("../src/probe/train.js");
+  const { Rng } = await import("../src/numeric/rng.js");
+  const { evaluateProbe } = await import("../src/probe/evaluate.js");
+  const lenRng = new Rng(3);
+  const lengths = Array.from({ length: 1000 }, () => 1 + Math.floor(256 * lenRng.next() ** 3)); // heavy-tailed like prompts
+  const order = new Rng(5).shuffle(Array.from({ length: 1000 }, (_, i) => i));
+  const batches = lengthGroupedBatches(order, 32, (i) => lengths[i], new Rng(9));
+  assert.deepEqual(batches.flat().sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i));
+  assert.ok(batches.every((b) => b.length <= 32) && batches.filter((b) => b.length < 32).length <= 2); // one short batch per window at most
+  const cost = (bs: number[][]) => bs.reduce((a, b) => a + b.length * Math.max(...b.map((i) => lengths[i])) ** 2, 0); // padded T² work
+  const random = Array.from({ length: Math.ceil(1000 / 32) }, (_, k) => order.slice(32 * k, 32 * k + 32));
+  assert.ok(cost(batches) < cost(random) / 2, `grouped ${cost(batches)} vs random ${cost(random)}`);
+  assert.deepEqual(lengthGroupedBatches(order, 32, (i) => lengths[i], new Rng(9)), batches);
+  assert.notDeepEqual(lengthGroupedBatches(order, 32, (i) => lengths[i], new Rng(10)), batches);
+
+  // Evaluation batches shortest first, but every row — probabilities and gate weights — is its own example's.
+  const hs = testTask.hidden.slice(0, 9);
+  const src = arraySource(hs, testTask.labels.slice(0, 9));
+  const sorted = lengthOrder(src);
+  assert.ok(sorted.some((i, k) => i !== k), "the slice must hold prompts out of length order");
+  for (let k = 1; k < sorted.length; k++) assert.ok(hs[sorted[k - 1]].tokens <= hs[sorted[k]].tokens);
+  const probe = new Probe({ kind: "scoring" }, { layers: L1, dim: D, classes: 2 }, { seed: 2 });
+  const rng = new Rng(4);
+  for (const t of probe.params().values()) for (let i = 0; i < t.size; i++) t.data[i] = rng.normal() * 0.3; // [any]
+  const ev = await evaluateProbe(probe, src, { batchSize: 4 });
+  const want = new Float64Array(L1); // [L+1] mean gate over class-0 prompts, one prompt at a time
+  let n0 = 0;
+  for (let i = 0; i < hs.length; i++) {
+    assert.ok(Math.abs((await probe.predict(hs[i]))[1] - ev.probs[2 * i + 1]) < 1e-5, `prompt ${i}`);
+    if (testTask.labels[i] !== 0) continue;
+    n0++;
+    const w = (await probe.layerWeights(hs[i]))!;
+    for (let l = 0; l < L1; l++) want[l] += w[l];
+  }
+  for (let l = 0; l < L1; l++) assert.ok(Math.abs(want[l] / n0 - ev.layerWeightsByClass![0][l]) < 1e-5, `layer ${l}`);
+});

@@ -17,7 +17,7 @@ function summaryRow(h: HiddenStates, row: 0 | 1): HiddenStates {
 }
 
 export function cacheSource(cache: FeatureCache, config: ProbeConfig): ExampleSource {
-  if (cache.manifest.mode === "full") return { size: cache.size, labels: cache.labels, get: (i) => cache.get(i) };
+  if (cache.manifest.mode === "full") return { size: cache.size, labels: cache.labels, get: (i) => cache.get(i), tokens: (i) => cache.tokens(i) };
   let row: 0 | 1;
   if (config.kind === "pooling") row = (config.pool ?? "mean") === "max" ? 1 : 0;
   else if (config.kind === "fixed" && config.token === "mean") row = 0;

@@ -3,7 +3,7 @@
  */
 import type { Probe } from "./probe.js";
 import { evaluate, predictClasses, type MetricReport } from "./metrics.js";
-import type { ExampleSource } from "./train.js";
+import { lengthOrder, type ExampleSource } from "./train.js";
 
 export interface Evaluation {
   metrics: MetricReport;
@@ -27,18 +27,20 @@ export async function evaluateProbe(probe: Probe, src: ExampleSource, options: {
   const gateSums = probe.config.kind === "scoring" ? Array.from({ length: C }, () => new Float64Array(L1)) : undefined; // [C][L+1]
   const gateRows = gateSums !== undefined ? new Float32Array(src.size * L1) : undefined; // [N, L+1]
   const counts = new Array<number>(C).fill(0); // [C] examples per true class
+  const order = lengthOrder(src);
   for (let s = 0; s < src.size; s += bs) {
-    const e = Math.min(src.size, s + bs);
-    const hs = []; // e − s HiddenStates [L+1, T_i, d]
-    for (let i = s; i < e; i++) hs.push(src.get(i));
+    const idx = order.slice(s, s + bs);
+    const hs = idx.map((i) => src.get(i)); // HiddenStates [L+1, T_i, d] each
     const { probabilities, layerWeights } = await probe.run(hs);
-    probs.set(probabilities, s * C);
-    if (gateRows !== undefined && layerWeights !== undefined) gateRows.set(layerWeights, s * L1);
-    for (let i = s; i < e; i++) {
+    idx.forEach((i, r) => {
+      probs.set(probabilities.subarray(r * C, (r + 1) * C), i * C);
       counts[labels[i]]++;
-      if (gateSums !== undefined && layerWeights !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights[(i - s) * L1 + l];
-    }
-    options.onProgress?.(e);
+      if (gateRows !== undefined && layerWeights !== undefined) {
+        gateRows.set(layerWeights.subarray(r * L1, (r + 1) * L1), i * L1);
+        if (gateSums !== undefined) for (let l = 0; l < L1; l++) gateSums[labels[i]][l] += layerWeights[r * L1 + l];
+      }
+    });
+    options.onProgress?.(s + idx.length);
   }
   const metrics = evaluate(labels, probs, C, options.threshold);
   const preds = predictClasses(probs, C, options.threshold); // [N]

@@ -139,6 +139,136 @@ export async function attention(tape: Tape, q: Tensor, k: Tensor, v: Tensor, dim
   });
 }
 
+/**
+ * P = softmax(scale·Q·Kᵀ + bias) in heads-first layout [G,B,H,T,T]. A padding bias rides in the product as one
+ * extra column (Q gets a 1, K its key's bias) instead of a broadcast Add over the [T, T] scores.
+ */
+function pooledScoreNodes(masked: boolean): NodeSpec[] {
+  return [
+    ["Transpose", ["Q"], ["Qh"], { perm: HEADS_FIRST }],
+    ["Mul", ["Qh", "Scale"], ["Qs"]], // scaled on the [T, hd] side, not the [T, T] one
+    ["Transpose", ["K"], ["KhT"], { perm: [0, 1, 3, 4, 2] }], // [G,B,H,hd,T]
+    ...(masked
+      ? ([["Concat", ["Qs", "Ones"], ["Qa"], { axis: -1 }], ["Concat", ["KhT", "BiasRows"], ["KaT"], { axis: -2 }], ["MatMul", ["Qa", "KaT"], ["S"]]] as NodeSpec[])
+      : ([["MatMul", ["Qs", "KhT"], ["S"]]] as NodeSpec[])), // [G,B,H,T,T]
+    ["Softmax", ["S"], ["P"], { axis: -1 }],
+  ];
+}
+
+const maskInputs = (masked: boolean): [string, number][] => (masked ? [["Ones", 5], ["BiasRows", 5]] : []);
+
+function pooledForwardModel(masked: boolean): Uint8Array {
+  return model(`sdpa_pooled_fwd${masked ? "_masked" : ""}`, [["Q", 5], ["K", 5], ["V", 5], ...maskInputs(masked), ["W", 5], ["Scale", 1]], [["O", 5], ["A", 5]], [
+    ...pooledScoreNodes(masked),
+    ["Transpose", ["V"], ["Vh"], { perm: HEADS_FIRST }],
+    ["MatMul", ["W", "P"], ["A"]], // [G,B,H,1,T]: each key's weight averaged over the valid queries
+    ["MatMul", ["A", "Vh"], ["O"]], // [G,B,H,1,hd]
+  ]);
+}
+
+/*
+ * Backward of O = Σ_t w_t Σ_s P[t,s] v_s with P = softmax_s(scale·q_t·k_s + bias_s), w_t = valid_t / n:
+ *   dV_s = A_s·dO,  g_s = v_s·dO,  dS[t,s] = w_t·P[t,s]·(g_s − ḡ_t) with ḡ_t = Σ_s P[t,s]·g_s,
+ *   dQ_t = scale·Σ_s dS[t,s]·k_s,  dK_s = scale·Σ_t dS[t,s]·q_t.
+ * P is recomputed (fetching the [T, T] probabilities from the forward costs more than computing them again);
+ * w_t and scale are applied on the [T, hd] sides (to the dQ rows and to q before the dK product), so the only
+ * other [T, T] work is ḡ, one Sub, one Mul and the two products.
+ */
+function pooledBackwardModel(masked: boolean): Uint8Array {
+  return model(`sdpa_pooled_bwd${masked ? "_masked" : ""}`, [["dO", 5], ["A", 5], ["Q", 5], ["K", 5], ["V", 5], ...maskInputs(masked), ["W", 5], ["Scale", 1]], [["dQ", 5], ["dK", 5], ["dV", 5]], [
+    ...pooledScoreNodes(masked),
+    ["Transpose", ["A"], ["Acol"], { perm: SWAP_LAST }], // [G,B,H,T,1]
+    ["MatMul", ["Acol", "dO"], ["dVh"]], // [G,B,H,T,hd]
+    ["Transpose", ["dVh"], ["dV"], { perm: HEADS_FIRST }],
+    ["Transpose", ["V"], ["Vh"], { perm: HEADS_FIRST }],
+    ["Transpose", ["dO"], ["dOcol"], { perm: SWAP_LAST }], // [G,B,H,hd,1]
+    ["MatMul", ["Vh", "dOcol"], ["Gcol"]], // [G,B,H,T,1]
+    ["Transpose", ["Gcol"], ["Grow"], { perm: SWAP_LAST }], // [G,B,H,1,T]
+    ["MatMul", ["P", "Gcol"], ["Gbar"]], // [G,B,H,T,1]
+    ["Sub", ["Grow", "Gbar"], ["D"]], // [G,B,H,T,T]
+    ["Mul", ["P", "D"], ["dS"]], // without w_t and scale
+    ["Transpose", ["W"], ["Wcol"], { perm: SWAP_LAST }], // [1,B,1,T,1]
+    ["Mul", ["Wcol", "Scale"], ["Ws"]],
+    ["Transpose", ["K"], ["Kh"], { perm: HEADS_FIRST }],
+    ["MatMul", ["dS", "Kh"], ["dQh0"]],
+    ["Mul", ["dQh0", "Ws"], ["dQh"]],
+    ["Transpose", ["dQh"], ["dQ"], { perm: HEADS_FIRST }],
+    ["Mul", ["Qh", "Ws"], ["Qw"]],
+    ["Transpose", ["Qw"], ["QwT"], { perm: SWAP_LAST }], // [G,B,H,hd,T]
+    ["MatMul", ["QwT", "dS"], ["dKhT"]], // [G,B,H,hd,T]
+    ["Transpose", ["dKhT"], ["dK"], { perm: [0, 1, 4, 2, 3] }],
+  ]);
+}
+
+const pooledSessions = new Map<string, Promise<ort.InferenceSession>>();
+function pooledSession(backward: boolean, masked: boolean, small: boolean): Promise<ort.InferenceSession> {
+  const key = `${backward ? "b" : "f"}${masked ? "m" : ""}${small ? "s" : ""}`;
+  let s = pooledSessions.get(key);
+  if (s === undefined) {
+    const bytes = backward ? pooledBackwardModel(masked) : pooledForwardModel(masked);
+    s = ort.InferenceSession.create(bytes, { graphOptimizationLevel: "all", ...probeThreads(small) }).catch((err: unknown) => {
+      pooledSessions.delete(key);
+      throw new GraphError(`cannot create the pooled attention session: ${String(err)}`, { field: "sdpa" }, { cause: err });
+    });
+    pooledSessions.set(key, s);
+  }
+  return s;
+}
+
+/**
+ * Attention over [G, B, T, H, hd] inputs, then the mean over each prompt's valid query positions: [G·B, H·hd].
+ * Equals `attention` followed by a masked mean pool over T, without building the [T, H·hd] output or the
+ * attention's full backward: the mean over queries turns the output gradient into one row per key.
+ */
+export async function pooledAttention(tape: Tape, q: Tensor, k: Tensor, v: Tensor, dims: AttentionDims, mask?: Uint8Array): Promise<Tensor> {
+  const { G, B, T, H, hd } = dims;
+  if (tape.dtype === "f64" || !fusedEnabled || G * B * H * T * T < FUSED_MIN_SCORES) {
+    const ctx = await attention(tape, q, k, v, dims, mask); // [G, B, T, H, hd]
+    return tape.pool(tape.reshape(ctx, [G * B, T, H * hd]), "mean", mask === undefined ? undefined : { mask, maskRows: B, rowsPerMask: 1 });
+  }
+  const small = G * B * H * T * T * hd < ORT_MULTITHREAD_MACS;
+  const masked = mask !== undefined;
+  const fwd = await pooledSession(false, masked, small);
+  const bwd = await pooledSession(true, masked, small);
+  const shape = [G, B, T, H, hd];
+  const w = new Float32Array(B * T); // [1, B, 1, 1, T] 1/n at the valid queries
+  for (let b = 0; b < B; b++) {
+    let n = 0;
+    for (let t = 0; t < T; t++) n += mask === undefined || mask[b * T + t] !== 0 ? 1 : 0;
+    for (let t = 0; t < T; t++) w[b * T + t] = mask === undefined || mask[b * T + t] !== 0 ? 1 / n : 0;
+  }
+  const feeds: Record<string, ort.Tensor> = {
+    Q: new ort.Tensor("float32", q.data as Float32Array, shape),
+    K: new ort.Tensor("float32", k.data as Float32Array, shape),
+    V: new ort.Tensor("float32", v.data as Float32Array, shape),
+    W: new ort.Tensor("float32", w, [1, B, 1, 1, T]),
+    Scale: new ort.Tensor("float32", Float32Array.of(1 / Math.sqrt(hd)), [1]),
+  };
+  if (mask !== undefined) {
+    const bias = new Float32Array(G * B * H * T); // [G, B, H, 1, T]: the key's padding bias, for every group and head
+    for (let g = 0; g < G; g++) for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const o = ((g * B + b) * H + h) * T;
+      for (let t = 0; t < T; t++) bias[o + t] = mask[b * T + t] !== 0 ? 0 : -1e9;
+    }
+    feeds.Ones = new ort.Tensor("float32", new Float32Array(G * B * H * T).fill(1), [G, B, H, T, 1]);
+    feeds.BiasRows = new ort.Tensor("float32", bias, [G, B, H, 1, T]);
+  }
+  const t0 = performance.now();
+  const res = await fwd.run(feeds);
+  kernelStats.ortMs += performance.now() - t0;
+  kernelStats.ortMacs += 2 * G * B * H * T * T * hd;
+  kernelStats.ortCalls++;
+  const a = res["A"]; // [G, B, H, 1, T], kept for the backward pass
+  return tape.custom([G * B, H * hd], res["O"].data as Float32Array, [q, k, v], async (dOut) => {
+    const t1 = performance.now();
+    const g = await bwd.run({ ...feeds, dO: new ort.Tensor("float32", dOut as Float32Array, [G, B, H, 1, hd]), A: a });
+    kernelStats.ortMs += performance.now() - t1;
+    kernelStats.ortMacs += 3 * G * B * H * T * T * hd;
+    kernelStats.ortCalls++;
+    return [g["dQ"].data as Float32Array, g["dK"].data as Float32Array, g["dV"].data as Float32Array];
+  });
+}
+
 /** The same attention from plain tape ops (permute, batched matmul, masked softmax). */
 async function composite(tape: Tape, q: Tensor, k: Tensor, v: Tensor, dims: AttentionDims, scale: number, mask?: Uint8Array): Promise<Tensor> {
   const { G, B, T, H, hd } = dims;

@@ -1,5 +1,5 @@
 import type { DType, RowMask, Tape, Tensor } from "../../tensor/autograd.js";
-import { attention } from "../../tensor/sdpa.js";
+import { attention, pooledAttention } from "../../tensor/sdpa.js";
 import type { ProbeBatch } from "../../tensor/batch.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { newParam } from "../../tensor/params.js";
@@ -63,14 +63,14 @@ export class MhaAggregator implements Aggregator {
   private async block(tape: Tape, x: Tensor, w: BlockWeights, G: number, B: number, T: number, mask?: Uint8Array): Promise<Tensor> {
     const H = this.heads, hd = this.inner / H, d = this.dim;
     const q = await tape.matmul(x, w.q), k = await tape.matmul(x, w.k), v = await tape.matmul(x, w.v); // [G, B·T, d/f] each
-    const ctx = await attention(tape, q, k, v, { G, B, T, H, hd }, mask); // [G, B, T, H, hd]
-    const poolMask: RowMask | undefined = mask === undefined ? undefined : { mask, maskRows: B, rowsPerMask: 1 };
     if (this.pool === "mean") {
       // Mean pooling is linear, so pooling the heads' output before the projection back to d is exact and
       // d/(d/f) = f times cheaper: mean_t(o_t)·W_o = mean_t(o_t·W_o).
-      const pooled = tape.pool(tape.reshape(ctx, [G * B, T, this.inner]), "mean", poolMask); // [G·B, d/f]
+      const pooled = await pooledAttention(tape, q, k, v, { G, B, T, H, hd }, mask); // [G·B, d/f]
       return tape.reshape(await tape.matmul(tape.reshape(pooled, [G, B, this.inner]), w.o), [G * B, d]); // [G·B, d]
     }
+    const ctx = await attention(tape, q, k, v, { G, B, T, H, hd }, mask); // [G, B, T, H, hd]
+    const poolMask: RowMask | undefined = mask === undefined ? undefined : { mask, maskRows: B, rowsPerMask: 1 };
     const out = await tape.matmul(tape.reshape(ctx, [G, B * T, this.inner]), w.o); // [G, B·T, d]
     return tape.pool(tape.reshape(out, [G * B, T, d]), "max", poolMask); // [G·B, d]
   }
