@@ -49,7 +49,10 @@ test("extract (full) → reader returns the source's hidden states, labels, toke
     const files = readdirSync(dir).sort();
     assert.deepEqual(files.filter((f) => f.endsWith(".f16")), ["shard-00000.f16", "shard-00001.f16", "shard-00002.f16", "shard-00003.f16", "shard-00004.f16"]);
     assert.ok(!files.some((f) => f.endsWith(".part") || f.endsWith(".tmp") || f === "lock"), files.join(" "));
-    const cache = openFeatureCache(dir, { cacheBytes: 1000 }); // small budget: exercises both read paths
+    const whole = openFeatureCache(dir); // every shard fits the default budget: kept whole in memory
+    for (let i = 0; i < 37; i++) assertSameAsSource(whole.get(i), fakeHidden(examples[i].text), `example ${i} (whole shards)`);
+    whole.close();
+    const cache = openFeatureCache(dir, { cacheBytes: 1000 }); // the data exceeds this budget: read per example
     assert.equal(cache.size, 37);
     assert.deepEqual(cache.labelNames, LABELS);
     assert.deepEqual([...cache.labels], examples.map((e) => e.label));

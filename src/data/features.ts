@@ -14,8 +14,10 @@
  *                                                   //                   the T_i tokens, token 1 = max
  *   for (const b of cache.batches(64, order?)) {}   // { indices, labels: Int32Array [B], hidden: HiddenStates[] }
  *   cache.close()
- * Reads are lazy: shards are read on first use and kept in a small LRU of raw fp16 bytes (shards larger
- * than the budget are read per example); each get() decodes one example to fp32.
+ * Reads are lazy. A cache whose shards all fit the budget keeps them whole in memory, read on first use; a
+ * larger one is read per example (one positioned read each, left to the OS page cache), because random access
+ * through a shard LRU smaller than the data would re-read a whole shard for almost every example. Each get()
+ * decodes one example to fp32.
  *
  * ON DISK (dir/)
  *   manifest.json                     FeatureManifest (written atomically; `complete` set at the end)
@@ -683,8 +685,9 @@ export function openFeatureCache(dir: string, options: OpenOptions = {}): Featur
   const fds = new Map<number, number>();
   const { layers, dim } = manifest.model;
 
+  const wholeShards = shardSizes.reduce((a, b) => a + b, 0) <= budget;
   const shardBytes = (k: number): Buffer | undefined => {
-    if (shardSizes[k] > budget) return undefined;
+    if (!wholeShards) return undefined;
     const hit = lru.get(k);
     if (hit !== undefined) {
       lru.delete(k);
