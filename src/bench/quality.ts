@@ -93,6 +93,9 @@ export const QUALITY_TASKS: Record<string, QualityTask> = {
 
 /** The table's rows, in the paper's order. */
 export const QUALITY_METHODS = ["pooling", "scoring", "mha", "fixed-last", "fixed-mean", "muli", "prompting", "tfidf"] as const;
+/** What `bench quality` runs without --tasks / --methods: every method on the paper's in-distribution tasks. */
+export const DEFAULT_QUALITY_TASKS = ["toxicchat", "emotion", "sst2"];
+export const DEFAULT_QUALITY_METHODS: readonly string[] = QUALITY_METHODS;
 export type QualityMethod = (typeof QUALITY_METHODS)[number];
 
 export interface QualityRun {
@@ -185,8 +188,8 @@ function thinCurve(c: { precision: number[]; recall: number[] }, points = 60): {
 
 /** Runs every missing (task, method, seed) cell; writes outDir/quality.json after each and quality.md at the end. */
 export async function runQualityBench(o: QualityBenchOptions): Promise<QualityBenchSummary> {
-  const tasks = o.tasks ?? ["toxicchat", "emotion", "sst2"];
-  const methods = o.methods ?? QUALITY_METHODS.filter((m) => m !== "mha");
+  const tasks = o.tasks ?? DEFAULT_QUALITY_TASKS;
+  const methods = o.methods ?? DEFAULT_QUALITY_METHODS;
   checkQualitySelection(tasks, methods);
   const seeds = o.seeds ?? 3;
   const maxTokens = o.maxTokens ?? 256;

@@ -6,7 +6,7 @@ import { stageProgress } from "../progress.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { writeFileAtomic } from "../../util/atomic.js";
 import { engineFlags, numberFlag, parseFlags } from "../args.js";
-import { QUALITY_METHODS, QUALITY_TASKS, checkQualitySelection, qualityMarkdown, readQualityResults, runQualityBench } from "../../bench/quality.js";
+import { DEFAULT_QUALITY_METHODS, DEFAULT_QUALITY_TASKS, QUALITY_METHODS, QUALITY_TASKS, checkQualitySelection, qualityMarkdown, readQualityResults, runQualityBench } from "../../bench/quality.js";
 import { runCostBench } from "../../bench/cost.js";
 
 const usage = `usage: onepass bench quality [--model M] [--data-dir D] [--tasks T,...] [--methods M,...] [--seeds 3]
@@ -20,8 +20,8 @@ command after an interruption and finished cells are skipped.
 
   --model M             model (default: the built-in stories260K)
   --data-dir D          the data sets (default $ONEPASS_DATA_DIR or ../shared/data)
-  --tasks T,...         ${Object.keys(QUALITY_TASKS).join(", ")} (default toxicchat,emotion,sst2)
-  --methods M,...       ${QUALITY_METHODS.join(", ")} (default all but mha)
+  --tasks T,...         ${Object.keys(QUALITY_TASKS).join(", ")} (default ${DEFAULT_QUALITY_TASKS.join(",")})
+  --methods M,...       ${QUALITY_METHODS.join(", ")} (default all)
   --seeds N             seeds 0..N-1 (default 3)
   --budget SECONDS      start no new cell after this long; a rerun continues (default: no limit)
   --limit N             at most N examples per split (stratified sample; default: all)
@@ -69,8 +69,8 @@ export const benchCommand: Command = {
     const common = { model: { type: "string" }, "data-dir": { type: "string" }, out: { type: "string" }, threads: { type: "string" }, device: { type: "string" }, quiet: { type: "boolean" } } as const;
     if (sub === "quality") {
       const v = parseFlags(argv.slice(1), { ...common, tasks: { type: "string" }, methods: { type: "string" }, seeds: { type: "string" }, budget: { type: "string" }, limit: { type: "string" }, "max-tokens": { type: "string" }, work: { type: "string" }, "table-only": { type: "boolean" } }, usage);
-      const tasks = list(v.tasks) ?? ["toxicchat", "emotion", "sst2"];
-      const methods = list(v.methods) ?? QUALITY_METHODS.filter((m) => m !== "mha");
+      const tasks = list(v.tasks) ?? DEFAULT_QUALITY_TASKS;
+      const methods = list(v.methods) ?? DEFAULT_QUALITY_METHODS;
       checkQualitySelection(tasks, methods);
       const seeds = numberFlag("seeds", v.seeds, { int: true, min: 1, max: 100 }) ?? 3;
       const budget = numberFlag("budget", v.budget, { above: 0 });
