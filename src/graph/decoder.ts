@@ -6,16 +6,14 @@
  * Graph inputs:  input_ids [B, T] int64, attention_mask [B, past+T] int64, position_ids [B, T] int64,
  *                logits_positions [P] int64 (rows of this run whose logits are wanted),
  *                past_key_values.{i}.key / .value [B, kvH, past, hd] float32.
- * Graph outputs: logits [B, P, vocab] float32, new_key_values.{i}.key / .value [B, kvH, T, hd] (this run's rows),
- *                present.{i}.key / .value [B, kvH, past+T, hd] (plain-op attention graphs only),
+ * Graph outputs: logits [B, P, vocab] float32, present.{i}.key / .value [B, kvH, max(past, past+T), hd],
+ *                new_key_values.{i}.key / .value [B, kvH, T, hd] (only this run's rows of present),
  *                hidden_states [L+1, B, T, d] float32 (only with taps).
  *
  * The past inputs may be larger than the valid past (a preallocated buffer), and each sequence b of a batch has
  * its own valid length p_b: attention_mask row b is 1 at its p_b past positions and at the T new ones (the last T
  * columns), 0 at the padding between. GroupQueryAttention reads the first sum(mask_b) - T positions of sequence
- * b (its seqlens_k) and writes the new rows right after them; the plain-op path masks the padding out. With the
- * GroupQueryAttention kernel, a one-token run (decode) takes another branch (an If per layer): attention from
- * plain ops straight over the fed cache, which GroupQueryAttention would copy every run (decodeAttention). Fetching
+ * b (its seqlens_k) and writes the new rows right after them; the plain-op path masks the padding out. Fetching
  * just new_key_values keeps the per-step copy out of ORT to B × T rows instead of the whole cache, which is what
  * lets several sequences decode in one run (engine/batch.ts).
  */
@@ -52,7 +50,7 @@ export type ProgressCallback = (p: ProgressEvent) => void;
 export const BUILD_GRAPH_STAGE = "building graph";
 
 /** Bump when the graph layout changes, so cached graphs are rebuilt. */
-export const DECODER_BUILDER_VERSION = 8;
+export const DECODER_BUILDER_VERSION = 7;
 
 export interface DecoderGraphInfo {
   modelPath: string;
@@ -122,10 +120,6 @@ export function buildDecoderGraph(
     // where GroupQueryAttention put this run's rows in present: row t of sequence b at seqlens_k[b] + 1 - T + t
     const newRowIndex = gqaKernel ? newRowIndices(g, seqlensK64, runLen, KV, hd) : ""; // [B, kvH, T, hd] int64
     const interleaved = spec.ropeStyle === "interleaved" ? 1 : 0;
-    // one-token runs (decode) take plain-op attention straight over the fed cache (see decodeAttention); longer
-    // runs (prefill) GroupQueryAttention. An If per layer picks the branch: both read the same weights.
-    const isDecode = gqaKernel ? g.op("Equal", [g.op("Squeeze", [runLen, g.constI64([0])]), g.constI64([1], [])]) : ""; // [] bool
-    const decodeBias = gqaKernel ? decodeMaskBias(g, pastNames[0].key, seqlensK64) : ""; // [B, 1, 1, capacity + 1]
 
     /** y = x·Wᵀ for the row-concatenation of `names` ([out_i, in] each). x [B, T, inDim] → [B, T, Σout_i]. */
     const linear = (x: string, names: string[], inDim: number, label: string): string => {
@@ -199,41 +193,18 @@ export function buildDecoderGraph(
       const present = presentNames[i];
       let attnHeads: string; // [B, T, H*hd]
       if (gqaKernel) {
-        const prefill = (): string[] => {
-          const gqaInputs = [...attnInputs, pastNames[i].key, pastNames[i].value, seqlensK, totalLen];
-          if (fusedRotary) gqaInputs.push(cosCache, sinCache);
-          const [heads, presentKey, presentValue] = g.node("GroupQueryAttention", gqaInputs, [g.fresh("attn"), g.fresh(present.key), g.fresh(present.value)], {
-            num_heads: H,
-            kv_num_heads: KV,
-            do_rotary: fusedRotary ? 1 : 0,
-            rotary_interleaved: interleaved,
-          }, MS_DOMAIN); // [B, T, H*hd], present [B, kvH, max(past, past+T), hd] x2
+        const gqaInputs = [...attnInputs, pastNames[i].key, pastNames[i].value, seqlensK, totalLen];
+        if (fusedRotary) gqaInputs.push(cosCache, sinCache);
+        [attnHeads] = g.node("GroupQueryAttention", gqaInputs, [g.fresh("attn"), present.key, present.value], {
+          num_heads: H,
+          kv_num_heads: KV,
+          do_rotary: fusedRotary ? 1 : 0,
+          rotary_interleaved: interleaved,
+        }, MS_DOMAIN); // [B, T, H*hd]
+        for (const kind of ["key", "value"] as const) {
           // this run's rows of the cache (RoPE applied): present[b, :, p_b:p_b+T, :] for each sequence b
-          const rows = (x: string) => g.op("GatherElements", [x, newRowIndex], { axis: 2 }); // [B, kvH, T, hd]
-          return [heads, rows(presentKey), rows(presentValue)];
-        };
-        const decode = (): string[] => {
-          let [q, k, v] = attnInputs;
-          if (fusedRotary && !spec.qkNorm) {
-            [q, k, v] = g.node("Split", [attnInputs[0], g.constI64([H * hd, KV * hd, KV * hd])], 3, { axis: -1 }); // [B, 1, H*hd], [B, 1, KV*hd] x2
-          }
-          if (fusedRotary) {
-            const rope = (x: string, heads: number) =>
-              g.op("RotaryEmbedding", [x, positionIds, cosCache, sinCache], { interleaved, num_heads: heads, rotary_embedding_dim: hd }, MS_DOMAIN); // [B, 1, heads*hd]
-            q = rope(q, H);
-            k = rope(k, KV);
-          }
-          return decodeAttention(g, [q, k, v], pastNames[i], decodeBias, { H, KV, hd });
-        };
-        const outs = [
-          { type: "float32" as const, dims: ["B", "T", H * hd] },
-          { type: "float32" as const, dims: ["B", KV, "T", hd] },
-          { type: "float32" as const, dims: ["B", KV, "T", hd] },
-        ];
-        [attnHeads] = g.node("If", [isDecode], [g.fresh("attn"), newKvName(i, "key"), newKvName(i, "value")], {
-          then_branch: g.subgraph(`decode_attention_${i}`, outs, decode),
-          else_branch: g.subgraph(`prefill_attention_${i}`, outs, prefill),
-        }); // [B, T, H*hd], new rows [B, kvH, T, hd] x2
+          g.node("GatherElements", [present[kind], newRowIndex], [newKvName(i, kind)], { axis: 2 }); // [B, kvH, T, hd]
+        }
       } else {
         attnHeads = plainAttention(g, attnInputs, pastNames[i], pastLen, present, [newKvName(i, "key"), newKvName(i, "value")], causalBias, { H, KV, hd });
       }
@@ -266,11 +237,8 @@ export function buildDecoderGraph(
     g.node("Identity", [linear(rows, [headName], d, "lm_head")], ["logits"]); // [B, P, V]
     g.output("logits", "float32", ["B", "P", V]);
     for (let i = 0; i < L; i++) {
-      if (!gqaKernel) {
-        // (with GroupQueryAttention the present tensors live inside the If's prefill branch)
-        g.output(presentNames[i].key, "float32", ["B", KV, "present", hd]); // [B, kvH, max(past, past+T), hd]
-        g.output(presentNames[i].value, "float32", ["B", KV, "present", hd]); // [B, kvH, max(past, past+T), hd]
-      }
+      g.output(presentNames[i].key, "float32", ["B", KV, "present", hd]); // [B, kvH, max(past, past+T), hd]
+      g.output(presentNames[i].value, "float32", ["B", KV, "present", hd]); // [B, kvH, max(past, past+T), hd]
       g.output(newKvName(i, "key"), "float32", ["B", KV, "T", hd]); // [B, kvH, T, hd]
       g.output(newKvName(i, "value"), "float32", ["B", KV, "T", hd]); // [B, kvH, T, hd]
     }
@@ -305,52 +273,6 @@ function causalMaskBias(g: OnnxModelBuilder, attentionMask: string, pastLen: str
   const keyValid = g.op("Unsqueeze", [g.op("Equal", [attentionMask, one]), g.constI64([1, 2])]); // [B, 1, 1, S]
   const allowed = g.op("And", [causal, keyValid]); // [B, 1, T, S]
   return g.op("Where", [allowed, g.constF32([0], []), g.constF32([-Infinity], [])]); // [B, 1, T, S]
-}
-
-/**
- * Additive bias [B, 1, 1, capacity + 1] of a one-token run: row b is 0 at the first p_b = seqlens_k[b] past rows
- * of the fed cache (capacity rows, the rest stale or padding) and at the new token (last column), -inf elsewhere.
- */
-function decodeMaskBias(g: OnnxModelBuilder, pastKey: string, seqlensK64: string): string {
-  const capacity = g.op("Squeeze", [g.op("Gather", [g.op("Shape", [pastKey]), g.constI64([2])], { axis: 0 }), g.constI64([0])]); // [] = capacity
-  const rows = g.op("Range", [g.constI64([0], []), capacity, g.constI64([1], [])]); // [capacity]
-  // in a one-token run seqlens_k[b] = p_b (sum of the mask row minus one)
-  const valid = g.op("Less", [g.op("Unsqueeze", [rows, g.constI64([0])]), g.op("Unsqueeze", [seqlensK64, g.constI64([1])])]); // [B, capacity]
-  const past = g.op("Where", [valid, g.constF32([0], []), g.constF32([-Infinity], [])]); // [B, capacity]
-  const current = g.op("Expand", [g.constF32([0], [1, 1]), g.op("Concat", [g.op("Shape", [seqlensK64]), g.constI64([1])], { axis: 0 })]); // [B, 1]
-  return g.op("Unsqueeze", [g.op("Concat", [past, current], { axis: 1 }), g.constI64([1, 2])]); // [B, 1, 1, capacity + 1]
-}
-
-/**
- * Attention of one new token per sequence over the fed cache, from plain ops: q [B, 1, H*hd], k/v [B, 1, KV*hd]
- * (RoPE applied) → [attention [B, 1, H*hd], new key [B, KV, 1, hd], new value [B, KV, 1, hd]].
- *
- * Why not GroupQueryAttention here: ORT's CPU kernel zero-fills its present output [B, KV, capacity, hd] and
- * copies the past into it on every run, and copies each KV head's rows once per query head; for 8 sequences at
- * context 512 that was 42 ms of CPU per step over 24 layers against 17 ms for these ops (5.3 vs 3.1 ms at one
- * sequence). Here nothing is copied: each query head group reads its KV head in place (q reshaped to
- * [B, KV, H/KV, hd], FusedMatMul with transB against the cache), the new token's key and value are scored and
- * mixed in separately instead of being appended to the cache first.
- */
-function decodeAttention(
-  g: OnnxModelBuilder,
-  [q, k, v]: string[],
-  past: { key: string; value: string },
-  bias: string,
-  { H, KV, hd }: { H: number; KV: number; hd: number },
-): string[] {
-  const G = H / KV;
-  const scale = float(1 / Math.sqrt(hd));
-  const q4 = g.op("Reshape", [q, g.constI64([0, KV, G, hd])]); // [B, KV, G, hd] (query head h reads KV head h / G)
-  const k4 = g.op("Reshape", [k, g.constI64([0, KV, 1, hd])]); // [B, KV, 1, hd]
-  const v4 = g.op("Reshape", [v, g.constI64([0, KV, 1, hd])]); // [B, KV, 1, hd]
-  const pastScores = g.op("FusedMatMul", [q4, past.key], { transA: 0, transB: 1, alpha: scale }, MS_DOMAIN); // [B, KV, G, capacity]
-  const newScores = g.op("FusedMatMul", [q4, k4], { transA: 0, transB: 1, alpha: scale }, MS_DOMAIN); // [B, KV, G, 1]
-  const probs = g.op("Softmax", [g.op("Add", [g.op("Concat", [pastScores, newScores], { axis: 3 }), bias])], { axis: -1 }); // [B, KV, G, capacity + 1]
-  const capacity = g.op("Gather", [g.op("Shape", [past.key]), g.constI64([2])], { axis: 0 }); // [1]
-  const [pPast, pNew] = g.node("Split", [probs, g.op("Concat", [capacity, g.constI64([1])], { axis: 0 })], 2, { axis: 3 }); // [B, KV, G, capacity], [B, KV, G, 1]
-  const context = g.op("Add", [g.op("MatMul", [pPast, past.value]), g.op("Mul", [pNew, v4])]); // [B, KV, G, hd]
-  return [g.op("Reshape", [context, g.constI64([0, 1, H * hd])]), k4, v4]; // [B, 1, H*hd], [B, KV, 1, hd] x2
 }
 
 /**

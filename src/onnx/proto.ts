@@ -23,7 +23,6 @@ import {
   TypeProto_TensorSchema,
   ValueInfoProtoSchema,
   type AttributeProto,
-  type GraphProto,
   type NodeProto,
   type TensorProto,
   type ValueInfoProto,
@@ -47,11 +46,7 @@ export class FloatAttr {
   constructor(readonly value: number) {}
 }
 export const float = (v: number): FloatAttr => new FloatAttr(v);
-/** A graph-valued attribute (the branches of If): built with OnnxModelBuilder.subgraph. */
-export class GraphAttr {
-  constructor(readonly graph: GraphProto) {}
-}
-export type Attr = number | number[] | string | FloatAttr | FloatAttr[] | GraphAttr;
+export type Attr = number | number[] | string | FloatAttr | FloatAttr[];
 
 /** Initializers at most this many bytes stay inline in the protobuf. */
 const INLINE_LIMIT = 4096;
@@ -61,8 +56,7 @@ const EXTERNAL_ALIGN = 4096;
 export const MS_DOMAIN = "com.microsoft";
 
 export class OnnxModelBuilder {
-  /** Where node() adds nodes: the main graph's list, or a subgraph's while one is being built. */
-  private nodes: NodeProto[] = [];
+  private readonly nodes: NodeProto[] = [];
   private readonly initializers: TensorProto[] = [];
   private readonly inputs: ValueInfoProto[] = [];
   private readonly outputs: ValueInfoProto[] = [];
@@ -158,27 +152,6 @@ export class OnnxModelBuilder {
     return outs;
   }
 
-  /**
-   * A subgraph (an If branch): the nodes `build` adds go into it, and the values it returns become its outputs
-   * (declared float32/int64 etc. by `outputs`; each a fresh name bound by an Identity). Its nodes may read any
-   * value of the enclosing graph by name; constants made meanwhile (constI64, initializer) go to the main graph.
-   */
-  subgraph(name: string, outputs: { type: ElemType; dims: Dim[] }[], build: () => string[]): GraphAttr {
-    const outer = this.nodes;
-    const inner: NodeProto[] = [];
-    this.nodes = inner;
-    let outs: ValueInfoProto[];
-    try {
-      const values = build();
-      if (values.length !== outputs.length) throw new GraphError(`subgraph ${name} returned ${values.length} values for ${outputs.length} outputs`, { file: this.modelPath });
-      // a branch output must be produced inside the branch: an Identity gives each its own name
-      outs = values.map((v, i) => valueInfo(this.node("Identity", [v], [this.fresh(`${name}_out`)])[0], outputs[i].type, outputs[i].dims));
-    } finally {
-      this.nodes = outer;
-    }
-    return new GraphAttr(create(GraphProtoSchema, { name, node: inner, output: outs }));
-  }
-
   /** Single-output shorthand. */
   op(op: string, inputs: string[], attrs: Record<string, Attr> = {}, domain = ""): string {
     return this.node(op, inputs, 1, attrs, domain)[0];
@@ -242,9 +215,8 @@ export function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoP
   });
 }
 
-/** A node attribute: integer → INT, number[] → INTS, string → STRING, float()/float()[] → FLOAT/FLOATS, GraphAttr → GRAPH. */
+/** A node attribute: integer → INT, number[] → INTS, string → STRING, float()/float()[] → FLOAT/FLOATS. */
 export function attribute(name: string, v: Attr): AttributeProto {
-  if (v instanceof GraphAttr) return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.GRAPH, g: v.graph });
   if (v instanceof FloatAttr) return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f: v.value });
   if (typeof v === "string") {
     return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(v) });
