@@ -84,3 +84,15 @@ test("running requests wait at most prefillChunk prompt tokens per step: a long 
   // every piece of every prompt ran once
   assert.equal(log.filter((e) => e.startsWith("P")).length, 1 + 3 + 3);
 });
+
+test("a prompt with nothing else waiting goes to the session in one call; pieces once another request runs", async () => {
+  const { session, log } = recordingSession();
+  const s = new BatchScheduler(session, { prefillChunk: 100 });
+  await request(s, 250, 1);
+  assert.deepEqual(log, ["P250", "D1"]);
+  log.length = 0;
+  const running = request(s, 10, 20);
+  await new Promise((r) => setTimeout(r, 5));
+  await Promise.all([running, request(s, 250, 1)]);
+  assert.deepEqual(log.filter((e) => e.startsWith("P")), ["P10", "P100", "P100", "P50"], log.join(" "));
+});

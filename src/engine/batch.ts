@@ -152,24 +152,29 @@ export class BatchScheduler {
       vocabSize: this.session.vocabSize,
       hasTaps: this.session.hasTaps,
       prefill: async (tokens, options) => {
-        const pieces: number[][] = [];
-        for (let o = 0; o < tokens.length; o += this.prefillChunk) pieces.push(tokens.slice(o, o + this.prefillChunk));
-        if (pieces.length === 0) pieces.push([]); // forwardSequence reports the empty prompt
         const passes: ForwardPass[] = [];
-        for (let i = 0; i < pieces.length; i++) {
+        let off = 0;
+        do {
           // each piece is its own solo job: decode steps of the running requests come in between
+          const first = passes.length === 0;
           passes.push(
-            await this.enqueueSolo(i === 0, Math.max(1, pieces[i].length), async () => {
+            await this.enqueueSolo(first, Math.max(1, Math.min(this.prefillChunk, tokens.length - off)), async () => {
               if (closed) throw new InvalidArgumentError("prefill() after close()", { field: "sequence" });
-              if (i === 0) {
+              if (first) {
                 if (seq !== undefined) this.release(seq);
                 seq = batch.openSequence();
                 this.open++;
               }
-              return batch.forwardSequence(seq!, pieces[i], { hidden: options.hidden, logits: options.logits });
+              // with nothing else waiting (no decode step, no other job, no other request holding a sequence) the
+              // rest of the prompt goes in one call, which the session runs in as few ORT runs as its maxChunk
+              // allows: no pieces to join afterwards (with hidden states, a copy of [L+1, T, d] less)
+              const alone = this.decodes.length === 0 && this.solos.length === 0 && this.open === 1;
+              const piece = tokens.slice(off, alone ? tokens.length : off + this.prefillChunk); // forwardSequence reports an empty prompt
+              off += piece.length;
+              return batch.forwardSequence(seq!, piece, { hidden: options.hidden, logits: options.logits });
             }),
           );
-        }
+        } while (off < tokens.length);
         return joinPasses(passes, options.logits === "all");
       },
       decode: (token, options) => {
