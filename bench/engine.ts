@@ -18,7 +18,7 @@ import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath } from "./comm
 import type { RoundReply, StreamsReply } from "./engine-worker.js";
 
 const THREADS = arg("threads", 2);
-const RUNS = arg("runs", 5);
+const RUNS = arg("runs", 7);
 const PROMPT = 512;
 const DECODE = arg("decode", 32);
 const ACCURACY = arg("accuracy", 4) as 0 | 4;
@@ -110,7 +110,9 @@ async function main(): Promise<void> {
 
   const rounds = children.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
   for (let r = 0; r < RUNS; r++) {
-    for (let e = 0; e < children.length; e++) {
+    // taps off and on back to back, in alternating order (neither always runs right after llama.cpp)
+    const order = children.map((_, e) => (e < 2 && r % 2 === 1 ? 1 - e : e));
+    for (const e of order) {
       await pause(200);
       const reply = await children[e].ask<RoundReply>({ op: "round", prompt, decode: DECODE });
       rounds[e].prefill.push(reply.prefillMs);
@@ -135,7 +137,12 @@ async function main(): Promise<void> {
     console.log(`${c.name.padEnd(24)} ${f(s.prefillBest)} ${f(s.prefillMed)} ${f(s.decodeBest)} ${f(s.decodeMed)} ${f(peakAfterRounds[i], 9)} ${f(loads[i], 7)}`);
   });
   const [off, on, cpp] = stats;
-  console.log(`\ntap cost: ${(((on.prefillMsMed - off.prefillMsMed) / off.prefillMsMed) * 100).toFixed(1)}% of prefill (medians, taps on vs off, incl. copying [L+1, T, d] out)`);
+  // the tap cost from each round's pair (taps off and on ran back to back in that round), not from the ratio of
+  // medians: other processes' load moves both halves of a pair alike, so the paired ratios spread far less
+  const pairs = rounds[1].prefill.map((ms, r) => ms / rounds[0].prefill[r] - 1).sort((a, b) => a - b);
+  const q = (x: number) => pairs[Math.min(pairs.length - 1, Math.max(0, Math.round(x * (pairs.length - 1))))];
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  console.log(`\ntap cost: ${pct(q(0.5))} of prefill (median of ${pairs.length} paired rounds, quartiles ${pct(q(0.25))} .. ${pct(q(0.75))}; ratio of medians ${pct((on.prefillMsMed - off.prefillMsMed) / off.prefillMsMed)}), incl. copying [L+1, T, d] out; bench/tap-cost.ts measures it in one process in CPU time`);
   const ratio = (a: number, b: number) => (a / b).toFixed(2) + "×";
   if (cpp !== undefined) {
     console.log(`onepass taps on / llama.cpp:  prefill ${ratio(on.prefillBest, cpp.prefillBest)} (median ${ratio(on.prefillMed, cpp.prefillMed)}), decode ${ratio(on.decodeBest, cpp.decodeBest)} (median ${ratio(on.decodeMed, cpp.decodeMed)}), peak RSS ${ratio(peakAfterRounds[1], peakAfterRounds[2])}`);

@@ -2,8 +2,11 @@
  * Continuous batching: many generations share one DecoderSession (one copy of the weights). Each request owns a
  * sequence of the session's BatchDecoder (its own KV cache slot); the scheduler turns their single-token decode
  * calls into one ORT run per step (batch = every request waiting for its next token), and runs prefills and other
- * one-off jobs (Engine.forward) between steps, alternating with decode steps so that a new prompt neither waits
- * for the running requests to finish nor stalls them for more than one prefill.
+ * one-off jobs (Engine.forward) between steps: up to `prefillChunk` prompt tokens between two decode steps, so
+ * that a new prompt neither waits for the running requests to finish nor stalls them for more than one chunk's
+ * worth of prefill, and several short prompts arriving together are all prefilled before the next step (their
+ * requests then join it, instead of each later one missing a step: 8 streams with 32-token prompts averaged 6.1
+ * rows per decode run when one prefill alternated with one step).
  *
  * A request that does not ask for its next token (its consumer is slow, its onPrefill hook is running) simply
  * sits out the steps until it does; a finished or aborted one closes its sequence between two runs. Runs never
@@ -49,8 +52,9 @@ export interface BatchSchedulerOptions {
    */
   maxSequences?: number;
   /**
-   * Longest piece of a prompt prefilled between two decode steps (default 256): a long prompt runs as several
-   * solo jobs through its KV cache (same results), so running requests wait at most one piece per step.
+   * Most prompt tokens prefilled between two decode steps (default 256): a longer prompt runs as several solo
+   * jobs through its KV cache (same results), and shorter prompts waiting together run back to back up to this
+   * many tokens, so running requests wait at most about one such piece per step.
    */
   prefillChunk?: number;
 }
@@ -66,6 +70,8 @@ interface DecodeWait {
 interface SoloJob {
   /** Needs a new sequence slot (a prefill): waits while maxSequences are open. */
   opensSequence: boolean;
+  /** Prompt tokens it runs (counted against the prefill budget between decode steps); Infinity = unknown. */
+  tokens: number;
   run: () => Promise<unknown>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
@@ -114,7 +120,8 @@ export class BatchScheduler {
   private open = 0;
   private running = false;
   private scheduled = false;
-  private lastWasDecode = false;
+  /** Prompt tokens run by solo jobs since the last decode step. */
+  private tokensSinceDecode = 0;
   private idleWaiters: (() => void)[] = [];
   /** Decode runs so far and the sequences they carried (for benchmarks: mean batch = rows / runs). */
   readonly stats = { decodeRuns: 0, decodeRows: 0, soloRuns: 0 };
@@ -133,7 +140,7 @@ export class BatchScheduler {
 
   /** Runs `fn` alone on the session between two decode steps (e.g. a forward pass on the session's own sequence). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    return this.enqueueSolo(false, fn);
+    return this.enqueueSolo(false, Infinity, fn);
   }
 
   /** A runner for one request: its prefill opens a sequence, its decode calls join the batched steps. */
@@ -145,24 +152,29 @@ export class BatchScheduler {
       vocabSize: this.session.vocabSize,
       hasTaps: this.session.hasTaps,
       prefill: async (tokens, options) => {
-        const pieces: number[][] = [];
-        for (let o = 0; o < tokens.length; o += this.prefillChunk) pieces.push(tokens.slice(o, o + this.prefillChunk));
-        if (pieces.length === 0) pieces.push([]); // forwardSequence reports the empty prompt
         const passes: ForwardPass[] = [];
-        for (let i = 0; i < pieces.length; i++) {
+        let off = 0;
+        do {
           // each piece is its own solo job: decode steps of the running requests come in between
+          const first = passes.length === 0;
           passes.push(
-            await this.enqueueSolo(i === 0, async () => {
+            await this.enqueueSolo(first, Math.max(1, Math.min(this.prefillChunk, tokens.length - off)), async () => {
               if (closed) throw new InvalidArgumentError("prefill() after close()", { field: "sequence" });
-              if (i === 0) {
+              if (first) {
                 if (seq !== undefined) this.release(seq);
                 seq = batch.openSequence();
                 this.open++;
               }
-              return batch.forwardSequence(seq!, pieces[i], { hidden: options.hidden, logits: options.logits });
+              // with nothing else waiting (no decode step, no other job, no other request holding a sequence) the
+              // rest of the prompt goes in one call, which the session runs in as few ORT runs as its maxChunk
+              // allows: no pieces to join afterwards (with hidden states, a copy of [L+1, T, d] less)
+              const alone = this.decodes.length === 0 && this.solos.length === 0 && this.open === 1;
+              const piece = tokens.slice(off, alone ? tokens.length : off + this.prefillChunk); // forwardSequence reports an empty prompt
+              off += piece.length;
+              return batch.forwardSequence(seq!, piece, { hidden: options.hidden, logits: options.logits });
             }),
           );
-        }
+        } while (off < tokens.length);
         return joinPasses(passes, options.logits === "all");
       },
       decode: (token, options) => {
@@ -197,9 +209,9 @@ export class BatchScheduler {
     this.kick();
   }
 
-  private enqueueSolo<T>(opensSequence: boolean, run: () => Promise<T>): Promise<T> {
+  private enqueueSolo<T>(opensSequence: boolean, tokens: number, run: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.solos.push({ opensSequence, run, resolve: resolve as (v: unknown) => void, reject });
+      this.solos.push({ opensSequence, tokens, run, resolve: resolve as (v: unknown) => void, reject });
       this.kick();
     });
   }
@@ -226,11 +238,13 @@ export class BatchScheduler {
       // sequences that ended leave between runs (their cache slot is not being read now)
       for (const seq of this.toClose.splice(0)) this.session.batch.closeSequence(seq);
       const solo = this.nextSolo();
-      // alternate: a decode step, then one prefill/solo job, then a decode step ...
-      const doSolo = solo >= 0 && (this.decodes.length === 0 || this.lastWasDecode);
+      // between two decode steps: at least one solo job, more while their prompt tokens fit in prefillChunk
+      const doSolo =
+        solo >= 0 &&
+        (this.decodes.length === 0 || this.tokensSinceDecode === 0 || this.tokensSinceDecode + this.solos[solo].tokens <= this.prefillChunk);
       if (doSolo) {
         const [job] = this.solos.splice(solo, 1);
-        this.lastWasDecode = false;
+        this.tokensSinceDecode += job.tokens;
         this.stats.soloRuns++;
         try {
           job.resolve(await job.run());
@@ -238,7 +252,7 @@ export class BatchScheduler {
           job.reject(e);
         }
       } else if (this.decodes.length > 0) {
-        this.lastWasDecode = true;
+        this.tokensSinceDecode = 0;
         await this.step(this.decodes.splice(0, this.maxBatch));
       }
     } finally {
