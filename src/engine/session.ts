@@ -672,8 +672,12 @@ class OrtDecoderSession implements DecoderSession {
         q.length += 1;
         const pass: ForwardPass = { logits: logits.subarray(b * V, (b + 1) * V), positions: 1, runMs };
         if (h !== undefined) {
-          const own = new Float32Array((blocks + 1) * dim); // [L+1, 1, d]: this sequence's rows of [L+1, B, 1, d]
-          for (let l = 0; l <= blocks; l++) own.set(h.subarray((l * B + b) * dim, (l * B + b + 1) * dim), l * dim);
+          // [L+1, 1, d]: this sequence's rows of [L+1, B, 1, d] (one sequence: they are all of it, no copy)
+          let own = h;
+          if (B > 1) {
+            own = new Float32Array((blocks + 1) * dim);
+            for (let l = 0; l <= blocks; l++) own.set(h.subarray((l * B + b) * dim, (l * B + b + 1) * dim), l * dim);
+          }
           pass.hidden = new HiddenStates(blocks + 1, 1, dim, own);
         }
         return pass;
