@@ -275,10 +275,9 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
   };
 }
 
-/** ORT session options for a decoder session. */
 /**
  * Worker threads spin between the ops of a run, and stop when the run returns. Left spinning, ORT's workers
- * go on polling for work for milliseconds after each run (2^20 pause loops), on the cores the next JS work
+ * go on polling for work for milliseconds after each run (up to 2^20 pause loops each), on the cores the next JS work
  * needs: the compiled probes' own session right after a prefill, the sampler, the server. Two interleaved A/B
  * runs on the random Qwen2.5-0.5B shape (128-token prefill, 2-core EPYC at load 8–10, 9 rounds, medians;
  * spinning on after the run → stopped): the MHA probe set 73.5 → 55.9 and 114.0 → 96.6 ms, pooling 20.8 → 7.5
@@ -288,6 +287,7 @@ function spinConfig(options: OrtRunOptions): Record<string, string> {
   return { "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1", "session.force_spinning_stop": "1" };
 }
 
+/** ORT session options for a decoder session. */
 function ortSessionOptions(options: OrtRunOptions, cfg: Record<string, string>): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: options.executionProviders ?? ["cpu"],
