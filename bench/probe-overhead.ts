@@ -3,10 +3,24 @@
 // the paper reports it (3B model on a GPU: pooling ×1.12, scoring ×1.17, MHA ×1.52 of base).
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
-// Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --raw]
+// Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --no-stories --raw
+//        --only base,taps,pooling,scoring,mha,mha1,4 --no-stream --gc-clear] (mha1: the MHA set on 1 thread; only with --only)
+// GC: V8's pauses (perf_hooks "gc" entries) are summed per request and split by where they land: inside the
+// prefill, inside the probe hook, right after the prefill (to 5 ms after the hook), anywhere. onnxruntime-node
+// copies every fetched output into a new ArrayBuffer (a pre-allocated output too), so a prefill that fetches
+// the taps allocates 11.5 MB more (0.5B shape, 128 tokens) than one that does not. A GC that a prefill's outputs
+// trigger runs in the next JS: the probe hook when there is one, else the first token's sampling. Measured
+// (0.5B shape, 2-core EPYC at load ~8, 9 rounds): right after the prefill 6.5 ms per request in base, 5.9 with
+// the taps fetched, 8.4 / 9.5 with pooling / MHA (inside the hook in 4 of 9 requests); 36–40 ms per request in
+// every variant, most of it the decode steps' logits and KV. So the base path pays that GC too, after its
+// prefill; with a probe it is counted in the probe's time. The last line shows the probe without it.
+// --gc-clear runs a full GC before every timed request (untimed), so no request inherits another's debt.
 // Probe weights are random (untrained): they cost exactly what trained ones do. Probes are standardised with
 // made-up input statistics, as trained probes are by default (--raw: unstandardised probes).
 import { existsSync } from "node:fs";
+import { PerformanceObserver } from "node:perf_hooks";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { Engine } from "../src/engine/engine.js";
 import { generateWithProbes } from "../src/probe/live.js";
 import type { ProbeConfig } from "../src/probe/probe.js";
@@ -18,6 +32,23 @@ const THREADS = arg("threads", 2);
 const DECODE = arg("decode", 16);
 const PROMPT = arg("prompt", 128);
 const RAW = process.argv.includes("--raw");
+const GC_CLEAR = process.argv.includes("--gc-clear");
+const onlyAt = process.argv.indexOf("--only");
+const ONLY = onlyAt >= 0 ? process.argv[onlyAt + 1].split(",") : undefined;
+
+/** Every V8 GC pause of the process (start, ms), as perf_hooks reports them. */
+const gcPauses: { start: number; ms: number; major: boolean }[] = [];
+new PerformanceObserver((list) => {
+  // detail.kind: 1 scavenge (young generation), 2 minor mark-sweep, 4 mark-compact (major), 8 incremental marking, 16 weak callbacks
+  for (const e of list.getEntries()) gcPauses.push({ start: e.startTime, ms: e.duration, major: ((e as { detail?: { kind?: number } }).detail?.kind ?? 0) >= 4 });
+}).observe({ entryTypes: ["gc"] });
+/** GC ms that ran inside [from, to). */
+const gcWithin = (from: number, to: number, majorOnly = false) => gcPauses.filter((g) => g.start >= from && g.start < to && (!majorOnly || g.major)).reduce((a, g) => a + g.ms, 0);
+/** A full GC on demand (--gc-clear), without restarting node with --expose-gc. */
+const fullGc = (): (() => void) => {
+  setFlagsFromString("--expose-gc");
+  return runInNewContext("gc") as () => void;
+};
 
 const qwenPath = QWEN_SHAPED_PATH; // the file bench/engine.ts writes
 
@@ -33,19 +64,38 @@ function promptIds(vocab: number, bos: number | undefined): number[] {
 }
 
 // Probes run compiled (src/probe/compiled.ts): one ORT call for all probes attached to a request.
-const VARIANTS: { name: string; configs?: ProbeConfig[] }[] = [
-  { name: "base (no taps)" },
-  { name: "taps, no probe" },
-  { name: "+pooling", configs: [{ kind: "pooling", pool: "mean" }] },
-  { name: "+scoring", configs: [{ kind: "scoring" }] },
-  { name: "+MHA (H=8, f=8)", configs: [{ kind: "mha", heads: 8, downcast: 8 }] },
-  { name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
+// `threads`: the compiled set's intra-op threads (ONEPASS_PROBE_THREADS while its session is created)
+const ALL_VARIANTS: { key: string; name: string; configs?: ProbeConfig[]; threads?: number }[] = [
+  { key: "base", name: "base (no taps)" },
+  { key: "taps", name: "taps, no probe" },
+  { key: "pooling", name: "+pooling", configs: [{ kind: "pooling", pool: "mean" }] },
+  { key: "scoring", name: "+scoring", configs: [{ kind: "scoring" }] },
+  { key: "mha", name: "+MHA (H=8, f=8)", configs: [{ kind: "mha", heads: 8, downcast: 8 }] },
+  { key: "mha1", name: "+MHA, 1 thread", configs: [{ kind: "mha", heads: 8, downcast: 8 }], threads: 1 },
+  { key: "4", name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
 ];
+// base first (the ratios' denominator), whatever --only says
+const VARIANTS = ALL_VARIANTS.filter((v) => v.key === "base" || (ONLY === undefined ? v.threads === undefined : ONLY.includes(v.key)));
 
 /** Standardised, as `train` makes probes by default (--raw: the raw-state graph). */
 const randomProbe = (engine: Engine, config: ProbeConfig, name?: string) => randomLoadedProbe(engine, { ...config, standardize: !RAW }, name);
 
-interface Sample { prefill: number; probe: number; total: number }
+interface Sample {
+  prefill: number;
+  probe: number;
+  total: number;
+  /** GC ms inside the prefill, inside the probe hook, and anywhere in the request. */
+  gcPrefill: number;
+  gcHook: number;
+  gcTotal: number;
+  /** Of gcHook: major GCs (mark-compact, incremental marking). */
+  gcHookMajor: number;
+  /**
+   * GC ms from the prefill's end to 5 ms after the hook's: the GC a prefill's outputs trigger runs in the next
+   * JS, which without a probe is the no-op hook and the first token's sampling, so base variants show it here.
+   */
+  gcAfter: number;
+}
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function benchModel(label: string, path: string): Promise<void> {
@@ -56,12 +106,26 @@ async function benchModel(label: string, path: string): Promise<void> {
   const samples: Sample[][] = VARIANTS.map(() => []);
   const request = { prompt, maxTokens: DECODE, temperature: 0, eosTokenIds: [] as number[] };
   const engineOf = (v: number): Engine => (v === 0 ? plain : tapped);
+  let prefillEnd = 0; // when the prefill returned (the hook starts there)
+  const mark = () => {
+    prefillEnd = performance.now();
+  };
   const runVariant = async (v: number) => {
     const p = probes[v];
-    return p !== undefined
-      ? await generateWithProbes(tapped, request, p).generation.result
-      : await engineOf(v).generate({ ...request, hidden: v === 1 }).result;
+    if (p === undefined) return await engineOf(v).generate({ ...request, hidden: v === 1, onPrefill: mark }).result;
+    // onClassified runs at the end of the hook: the prefill ended hookMs before
+    let hookEnd = 0;
+    const threads = VARIANTS[v].threads, before = process.env.ONEPASS_PROBE_THREADS;
+    if (threads !== undefined) process.env.ONEPASS_PROBE_THREADS = String(threads);
+    const res = await generateWithProbes(tapped, request, p, { onClassified: () => (hookEnd = performance.now()) }).generation.result;
+    if (threads !== undefined) {
+      if (before === undefined) delete process.env.ONEPASS_PROBE_THREADS;
+      else process.env.ONEPASS_PROBE_THREADS = before;
+    }
+    prefillEnd = hookEnd - res.timings.hookMs;
+    return res;
   };
+  const gc = GC_CLEAR ? fullGc() : undefined;
   // warm-up, then variants take turns within each round (load from other processes hits them alike).
   // Two engines means two ORT sessions, each with its own thread pool and weights. Timing the first request
   // on an engine right after the other one ran measured that switch, not the variant: "base" (the only
@@ -73,32 +137,61 @@ async function benchModel(label: string, path: string): Promise<void> {
     for (let v = 0; v < VARIANTS.length; v++) {
       if (engineOf(v) !== previous) await runVariant(v);
       previous = engineOf(v);
+      gc?.();
       const t0 = performance.now();
       const res = await runVariant(v);
-      const total = performance.now() - t0;
+      const t1 = performance.now();
       if (res.tokens.length !== DECODE) throw new Error(`expected ${DECODE} tokens, got ${res.tokens.length}`);
-      if (r >= 0) samples[v].push({ prefill: res.timings.prefillMs, probe: res.timings.hookMs, total });
+      await new Promise((resolve) => setTimeout(resolve, 0)); // let the GC observer deliver this request's pauses
+      if (r >= 0) {
+        const { prefillMs, hookMs } = res.timings;
+        samples[v].push({
+          prefill: prefillMs, probe: hookMs, total: t1 - t0,
+          gcPrefill: gcWithin(prefillEnd - prefillMs, prefillEnd), gcHook: gcWithin(prefillEnd, prefillEnd + hookMs), gcTotal: gcWithin(t0, t1), gcHookMajor: gcWithin(prefillEnd, prefillEnd + hookMs, true),
+          gcAfter: gcWithin(prefillEnd, prefillEnd + hookMs + 5),
+        });
+      }
     }
   }
   await plain.dispose();
-  await streamingCost(tapped, label);
+  if (!process.argv.includes("--no-stream")) await streamingCost(tapped, label);
   await tapped.dispose();
 
   const base = samples[0].map((s) => s.total);
   const basePrefill = median(samples[0].map((s) => s.prefill));
-  console.log(`\n${label}: L=${plain.spec.blocks}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}`);
+  const tapsAt = VARIANTS.findIndex((v) => v.key === "taps");
+  // the same allocations as every probe variant (the taps fetched, no probe): the other denominator
+  const tapsPrefill = tapsAt >= 0 ? median(samples[tapsAt].map((s) => s.prefill)) : undefined;
+  console.log(`\n${label}: L=${plain.spec.blocks}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}${GC_CLEAR ? ", full GC before each request" : ""}`);
   const f = (x: number, w = 10) => x.toFixed(2).padStart(w);
-  console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"1+probe/prefill".padStart(16)}`);
+  console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"1+probe/prefill".padStart(16)} ${"1+probe/taps".padStart(13)}`);
   VARIANTS.forEach((v, i) => {
     const s = samples[i];
     const prefill = median(s.map((x) => x.prefill));
     const probe = median(s.map((x) => x.probe));
     const total = median(s.map((x) => x.total));
     // time to the classification = prefill + probe, against the base prefill (the paper's per-request view);
-    // the last column adds only this variant's probe time to the base prefill: steadier on a loaded machine
+    // the next column adds only this variant's probe time to the base prefill: steadier on a loaded machine;
+    // the last one adds it to the prefill that fetches the taps (the same allocations as the probe variants)
     const toLabel = median(s.map((x) => x.prefill + x.probe));
-    console.log(`${v.name.padEnd(18)} ${f(prefill)} ${f(probe)} ${f(total)} ${(total / median(base)).toFixed(3).padStart(11)}× ${(toLabel / basePrefill).toFixed(3).padStart(13)}× ${(1 + probe / basePrefill).toFixed(3).padStart(15)}×`);
+    const vsTaps = tapsPrefill === undefined ? "" : `${(1 + probe / tapsPrefill).toFixed(3).padStart(12)}×`;
+    console.log(`${v.name.padEnd(18)} ${f(prefill)} ${f(probe)} ${f(total)} ${(total / median(base)).toFixed(3).padStart(11)}× ${(toLabel / basePrefill).toFixed(3).padStart(13)}× ${(1 + probe / basePrefill).toFixed(3).padStart(15)}× ${vsTaps}`);
   });
+  // where V8's GC pauses landed, mean ms per request (means, not medians: a major GC hits one request in several)
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  console.log(`GC pauses, mean ms per request: ${"in prefill".padStart(10)} ${"in hook".padStart(8)} ${"request".padStart(8)} ${"of it major".padStart(11)} ${"requests with GC in hook".padStart(25)} ${"after prefill (hook + 5 ms)".padStart(28)}`);
+  VARIANTS.forEach((v, i) => {
+    const s = samples[i];
+    const hit = s.filter((x) => x.gcHook > 0).length;
+    console.log(`${v.name.padEnd(32)} ${f(mean(s.map((x) => x.gcPrefill)))} ${f(mean(s.map((x) => x.gcHook)), 8)} ${f(mean(s.map((x) => x.gcTotal)), 8)} ${f(mean(s.map((x) => x.gcHookMajor)), 11)} ${`${hit}/${s.length}`.padStart(25)} ${f(mean(s.map((x) => x.gcAfter)), 28)}`);
+  });
+  // the base variants pay a GC of the same size right after their prefill (the gcAfter column): this view
+  // leaves it out of both, the table above keeps it in the probe's time
+  console.log("probe ms without the hook's GC (median, and 1 + that / base prefill):", VARIANTS.flatMap((v, i) => {
+    if (v.configs === undefined) return [];
+    const own = median(samples[i].map((x) => x.probe - x.gcHook));
+    return [`${v.key} ${own.toFixed(2)} (${(1 + own / basePrefill).toFixed(3)}×)`];
+  }).join(", "));
 }
 
 /**
@@ -136,7 +229,7 @@ async function streamingCost(engine: Engine, label: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  await benchModel("stories260K", "assets/stories260K.gguf");
+  if (!process.argv.includes("--no-stories")) await benchModel("stories260K", "assets/stories260K.gguf");
   if (process.argv.includes("--qwen")) ensureQwenShapedModel();
   const skipQwen = process.argv.includes("--no-qwen");
   if (!skipQwen && existsSync(qwenPath)) await benchModel("random Qwen2.5-0.5B-shaped Q4_0", qwenPath);

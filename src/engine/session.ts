@@ -48,7 +48,10 @@ export interface OrtRunOptions {
    * the level createDecoderSession builds the graph with, the level an opened graph file already has.
    */
   accuracyLevel?: DecoderBuildOptions["accuracyLevel"];
-  /** Let ORT worker threads spin between ops (default true: faster, burns CPU while idle). */
+  /**
+   * Let ORT worker threads spin between the ops of a run (default true: faster, burns CPU while waiting). They
+   * stop spinning when the run returns (session.force_spinning_stop, see `spinConfig`).
+   */
   allowSpinning?: boolean;
   /**
    * ORT's CPU memory arena (default false). The arena keeps every activation buffer it ever grew for the life
@@ -114,7 +117,7 @@ export async function resolveRunSettings(model: LoadedModel, options: DecoderSes
   if (cached !== undefined) return cached;
   if (tune === "auto") return { ...features, threads };
   const base = ensureDecoderGraph(model, baseOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
-  const cfg = { "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1", ...options.sessionConfig };
+  const cfg = { ...spinConfig(options), ...options.sessionConfig };
   const makeSession = (source: string | Uint8Array) =>
     typeof source === "string"
       ? ort.InferenceSession.create(source, ortSessionOptions({ ...options, threads }, cfg))
@@ -177,10 +180,7 @@ function checkRunOptions(options: OrtRunOptions): void {
 export async function openOnnxDecoderSession(source: OnnxModelSource, spec: ModelSpec, options: OrtRunOptions = {}): Promise<DecoderSession> {
   checkRunOptions(options);
   const file = "path" in source ? source.path : source.name;
-  const config: Record<string, string> = {
-    "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1",
-    ...options.sessionConfig,
-  };
+  const config: Record<string, string> = { ...spinConfig(options), ...options.sessionConfig };
   const sessionOptions = (cfg: Record<string, string>) => ortSessionOptions(options, cfg);
   // From memory, ORT resolves external-data locations against this folder.
   const memoryConfig = (dir: string) => ({ ...config, "session.model_external_initializers_file_folder_path": dir });
@@ -273,6 +273,18 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
     taps: outputs.has(HIDDEN_STATES_OUTPUT),
     batched: kv === "append" && freeBatch(inputs.get("input_ids")!) && inputs.has("attention_mask") && inputs.has("position_ids"),
   };
+}
+
+/**
+ * Worker threads spin between the ops of a run, and stop when the run returns. Left spinning, ORT's workers
+ * go on polling for work for milliseconds after each run (up to 2^20 pause loops each), on the cores the next JS work
+ * needs: the compiled probes' own session right after a prefill, the sampler, the server. Two interleaved A/B
+ * runs on the random Qwen2.5-0.5B shape (128-token prefill, 2-core EPYC at load 8–10, 9 rounds, medians;
+ * spinning on after the run → stopped): the MHA probe set 73.5 → 55.9 and 114.0 → 96.6 ms, pooling 20.8 → 7.5
+ * and 13.7 → 13.2 ms, decode 69/73 → 62/75 and 90/84 → 86/80 ms/token (no loss). sessionConfig overrides it.
+ */
+function spinConfig(options: OrtRunOptions): Record<string, string> {
+  return { "session.intra_op.allow_spinning": options.allowSpinning === false ? "0" : "1", "session.force_spinning_stop": "1" };
 }
 
 /** ORT session options for a decoder session. */
@@ -660,8 +672,12 @@ class OrtDecoderSession implements DecoderSession {
         q.length += 1;
         const pass: ForwardPass = { logits: logits.subarray(b * V, (b + 1) * V), positions: 1, runMs };
         if (h !== undefined) {
-          const own = new Float32Array((blocks + 1) * dim); // [L+1, 1, d]: this sequence's rows of [L+1, B, 1, d]
-          for (let l = 0; l <= blocks; l++) own.set(h.subarray((l * B + b) * dim, (l * B + b + 1) * dim), l * dim);
+          // [L+1, 1, d]: this sequence's rows of [L+1, B, 1, d] (one sequence: they are all of it, no copy)
+          let own = h;
+          if (B > 1) {
+            own = new Float32Array((blocks + 1) * dim);
+            for (let l = 0; l <= blocks; l++) own.set(h.subarray((l * B + b) * dim, (l * B + b + 1) * dim), l * dim);
+          }
           pass.hidden = new HiddenStates(blocks + 1, 1, dim, own);
         }
         return pass;

@@ -15,6 +15,18 @@
  * attach/detach: an appended graph is a second decoder session per probe set (a reload and another copy of the
  * weights in memory), this one is a small graph built in milliseconds, never touching the decoder.
  *
+ * Where an MHA set's time goes (ORT profile of the dense graph, random 0.5B shape, H 8, f 8, T 128, 2 threads,
+ * loaded 2-core EPYC, per call): the Q/K projection MatMul ([25, 128, 896] · [25, 896, 224], 1.28 GFLOP) 17.4
+ * of 31.3 ms kernel time (~75 GFLOP/s, MLAS's f32 rate on the cores it got), Q·Kᵀ with the scale fused 3.3,
+ * Softmax 2.9, query-mean attention · x 2.9, ReduceMean 1.3, the projection's Transposes and Split 0.9. The
+ * projection is the arithmetic floor of an exact f32 graph. Tried, not kept: Q and K projected transposed
+ * (Wᵀ·xᵀ: head-major with no Transpose or Split, 1/√hd folded into W_q, K's bias dropped as softmax-invariant;
+ * −10% kernel time) and one 2-D MatMul per layer with prepacked weights (−6%): both change MLAS's summation
+ * order, and the sharpest equality case below (random unstandardised 0.5B weights, padded) went from 9.0e-6
+ * to 1.06e-5 and 1.86e-5 against the training forward (this graph: 6.6e-6 from a float64 forward). One MatMul
+ * for all of a set's token reads (pooling mean, scoring α, MHA attention · x: x read once): no gain, MLAS is
+ * slow at 2–10 rows (pooling + scoring 2.6 → 3.0 ms, the 4-probe set 45 → 42 ms, within the noise).
+ *
  * Graph inputs: hidden [L+1, B, T, d] float32 (padding positions may hold anything), and in the padded graph
  * mask [B, T] float32 (1 = real token, 0 = padding; right or left padding alike). Each set has a dense graph
  * (no mask, for one live prompt) and a padded one (built on first use). Outputs per probe i: probs_i [B, C],
