@@ -70,6 +70,9 @@ test("report: tables and SVG bars from quality + cost JSON, no network, rendered
       // the tallest quality bar is scoring's sst2 accuracy: drawn, with a real height
       const box = await page.locator("svg.chart").first().boundingBox();
       assert.ok(box !== null && box.width > 200 && box.height > 100);
+      const bodyBox = (await page.locator("body").boundingBox())!;
+      const bodyRight = bodyBox.x + bodyBox.width;
+      assert.ok(box.x + box.width <= bodyRight + 1, `the quality chart (right edge ${box.x + box.width}) stays inside the page (${bodyRight})`);
       assert.deepEqual(requests, []);
       mkdirSync(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: join(ARTIFACTS, "report.png"), fullPage: true });

@@ -62,7 +62,10 @@ function qualitySection(q: QualityResults): string {
     const xs = q.runs.filter((r) => r.method === m && r.task === c.task).map((r) => r.test[c.key]).filter((v): v is number => typeof v === "number");
     return xs.length === 0 ? undefined : { ...meanStd(xs), n: xs.length };
   };
-  const rows = methods.map((m) => `<tr><th>${esc(m)}</th>${cols.map((c) => { const s = cell(m, c); return `<td>${s === undefined ? "—" : `${s.mean.toFixed(3)} ± ${s.std.toFixed(3)}${s.n > 1 ? "" : " (1 seed)"}`}</td>`; }).join("")}</tr>`);
+  const seeds = Math.max(...methods.flatMap((m) => cols.map((c) => cell(m, c)?.n ?? 0))); // the most seeds any cell has
+  const shown = (s: { mean: number; std: number; n: number }) =>
+    s.n === 1 ? `${s.mean.toFixed(3)} (1 seed)` : `${s.mean.toFixed(3)} ± ${s.std.toFixed(3)}${s.n < seeds ? ` (${s.n} seeds)` : ""}`;
+  const rows = methods.map((m) => `<tr><th>${esc(m)}</th>${cols.map((c) => { const s = cell(m, c); return `<td>${s === undefined ? "—" : shown(s)}</td>`; }).join("")}</tr>`);
   const table = `<table class="quality"><thead><tr><th>method</th>${cols.map((c) => `<th>${esc(c.label)}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
   // grouped bars: one group per column, one bar per method, error bars ± std
   const gw = Math.max(120, 40 + methods.length * 14), W = 60 + cols.length * gw, H = 260, top = 20, bottom = 200;
@@ -80,7 +83,9 @@ function qualitySection(q: QualityResults): string {
   });
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((v) => `<line x1="45" x2="${W - 5}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/><text x="40" y="${y(v) + 4}" font-size="10" text-anchor="end">${v}</text>`).join("");
   const legend = methods.map((m, i) => `<rect x="${50 + i * 110}" y="${H - 22}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${64 + i * 110}" y="${H - 13}" font-size="11">${esc(m)}</text>`).join("");
-  const chart = `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="${Math.max(W, 60 + methods.length * 110)}" height="${H}">${ticks}${bars.join("")}${legend}</svg>`;
+  const CW = Math.max(W, 60 + methods.length * 110);
+  // scaled to the page width: with many tasks the drawing is wider than the page
+  const chart = `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 ${CW} ${H}">${ticks}${bars.join("")}${legend}</svg>`;
   const info = [q.machine !== undefined ? `machine: ${esc(q.machine)}` : "", q.wallSeconds !== undefined ? `wall ${q.wallSeconds.toFixed(0)} s` : ""].filter(Boolean).join("; ");
   return `<h2>Quality (test split, mean ± std over seeds)</h2><p>${info}</p>${table}${chart}`;
 }
