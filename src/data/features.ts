@@ -647,7 +647,7 @@ export interface FeatureCache {
 }
 
 export interface OpenOptions {
-  /** Budget for raw shard bytes kept in memory (default 256 MiB). */
+  /** Budget for raw shard bytes kept in memory (default 256 MiB): a cache larger than this is read per example. */
   cacheBytes?: number;
 }
 
@@ -679,28 +679,18 @@ export function openFeatureCache(dir: string, options: OpenOptions = {}): Featur
     if (e.y < 0 || e.y >= manifest.labelNames.length) throw new FeatureCacheError(`example ${e.i}: label ${e.y} has no name`, { file: dir, field: "y" });
   }
   const labels = Int32Array.from(entries, (e) => e.y); // [N]
-  const budget = options.cacheBytes ?? 256 * 2 ** 20;
-  const lru = new Map<number, Buffer>(); // shard → raw bytes, in use order
-  let lruBytes = 0;
+  // Whole shards in memory only when all of them fit the budget (see the top of this file); else per-example reads.
+  const wholeShards = shardSizes.reduce((a, b) => a + b, 0) <= (options.cacheBytes ?? 256 * 2 ** 20);
+  const shards = new Map<number, Buffer>(); // shard → raw bytes, read on first use
   const fds = new Map<number, number>();
   const { layers, dim } = manifest.model;
 
-  const wholeShards = shardSizes.reduce((a, b) => a + b, 0) <= budget;
   const shardBytes = (k: number): Buffer | undefined => {
     if (!wholeShards) return undefined;
-    const hit = lru.get(k);
-    if (hit !== undefined) {
-      lru.delete(k);
-      lru.set(k, hit);
-      return hit;
-    }
-    const buf = readFileSync(join(dir, dataName(k)));
-    lru.set(k, buf);
-    lruBytes += buf.length;
-    for (const [old, b] of lru) {
-      if (lruBytes <= budget || old === k) break;
-      lru.delete(old);
-      lruBytes -= b.length;
+    let buf = shards.get(k);
+    if (buf === undefined) {
+      buf = readFileSync(join(dir, dataName(k)));
+      shards.set(k, buf);
     }
     return buf;
   };
@@ -750,8 +740,7 @@ export function openFeatureCache(dir: string, options: OpenOptions = {}): Featur
     close() {
       for (const fd of fds.values()) closeSync(fd);
       fds.clear();
-      lru.clear();
-      lruBytes = 0;
+      shards.clear();
     },
   };
 
