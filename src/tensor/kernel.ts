@@ -46,16 +46,17 @@ function matmulModel(transA: boolean, transB: boolean): Uint8Array {
 
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
-function session(transA: boolean, transB: boolean, small: boolean): Promise<ort.InferenceSession> {
-  const key = `${transA ? 1 : 0}${transB ? 1 : 0}${small ? "s" : ""}`;
+/**
+ * The session of one of the probe autograd's ONNX graphs (`name` says which), built on first use and shared;
+ * `small` ones run single-threaded (see ORT_MULTITHREAD_MACS). A failed build is forgotten, so a later call retries.
+ */
+export function probeSession(name: string, build: () => Uint8Array, small: boolean): Promise<ort.InferenceSession> {
+  const key = `${name}${small ? ":small" : ""}`;
   let s = sessions.get(key);
   if (s === undefined) {
-    s = ort.InferenceSession.create(matmulModel(transA, transB), {
-      graphOptimizationLevel: "all",
-      executionMode: "sequential",
-      ...probeThreads(small),
-    }).catch((err: unknown) => {
-      throw new GraphError(`cannot create the probe MatMul session: ${String(err)}`, { field: "MatMul" }, { cause: err });
+    s = ort.InferenceSession.create(build(), { graphOptimizationLevel: "all", executionMode: "sequential", ...probeThreads(small) }).catch((err: unknown) => {
+      sessions.delete(key);
+      throw new GraphError(`cannot create the probe ${name} session: ${String(err)}`, { field: name }, { cause: err });
     });
     sessions.set(key, s);
   }
@@ -114,7 +115,8 @@ export async function gemm<T extends FloatArray>(s: GemmShape, a: T, b: T): Prom
   if (!(a instanceof Float32Array) || macs < ORT_MIN_MACS || forceJs) {
     return gemmJs(s, a, b, make(s.groups * s.m * s.n));
   }
-  const sess = await session(s.transA === true, s.transB === true, macs < ORT_MULTITHREAD_MACS);
+  const tA = s.transA === true, tB = s.transB === true;
+  const sess = await probeSession(`MatMul${tA ? "_tA" : ""}${tB ? "_tB" : ""}`, () => matmulModel(tA, tB), macs < ORT_MULTITHREAD_MACS);
   const dimsA = s.transA ? [s.groups, s.k, s.m] : [s.groups, s.m, s.k];
   const dimsB = s.transB ? [s.groupsB, s.n, s.k] : [s.groupsB, s.k, s.n];
   const t0 = performance.now();

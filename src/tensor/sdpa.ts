@@ -8,9 +8,8 @@
 import { inMemoryModelBytes, nodeProto, valueInfo } from "../onnx/proto.js";
 import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
-import { GraphError } from "../errors.js";
 import type { RowMask, Tape, Tensor } from "./autograd.js";
-import { kernelStats, ORT_MULTITHREAD_MACS, probeThreads } from "./kernel.js";
+import { kernelStats, ORT_MULTITHREAD_MACS, probeSession } from "./kernel.js";
 
 export interface AttentionDims {
   G: number;
@@ -86,18 +85,14 @@ function backwardModel(): Uint8Array {
   ]);
 }
 
-const sessions = new Map<boolean, Promise<[ort.InferenceSession, ort.InferenceSession]>>();
-/** Forward and backward sessions; `small` ones run single-threaded (see ORT_MULTITHREAD_MACS). */
-function getSessions(small: boolean): Promise<[ort.InferenceSession, ort.InferenceSession]> {
-  let s = sessions.get(small);
-  if (s === undefined) {
-    s = Promise.all([forwardModel(), backwardModel()].map((m) => ort.InferenceSession.create(m, { graphOptimizationLevel: "all", ...probeThreads(small) }))).catch((err: unknown) => {
-      sessions.delete(small);
-      throw new GraphError(`cannot create the fused attention sessions: ${String(err)}`, { field: "sdpa" }, { cause: err });
-    }) as Promise<[ort.InferenceSession, ort.InferenceSession]>;
-    sessions.set(small, s);
-  }
-  return s;
+/** One ORT run, counted in kernelStats with its multiply-adds. */
+async function timedRun(s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, macs: number): Promise<ort.InferenceSession.ReturnType> {
+  const t0 = performance.now();
+  const res = await s.run(feeds);
+  kernelStats.ortMs += performance.now() - t0;
+  kernelStats.ortMacs += macs;
+  kernelStats.ortCalls++;
+  return res;
 }
 
 /** Attention over [G, B, T, H, hd] inputs → [G, B, T, H, hd]; `mask` [B, T] marks real keys (undefined: all). */
@@ -105,36 +100,29 @@ export async function attention(tape: Tape, q: Tensor, k: Tensor, v: Tensor, dim
   const { G, B, T, H, hd } = dims;
   const scale = 1 / Math.sqrt(hd);
   if (tape.dtype === "f64" || !fusedEnabled || G * B * H * T * T < FUSED_MIN_SCORES) return composite(tape, q, k, v, dims, scale, mask);
-  const [fwd, bwd] = await getSessions(G * B * H * T * T * hd < ORT_MULTITHREAD_MACS);
+  const small = G * B * H * T * T * hd < ORT_MULTITHREAD_MACS;
+  const fwd = await probeSession("sdpa_fwd", forwardModel, small), bwd = await probeSession("sdpa_bwd", backwardModel, small);
   const shape = [G, B, T, H, hd];
   const bias = new Float32Array(B * T); // [1, B, 1, 1, T]
   if (mask !== undefined) for (let i = 0; i < B * T; i++) bias[i] = mask[i] !== 0 ? 0 : -1e9;
   const scaleT = new ort.Tensor("float32", Float32Array.of(scale), [1]);
-  const t0 = performance.now();
-  const res = await fwd.run({
+  const res = await timedRun(fwd, {
     Q: new ort.Tensor("float32", q.data as Float32Array, shape),
     K: new ort.Tensor("float32", k.data as Float32Array, shape),
     V: new ort.Tensor("float32", v.data as Float32Array, shape),
     Bias: new ort.Tensor("float32", bias, [1, B, 1, 1, T]),
     Scale: scaleT,
-  });
-  kernelStats.ortMs += performance.now() - t0;
-  kernelStats.ortMacs += 2 * G * B * H * T * T * hd;
-  kernelStats.ortCalls++;
+  }, 2 * G * B * H * T * T * hd);
   const p = res["P"].data as Float32Array; // [G, B, H, T, T], kept for the backward pass
   return tape.custom(shape, res["O"].data as Float32Array, [q, k, v], async (dOut) => {
-    const t1 = performance.now();
-    const g = await bwd.run({
+    const g = await timedRun(bwd, {
       dO: new ort.Tensor("float32", dOut as Float32Array, shape),
       P: new ort.Tensor("float32", p, [G, B, H, T, T]),
       Q: new ort.Tensor("float32", q.data as Float32Array, shape),
       K: new ort.Tensor("float32", k.data as Float32Array, shape),
       V: new ort.Tensor("float32", v.data as Float32Array, shape),
       Scale: scaleT,
-    });
-    kernelStats.ortMs += performance.now() - t1;
-    kernelStats.ortMacs += 4 * G * B * H * T * T * hd;
-    kernelStats.ortCalls++;
+    }, 4 * G * B * H * T * T * hd);
     return [g["dQ"].data as Float32Array, g["dK"].data as Float32Array, g["dV"].data as Float32Array];
   });
 }
@@ -200,21 +188,6 @@ function pooledBackwardModel(masked: boolean): Uint8Array {
   ]);
 }
 
-const pooledSessions = new Map<string, Promise<ort.InferenceSession>>();
-function pooledSession(backward: boolean, masked: boolean, small: boolean): Promise<ort.InferenceSession> {
-  const key = `${backward ? "b" : "f"}${masked ? "m" : ""}${small ? "s" : ""}`;
-  let s = pooledSessions.get(key);
-  if (s === undefined) {
-    const bytes = backward ? pooledBackwardModel(masked) : pooledForwardModel(masked);
-    s = ort.InferenceSession.create(bytes, { graphOptimizationLevel: "all", ...probeThreads(small) }).catch((err: unknown) => {
-      pooledSessions.delete(key);
-      throw new GraphError(`cannot create the pooled attention session: ${String(err)}`, { field: "sdpa" }, { cause: err });
-    });
-    pooledSessions.set(key, s);
-  }
-  return s;
-}
-
 /**
  * Attention over [G, B, T, H, hd] inputs, then the mean over each prompt's valid query positions: [G·B, H·hd].
  * Equals `attention` followed by a masked mean pool over T, without building the [T, H·hd] output or the
@@ -228,8 +201,9 @@ export async function pooledAttention(tape: Tape, q: Tensor, k: Tensor, v: Tenso
   }
   const small = G * B * H * T * T * hd < ORT_MULTITHREAD_MACS;
   const masked = mask !== undefined;
-  const fwd = await pooledSession(false, masked, small);
-  const bwd = await pooledSession(true, masked, small);
+  const m = masked ? "_masked" : "";
+  const fwd = await probeSession(`sdpa_pooled_fwd${m}`, () => pooledForwardModel(masked), small);
+  const bwd = await probeSession(`sdpa_pooled_bwd${m}`, () => pooledBackwardModel(masked), small);
   const shape = [G, B, T, H, hd];
   const w = new Float32Array(B * T); // [1, B, 1, 1, T] 1/n at the valid queries
   for (let b = 0; b < B; b++) {
@@ -253,18 +227,10 @@ export async function pooledAttention(tape: Tape, q: Tensor, k: Tensor, v: Tenso
     feeds.Ones = new ort.Tensor("float32", new Float32Array(G * B * H * T).fill(1), [G, B, H, T, 1]);
     feeds.BiasRows = new ort.Tensor("float32", bias, [G, B, H, 1, T]);
   }
-  const t0 = performance.now();
-  const res = await fwd.run(feeds);
-  kernelStats.ortMs += performance.now() - t0;
-  kernelStats.ortMacs += 2 * G * B * H * T * T * hd;
-  kernelStats.ortCalls++;
+  const res = await timedRun(fwd, feeds, 2 * G * B * H * T * T * hd);
   const a = res["A"]; // [G, B, H, 1, T], kept for the backward pass
   return tape.custom([G * B, H * hd], res["O"].data as Float32Array, [q, k, v], async (dOut) => {
-    const t1 = performance.now();
-    const g = await bwd.run({ ...feeds, dO: new ort.Tensor("float32", dOut as Float32Array, [G, B, H, 1, hd]), A: a });
-    kernelStats.ortMs += performance.now() - t1;
-    kernelStats.ortMacs += 3 * G * B * H * T * T * hd;
-    kernelStats.ortCalls++;
+    const g = await timedRun(bwd, { ...feeds, dO: new ort.Tensor("float32", dOut as Float32Array, [G, B, H, 1, hd]), A: a }, 3 * G * B * H * T * T * hd);
     return [g["dQ"].data as Float32Array, g["dK"].data as Float32Array, g["dV"].data as Float32Array];
   });
 }
