@@ -24,7 +24,7 @@ import { HiddenStates } from "../src/types/hidden.js";
 import { CompiledProbes, compileProbeGraph } from "../src/probe/compiled.js";
 import type { Probe, ProbeConfig } from "../src/probe/probe.js";
 import { randomBenchProbe } from "../src/bench/models.js";
-import { arg, ensureQwenShapedModel } from "./common.js";
+import { arg, ensureQwenShapedModel, median } from "./common.js";
 
 const RUNS = arg("runs", 7);
 const PROMPT = arg("prompt", 128);
@@ -54,7 +54,6 @@ function appended(decoderPath: string, probeBytes: Uint8Array): Uint8Array {
   return toBinary(ModelProtoSchema, model);
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const setsAt = process.argv.indexOf("--sets");
 const ONLY = setsAt >= 0 ? process.argv[setsAt + 1].split(",") : undefined;

@@ -14,7 +14,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
 import { readFileSync } from "node:fs";
-import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath } from "./common.js";
+import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath, median } from "./common.js";
 import type { RoundReply, StreamsReply } from "./engine-worker.js";
 
 const THREADS = arg("threads", 2);
@@ -37,7 +37,6 @@ function promptTokens(n: number, seed: number): number[] {
     return 3 + (s % (VOCAB - 3));
   });
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

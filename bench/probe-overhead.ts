@@ -25,7 +25,7 @@ import { Engine } from "../src/engine/engine.js";
 import { generateWithProbes } from "../src/probe/live.js";
 import type { ProbeConfig } from "../src/probe/probe.js";
 import { randomLoadedProbe } from "../src/bench/models.js";
-import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH } from "./common.js";
+import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH, median } from "./common.js";
 
 const RUNS = arg("runs", 7);
 const THREADS = arg("threads", 2);
@@ -96,7 +96,6 @@ interface Sample {
    */
   gcAfter: number;
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function benchModel(label: string, path: string): Promise<void> {
   const plain = await Engine.load(path, { taps: false, threads: THREADS });

@@ -13,7 +13,7 @@ import { saveProbe } from "../src/probe/artifact.js";
 import { Probe } from "../src/probe/probe.js";
 import { startServer } from "../src/serve/server.js";
 import { builtinProbeSpecs, type ProbeSpec } from "../src/serve/probes.js";
-import { arg, ensureQwenShapedModel } from "./common.js";
+import { arg, ensureQwenShapedModel, median } from "./common.js";
 
 const RUNS = arg("runs", 7);
 const DECODE = arg("decode", 16);
@@ -54,7 +54,6 @@ async function streamChat(url: string): Promise<Timing> {
   return out;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const p95 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.95) - 1)];
 
 interface Measured { latency: Timing[]; throughput: Array<{ concurrency: number; rps: number; tps: number }> }
