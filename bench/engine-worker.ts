@@ -1,10 +1,10 @@
 // One engine of bench/engine.ts in its own process, so that its peak RSS is its own (in one process the figure
 // depended on which engine ran first). Driven over IPC by the parent: it loads the engine, then runs what it is
 // told — a prefill + decode round, or n concurrent streams — and reports timings and its peak RSS.
-// argv: kind ("onepass" | "llama"), model path, threads, taps (1/0), accuracy level
+// argv: kind ("onepass" | "llama"), model path, threads, taps (1/0), accuracy level[, ORT profile file prefix]
 import { Engine } from "../src/engine/engine.js";
 
-const [kind, modelPath, threadsArg, tapsArg, accuracyArg] = process.argv.slice(2);
+const [kind, modelPath, threadsArg, tapsArg, accuracyArg, profilePrefix] = process.argv.slice(2);
 const THREADS = Number(threadsArg);
 const TAPS = tapsArg === "1";
 const ACCURACY = Number(accuracyArg) as 0 | 4;
@@ -24,6 +24,8 @@ export interface StreamsReply {
   /** Per request: start → last token, and start → first token. */
   latencyMs: number[];
   firstTokenMs: number[];
+  /** Per request: start of the streams → each generated token, ms. */
+  tokenMs: number[][];
   tokens: number;
   /** onepass: mean sequences per decode run. */
   meanBatch?: number;
@@ -41,7 +43,7 @@ interface Worker {
 }
 
 async function onepassWorker(): Promise<Worker> {
-  const engine = await Engine.load(modelPath, { taps: TAPS, threads: THREADS, accuracyLevel: ACCURACY, maxBatch: 16 });
+  const engine = await Engine.load(modelPath, { taps: TAPS, threads: THREADS, accuracyLevel: ACCURACY, maxBatch: 16, profilePrefix });
   await engine.generate({ prompt: [1, 2, 3, 4, 5, 6, 7, 8], maxTokens: 2, temperature: 0, hidden: TAPS }).result; // warm-up
   return {
     async round(prompt, decode) {
@@ -54,11 +56,14 @@ async function onepassWorker(): Promise<Worker> {
       const t0 = performance.now();
       const latencyMs: number[] = [];
       const firstTokenMs: number[] = [];
+      const tokenMs = prompts.map(() => [] as number[]);
       await Promise.all(
         prompts.map(async (prompt, i) => {
           const s = performance.now();
           for await (const chunk of engine.generate({ prompt, maxTokens: newTokens, temperature: 0, eosTokenIds: [] })) {
-            if (firstTokenMs[i] === undefined && chunk.token !== null) firstTokenMs[i] = performance.now() - s;
+            if (chunk.token === null) continue;
+            if (firstTokenMs[i] === undefined) firstTokenMs[i] = performance.now() - s;
+            tokenMs[i].push(performance.now() - t0);
           }
           latencyMs[i] = performance.now() - s;
         }),
@@ -68,6 +73,7 @@ async function onepassWorker(): Promise<Worker> {
         wallMs: performance.now() - t0,
         latencyMs,
         firstTokenMs,
+        tokenMs,
         tokens: prompts.length * newTokens,
         meanBatch: (after.decodeRows - before.decodeRows) / Math.max(1, after.decodeRuns - before.decodeRuns),
       };
@@ -106,6 +112,7 @@ async function llamaWorker(): Promise<Worker> {
         const t0 = performance.now();
         const latencyMs: number[] = [];
         const firstTokenMs: number[] = [];
+        const tokenMs = prompts.map(() => [] as number[]);
         await Promise.all(
           prompts.map(async (prompt, i) => {
             const s = performance.now();
@@ -113,12 +120,13 @@ async function llamaWorker(): Promise<Worker> {
             let n = 0;
             for await (const _t of sq.evaluate(prompt as never[], { temperature: 0 })) {
               if (n === 0) firstTokenMs[i] = performance.now() - s;
+              tokenMs[i].push(performance.now() - t0);
               if (++n >= newTokens) break;
             }
             latencyMs[i] = performance.now() - s;
           }),
         );
-        return { wallMs: performance.now() - t0, latencyMs, firstTokenMs, tokens: prompts.length * newTokens };
+        return { wallMs: performance.now() - t0, latencyMs, firstTokenMs, tokenMs, tokens: prompts.length * newTokens };
       } finally {
         await ctx.dispose();
       }

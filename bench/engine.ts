@@ -10,10 +10,8 @@
 // other processes moves absolute figures by ±30% or more, so compare within one run; the table shows the best
 // and the median round.
 // Usage: npm run bench:engine [-- --threads N --runs N --decode N --accuracy 0|4 --streams-runs N --new-tokens N --no-llama --no-streams]
-import { fork, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { cpus } from "node:os";
 import { readFileSync } from "node:fs";
+import { Child, cpuLine } from "./child.js";
 import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath, median } from "./common.js";
 import type { RoundReply, StreamsReply } from "./engine-worker.js";
 
@@ -23,7 +21,7 @@ const PROMPT = 512;
 const DECODE = arg("decode", 32);
 const ACCURACY = arg("accuracy", 4) as 0 | 4;
 const STREAM_RUNS = arg("streams-runs", 2);
-const NEW_TOKENS = arg("new-tokens", 24);
+const NEW_TOKENS = arg("new-tokens", 64);
 const STREAM_PROMPT = 32;
 const STREAMS = [1, 4, 8];
 const WITH_LLAMA = !process.argv.includes("--no-llama");
@@ -38,59 +36,21 @@ function promptTokens(n: number, seed: number): number[] {
   });
 }
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * Aggregate decode tokens/s while every stream is decoding: tokens generated between the last stream's first
+ * token and the first stream's last one, over that window. Unlike tokens / wall time it leaves out the prompts'
+ * prefill (8 prompts cost 8 prefills however they are batched) and the tail where fewer streams remain.
+ * NaN when the streams never all decode at once.
+ */
+function steadyDecodeRate(tokenMs: number[][]): number {
+  const start = Math.max(...tokenMs.map((t) => t[0]));
+  const end = Math.min(...tokenMs.map((t) => t[t.length - 1]));
+  if (!(end > start)) return NaN;
+  const n = tokenMs.reduce((a, t) => a + t.filter((ms) => ms > start && ms <= end).length, 0);
+  return (n * 1000) / (end - start);
+}
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Memory {
-  peakMiB: number;
-  rssMiB: number;
-}
-
-/** One engine in its child process. */
-class Child {
-  private proc: ChildProcess;
-  private pending?: { resolve: (v: unknown) => void; reject: (e: Error) => void };
-  ready: Promise<{ loadS: number } & Memory>;
-  peakMiB = 0;
-
-  constructor(
-    readonly name: string,
-    args: string[],
-  ) {
-    const script = fileURLToPath(new URL("./engine-worker.js", import.meta.url));
-    this.proc = fork(script, args, { env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    this.ready = this.next();
-    this.proc.on("message", (m: Record<string, unknown>) => {
-      const p = this.pending;
-      this.pending = undefined;
-      if (typeof m.peakMiB === "number") this.peakMiB = Math.max(this.peakMiB, m.peakMiB);
-      if (typeof m.error === "string") p?.reject(new Error(`${this.name}: ${m.error}`));
-      else p?.resolve(m);
-    });
-    this.proc.on("exit", (code) => this.pending?.reject(new Error(`${this.name} exited with code ${code}`)));
-  }
-
-  private next<T>(): Promise<T> {
-    return new Promise<T>((resolve, reject) => (this.pending = { resolve: resolve as (v: unknown) => void, reject }));
-  }
-
-  async ask<T>(msg: unknown): Promise<T & Memory> {
-    const reply = this.next<T & Memory>();
-    this.proc.send(msg as object);
-    return reply;
-  }
-
-  async exit(): Promise<void> {
-    const done = new Promise((r) => this.proc.once("exit", r));
-    this.proc.send({ op: "exit" });
-    await done;
-  }
-}
-
-function cpuLine(): string {
-  const flags = readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? [];
-  const isa = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "avx_vnni"].filter((f) => flags.includes(f));
-  return `${cpus()[0]?.model ?? "?"} × ${cpus().length} (${isa.join(", ")})`;
-}
 
 async function main(): Promise<void> {
   ensureQwenShapedModel();
@@ -151,9 +111,10 @@ async function main(): Promise<void> {
   if (WITH_STREAMS) {
     // concurrency: the taps-off onepass process (generation without probes) against llama.cpp
     const contenders = [children[0], ...(WITH_LLAMA ? [children[2]] : [])];
-    console.log(`\nconcurrent streams: ${STREAM_PROMPT}-token prompts, ${NEW_TOKENS} new tokens each, ${STREAM_RUNS} interleaved rounds (median)`);
-    console.log(`${"engine".padEnd(24)} ${"streams".padStart(7)} ${"agg tok/s".padStart(10)} ${"× 1 stream".padStart(10)} ${"latency ms".padStart(11)} ${"1st tok ms".padStart(11)} ${"batch".padStart(6)}`);
+    console.log(`\nconcurrent streams: ${STREAM_PROMPT}-token prompts, ${NEW_TOKENS} new tokens each, ${STREAM_RUNS} interleaved rounds (median); agg = all tokens / wall time (prefills included), steady = while every stream decodes`);
+    console.log(`${"engine".padEnd(24)} ${"streams".padStart(7)} ${"agg tok/s".padStart(10)} ${"× 1 stream".padStart(10)} ${"steady tok/s".padStart(12)} ${"× 1 stream".padStart(10)} ${"latency ms".padStart(11)} ${"1st tok ms".padStart(11)} ${"batch".padStart(6)}`);
     const base = new Map<string, number>();
+    const steadyBase = new Map<string, number>();
     for (const n of STREAMS) {
       const prompts = Array.from({ length: n }, (_, i) => promptTokens(STREAM_PROMPT, 777 + i));
       const res = contenders.map(() => [] as StreamsReply[]);
@@ -165,11 +126,15 @@ async function main(): Promise<void> {
       }
       contenders.forEach((c, e) => {
         const agg = median(res[e].map((x) => (x.tokens * 1000) / x.wallMs));
-        if (n === 1) base.set(c.name, agg);
+        const steady = median(res[e].map((x) => steadyDecodeRate(x.tokenMs)));
+        if (n === 1) {
+          base.set(c.name, agg);
+          steadyBase.set(c.name, steady);
+        }
         const lat = median(res[e].map((x) => mean(x.latencyMs)));
         const ttft = median(res[e].map((x) => mean(x.firstTokenMs)));
         const batch = res[e][0].meanBatch;
-        console.log(`${c.name.padEnd(24)} ${String(n).padStart(7)} ${f(agg, 10)} ${ratio(agg, base.get(c.name)!).padStart(10)} ${f(lat, 11)} ${f(ttft, 11)} ${(batch === undefined ? "—" : batch.toFixed(1)).padStart(6)}`);
+        console.log(`${c.name.padEnd(24)} ${String(n).padStart(7)} ${f(agg, 10)} ${ratio(agg, base.get(c.name)!).padStart(10)} ${f(steady, 12)} ${ratio(steady, steadyBase.get(c.name)!).padStart(10)} ${f(lat, 11)} ${f(ttft, 11)} ${(batch === undefined ? "—" : batch.toFixed(1)).padStart(6)}`);
       });
     }
     console.log(`\npeak RSS after the streams: ${contenders.map((c) => `${c.name} ${c.peakMiB.toFixed(0)} MiB`).join(", ")}`);
