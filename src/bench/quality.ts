@@ -7,6 +7,7 @@
  * Validation: a seeded stratified 10% of the task's train split (seed s for run s). Every hyper-parameter,
  * layer choice, λ and decision threshold is chosen on it; the test split is scored once per final model.
  */
+import { QUALITY_METHODS } from "../types/quality.js";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cpus } from "node:os";
@@ -91,8 +92,7 @@ export const QUALITY_TASKS: Record<string, QualityTask> = {
   },
 };
 
-/** The table's rows, in the paper's order. */
-export const QUALITY_METHODS = ["pooling", "scoring", "mha", "fixed-last", "fixed-mean", "muli", "prompting", "tfidf"] as const;
+export { QUALITY_METHODS };
 /** What `bench quality` runs without --tasks / --methods: every method on the paper's in-distribution tasks. */
 export const DEFAULT_QUALITY_TASKS = ["toxicchat", "emotion", "sst2"];
 export const DEFAULT_QUALITY_METHODS: readonly string[] = QUALITY_METHODS;

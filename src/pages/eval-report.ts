@@ -5,6 +5,7 @@
 import { assertRegularFile } from "../util/fs-errors.js";
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError } from "../errors.js";
+import { QUALITY_METHODS, QUALITY_TASK_ORDER, inPaperOrder } from "../types/quality.js";
 
 export interface QualityRun {
   task: string; method: string; seed: number; params: number; test: { accuracy: number; f1?: number; auprc?: number };
@@ -49,14 +50,14 @@ function meanStd(xs: number[]): { mean: number; std: number } {
 /** Columns of the quality table: safety tasks (those with F1) give F1 and AUPRC, the others accuracy. */
 interface Column { task: string; key: "accuracy" | "f1" | "auprc"; label: string }
 function columns(runs: QualityRun[]): Column[] {
-  const tasks = [...new Set(runs.map((r) => r.task))];
+  const tasks = inPaperOrder(runs.map((r) => r.task), QUALITY_TASK_ORDER);
   return tasks.flatMap((t): Column[] => { const r = runs.find((x) => x.task === t)!; return (r.metric ?? (r.test.f1 !== undefined ? "f1" : "accuracy")) === "f1"
     ? [{ task: t, key: "f1", label: `${t} F1` }, { task: t, key: "auprc", label: `${t} AUPRC` }]
     : [{ task: t, key: "accuracy", label: `${t} acc` }]; });
 }
 
 function qualitySection(q: QualityResults): string {
-  const methods = [...new Set(q.runs.map((r) => r.method))];
+  const methods = inPaperOrder(q.runs.map((r) => r.method), QUALITY_METHODS);
   const cols = columns(q.runs);
   const cell = (m: string, c: (typeof cols)[number]) => {
     const xs = q.runs.filter((r) => r.method === m && r.task === c.task).map((r) => r.test[c.key]).filter((v): v is number => typeof v === "number");
@@ -108,7 +109,7 @@ function lineChart(cls: string, title: string, series: [string, number[], string
 
 /** The paper's layer analysis: the scoring gate's mean weight per layer, per true class and per (in)correct prediction, averaged over seeds. */
 function layerSection(q: QualityResults): string {
-  const tasks = [...new Set(q.runs.filter((r) => r.layerWeights !== undefined).map((r) => r.task))];
+  const tasks = inPaperOrder(q.runs.filter((r) => r.layerWeights !== undefined).map((r) => r.task), QUALITY_TASK_ORDER);
   if (tasks.length === 0) return "";
   const charts = tasks.map((t) => {
     const runs = q.runs.filter((r) => r.task === t && r.layerWeights !== undefined);
@@ -127,9 +128,9 @@ function layerSection(q: QualityResults): string {
 
 /** Precision–recall curves of every method on each safety task (the first seed's run). */
 function prSection(q: QualityResults): string {
-  const tasks = [...new Set(q.runs.filter((r) => r.pr !== undefined && (r.metric ?? (r.test.f1 !== undefined ? "f1" : "accuracy")) === "f1").map((r) => r.task))];
+  const tasks = inPaperOrder(q.runs.filter((r) => r.pr !== undefined && (r.metric ?? (r.test.f1 !== undefined ? "f1" : "accuracy")) === "f1").map((r) => r.task), QUALITY_TASK_ORDER);
   if (tasks.length === 0) return "";
-  const methods = [...new Set(q.runs.map((r) => r.method))];
+  const methods = inPaperOrder(q.runs.map((r) => r.method), QUALITY_METHODS);
   const W = 420, H = 300, left = 44, right = 12, top = 24, bottom = 210;
   const x = (v: number) => left + v * (W - left - right), y = (v: number) => bottom - v * (bottom - top);
   const charts = tasks.map((t) => {
