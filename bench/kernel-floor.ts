@@ -3,11 +3,11 @@
 // by op type, and sets the MatMulNBits-only speed beside node-llama-cpp's whole prefill / decode on the same
 // random Qwen2.5-0.5B-shaped Q4_0 GGUF, measured in the same run. Where the MatMulNBits-only figure is already
 // below llama.cpp's, no graph or scheduling change reaches llama.cpp on this CPU: only a faster kernel would.
-//   1. one request: prefill of a 512-token prompt (chunks of 256), then decode steps of one row;
-//   2. 8 concurrent streams (32-token prompts): decode steps of up to 8 rows; the bound on the 8-stream speed-up
-//      is 8 × (1-row step) / (MatMulNBits time of an 8-row step);
+//   1. prefill of a 512-token prompt (chunks of 256);
+//   2. one stream, then 8 concurrent streams (32-token prompts): decode steps of 1 and of up to 8 rows at the same
+//      contexts; the bound on the 8-stream speed-up is 8 × (1-row step) / (MatMulNBits time of an 8-row step);
 //   at MatMulNBits accuracy level 4 (int8 activations) and 0 (float), each engine in its own process.
-// Usage: npm run bench:floor [-- --threads N --runs N --decode N --no-level0]
+// Usage: npm run bench:floor [-- --threads N --runs N --no-level0]
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,9 +18,8 @@ import type { RoundReply, StreamsReply } from "./engine-worker.js";
 const THREADS = arg("threads", 2);
 const RUNS = arg("runs", 3);
 const PROMPT = 512;
-const DECODE = arg("decode", 32);
 const STREAM_PROMPT = 32;
-const NEW_TOKENS = 24;
+const NEW_TOKENS = 64;
 const VOCAB = 151936;
 const LEVELS: (0 | 4)[] = process.argv.includes("--no-level0") ? [4] : [4, 0];
 
@@ -78,38 +77,46 @@ function runClasses(events: TraceEvent[]): Map<string, RunClass> {
 const perRun = (c: RunClass, op?: string) => (op === undefined ? c.runMs : (c.byOp.get(op) ?? 0)) / c.runs;
 const kernelMs = (c: RunClass) => [...c.byOp.values()].reduce((a, b) => a + b, 0) / c.runs;
 
+/** Tokens/s while every stream decodes (from the last stream's first token to the first stream's last one). */
+function steadyRate(tokenMs: number[][]): number {
+  const start = Math.max(...tokenMs.map((t) => t[0]));
+  const end = Math.min(...tokenMs.map((t) => t[t.length - 1]));
+  const n = tokenMs.reduce((a, t) => a + t.filter((ms) => ms > start && ms <= end).length, 0);
+  return end > start ? (n * 1000) / (end - start) : NaN;
+}
+
 async function main(): Promise<void> {
   ensureQwenShapedModel();
   console.log(`model ${ggufPath}`);
   console.log(`cpu ${cpuLine()}; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
-  console.log(`threads ${THREADS}; prompt ${PROMPT} then ${DECODE} decode steps, ${RUNS} rounds; 8 streams of ${STREAM_PROMPT}-token prompts × ${NEW_TOKENS} tokens; ORT profiling on (it slows runs a little)`);
+  console.log(`threads ${THREADS}; prefill of ${PROMPT} tokens, 1 and 8 streams of ${STREAM_PROMPT}-token prompts × ${NEW_TOKENS} tokens, ${RUNS} rounds; onepass with ORT profiling on (it slows runs a little); decode rates are the steady ones (every stream decoding)`);
   const dir = mkdtempSync(join(tmpdir(), "onepass-floor-"));
   try {
     const prompt = promptTokens(PROMPT, 12345);
     const streamPrompts = Array.from({ length: 8 }, (_, i) => promptTokens(STREAM_PROMPT, 777 + i));
     const llama = new Child("node-llama-cpp 3.21.1", ["llama", ggufPath, String(THREADS), "0", "0"]);
     await llama.ready;
-    const cpp = { prefill: [] as number[], decode: [] as number[], one: [] as number[], eight: [] as number[] };
+    const cpp = { prefill: [] as number[], one: [] as number[], eight: [] as number[] };
     for (let r = 0; r < RUNS; r++) {
-      const round = await llama.ask<RoundReply>({ op: "round", prompt, decode: DECODE });
+      const round = await llama.ask<RoundReply>({ op: "round", prompt, decode: 1 });
       cpp.prefill.push((PROMPT * 1000) / round.prefillMs);
-      cpp.decode.push(1000 / round.decodeMsPerToken);
       const one = await llama.ask<StreamsReply>({ op: "streams", prompts: streamPrompts.slice(0, 1), newTokens: NEW_TOKENS });
-      cpp.one.push((one.tokens * 1000) / one.wallMs);
+      cpp.one.push(steadyRate(one.tokenMs));
       const eight = await llama.ask<StreamsReply>({ op: "streams", prompts: streamPrompts, newTokens: NEW_TOKENS });
-      cpp.eight.push((eight.tokens * 1000) / eight.wallMs);
+      cpp.eight.push(steadyRate(eight.tokenMs));
     }
     await llama.exit();
     const llamaPrefill = median(cpp.prefill);
-    const llamaDecode = median(cpp.decode);
-    console.log(`\nnode-llama-cpp (median of ${RUNS}): prefill ${llamaPrefill.toFixed(1)} tok/s, decode ${llamaDecode.toFixed(1)} tok/s, 8 sequences / 1: ${(median(cpp.eight) / median(cpp.one)).toFixed(2)}×`);
+    const llamaDecode = median(cpp.one);
+    console.log(`\nnode-llama-cpp (median of ${RUNS}): prefill ${llamaPrefill.toFixed(1)} tok/s, decode ${llamaDecode.toFixed(1)} tok/s (1 stream), 8 sequences ${median(cpp.eight).toFixed(1)} tok/s = ${(median(cpp.eight) / llamaDecode).toFixed(2)}× 1 stream`);
 
     for (const level of LEVELS) {
       const prefix = join(dir, `level${level}`);
       const onepass = new Child(`onepass level ${level}`, ["onepass", ggufPath, String(THREADS), "1", String(level), prefix]);
       await onepass.ready;
       for (let r = 0; r < RUNS; r++) {
-        await onepass.ask<RoundReply>({ op: "round", prompt, decode: DECODE });
+        await onepass.ask<RoundReply>({ op: "round", prompt, decode: 0 }); // prefill only: every 1-row step below is a stream's
+        await onepass.ask<StreamsReply>({ op: "streams", prompts: streamPrompts.slice(0, 1), newTokens: NEW_TOKENS });
         await onepass.ask<StreamsReply>({ op: "streams", prompts: streamPrompts, newTokens: NEW_TOKENS });
       }
       await onepass.exit(); // the profile is complete once the session is released
