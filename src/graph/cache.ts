@@ -14,7 +14,7 @@ import { GraphError } from "../errors.js";
 import { DECODER_BUILDER_VERSION, buildDecoderGraph, type DecoderBuildOptions, type ProgressCallback } from "./decoder.js";
 
 /** The build options that shape the graph (the cache key); progress reporting is not one of them. */
-type GraphShapeOptions = Required<Omit<DecoderBuildOptions, "onProgress">>;
+type GraphShapeOptions = Required<Omit<DecoderBuildOptions, "onProgress" | "tapSummaries">> & { tapSummaries?: true };
 
 export interface CachedGraph {
   /** Path of model.onnx (its weights in model.onnx.data next to it). */
@@ -49,6 +49,8 @@ function normalise(model: LoadedModel, o: DecoderBuildOptions): GraphShapeOption
     accuracyLevel: o.accuracyLevel ?? 4,
     int4: o.int4 ?? true,
     maxPositions: o.maxPositions ?? model.spec.contextLength,
+    // only when set: graphs without summaries keep the keys (and cache entries) they had before the option
+    ...((o.taps ?? true) && o.tapSummaries === true ? { tapSummaries: true as const } : {}),
   };
 }
 
