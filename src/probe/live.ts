@@ -2,6 +2,11 @@
  * Probes on the live request: classify a prompt from the hidden states of the very prefill run that produces
  * the first logits (no second pass), before any decode step, and optionally block the request.
  *
+ * With an engine that has tap summaries (Engine.hasTapSummaries), pooling, scoring and fixed probes are read from
+ * the per-layer token summaries the prefill computes in the decoder graph (probe/summary.ts): the [L+1, T, d]
+ * tensor never leaves ORT. A set with an MHA probe, or with probes trained on different length cuts, takes the
+ * stacked hidden states and the compiled probe graph (compiled.ts).
+ *
  *   const engine = await Engine.load(model, { taps: true });
  *   const probes = loadProbes([dirA, dirB], engine.fingerprint);
  *   const { generation, classifications } = generateWithProbes(engine, { prompt, maxTokens: 64 }, probes,
