@@ -165,19 +165,26 @@ function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: Summar
   const flag = (v: boolean) => new ort.Tensor("bool", [v], []); // []
   const gates = summary?.gates;
   let w: ort.Tensor, b: ort.Tensor;
+  const key = `${L1}x${d}`;
+  if (!noGates.has(key)) noGates.set(key, { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]) });
   if (gates !== undefined) {
     w = new ort.Tensor("float32", gates.weights, [L1, d, gates.count]); // [L+1, d, G]
     b = new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]); // [L+1, 1, G]
   } else {
-    const key = `${L1}x${d}`;
-    let z = noGates.get(key);
-    if (z === undefined) {
-      z = { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]) };
-      noGates.set(key, z);
-    }
-    ({ weights: w, bias: b } = z);
+    ({ weights: w, bias: b } = noGates.get(key)!);
+  }
+  const proj = summary?.projections;
+  let pw: ort.Tensor, pb: ort.Tensor;
+  if (proj !== undefined) {
+    pw = new ort.Tensor("float32", proj.weights, [L1, d, proj.width]); // [L+1, d, P]
+    pb = new ort.Tensor("float32", proj.bias, [L1, 1, proj.width]); // [L+1, 1, P]
+  } else {
+    ({ weights: pw, bias: pb } = noGates.get(`${L1}x${d}`)!);
   }
   return {
+    [TAP.proj]: flag(proj !== undefined),
+    [TAP.projWeights]: pw,
+    [TAP.projBias]: pb,
     [TAP.hidden]: flag(hidden),
     [TAP.pooled]: flag(summary !== undefined),
     [TAP.max]: flag(summary?.max === true),
@@ -273,8 +280,8 @@ interface DecoderIo {
 }
 
 const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
-const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias];
-const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut];
+const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias];
+const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut];
 
 function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string): DecoderIo {
   const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
@@ -778,9 +785,13 @@ class OrtDecoderSession implements DecoderSession {
 function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelSpec): void {
   if (!supported) throw new InvalidArgumentError("tap summaries requested from a session whose graph has none (built without tapSummaries, or not onepass's own graph)", { field: "summary" });
   if (r.upTo !== undefined && !(Number.isInteger(r.upTo) && r.upTo >= 1)) throw new InvalidArgumentError(`summary.upTo must be an integer ≥ 1, got ${r.upTo}`, { field: "summary.upTo" });
+  const L1 = spec.blocks + 1;
+  const p = r.projections;
+  if (p !== undefined && (!Number.isInteger(p.width) || p.width < 1 || p.weights.length !== L1 * spec.dim * p.width || p.bias.length !== L1 * p.width)) {
+    throw new InvalidArgumentError(`summary projections must be [${L1}, ${spec.dim}, P] weights and [${L1}, P] biases with P ≥ 1 (got ${p.weights.length} and ${p.bias.length} values for P = ${p.width})`, { field: "summary.projections" });
+  }
   const g = r.gates;
   if (g === undefined) return;
-  const L1 = spec.blocks + 1;
   if (!Number.isInteger(g.count) || g.count < 1 || g.weights.length !== L1 * spec.dim * g.count || g.bias.length !== L1 * g.count) {
     throw new InvalidArgumentError(`summary gates must be [${L1}, ${spec.dim}, G] weights and [${L1}, G] biases with G ≥ 1 (got ${g.weights.length} and ${g.bias.length} values for G = ${g.count})`, { field: "summary.gates" });
   }
@@ -788,7 +799,7 @@ function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelS
 
 /** The outputs a summary request fetches. */
 function summaryFetches(r: SummaryRequest): string[] {
-  return [TAP.pooledOut, ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : [])];
+  return [TAP.pooledOut, ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.projections !== undefined ? [TAP.projOut] : [])];
 }
 
 /** Row b's TapSummary from a run's summary outputs (`tokens` real tokens in that row). */
@@ -812,7 +823,22 @@ function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b:
   const G = r.gates?.count ?? 0;
   const gateNum = G > 0 ? Float64Array.from(check(TAP.gateNumOut, [L1, G, d])) : undefined; // [L+1, G, d]
   const gateDen = G > 0 ? Float64Array.from(check(TAP.gateDenOut, [L1, G])) : undefined; // [L+1, G]
-  return new TapSummary(L1, d, tokens, sum, last, max, G, gateNum, gateDen);
+  const P = r.projections?.width ?? 0;
+  let proj: Float32Array | undefined;
+  if (P > 0) {
+    // [L+1, B, T, P] layer-major: row b's [L+1, T, P] (no copy for one row)
+    const t = out[TAP.projOut];
+    if (t.type !== "float32" || t.dims.length !== 4 || t.dims[0] !== L1 || t.dims[2] !== tokens || t.dims[3] !== P) {
+      throw new GraphError(`${TAP.projOut} has shape [${t.dims}] (${t.type}), expected [${L1}, B, ${tokens}, ${P}] float32`, { file, field: TAP.projOut });
+    }
+    const all = t.data as Float32Array, B = t.dims[1], n = tokens * P;
+    if (B === 1) proj = all;
+    else {
+      proj = new Float32Array(L1 * n);
+      for (let l = 0; l < L1; l++) proj.set(all.subarray((l * B + b) * n, (l * B + b + 1) * n), l * n);
+    }
+  }
+  return new TapSummary(L1, d, tokens, sum, last, max, G, gateNum, gateDen, proj, P);
 }
 
 /** Elements [from, to) of a float32 or float16 tensor as float32 (a view when it is all of a float32 tensor). */

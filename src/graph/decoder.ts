@@ -275,6 +275,13 @@ export const TAP = {
   pooled: "tap_pooled",
   /** bool []: compute `tap_max_out` [B, L+1, d]: per layer the elementwise max over the run's real tokens. */
   max: "tap_max",
+  /** bool []: compute `tap_proj_out` [L+1, B, T, P] = x_l · W_l + b_l from the fed projections (MHA probes' Q, K, V). */
+  proj: "tap_proj",
+  /** float32 [L+1, d, P] */
+  projWeights: "tap_proj_weights",
+  /** float32 [L+1, 1, P] */
+  projBias: "tap_proj_bias",
+  projOut: "tap_proj_out",
   /** bool []: compute `tap_gate_num` [B, L+1, G, d] and `tap_gate_den` [B, L+1, G] from the fed gates. */
   gates: "tap_gates",
   /** float32 [L+1, d, G]: gate g's score vector per layer (read only when tap_gates). */
@@ -286,6 +293,9 @@ export const TAP = {
   gateNumOut: "tap_gate_num",
   gateDenOut: "tap_gate_den",
 } as const;
+
+/** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
+export const TAP_LAYOUT = 2;
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
 const NEG_BIG = -3.0e38;
@@ -301,6 +311,7 @@ const NEG_BIG = -3.0e38;
  *   tap_max_out    [B, L+1, d]:    max over real tokens
  *   tap_gate_num   [B, L+1, G, d]: Σ_t e^{s_t} x_t with s_t = tanh(x_t · w_lg + b_lg) (a scoring gate's softmax numerator)
  *   tap_gate_den   [B, L+1, G]:    Σ_t e^{s_t}
+ *   tap_proj_out   [L+1, B, T, P]: x_l · W_l + b_l per token (an MHA probe's Q, K, V: P = 3·d/f ≪ d per probe)
  *
  * A sum over chunks of these is the whole prompt's (types/summary.ts); the probes' own weights never enter the
  * graph (gate vectors are inputs), so one decoder graph and one session serve every probe set.
@@ -314,6 +325,9 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const wantGates = flag(TAP.gates);
   const gateWeights = g.input(TAP.gateWeights, "float32", [L1, d, "G"]); // [L+1, d, G]
   const gateBias = g.input(TAP.gateBias, "float32", [L1, 1, "G"]); // [L+1, 1, G]
+  const wantProj = flag(TAP.proj);
+  const projWeights = g.input(TAP.projWeights, "float32", [L1, d, "P"]); // [L+1, d, P]
+  const projBias = g.input(TAP.projBias, "float32", [L1, 1, "P"]); // [L+1, 1, P]
   const empty = (dims: number[]) => g.initializer(g.fresh("empty"), "float32", dims, new Float32Array(0));
   const ifNode = (cond: string, outputs: string[], then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => {
     const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
@@ -361,6 +375,14 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     const num = g.op("Reshape", [g.op("Concat", nums, { axis: 1 }), g.constI64([0, L1, -1, d])]); // [B, L+1, G, d]
     return [num, g.op("Concat", dens, { axis: 1 })]; // [B, L+1, G, d], [B, L+1, G]
   }, [[0, L1, 1, d], [0, L1, 1]], [["tap_B", L1, "G", d], ["tap_B", L1, "G"]]);
+
+  ifNode(wantProj, [TAP.projOut], () => {
+    const ws = g.node("Split", [projWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, P]
+    const bs = g.node("Split", [projBias], L1, { axis: 0, num_outputs: L1 }); // each [1, 1, P]
+    const axis0 = g.constI64([0]);
+    const perLayer = taps.map((t, l) => g.op("Unsqueeze", [g.op("Add", [g.op("MatMul", [t, ws[l]]), bs[l]]), axis0])); // each [1, B, T, P]
+    return [g.op("Concat", perLayer, { axis: 0 })]; // [L+1, B, T, P]
+  }, [[L1, 0, 0, 1]], [[L1, "tap_B", "tap_T", "P"]]);
 }
 
 /**

@@ -3,9 +3,9 @@
  * the first logits (no second pass), before any decode step, and optionally block the request.
  *
  * With an engine that has tap summaries (Engine.hasTapSummaries), pooling, scoring and fixed probes are read from
- * the per-layer token summaries the prefill computes in the decoder graph (probe/summary.ts): the [L+1, T, d]
- * tensor never leaves ORT. A set with an MHA probe, or with probes trained on different length cuts, takes the
- * stacked hidden states and the compiled probe graph (compiled.ts).
+ * the per-layer token summaries the prefill computes in the decoder graph (probe/summary.ts), MHA probes from
+ * per-token Q/K/V projections computed there too: the [L+1, T, d] tensor never leaves ORT. A set with probes
+ * trained on different length cuts takes the stacked hidden states and the compiled probe graph (compiled.ts).
  *
  *   const engine = await Engine.load(model, { taps: true });
  *   const probes = loadProbes([dirA, dirB], engine.fingerprint);
@@ -176,24 +176,24 @@ function classification(
   };
 }
 
-/** Every probe from the prefill's token summaries (probe/summary.ts): a few O((L+1)·d) reads, no ORT call. */
-function classifyFromSummary(
+/** Every probe from the prefill's token summaries (probe/summary.ts): O((L+1)·d) reads, and one small ORT call for MHA probes. */
+async function classifyFromSummary(
   named: NamedProbe[],
   set: SummaryProbes,
   summary: TapSummary,
   promptTokens: readonly number[],
   blocked: Set<string>,
   options: ProbeHookOptions,
-): Classification[] {
+): Promise<Classification[]> {
   const t0 = performance.now();
-  const results = set.run(summary);
+  const results = await set.run(summary);
   const probeMs = performance.now() - t0;
   return named.map((p, i) => classification(p, results[i], summary.tokens, probeMs, promptTokens, blocked, options));
 }
 
 /**
- * The token summaries these probes can be read from, or undefined when one of them needs the whole tensor: an
- * MHA probe, or probes trained on different length cuts (the summary has one cut, `upTo`).
+ * The token summaries these probes can be read from, or undefined when they need the whole tensor: probes trained
+ * on different length cuts (the summary has one cut, `upTo`).
  */
 function summaryPlan(named: NamedProbe[]): { set: SummaryProbes; forward: ForwardOptions } | undefined {
   if (!named.every((p) => readsSummaries(p.loaded.probe))) return undefined;
@@ -278,7 +278,7 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
         }
       }
       const classifications = plan !== undefined && pass.summary !== undefined
-        ? classifyFromSummary(named, plan.set, pass.summary, info.promptTokens, blocked, options)
+        ? await classifyFromSummary(named, plan.set, pass.summary, info.promptTokens, blocked, options)
         : await classifyAll(named, pass.hidden!, info.promptTokens, blocked, options);
       options.onClassified?.(classifications);
       if (!settled) {

@@ -10,20 +10,23 @@
  * The rest of each probe — standardisation (affine, so it commutes with a mean, a max (σ > 0) and a weighted sum
  * whose weights sum to 1), the layer stage, the head and its softmax — is O((L+1)·d) and runs here in float64.
  * test/probe-summary.test.ts proves the result equal to the training forward (≤ 1e-5) for every kind.
- * MHA probes read every token against every other: they stay on the stacked tensor (compiled.ts).
+ * MHA probes read every token against every other: the graph gives each token's Q, K, V projections
+ * ([L+1, T, 3·d/f], the probe's folded weights fed as inputs), and the T×T attention and the rest run in a small
+ * compiled session (compiled.ts ProjectedMha).
  */
 import { InvalidArgumentError } from "../errors.js";
 import type { SummaryGates, SummaryRequest, TapSummary } from "../types/summary.js";
 import { FixedAggregator } from "./aggregators/fixed.js";
 import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
-import type { CompiledOutput } from "./compiled.js";
+import { MhaAggregator } from "./aggregators/mha.js";
+import { mhaProjections, projectedMhaFor, type CompiledOutput } from "./compiled.js";
 import type { Probe } from "./probe.js";
 
-/** Whether `probe` can be read from token summaries (pooling, scoring, fixed; not MHA). */
+/** Whether `probe` can be read from token summaries (pooling, scoring, fixed; MHA through its projections). */
 export function readsSummaries(probe: Probe): boolean {
   const a = probe.aggregator;
-  return a instanceof PoolingAggregator || a instanceof ScoringAggregator || a instanceof FixedAggregator;
+  return a instanceof PoolingAggregator || a instanceof ScoringAggregator || a instanceof FixedAggregator || a instanceof MhaAggregator;
 }
 
 function values(t: { data: ArrayLike<number> }): ArrayLike<number> {
@@ -71,8 +74,16 @@ export class SummaryProbes {
       const a = p.aggregator;
       return (a instanceof PoolingAggregator && a.pool === "max") || (a instanceof FixedAggregator && a.token === "max");
     });
-    this.request = { ...(max ? { max: true } : {}), ...(scoring.length > 0 ? { gates: foldGates(scoring, L1, d) } : {}) };
+    this.mha = probes.filter((p) => p.aggregator instanceof MhaAggregator);
+    this.request = {
+      ...(max ? { max: true } : {}),
+      ...(scoring.length > 0 ? { gates: foldGates(scoring, L1, d) } : {}),
+      ...(this.mha.length > 0 ? { projections: mhaProjections(this.mha) } : {}),
+    };
   }
+
+  /** The MHA probes of the set (read from the projections). */
+  private readonly mha: Probe[];
 
   get layers(): number {
     return this.probes[0].shape.layers;
@@ -82,14 +93,18 @@ export class SummaryProbes {
   }
 
   /** Every probe's class probabilities [1, C] (and a scoring probe's layer weights [1, L+1]) from one prompt's summary. */
-  run(s: TapSummary): CompiledOutput[] {
+  async run(s: TapSummary): Promise<CompiledOutput[]> {
     const L1 = this.layers, d = this.dim;
     if (s.layers !== L1 || s.dim !== d) throw new InvalidArgumentError(`summaries are ${s.layers} × ${s.dim}, the probes expect ${L1} × ${d}`, { field: "summary" });
     if (s.tokens < 1) throw new InvalidArgumentError("the summary covers no token", { field: "summary" });
     if (this.request.max === true && s.max === undefined) throw new InvalidArgumentError("the summary has no max (ask with request.max)", { field: "summary.max" });
     const G = this.request.gates?.count ?? 0;
     if (s.gates !== G) throw new InvalidArgumentError(`the summary has ${s.gates} gates, the probes feed ${G}`, { field: "summary.gates" });
-    return this.probes.map((p, i) => readProbe(p, s, this.gateOf[i]));
+    const P = this.request.projections?.width ?? 0;
+    if (s.projWidth !== P) throw new InvalidArgumentError(`the summary has projections of width ${s.projWidth}, the probes need ${P}`, { field: "summary.proj" });
+    const mha = this.mha.length > 0 ? await (await projectedMhaFor(this.mha)).run(s.proj!, s.tokens) : [];
+    let k = 0;
+    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i])));
   }
 }
 

@@ -17,12 +17,24 @@ export interface SummaryGates {
   count: number;
 }
 
+/** Per-token linear maps fed to the graph: y_t = x_t · weights[l] + bias[l] per layer l (MHA probes' Q, K, V). */
+export interface SummaryProjections {
+  /** [L+1, d, P] */
+  weights: Float32Array;
+  /** [L+1, P] */
+  bias: Float32Array;
+  /** P ≥ 1 */
+  width: number;
+}
+
 /** What a run's summaries must hold beyond the masked sum and the last token (always there). */
 export interface SummaryRequest {
   /** The per-layer elementwise maximum over the run's tokens. */
   max?: boolean;
   /** Scoring gates (see SummaryGates). */
   gates?: SummaryGates;
+  /** Per-token projections (see SummaryProjections): [L+1, T, P] per run, far narrower than the taps' d. */
+  projections?: SummaryProjections;
   /**
    * Summarise only the first `upTo` tokens of the call (a probe trained on a length cut): the prefill is split
    * there, the later tokens run without summaries. Default: all of them.
@@ -52,6 +64,9 @@ export class TapSummary {
     readonly gates: number,
     readonly gateNum: Float64Array | undefined,
     readonly gateDen: Float64Array | undefined,
+    /** [L+1, tokens, P] every token's projections, when asked (P = projWidth) */
+    readonly proj?: Float32Array,
+    readonly projWidth = 0,
   ) {
     const n = layers * dim;
     if (sum.length !== n || last.length !== n || (max !== undefined && max.length !== n)) {
@@ -60,11 +75,14 @@ export class TapSummary {
     if (gates > 0 && (gateNum?.length !== n * gates || gateDen?.length !== layers * gates)) {
       throw new RangeError(`TapSummary: ${gates} gates need [${layers}, ${gates}, ${dim}] and [${layers}, ${gates}] sums`);
     }
+    if (projWidth > 0 && proj?.length !== layers * tokens * projWidth) {
+      throw new RangeError(`TapSummary: projections of width ${projWidth} need [${layers}, ${tokens}, ${projWidth}] values`);
+    }
   }
 
   /** The summary of this run followed by `next` (the same sequence's following tokens). */
   then(next: TapSummary): TapSummary {
-    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || (next.max === undefined) !== (this.max === undefined)) {
+    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined)) {
       throw new RangeError("TapSummary.then: summaries of different shapes or contents");
     }
     if (next.tokens === 0) return this;
@@ -78,6 +96,18 @@ export class TapSummary {
       this.gates,
       this.gateNum === undefined ? undefined : add(this.gateNum, next.gateNum!),
       this.gateDen === undefined ? undefined : add(this.gateDen, next.gateDen!),
+      this.projWidth > 0 ? joinTokens(this.proj!, next.proj!, this.layers, this.tokens, next.tokens, this.projWidth) : undefined,
+      this.projWidth,
     );
   }
+}
+
+/** [L, Ta, P] followed by [L, Tb, P] along the token axis: [L, Ta+Tb, P]. */
+function joinTokens(a: Float32Array, b: Float32Array, L: number, Ta: number, Tb: number, P: number): Float32Array {
+  const out = new Float32Array(L * (Ta + Tb) * P); // [L, Ta+Tb, P]
+  for (let l = 0; l < L; l++) {
+    out.set(a.subarray(l * Ta * P, (l + 1) * Ta * P), l * (Ta + Tb) * P);
+    out.set(b.subarray(l * Tb * P, (l + 1) * Tb * P), (l * (Ta + Tb) + Ta) * P);
+  }
+  return out;
 }
