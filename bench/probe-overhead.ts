@@ -4,12 +4,13 @@
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
 // Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --no-stories --raw
-//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,4-stacked --no-stream --gc-clear]
+//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --gc-clear]
 //        (mha1: the MHA set on 1 thread; only with --only)
 // Pooling, scoring and fixed probes read the token summaries the decoder graph computes (probe/summary.ts): the
-// prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]. The "stacked" variants run the same probes the old way,
-// on a third engine whose graph always computes and returns the stacked taps (tapSummaries: false), through the
-// compiled probe session. MHA probes (and a set with one) take the stacked tensor on either engine.
+// prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; MHA probes read each token's Q, K, V projections
+// ([L+1, T, 3·d/f]) computed in the decoder graph. The "stacked" variants run the same probes the old way, on a
+// third engine whose graph always computes and returns the stacked taps (tapSummaries: false), through the
+// compiled probe session.
 // GC: V8's pauses (perf_hooks "gc" entries) are summed per request and split by where they land: inside the
 // prefill, inside the probe hook, right after the prefill (to 5 ms after the hook), anywhere. onnxruntime-node
 // copies every fetched output into a new ArrayBuffer (a pre-allocated output too), so a prefill that fetches
@@ -78,10 +79,10 @@ const ALL_VARIANTS: { key: string; name: string; configs?: ProbeConfig[]; thread
   { key: "mha", name: "+MHA (H=8, f=8)", configs: [{ kind: "mha", heads: 8, downcast: 8 }] },
   { key: "mha1", name: "+MHA, 1 thread", configs: [{ kind: "mha", heads: 8, downcast: 8 }], threads: 1 },
   { key: "4", name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
-  { key: "3", name: "+3 (pool,score,fix)", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "fixed" }] },
   { key: "pooling-stacked", name: "+pooling, stacked", configs: [{ kind: "pooling", pool: "mean" }], stacked: true },
   { key: "scoring-stacked", name: "+scoring, stacked", configs: [{ kind: "scoring" }], stacked: true },
-  { key: "3-stacked", name: "+3, stacked", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "fixed" }], stacked: true },
+  { key: "mha-stacked", name: "+MHA, stacked", configs: [{ kind: "mha", heads: 8, downcast: 8 }], stacked: true },
+  { key: "4-stacked", name: "+4, stacked", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }], stacked: true },
 ];
 // base first (the ratios' denominator), whatever --only says
 const VARIANTS = ALL_VARIANTS.filter((v) => v.key === "base" || (ONLY === undefined ? v.threads === undefined : ONLY.includes(v.key)));
