@@ -277,7 +277,7 @@ test("bad summary requests are typed errors naming the field", async () => {
 /** A summary computed here in float64 from hidden states [L+1, T, d] (what the graph computes, for shapes without a model). */
 function summarize(h: HiddenStates, r: SummaryRequest): TapSummary {
   const { layers: L1, tokens: T, dim: d } = h;
-  const sum = new Float64Array(L1 * d), last = new Float32Array(L1 * d), max = new Float32Array(L1 * d).fill(-Infinity);
+  const sum = new Float64Array(L1 * d), last = new Float64Array(L1 * d), max = new Float64Array(L1 * d).fill(-Infinity);
   const G = r.gates?.count ?? 0, P = r.projections?.width ?? 0;
   const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G), proj = new Float32Array(L1 * T * P);
   for (let l = 0; l < L1; l++) for (let t = 0; t < T; t++) {

@@ -814,12 +814,12 @@ function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b:
   };
   const pooled = check(TAP.pooledOut, [L1, 2, d]); // [L+1, 2, d]: sum, last
   const sum = new Float64Array(L1 * d); // [L+1, d]
-  const last = new Float32Array(L1 * d); // [L+1, d]
+  const last = new Float64Array(L1 * d); // [L+1, d]
   for (let l = 0; l < L1; l++) {
     sum.set(pooled.subarray(2 * l * d, (2 * l + 1) * d), l * d);
     last.set(pooled.subarray((2 * l + 1) * d, (2 * l + 2) * d), l * d);
   }
-  const max = r.max === true ? check(TAP.maxOut, [L1, d]).slice() : undefined; // [L+1, d]
+  const max = r.max === true ? Float64Array.from(check(TAP.maxOut, [L1, d])) : undefined; // [L+1, d]
   const G = r.gates?.count ?? 0;
   const gateNum = G > 0 ? Float64Array.from(check(TAP.gateNumOut, [L1, G, d])) : undefined; // [L+1, G, d]
   const gateDen = G > 0 ? Float64Array.from(check(TAP.gateDenOut, [L1, G])) : undefined; // [L+1, G]

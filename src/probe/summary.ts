@@ -65,8 +65,12 @@ export class SummaryProbes {
       if (p.shape.layers !== L1 || p.shape.dim !== d) throw new InvalidArgumentError(`probes of one set must share L+1 and d: ${p.shape.layers} × ${p.shape.dim} vs ${L1} × ${d}`, { field: "probes" });
       const a = p.aggregator;
       if (a instanceof FixedAggregator && !(a.layer >= 0 && a.layer < L1)) throw new InvalidArgumentError(`fixed probe layer ${a.layer} is outside 0..${L1 - 1}`, { field: "layer" });
-      normOf(p); // refuses bad statistics now, not per request
     }
+    // checked once here (bad statistics are refused now, not per request), read per request
+    this.norms = probes.map((p) => {
+      const n = normOf(p);
+      return n === undefined ? undefined : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
+    });
     const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
     let g = 0;
     this.gateOf = probes.map((p) => (p.aggregator instanceof ScoringAggregator ? g++ : -1));
@@ -84,6 +88,8 @@ export class SummaryProbes {
 
   /** The MHA probes of the set (read from the projections). */
   private readonly mha: Probe[];
+  /** Each probe's μ, σ [L+1, d] when standardised. */
+  private readonly norms: (Norm | undefined)[];
 
   get layers(): number {
     return this.probes[0].shape.layers;
@@ -104,7 +110,7 @@ export class SummaryProbes {
     if (s.projWidth !== P) throw new InvalidArgumentError(`the summary has projections of width ${s.projWidth}, the probes need ${P}`, { field: "summary.proj" });
     const mha = this.mha.length > 0 ? await (await projectedMhaFor(this.mha)).run(s.proj!, s.tokens) : [];
     let k = 0;
-    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i])));
+    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i], this.norms[i])));
   }
 }
 
@@ -134,16 +140,19 @@ function foldGates(scoring: Probe[], L1: number, d: number): SummaryGates {
 }
 
 /** One probe from the summary, in float64. */
-function readProbe(p: Probe, s: TapSummary, gate: number): CompiledOutput {
+/** μ and 1/σ [L+1, d] in float64 (a multiply per value instead of a divide). */
+interface Norm {
+  mean: Float64Array;
+  inv: Float64Array;
+}
+
+function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
-  const norm = normOf(p);
   /** (x − μ_l)/σ_l of a layer-l vector x [d] into a fresh Float64Array. */
-  const std = (x: ArrayLike<number>, off: number, l: number, scale = 1): Float64Array => {
+  const std = (x: Float64Array, off: number, l: number, scale = 1): Float64Array => {
     const out = new Float64Array(d);
-    for (let j = 0; j < d; j++) {
-      const v = x[off + j] * scale;
-      out[j] = norm === undefined ? v : (v - norm.mean[l * d + j]) / norm.std[l * d + j];
-    }
+    if (norm === undefined) for (let j = 0; j < d; j++) out[j] = x[off + j] * scale;
+    else for (let j = 0; j < d; j++) out[j] = (x[off + j] * scale - norm.mean[l * d + j]) * norm.inv[l * d + j];
     return out;
   };
   const a = p.aggregator;

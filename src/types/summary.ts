@@ -48,7 +48,7 @@ export class TapSummary {
    * @param dim d
    * @param tokens real tokens summarised
    * @param sum [L+1, d] Σ_t x_t (float64: chunks add up without float32 rounding at each step)
-   * @param last [L+1, d] the last real token's states
+   * @param last [L+1, d] the last real token's states (float32 values; float64 arrays keep the probes' reads monomorphic)
    * @param max [L+1, d] elementwise max over the tokens, when asked
    * @param gates G when scoring gates were fed, else 0
    * @param gateNum [L+1, G, d] Σ_t e^{s_t} x_t
@@ -59,8 +59,8 @@ export class TapSummary {
     readonly dim: number,
     readonly tokens: number,
     readonly sum: Float64Array,
-    readonly last: Float32Array,
-    readonly max: Float32Array | undefined,
+    readonly last: Float64Array,
+    readonly max: Float64Array | undefined,
     readonly gates: number,
     readonly gateNum: Float64Array | undefined,
     readonly gateDen: Float64Array | undefined,
