@@ -4,6 +4,13 @@
  * class probabilities (and the scoring gate's layer weights). The maths is the training forward's
  * (aggregators/*.ts), op for op; test/probe-compiled.test.ts proves the two equal (≤ 1e-5) for every kind.
  *
+ * On an engine with tap summaries (Engine.hasTapSummaries) the live prefill path no longer hands this graph the
+ * stacked tensor: pooling, scoring and fixed probes are read from per-layer summaries the decoder graph computes,
+ * MHA probes from per-token Q/K/V projections (ProjectedMha below), with the probes' weights fed to the decoder as
+ * inputs, so the decoder graph depends on no probe and attaching one never builds or reloads it (probe/summary.ts).
+ * This graph serves the stacked-tensor cases: engines without summaries, probe sets with mixed length cuts,
+ * padded training-style batches, and MHA response probes.
+ *
  * Why a session of its own rather than nodes appended to the decoder graph (bench/compiled-probes.ts, random
  * Qwen2.5-0.5B shape, 128-token prefill, 2-core EPYC at load average ~11): two runs gave own-session/appended
  * total ratios of 0.93, 0.82, 0.84, 0.91 and 1.09, 1.05, 0.98, 1.37 (pooling, scoring, MHA, 4 probes); with the
