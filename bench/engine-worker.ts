@@ -1,12 +1,15 @@
 // One engine of bench/engine.ts in its own process, so that its peak RSS is its own (in one process the figure
 // depended on which engine ran first). Driven over IPC by the parent: it loads the engine, then runs what it is
 // told — a prefill + decode round, or n concurrent streams — and reports timings and its peak RSS.
-// argv: kind ("onepass" | "llama"), model path, threads, taps (1/0), accuracy level[, ORT profile file prefix]
+// argv: kind ("onepass" | "llama"), model path, threads, taps, accuracy level[, ORT profile file prefix]. taps: 0 off; 1 the stacked-taps
+// graph (tapSummaries: false) with the [L+1, T, d] hidden states fetched by every prefill (the old probe path);
+// 2 the summaries graph with what live pooling + scoring + fixed probes fetch (sum, last, max, one gate).
 import { Engine } from "../src/engine/engine.js";
 
 const [kind, modelPath, threadsArg, tapsArg, accuracyArg, profilePrefix] = process.argv.slice(2);
 const THREADS = Number(threadsArg);
-const TAPS = tapsArg === "1";
+const TAPS = tapsArg === "1" || tapsArg === "2";
+const SUMMARIES = tapsArg === "2";
 const ACCURACY = Number(accuracyArg) as 0 | 4;
 
 export type WorkerRequest =
@@ -43,12 +46,16 @@ interface Worker {
 }
 
 async function onepassWorker(): Promise<Worker> {
-  const engine = await Engine.load(modelPath, { taps: TAPS, threads: THREADS, accuracyLevel: ACCURACY, maxBatch: 16, profilePrefix });
-  await engine.generate({ prompt: [1, 2, 3, 4, 5, 6, 7, 8], maxTokens: 2, temperature: 0, hidden: TAPS }).result; // warm-up
+  const engine = await Engine.load(modelPath, { taps: TAPS, tapSummaries: SUMMARIES, threads: THREADS, accuracyLevel: ACCURACY, maxBatch: 16, profilePrefix });
+  const L1 = engine.spec.blocks + 1, d = engine.spec.dim;
+  const gate = { weights: Float32Array.from({ length: L1 * d }, (_, i) => Math.sin(i) / Math.sqrt(d)), bias: new Float32Array(L1), count: 1 };
+  // what a prefill returns for its probes: the stacked tensor, or the summaries
+  const probeOutputs = SUMMARIES ? { summary: { max: true, gates: gate } } : { hidden: TAPS };
+  await engine.generate({ prompt: [1, 2, 3, 4, 5, 6, 7, 8], maxTokens: 2, temperature: 0, ...probeOutputs }).result; // warm-up
   return {
     async round(prompt, decode) {
       // one request: prefill (hidden states fetched when taps are on), then `decode` tokens
-      const r = await engine.generate({ prompt, maxTokens: decode + 1, temperature: 0, eosTokenIds: [], hidden: TAPS }).result;
+      const r = await engine.generate({ prompt, maxTokens: decode + 1, temperature: 0, eosTokenIds: [], ...probeOutputs }).result;
       return { prefillMs: r.timings.prefillMs, decodeMsPerToken: r.timings.decodeMs / decode };
     },
     async streams(prompts, newTokens) {

@@ -1,7 +1,8 @@
 // Engine benchmark: onepass (ORT decoder graph, taps on / off) vs node-llama-cpp on the same random-weight
 // Q4_0 GGUF with Qwen2.5-0.5B shapes.
-//   1. one request: prefill tokens/s at T = 512 (taps on: the [L+1, T, d] hidden states come back too) and decode
-//      tokens/s at context ≈ 512;
+//   1. one request: prefill tokens/s at T = 512 (taps on: the [L+1, T, d] hidden states come back too, from the
+//      graph that always stacks them; taps summaries: the summaries graph returns what live pooling + scoring +
+//      fixed probes read, see bench/engine-worker.ts) and decode tokens/s at context ≈ 512;
 //   2. concurrency: aggregate decode tokens/s and per-request latency with 1, 4 and 8 streams at once (onepass:
 //      continuous batching through Engine.generate; node-llama-cpp: one context with a sequence per stream);
 //   3. peak RSS of each engine's process.
@@ -60,7 +61,9 @@ async function main(): Promise<void> {
   const children = [
     new Child("onepass, taps off", ["onepass", ggufPath, String(THREADS), "0", String(ACCURACY)]),
     new Child("onepass, taps on", ["onepass", ggufPath, String(THREADS), "1", String(ACCURACY)]),
+    new Child("onepass, taps summaries", ["onepass", ggufPath, String(THREADS), "2", String(ACCURACY)]),
   ];
+  const ONEPASS = children.length;
   if (WITH_LLAMA) children.push(new Child("node-llama-cpp 3.21.1", ["llama", ggufPath, String(THREADS), "0", "0"]));
   // loaded one after the other, so that load times do not compete
   const loads: number[] = [];
@@ -69,8 +72,8 @@ async function main(): Promise<void> {
 
   const rounds = children.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
   for (let r = 0; r < RUNS; r++) {
-    // taps off and on back to back, in alternating order (neither always runs right after llama.cpp)
-    const order = children.map((_, e) => (e < 2 && r % 2 === 1 ? 1 - e : e));
+    // the onepass variants back to back, rotated each round (none always runs first or right after llama.cpp)
+    const order = children.map((_, e) => (e < ONEPASS ? (e + r) % ONEPASS : e));
     for (const e of order) {
       await pause(200);
       const reply = await children[e].ask<RoundReply>({ op: "round", prompt, decode: DECODE });
@@ -95,22 +98,29 @@ async function main(): Promise<void> {
     const s = stats[i];
     console.log(`${c.name.padEnd(24)} ${f(s.prefillBest)} ${f(s.prefillMed)} ${f(s.decodeBest)} ${f(s.decodeMed)} ${f(peakAfterRounds[i], 9)} ${f(loads[i], 7)}`);
   });
-  const [off, on, cpp] = stats;
+  const [off, on, summ] = stats;
+  const cpp = stats[ONEPASS] as (typeof stats)[number] | undefined;
+  const cppAt = ONEPASS;
   // the tap cost from each round's pair (taps off and on ran back to back in that round), not from the ratio of
   // medians: other processes' load moves both halves of a pair alike, so the paired ratios spread far less
-  const pairs = rounds[1].prefill.map((ms, r) => ms / rounds[0].prefill[r] - 1).sort((a, b) => a - b);
-  const q = (x: number) => pairs[Math.min(pairs.length - 1, Math.max(0, Math.round(x * (pairs.length - 1))))];
   const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
-  console.log(`\ntap cost: ${pct(q(0.5))} of prefill (median of ${pairs.length} paired rounds, quartiles ${pct(q(0.25))} .. ${pct(q(0.75))}; ratio of medians ${pct((on.prefillMsMed - off.prefillMsMed) / off.prefillMsMed)}), incl. copying [L+1, T, d] out; bench/tap-cost.ts measures it in one process in CPU time`);
+  for (const [e, what] of [[1, "taps on (stacked, fetched)"], [2, "taps summaries"]] as const) {
+    const pairs = rounds[e].prefill.map((ms, r) => ms / rounds[0].prefill[r] - 1).sort((a, b) => a - b);
+    const q = (x: number) => pairs[Math.min(pairs.length - 1, Math.max(0, Math.round(x * (pairs.length - 1))))];
+    const s = e === 1 ? on : summ;
+    console.log(`${e === 1 ? "\n" : ""}tap cost, ${what}: ${pct(q(0.5))} of prefill (median of ${pairs.length} paired rounds, quartiles ${pct(q(0.25))} .. ${pct(q(0.75))}; ratio of medians ${pct((s.prefillMsMed - off.prefillMsMed) / off.prefillMsMed)})`);
+  }
+  console.log("bench/tap-cost.ts measures it in one process in CPU time");
   const ratio = (a: number, b: number) => (a / b).toFixed(2) + "×";
   if (cpp !== undefined) {
-    console.log(`onepass taps on / llama.cpp:  prefill ${ratio(on.prefillBest, cpp.prefillBest)} (median ${ratio(on.prefillMed, cpp.prefillMed)}), decode ${ratio(on.decodeBest, cpp.decodeBest)} (median ${ratio(on.decodeMed, cpp.decodeMed)}), peak RSS ${ratio(peakAfterRounds[1], peakAfterRounds[2])}`);
+    console.log(`onepass taps on / llama.cpp:  prefill ${ratio(on.prefillBest, cpp.prefillBest)} (median ${ratio(on.prefillMed, cpp.prefillMed)}), decode ${ratio(on.decodeBest, cpp.decodeBest)} (median ${ratio(on.decodeMed, cpp.decodeMed)}), peak RSS ${ratio(peakAfterRounds[1], peakAfterRounds[cppAt])}`);
+    console.log(`onepass taps summaries / llama.cpp: prefill ${ratio(summ.prefillBest, cpp.prefillBest)} (median ${ratio(summ.prefillMed, cpp.prefillMed)}), decode ${ratio(summ.decodeBest, cpp.decodeBest)} (median ${ratio(summ.decodeMed, cpp.decodeMed)}), peak RSS ${ratio(peakAfterRounds[2], peakAfterRounds[cppAt])}`);
     console.log(`onepass taps off / llama.cpp: prefill ${ratio(off.prefillBest, cpp.prefillBest)}, decode ${ratio(off.decodeBest, cpp.decodeBest)}`);
   }
 
   if (WITH_STREAMS) {
     // concurrency: the taps-off onepass process (generation without probes) against llama.cpp
-    const contenders = [children[0], ...(WITH_LLAMA ? [children[2]] : [])];
+    const contenders = [children[0], ...(WITH_LLAMA ? [children[ONEPASS]] : [])];
     console.log(`\nconcurrent streams: ${STREAM_PROMPT}-token prompts, ${NEW_TOKENS} new tokens each, ${STREAM_RUNS} interleaved rounds (median); agg = all tokens / wall time (prefills included), steady = while every stream decodes`);
     console.log(`${"engine".padEnd(24)} ${"streams".padStart(7)} ${"agg tok/s".padStart(10)} ${"× 1 stream".padStart(10)} ${"steady tok/s".padStart(12)} ${"× 1 stream".padStart(10)} ${"latency ms".padStart(11)} ${"1st tok ms".padStart(11)} ${"batch".padStart(6)}`);
     const base = new Map<string, number>();

@@ -4,7 +4,13 @@
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
 // Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --no-stories --raw
-//        --only base,taps,pooling,scoring,mha,mha1,4 --no-stream --gc-clear] (mha1: the MHA set on 1 thread; only with --only)
+//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --gc-clear]
+//        (mha1: the MHA set on 1 thread; only with --only)
+// Pooling, scoring and fixed probes read the token summaries the decoder graph computes (probe/summary.ts): the
+// prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; MHA probes read each token's Q, K, V projections
+// ([L+1, T, 3·d/f]) computed in the decoder graph. The "stacked" variants run the same probes the old way, on a
+// third engine whose graph always computes and returns the stacked taps (tapSummaries: false), through the
+// compiled probe session.
 // GC: V8's pauses (perf_hooks "gc" entries) are summed per request and split by where they land: inside the
 // prefill, inside the probe hook, right after the prefill (to 5 ms after the hook), anywhere. onnxruntime-node
 // copies every fetched output into a new ArrayBuffer (a pre-allocated output too), so a prefill that fetches
@@ -17,7 +23,7 @@
 // --gc-clear runs a full GC before every timed request (untimed), so no request inherits another's debt.
 // Probe weights are random (untrained): they cost exactly what trained ones do. Probes are standardised with
 // made-up input statistics, as trained probes are by default (--raw: unstandardised probes).
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -65,7 +71,7 @@ function promptIds(vocab: number, bos: number | undefined): number[] {
 
 // Probes run compiled (src/probe/compiled.ts): one ORT call for all probes attached to a request.
 // `threads`: the compiled set's intra-op threads (ONEPASS_PROBE_THREADS while its session is created)
-const ALL_VARIANTS: { key: string; name: string; configs?: ProbeConfig[]; threads?: number }[] = [
+const ALL_VARIANTS: { key: string; name: string; configs?: ProbeConfig[]; threads?: number; stacked?: boolean }[] = [
   { key: "base", name: "base (no taps)" },
   { key: "taps", name: "taps, no probe" },
   { key: "pooling", name: "+pooling", configs: [{ kind: "pooling", pool: "mean" }] },
@@ -73,6 +79,10 @@ const ALL_VARIANTS: { key: string; name: string; configs?: ProbeConfig[]; thread
   { key: "mha", name: "+MHA (H=8, f=8)", configs: [{ kind: "mha", heads: 8, downcast: 8 }] },
   { key: "mha1", name: "+MHA, 1 thread", configs: [{ kind: "mha", heads: 8, downcast: 8 }], threads: 1 },
   { key: "4", name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
+  { key: "pooling-stacked", name: "+pooling, stacked", configs: [{ kind: "pooling", pool: "mean" }], stacked: true },
+  { key: "scoring-stacked", name: "+scoring, stacked", configs: [{ kind: "scoring" }], stacked: true },
+  { key: "mha-stacked", name: "+MHA, stacked", configs: [{ kind: "mha", heads: 8, downcast: 8 }], stacked: true },
+  { key: "4-stacked", name: "+4, stacked", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }], stacked: true },
 ];
 // base first (the ratios' denominator), whatever --only says
 const VARIANTS = ALL_VARIANTS.filter((v) => v.key === "base" || (ONLY === undefined ? v.threads === undefined : ONLY.includes(v.key)));
@@ -100,11 +110,13 @@ interface Sample {
 async function benchModel(label: string, path: string): Promise<void> {
   const plain = await Engine.load(path, { taps: false, threads: THREADS });
   const tapped = await Engine.load(path, { taps: true, threads: THREADS });
+  // the old path: a graph that always stacks the taps (loaded only when a stacked variant runs)
+  const stacked = VARIANTS.some((v) => v.stacked === true) ? await Engine.load(path, { taps: true, tapSummaries: false, threads: THREADS }) : undefined;
   const prompt = promptIds(plain.spec.vocabSize, plain.tokenizer.bosTokenId);
   const probes = VARIANTS.map((v) => v.configs?.map((c, i) => randomProbe(tapped, c, `bench-${i}-${c.kind}`)));
   const samples: Sample[][] = VARIANTS.map(() => []);
   const request = { prompt, maxTokens: DECODE, temperature: 0, eosTokenIds: [] as number[] };
-  const engineOf = (v: number): Engine => (v === 0 ? plain : tapped);
+  const engineOf = (v: number): Engine => (v === 0 ? plain : VARIANTS[v].stacked === true ? stacked! : tapped);
   let prefillEnd = 0; // when the prefill returned (the hook starts there)
   const mark = () => {
     prefillEnd = performance.now();
@@ -116,7 +128,7 @@ async function benchModel(label: string, path: string): Promise<void> {
     let hookEnd = 0;
     const threads = VARIANTS[v].threads, before = process.env.ONEPASS_PROBE_THREADS;
     if (threads !== undefined) process.env.ONEPASS_PROBE_THREADS = String(threads);
-    const res = await generateWithProbes(tapped, request, p, { onClassified: () => (hookEnd = performance.now()) }).generation.result;
+    const res = await generateWithProbes(engineOf(v), request, p, { onClassified: () => (hookEnd = performance.now()) }).generation.result;
     if (threads !== undefined) {
       if (before === undefined) delete process.env.ONEPASS_PROBE_THREADS;
       else process.env.ONEPASS_PROBE_THREADS = before;
@@ -153,6 +165,7 @@ async function benchModel(label: string, path: string): Promise<void> {
     }
   }
   await plain.dispose();
+  await stacked?.dispose();
   if (!process.argv.includes("--no-stream")) await streamingCost(tapped, label);
   await tapped.dispose();
 
@@ -161,7 +174,7 @@ async function benchModel(label: string, path: string): Promise<void> {
   const tapsAt = VARIANTS.findIndex((v) => v.key === "taps");
   // the same allocations as every probe variant (the taps fetched, no probe): the other denominator
   const tapsPrefill = tapsAt >= 0 ? median(samples[tapsAt].map((s) => s.prefill)) : undefined;
-  console.log(`\n${label}: L=${plain.spec.blocks}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}${GC_CLEAR ? ", full GC before each request" : ""}`);
+  console.log(`\n${label}: load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}; L=${plain.spec.blocks}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}${GC_CLEAR ? ", full GC before each request" : ""}`);
   const f = (x: number, w = 10) => x.toFixed(2).padStart(w);
   console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"1+probe/prefill".padStart(16)} ${"1+probe/taps".padStart(13)}`);
   VARIANTS.forEach((v, i) => {

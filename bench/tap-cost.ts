@@ -7,12 +7,15 @@
 // it) and "out of ORT" (onnxruntime-node copying [L+1, T, d] into a new ArrayBuffer, and joining chunks).
 // The prompt runs once in one ORT run and once in chunks of --chunk tokens (joined afterwards: one more copy of
 // [L+1, T, d]), each against the no-taps graph chunked the same way.
+// The summaries graph (tapSummaries, the engine's default) computes taps only on request: fetched whole
+// ("hidden fetched"), as the per-layer token summaries the live pooling + scoring + fixed probes read (sum, last
+// token, max, one scoring gate: "summaries"), or nothing. The stacked graph (tapSummaries: false) is the old one.
 // Usage: node dist/bench/tap-cost.js [--rounds N --prompt T --chunk N --threads N]
 import { readFileSync } from "node:fs";
 import { arg, ensureQwenShapedModel } from "./common.js";
 import { loadModel } from "../src/model/load.js";
 import { createDecoderSession } from "../src/engine/session.js";
-import type { DecoderSession } from "../src/engine/types.js";
+import type { DecoderSession, ForwardOptions } from "../src/engine/types.js";
 
 const ROUNDS = arg("rounds", 15);
 const PROMPT = arg("prompt", 512);
@@ -32,17 +35,27 @@ async function main(): Promise<void> {
   console.log(`model ${path}; threads ${THREADS}; prompt ${PROMPT}; ${ROUNDS} paired rounds; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   const opts = { threads: THREADS, allowSpinning: false };
   // the prompt in one ORT run (maxChunk = PROMPT) and in runs of CHUNK tokens assembled afterwards
-  const on = await createDecoderSession(model, { ...opts, taps: true, maxChunk: PROMPT });
+  const on = await createDecoderSession(model, { ...opts, taps: true, tapSummaries: false, maxChunk: PROMPT });
   const off = await createDecoderSession(model, { ...opts, taps: false, maxChunk: PROMPT });
-  const onChunked = await createDecoderSession(model, { ...opts, taps: true, maxChunk: CHUNK });
+  const sum = await createDecoderSession(model, { ...opts, taps: true, tapSummaries: true, maxChunk: PROMPT });
+  const onChunked = await createDecoderSession(model, { ...opts, taps: true, tapSummaries: false, maxChunk: CHUNK });
   const offChunked = await createDecoderSession(model, { ...opts, taps: false, maxChunk: CHUNK });
+  const sumChunked = await createDecoderSession(model, { ...opts, taps: true, tapSummaries: true, maxChunk: CHUNK });
   const prompt = Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919 + 13) % (model.spec.vocabSize - 3)));
-  const variants: { name: string; s: DecoderSession; hidden: boolean; base: number }[] = [
-    { name: "taps graph, hidden fetched", s: on, hidden: true, base: 2 },
-    { name: "taps graph, hidden not fetched", s: on, hidden: false, base: 2 },
-    { name: "no-taps graph", s: off, hidden: false, base: 2 },
-    { name: `chunks of ${CHUNK}: taps, fetched`, s: onChunked, hidden: true, base: 4 },
-    { name: `chunks of ${CHUNK}: no-taps graph`, s: offChunked, hidden: false, base: 4 },
+  // what pooling (mean) + scoring + fixed (max) probes ask for: sum and last token, max, one gate
+  const L1 = model.spec.blocks + 1, d = model.spec.dim;
+  const gate = { weights: Float32Array.from({ length: L1 * d }, (_, i) => Math.sin(i) / Math.sqrt(d)), bias: new Float32Array(L1), count: 1 };
+  const summaries: ForwardOptions = { summary: { max: true, gates: gate } };
+  const variants: { name: string; s: DecoderSession; o: ForwardOptions; base: number }[] = [
+    { name: "stacked graph, hidden fetched", s: on, o: { hidden: true }, base: 2 },
+    { name: "stacked graph, not fetched", s: on, o: {}, base: 2 },
+    { name: "no-taps graph", s: off, o: {}, base: 2 },
+    { name: "summaries graph: summaries", s: sum, o: summaries, base: 2 },
+    { name: "summaries graph: nothing", s: sum, o: {}, base: 2 },
+    { name: "summaries graph: hidden", s: sum, o: { hidden: true }, base: 2 },
+    { name: `chunks of ${CHUNK}: stacked, fetched`, s: onChunked, o: { hidden: true }, base: 8 },
+    { name: `chunks of ${CHUNK}: summaries`, s: sumChunked, o: summaries, base: 8 },
+    { name: `chunks of ${CHUNK}: no-taps graph`, s: offChunked, o: {}, base: 8 },
   ];
   // CPU time (user + system, all threads of this process) as well as wall time: with ORT's threads not spinning
   // it counts the work done, and is far less moved by other processes' load than wall time
@@ -50,10 +63,11 @@ async function main(): Promise<void> {
     v.s.reset();
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    const p = await v.s.forward(prompt, { hidden: v.hidden });
+    const p = await v.s.forward(prompt, v.o);
     const ms = performance.now() - t0;
     const c = process.cpuUsage(c0);
-    if (v.hidden && p.hidden === undefined) throw new Error("no hidden states");
+    if (v.o.hidden === true && p.hidden === undefined) throw new Error("no hidden states");
+    if (v.o.summary !== undefined && p.summary?.tokens !== PROMPT) throw new Error("no summary");
     return [ms, (c.user + c.system) / 1000];
   };
   for (const v of variants) await run(v); // warm-up
@@ -83,7 +97,7 @@ async function main(): Promise<void> {
       );
     });
   }
-  for (const s of [on, off, onChunked, offChunked]) await s.dispose();
+  for (const s of [on, off, sum, onChunked, offChunked, sumChunked]) await s.dispose();
 }
 
 main().catch((e) => {

@@ -5,6 +5,7 @@
 export * from "./errors.js";
 export * from "./model/spec.js";
 export { HiddenStates } from "./types/hidden.js";
+export { TapSummary, type SummaryRequest, type SummaryGates, type SummaryProjections } from "./types/summary.js";
 export type { Tokenizer, EncodeOptions, DecodeOptions, ChatMessage } from "./tokenizer/types.js";
 export { loadModel, defaultModelPath, summarizeModel } from "./model/load.js";
 export type { ModelSummary } from "./model/load.js";

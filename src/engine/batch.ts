@@ -21,6 +21,8 @@ import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, Sequenc
 export interface SequenceRunner {
   readonly vocabSize: number;
   readonly hasTaps: boolean;
+  /** Prefills can return per-layer token summaries (ForwardOptions.summary). */
+  readonly hasTapSummaries: boolean;
   /** The prompt, from an empty cache. */
   prefill(tokens: readonly number[], options: ForwardOptions): Promise<ForwardPass>;
   /** One generated token; `hidden` asks for its hidden states [L+1, 1, d]. */
@@ -34,6 +36,7 @@ export function sessionRunner(session: DecoderSession): SequenceRunner {
   return {
     vocabSize: session.vocabSize,
     hasTaps: session.hasTaps,
+    hasTapSummaries: session.hasTapSummaries === true,
     prefill: (tokens, options) => {
       session.reset();
       return session.forward(tokens, options);
@@ -96,6 +99,10 @@ function joinPasses(passes: ForwardPass[], allLogits: boolean): ForwardPass {
     }
   }
   const out: ForwardPass = { logits, positions, runMs };
+  // the pieces' partial aggregates combine exactly (types/summary.ts)
+  // (pieces after a summary's `upTo` cut carry none)
+  const summaries = passes.flatMap((p) => (p.summary !== undefined ? [p.summary] : []));
+  if (summaries.length > 0) out.summary = summaries.slice(1).reduce((a, s) => a.then(s), summaries[0]);
   if (passes.every((p) => p.hidden !== undefined)) {
     const { layers, dim } = passes[0].hidden!;
     const T = passes.reduce((a, p) => a + p.hidden!.tokens, 0);
@@ -151,6 +158,7 @@ export class BatchScheduler {
     return {
       vocabSize: this.session.vocabSize,
       hasTaps: this.session.hasTaps,
+      hasTapSummaries: this.session.hasTapSummaries === true,
       prefill: async (tokens, options) => {
         const passes: ForwardPass[] = [];
         let off = 0;
@@ -171,7 +179,11 @@ export class BatchScheduler {
               const alone = this.decodes.length === 0 && this.solos.length === 0 && this.open === 1;
               const piece = tokens.slice(off, alone ? tokens.length : off + this.prefillChunk); // forwardSequence reports an empty prompt
               off += piece.length;
-              return batch.forwardSequence(seq!, piece, { hidden: options.hidden, logits: options.logits });
+              // a summary cut at upTo prompt tokens: this piece's share of it (none once past the cut)
+              const s = options.summary;
+              const at = off - piece.length; // this piece's first token
+              const summary = s === undefined || (s.upTo !== undefined && s.upTo <= at) ? undefined : s.upTo === undefined ? s : { ...s, upTo: s.upTo - at };
+              return batch.forwardSequence(seq!, piece, { hidden: options.hidden, logits: options.logits, ...(summary !== undefined ? { summary } : {}) });
             }),
           );
         } while (off < tokens.length);

@@ -99,6 +99,7 @@ class CountingSession implements DecoderSession {
   get contextLength(): number { return this.inner.contextLength; }
   get pastLength(): number { return this.inner.pastLength; }
   get hasTaps(): boolean { return this.inner.hasTaps; }
+  get hasTapSummaries(): boolean { return this.inner.hasTapSummaries === true; }
   forward(tokens: readonly number[], options?: ForwardOptions): Promise<ForwardPass> {
     if (this.inner.pastLength === 0) this.stats.prefills++;
     else this.stats.decodeSteps++;
@@ -194,6 +195,14 @@ export class Engine {
 
   get contextLength(): number {
     return this.session.contextLength;
+  }
+
+  /**
+   * Whether forward/generate can return per-layer token summaries of the prompt (ForwardOptions.summary,
+   * GenerateOptions.summary) computed in the decoder graph: onepass's own graphs built with taps.
+   */
+  get hasTapSummaries(): boolean {
+    return this.session.hasTapSummaries === true;
   }
 
   /** Render a conversation with the model's chat template (ChatML when the model has none). */

@@ -10,6 +10,7 @@ import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.j
 import { StopStringMatcher } from "./stop.js";
 import { sessionRunner, type SequenceRunner } from "./batch.js";
 import type { DecoderSession, ForwardPass } from "./types.js";
+import type { SummaryRequest } from "../types/summary.js";
 
 /**
  * What `onPrefill` may return: `{ stop: true }` ends the request before the first decode step (finishReason
@@ -64,6 +65,11 @@ export interface GenerateOptions extends SamplingOptions {
   onPrefill?: PrefillHook;
   /** Request the prompt's hidden states in the prefill (default: when onPrefill is set and the session has taps). */
   hidden?: boolean;
+  /**
+   * Request per-layer token summaries of the prompt in the prefill (`pass.summary` in onPrefill), computed in the
+   * decoder graph: what pooling, scoring and fixed probes read, without the [L+1, T, d] tensor (Engine.hasTapSummaries).
+   */
+  summary?: SummaryRequest;
   /**
    * Called for every generated token (EOS excepted) after the run that fed it and before its text is streamed,
    * e.g. by a response probe (probe/response.ts). Returning { stop: true } ends the generation with
@@ -415,9 +421,9 @@ async function* generationLoop(
   };
 
   if (aborted()) return result();
-  const wantHidden = options.hidden ?? (options.onPrefill !== undefined && session.hasTaps);
+  const wantHidden = options.hidden ?? (options.onPrefill !== undefined && session.hasTaps && options.summary === undefined);
   const t0 = performance.now();
-  let pass = await session.prefill(prompt, { hidden: wantHidden });
+  let pass = await session.prefill(prompt, { hidden: wantHidden, ...(options.summary !== undefined ? { summary: options.summary } : {}) });
   timings.prefillMs = performance.now() - t0;
 
   if (options.onPrefill !== undefined) {

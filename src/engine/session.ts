@@ -23,9 +23,10 @@ import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
 import { defaultGraphCacheDir, ensureDecoderGraph, graphCacheKey } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../onnx/proto.js";
-import { newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
+import { TAP, newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "../types/hidden.js";
+import { TapSummary, type SummaryRequest } from "../types/summary.js";
 import { KvPool, KvSequence } from "./kv-pool.js";
 import { cachedCalibration, calibrate, machineProfile, settingsFromFeatures, type RunSettings } from "./tuning.js";
 import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
@@ -78,6 +79,11 @@ export interface OrtRunOptions {
 export interface DecoderSessionOptions extends OrtRunOptions {
   /** Build the graph with the stacked hidden-state output (default true). */
   taps?: boolean;
+  /**
+   * With taps: the taps are computed only when a run asks for them, and a run may ask for per-layer token
+   * summaries instead (ForwardOptions.summary: what pooling, scoring and fixed probes read). Default true.
+   */
+  tapSummaries?: boolean;
   /** Graph cache folder (default $ONEPASS_CACHE_DIR/graphs or ~/.cache/onepass/graphs). */
   cacheDir?: string;
   /** Use MatMulNBits for exact 4-bit weights (default true). */
@@ -112,7 +118,7 @@ export async function resolveRunSettings(model: LoadedModel, options: DecoderSes
   const threads = options.threads ?? features.threads;
   if (options.accuracyLevel !== undefined) return { accuracyLevel: options.accuracyLevel === 0 ? 0 : 4, threads, source: "features" };
   // the calibration lives beside the level-4 graph (the one it measures); looking for it builds nothing
-  const baseOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: 4, int4: options.int4 };
+  const baseOptions: DecoderBuildOptions = { taps: options.taps ?? true, tapSummaries: options.tapSummaries ?? true, accuracyLevel: 4, int4: options.int4 };
   const cached = cachedCalibration(join(options.cacheDir ?? defaultGraphCacheDir(), graphCacheKey(model, baseOptions)), threads, profile);
   if (cached !== undefined) return cached;
   if (tune === "auto") return { ...features, threads };
@@ -143,9 +149,49 @@ function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens
       fetches.push(newKvName(i, kind));
     }
   }
-  // the taps are part of a real prefill's cost
-  if (session.outputNames.includes(HIDDEN_STATES_OUTPUT)) fetches.push(HIDDEN_STATES_OUTPUT);
+  // the taps are part of a real prefill's cost: with tap summaries, what a live probe prefill fetches
+  if (session.inputNames.includes(TAP.hidden)) {
+    Object.assign(feeds, tapControlFeeds(spec.blocks + 1, spec.dim, false, { max: false }));
+    fetches.push(TAP.pooledOut);
+  } else if (session.outputNames.includes(HIDDEN_STATES_OUTPUT)) fetches.push(HIDDEN_STATES_OUTPUT);
   return { feeds, fetches };
+}
+
+/** Zero gates [L+1, d, 1] / [L+1, 1, 1] for runs that ask for none (the inputs must be fed all the same). */
+const noGates = new Map<string, { weights: ort.Tensor; bias: ort.Tensor }>();
+
+/** The tap-control feeds of a `tapSummaries` graph (graph/decoder.ts TAP) for one run. */
+function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: SummaryRequest | undefined): Record<string, ort.Tensor> {
+  const flag = (v: boolean) => new ort.Tensor("bool", [v], []); // []
+  const gates = summary?.gates;
+  let w: ort.Tensor, b: ort.Tensor;
+  const key = `${L1}x${d}`;
+  if (!noGates.has(key)) noGates.set(key, { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]) });
+  if (gates !== undefined) {
+    w = new ort.Tensor("float32", gates.weights, [L1, d, gates.count]); // [L+1, d, G]
+    b = new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]); // [L+1, 1, G]
+  } else {
+    ({ weights: w, bias: b } = noGates.get(key)!);
+  }
+  const proj = summary?.projections;
+  let pw: ort.Tensor, pb: ort.Tensor;
+  if (proj !== undefined) {
+    pw = new ort.Tensor("float32", proj.weights, [L1, d, proj.width]); // [L+1, d, P]
+    pb = new ort.Tensor("float32", proj.bias, [L1, 1, proj.width]); // [L+1, 1, P]
+  } else {
+    ({ weights: pw, bias: pb } = noGates.get(`${L1}x${d}`)!);
+  }
+  return {
+    [TAP.proj]: flag(proj !== undefined),
+    [TAP.projWeights]: pw,
+    [TAP.projBias]: pb,
+    [TAP.hidden]: flag(hidden),
+    [TAP.pooled]: flag(summary !== undefined),
+    [TAP.max]: flag(summary?.max === true),
+    [TAP.gates]: flag(gates !== undefined),
+    [TAP.gateWeights]: w,
+    [TAP.gateBias]: b,
+  };
 }
 
 /** A DecoderSession over onepass's own decoder graph for `model` (built once, cached under `cacheDir`). */
@@ -154,7 +200,7 @@ export async function createDecoderSession(model: LoadedModel, sessionOptions: D
   // one level for prefill and decode unless asked otherwise: one ORT session, one copy of the weights
   const settings = await resolveRunSettings(model, sessionOptions);
   const options: DecoderSessionOptions = { ...sessionOptions, accuracyLevel: settings.accuracyLevel, threads: settings.threads };
-  const buildOptions: DecoderBuildOptions = { taps: options.taps ?? true, accuracyLevel: options.accuracyLevel, int4: options.int4 };
+  const buildOptions: DecoderBuildOptions = { taps: options.taps ?? true, tapSummaries: options.tapSummaries ?? true, accuracyLevel: options.accuracyLevel, int4: options.int4 };
   let graph = ensureDecoderGraph(model, buildOptions, { cacheDir: options.cacheDir, onProgress: options.onProgress });
   try {
     return await openOnnxDecoderSession({ path: graph.modelPath }, model.spec, options);
@@ -227,11 +273,15 @@ interface DecoderIo {
   /** KV-cache element type ("append" is always float32). */
   pastType: "float32" | "float16";
   taps: boolean;
+  /** The graph has the run-time tap controls and summary outputs (graph/decoder.ts TAP): they must be fed. */
+  summaries: boolean;
   /** input_ids has a free batch dimension and the KV cache is "append": sequences can decode together. */
   batched: boolean;
 }
 
 const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
+const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias];
+const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut];
 
 function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string): DecoderIo {
   const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
@@ -239,7 +289,7 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
   if (!inputs.has("input_ids")) throw new GraphError(`the model has no input_ids input`, { file, field: "input_ids" });
   if (!outputs.has("logits")) throw new GraphError(`the model has no logits output`, { file, field: "logits" });
   for (const name of inputs.keys()) {
-    if (!KNOWN_INPUTS.has(name) && !/^past_key_values\.\d+\.(key|value)$/.test(name)) {
+    if (!KNOWN_INPUTS.has(name) && !TAP_INPUTS.includes(name) && !/^past_key_values\.\d+\.(key|value)$/.test(name)) {
       throw new GraphError(`the model has an input onepass does not know how to feed`, { file, field: name });
     }
   }
@@ -271,8 +321,18 @@ function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string)
     kv,
     pastType,
     taps: outputs.has(HIDDEN_STATES_OUTPUT),
+    summaries: tapControls(inputs, outputs, file),
     batched: kv === "append" && freeBatch(inputs.get("input_ids")!) && inputs.has("attention_mask") && inputs.has("position_ids"),
   };
+}
+
+/** Whether the graph has all the tap controls and outputs (a part of them is a broken graph, not a choice). */
+function tapControls(inputs: Map<string, unknown>, outputs: Set<string>, file: string): boolean {
+  const have = TAP_INPUTS.filter((n) => inputs.has(n));
+  if (have.length === 0) return false;
+  const missing = [...TAP_INPUTS.filter((n) => !inputs.has(n)), ...TAP_OUTPUTS.filter((n) => !outputs.has(n))];
+  if (missing.length > 0) throw new GraphError(`the model has tap-control inputs but lacks ${missing.join(", ")}`, { file, field: missing[0] });
+  return true;
 }
 
 /**
@@ -329,6 +389,7 @@ class OrtDecoderSession implements DecoderSession {
   readonly vocabSize: number;
   readonly contextLength: number;
   readonly hasTaps: boolean;
+  readonly hasTapSummaries: boolean;
   readonly batch?: BatchDecoder;
   /**
    * "append" KV cache (kv-pool.ts): per layer one key and one value buffer [slots, kvH, capacity, hd] owned by JS
@@ -365,6 +426,7 @@ class OrtDecoderSession implements DecoderSession {
     this.vocabSize = spec.vocabSize;
     this.contextLength = spec.contextLength;
     this.hasTaps = io.taps;
+    this.hasTapSummaries = io.summaries;
     if (io.kv === "append") {
       this.pool = new KvPool(spec.blocks, spec.kvHeads, spec.headDim, spec.contextLength);
       this.main = this.pool.openSequence();
@@ -438,6 +500,7 @@ class OrtDecoderSession implements DecoderSession {
     if (options.hidden === true && !this.hasTaps) {
       throw new InvalidArgumentError("hidden states requested from a session built without taps", { field: "taps" });
     }
+    if (options.summary !== undefined) checkSummaryRequest(options.summary, this.hasTapSummaries, this.spec);
     for (let t = 0; t < T; t++) {
       const id = tokens[t];
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
@@ -447,7 +510,9 @@ class OrtDecoderSession implements DecoderSession {
     this.busy = true;
     try {
       // recompute mode re-runs everything anyway: chunking would only multiply the work
-      return T <= this.maxChunk || this.io.kv === "recompute" ? await this.run(tokens, options, seq) : await this.runChunked(tokens, options, seq);
+      // a summary of the first `upTo` tokens only: the run is split there (results as if from one run)
+      const cut = options.summary?.upTo !== undefined && options.summary.upTo < T;
+      return (T <= this.maxChunk && !cut) || this.io.kv === "recompute" ? await this.run(tokens, options, seq) : await this.runChunked(tokens, options, seq);
     } finally {
       this.busy = false;
     }
@@ -464,16 +529,24 @@ class OrtDecoderSession implements DecoderSession {
     const hidden = wantHidden ? new Float32Array((blocks + 1) * T * dim) : undefined; // [L+1, T, d]
     const logits = all ? new Float32Array(T * this.vocabSize) : undefined; // [T, vocab]
     let last: ForwardPass | undefined;
+    let summary: TapSummary | undefined;
     let runMs = 0;
     try {
-      for (let off = 0; off < T; off += this.maxChunk) {
-        const chunk = tokens.slice(off, off + this.maxChunk);
-        last = await this.run(chunk, { hidden: wantHidden, logits: all ? "all" : "last" }, seq);
-        runMs += last.runMs;
+      const upTo = Math.min(T, options.summary?.upTo ?? T);
+      for (let off = 0; off < T; ) {
+        // chunks of maxChunk, one of them ending at the summary's cut
+        const end = Math.min(T, off + this.maxChunk, off < upTo ? upTo : T);
+        const chunk = tokens.slice(off, end);
+        const summarised = options.summary !== undefined && end <= upTo ? { summary: options.summary } : {};
+        last = await this.run(chunk, { hidden: wantHidden, logits: all ? "all" : "last", ...summarised }, seq);
         if (hidden !== undefined) {
           for (let l = 0; l <= blocks; l++) hidden.set(last.hidden!.layer(l), (l * T + off) * dim);
         }
         logits?.set(last.logits, off * this.vocabSize);
+        off = end;
+        runMs += last.runMs;
+        // partial aggregates of consecutive chunks combine exactly (types/summary.ts)
+        if (last.summary !== undefined) summary = summary === undefined ? last.summary : summary.then(last.summary);
       }
     } catch (e) {
       // the cache holds none of this call's tokens
@@ -485,6 +558,7 @@ class OrtDecoderSession implements DecoderSession {
       logits: logits ?? last!.logits,
       positions: all ? T : 1,
       hidden: hidden !== undefined ? new HiddenStates(blocks + 1, T, dim, hidden) : undefined,
+      ...(summary !== undefined ? { summary } : {}),
       runMs,
     };
   }
@@ -529,6 +603,10 @@ class OrtDecoderSession implements DecoderSession {
     }
     const wantHidden = options.hidden === true;
     if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
+    // summaries cover the run's tokens: our graphs (the only ones with them) keep a KV cache, so R = T
+    const summary = io.summaries && R === T ? options.summary : undefined;
+    if (io.summaries) Object.assign(feeds, tapControlFeeds(blocks + 1, dim, wantHidden, summary));
+    if (summary !== undefined) fetches.push(...summaryFetches(summary));
 
     const t0 = performance.now();
     const out = await this.ortRun(T > 1 ? this.prefillSession : this.session, feeds, fetches);
@@ -566,6 +644,7 @@ class OrtDecoderSession implements DecoderSession {
     }
     const result: ForwardPass = { logits, positions: wanted, runMs };
     if (hidden !== undefined) result.hidden = hidden;
+    if (summary !== undefined) result.summary = readSummary(out, summary, 0, T, blocks + 1, dim, this.file);
     return result;
   }
 
@@ -643,6 +722,7 @@ class OrtDecoderSession implements DecoderSession {
         attention_mask: new ort.Tensor("int64", mask, [B, S]), // [B, maxPast + 1]
         position_ids: new ort.Tensor("int64", BigInt64Array.from(seqs, (q) => BigInt(q.length)), [B, 1]), // [B, 1]
       };
+      if (this.io.summaries) Object.assign(feeds, tapControlFeeds(blocks + 1, dim, wantHidden, undefined));
       if (this.io.logitsPositions) feeds.logits_positions = new ort.Tensor("int64", new BigInt64Array([0n]), [1]); // [1]
       const fetches = ["logits"];
       for (let i = 0; i < blocks; i++) {
@@ -699,6 +779,66 @@ class OrtDecoderSession implements DecoderSession {
     await this.session.release();
     if (this.prefillSession !== this.session) await this.prefillSession.release();
   }
+}
+
+/** Refuses a summary request the session cannot serve or whose gates do not fit the model. */
+function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelSpec): void {
+  if (!supported) throw new InvalidArgumentError("tap summaries requested from a session whose graph has none (built without tapSummaries, or not onepass's own graph)", { field: "summary" });
+  if (r.upTo !== undefined && !(Number.isInteger(r.upTo) && r.upTo >= 1)) throw new InvalidArgumentError(`summary.upTo must be an integer ≥ 1, got ${r.upTo}`, { field: "summary.upTo" });
+  const L1 = spec.blocks + 1;
+  const p = r.projections;
+  if (p !== undefined && (!Number.isInteger(p.width) || p.width < 1 || p.weights.length !== L1 * spec.dim * p.width || p.bias.length !== L1 * p.width)) {
+    throw new InvalidArgumentError(`summary projections must be [${L1}, ${spec.dim}, P] weights and [${L1}, P] biases with P ≥ 1 (got ${p.weights.length} and ${p.bias.length} values for P = ${p.width})`, { field: "summary.projections" });
+  }
+  const g = r.gates;
+  if (g === undefined) return;
+  if (!Number.isInteger(g.count) || g.count < 1 || g.weights.length !== L1 * spec.dim * g.count || g.bias.length !== L1 * g.count) {
+    throw new InvalidArgumentError(`summary gates must be [${L1}, ${spec.dim}, G] weights and [${L1}, G] biases with G ≥ 1 (got ${g.weights.length} and ${g.bias.length} values for G = ${g.count})`, { field: "summary.gates" });
+  }
+}
+
+/** The outputs a summary request fetches. */
+function summaryFetches(r: SummaryRequest): string[] {
+  return [TAP.pooledOut, ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.projections !== undefined ? [TAP.projOut] : [])];
+}
+
+/** Row b's TapSummary from a run's summary outputs (`tokens` real tokens in that row). */
+function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b: number, tokens: number, L1: number, d: number, file: string): TapSummary {
+  const check = (name: string, dims: number[]) => {
+    const t = out[name];
+    if (t.type !== "float32" || t.dims.length !== dims.length + 1 || t.dims.slice(1).some((v, i) => v !== dims[i])) {
+      throw new GraphError(`${name} has shape [${t.dims}] (${t.type}), expected [B, ${dims.join(", ")}] float32`, { file, field: name });
+    }
+    const n = dims.reduce((a, v) => a * v, 1);
+    return (t.data as Float32Array).subarray(b * n, (b + 1) * n);
+  };
+  const pooled = check(TAP.pooledOut, [L1, 2, d]); // [L+1, 2, d]: sum, last
+  const sum = new Float64Array(L1 * d); // [L+1, d]
+  const last = new Float64Array(L1 * d); // [L+1, d]
+  for (let l = 0; l < L1; l++) {
+    sum.set(pooled.subarray(2 * l * d, (2 * l + 1) * d), l * d);
+    last.set(pooled.subarray((2 * l + 1) * d, (2 * l + 2) * d), l * d);
+  }
+  const max = r.max === true ? Float64Array.from(check(TAP.maxOut, [L1, d])) : undefined; // [L+1, d]
+  const G = r.gates?.count ?? 0;
+  const gateNum = G > 0 ? Float64Array.from(check(TAP.gateNumOut, [L1, G, d])) : undefined; // [L+1, G, d]
+  const gateDen = G > 0 ? Float64Array.from(check(TAP.gateDenOut, [L1, G])) : undefined; // [L+1, G]
+  const P = r.projections?.width ?? 0;
+  let proj: Float32Array | undefined;
+  if (P > 0) {
+    // [L+1, B, T, P] layer-major: row b's [L+1, T, P] (no copy for one row)
+    const t = out[TAP.projOut];
+    if (t.type !== "float32" || t.dims.length !== 4 || t.dims[0] !== L1 || t.dims[2] !== tokens || t.dims[3] !== P) {
+      throw new GraphError(`${TAP.projOut} has shape [${t.dims}] (${t.type}), expected [${L1}, B, ${tokens}, ${P}] float32`, { file, field: TAP.projOut });
+    }
+    const all = t.data as Float32Array, B = t.dims[1], n = tokens * P;
+    if (B === 1) proj = all;
+    else {
+      proj = new Float32Array(L1 * n);
+      for (let l = 0; l < L1; l++) proj.set(all.subarray((l * B + b) * n, (l * B + b + 1) * n), l * n);
+    }
+  }
+  return new TapSummary(L1, d, tokens, sum, last, max, G, gateNum, gateDen, proj, P);
 }
 
 /** Elements [from, to) of a float32 or float16 tensor as float32 (a view when it is all of a float32 tensor). */

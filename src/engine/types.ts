@@ -1,4 +1,5 @@
 import type { HiddenStates } from "../types/hidden.js";
+import type { SummaryRequest, TapSummary } from "../types/summary.js";
 
 /**
  * One forward run of the decoder over a chunk of tokens, appended to the session's KV cache.
@@ -11,6 +12,8 @@ export interface ForwardPass {
   positions: number;
   /** [L+1, T, d] for the tokens of this run, when hidden states were requested. */
   hidden?: HiddenStates;
+  /** Per-layer token summaries of this run's tokens (types/summary.ts), when asked (ForwardOptions.summary). */
+  summary?: TapSummary;
   /** Wall time of the ORT run, ms. */
   runMs: number;
 }
@@ -20,6 +23,11 @@ export interface ForwardOptions {
   hidden?: boolean;
   /** "last" (default): logits of the last token only; "all": every token of the run. */
   logits?: "last" | "all";
+  /**
+   * Per-layer token summaries instead of (or besides) the stacked hidden states: computed in the graph, so the
+   * [L+1, T, d] tensor is not copied out of ORT (needs a session with hasTapSummaries).
+   */
+  summary?: SummaryRequest;
 }
 
 /** One sequence of a BatchDecoder (an opaque handle; `length` = its cached positions). */
@@ -56,6 +64,8 @@ export interface DecoderSession {
   readonly pastLength: number;
   /** True when the graph has the stacked hidden-state output. */
   readonly hasTaps: boolean;
+  /** True when runs can return per-layer token summaries (ForwardOptions.summary). */
+  readonly hasTapSummaries?: boolean;
   forward(tokens: readonly number[], options?: ForwardOptions): Promise<ForwardPass>;
   /** Drop the KV cache (start a new sequence). */
   reset(): void;

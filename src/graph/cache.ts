@@ -11,10 +11,10 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import type { LoadedModel } from "../model/spec.js";
 import { GraphError } from "../errors.js";
-import { DECODER_BUILDER_VERSION, buildDecoderGraph, type DecoderBuildOptions, type ProgressCallback } from "./decoder.js";
+import { DECODER_BUILDER_VERSION, TAP_LAYOUT, buildDecoderGraph, type DecoderBuildOptions, type ProgressCallback } from "./decoder.js";
 
 /** The build options that shape the graph (the cache key); progress reporting is not one of them. */
-type GraphShapeOptions = Required<Omit<DecoderBuildOptions, "onProgress">>;
+type GraphShapeOptions = Required<Omit<DecoderBuildOptions, "onProgress" | "tapSummaries">> & { tapSummaries?: number };
 
 export interface CachedGraph {
   /** Path of model.onnx (its weights in model.onnx.data next to it). */
@@ -49,6 +49,8 @@ function normalise(model: LoadedModel, o: DecoderBuildOptions): GraphShapeOption
     accuracyLevel: o.accuracyLevel ?? 4,
     int4: o.int4 ?? true,
     maxPositions: o.maxPositions ?? model.spec.contextLength,
+    // only when set: graphs without summaries keep the keys (and cache entries) they had before the option
+    ...((o.taps ?? true) && o.tapSummaries === true ? { tapSummaries: TAP_LAYOUT } : {}),
   };
 }
 
@@ -148,7 +150,7 @@ export function ensureDecoderGraph(
   try {
     const opts = normalise(model, options);
     const tmpModel = join(tmp, "model.onnx");
-    buildDecoderGraph(model.spec, model.weights, tmpModel, { ...opts, onProgress: cache.onProgress ?? options.onProgress });
+    buildDecoderGraph(model.spec, model.weights, tmpModel, { ...opts, tapSummaries: opts.tapSummaries !== undefined, onProgress: cache.onProgress ?? options.onProgress });
     const manifest: Manifest = {
       builderVersion: DECODER_BUILDER_VERSION,
       fingerprint: model.fingerprint,

@@ -25,6 +25,11 @@ import { ropeCaches } from "./rope.js";
 export interface DecoderBuildOptions {
   /** Add the stacked `hidden_states` output (default true). */
   taps?: boolean;
+  /**
+   * With taps: make every tap output optional at run time and add per-layer token summaries (see
+   * `addTapOutputs`). Default false (the plain `hidden_states` output, computed on every run).
+   */
+  tapSummaries?: boolean;
   /** MatMulNBits accuracy_level: 0 exact-ish fp32 activations, 4 int8 activations (faster). Default 4. */
   accuracyLevel?: 0 | 1 | 2 | 3 | 4;
   /** Use MatMulNBits where the source stores exact 4-bit blocks (default true); false dequantises to f32. */
@@ -73,6 +78,7 @@ export function buildDecoderGraph(
   options: DecoderBuildOptions = {},
 ): DecoderGraphInfo {
   const taps = options.taps ?? true;
+  const tapSummaries = taps && options.tapSummaries === true;
   const accuracyLevel = options.accuracyLevel ?? 4;
   const useInt4 = options.int4 ?? true;
   const maxPositions = options.maxPositions ?? spec.contextLength;
@@ -242,7 +248,9 @@ export function buildDecoderGraph(
       g.output(newKvName(i, "key"), "float32", ["B", KV, "T", hd]); // [B, kvH, T, hd]
       g.output(newKvName(i, "value"), "float32", ["B", KV, "T", hd]); // [B, kvH, T, hd]
     }
-    if (taps) {
+    if (tapSummaries) {
+      addTapOutputs(g, hiddenTaps, attentionMask, runLen, d);
+    } else if (taps) {
       // unsqueeze each tap (a free view) so that Concat writes straight into the graph output: one copy
       const axis0 = g.constI64([0]);
       const taps4d = hiddenTaps.map((t) => g.op("Unsqueeze", [t, axis0])); // each [1, B, T, d]
@@ -257,6 +265,124 @@ export function buildDecoderGraph(
     if (e instanceof GraphError || e instanceof UnsupportedModelError) throw e;
     throw new GraphError(`building the decoder graph failed: ${(e as Error).message}`, { file: weights.path }, { cause: e });
   }
+}
+
+/** Names of the run-time tap controls and outputs of a graph built with `tapSummaries`. */
+export const TAP = {
+  /** bool []: compute `hidden_states` [L+1, B, T, d] (else it is empty [L+1, 0, 0, d]). */
+  hidden: "tap_hidden",
+  /** bool []: compute `tap_pooled` [B, L+1, 2, d]: per layer the masked sum over the run's tokens and the last real token. */
+  pooled: "tap_pooled",
+  /** bool []: compute `tap_max_out` [B, L+1, d]: per layer the elementwise max over the run's real tokens. */
+  max: "tap_max",
+  /** bool []: compute `tap_proj_out` [L+1, B, T, P] = x_l · W_l + b_l from the fed projections (MHA probes' Q, K, V). */
+  proj: "tap_proj",
+  /** float32 [L+1, d, P] */
+  projWeights: "tap_proj_weights",
+  /** float32 [L+1, 1, P] */
+  projBias: "tap_proj_bias",
+  projOut: "tap_proj_out",
+  /** bool []: compute `tap_gate_num` [B, L+1, G, d] and `tap_gate_den` [B, L+1, G] from the fed gates. */
+  gates: "tap_gates",
+  /** float32 [L+1, d, G]: gate g's score vector per layer (read only when tap_gates). */
+  gateWeights: "tap_gate_weights",
+  /** float32 [L+1, 1, G]: gate g's score bias per layer. */
+  gateBias: "tap_gate_bias",
+  pooledOut: "tap_pooled_out",
+  maxOut: "tap_max_out",
+  gateNumOut: "tap_gate_num",
+  gateDenOut: "tap_gate_den",
+} as const;
+
+/** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
+export const TAP_LAYOUT = 2;
+
+/** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
+const NEG_BIG = -3.0e38;
+
+/**
+ * The tap outputs of a `tapSummaries` graph, each behind an If on its own bool input so that a run computes only
+ * what it fetches (ORT runs every node of a graph whatever is fetched: a plain `hidden_states` Concat costs its
+ * copy on every prefill and decode step). Summaries are per layer over this run's real tokens, read from each
+ * layer's tensor where it is (no [L+1, B, T, d] stack): the token mask is the last T columns of attention_mask
+ * (1 = real token; a right- or left-padded row of a batch is summarised over its own tokens only).
+ *
+ *   tap_pooled_out [B, L+1, 2, d]: [mask; last-token one-hot] [B, 2, T] · x_l [B, T, d], one MatMul per layer
+ *   tap_max_out    [B, L+1, d]:    max over real tokens
+ *   tap_gate_num   [B, L+1, G, d]: Σ_t e^{s_t} x_t with s_t = tanh(x_t · w_lg + b_lg) (a scoring gate's softmax numerator)
+ *   tap_gate_den   [B, L+1, G]:    Σ_t e^{s_t}
+ *   tap_proj_out   [L+1, B, T, P]: x_l · W_l + b_l per token (an MHA probe's Q, K, V: P = 3·d/f ≪ d per probe)
+ *
+ * A sum over chunks of these is the whole prompt's (types/summary.ts); the probes' own weights never enter the
+ * graph (gate vectors are inputs), so one decoder graph and one session serve every probe set.
+ */
+function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: string, runLen: string, d: number): void {
+  const L1 = taps.length;
+  const flag = (name: string) => g.input(name, "bool", []); // []
+  const wantHidden = flag(TAP.hidden);
+  const wantPooled = flag(TAP.pooled);
+  const wantMax = flag(TAP.max);
+  const wantGates = flag(TAP.gates);
+  const gateWeights = g.input(TAP.gateWeights, "float32", [L1, d, "G"]); // [L+1, d, G]
+  const gateBias = g.input(TAP.gateBias, "float32", [L1, 1, "G"]); // [L+1, 1, G]
+  const wantProj = flag(TAP.proj);
+  const projWeights = g.input(TAP.projWeights, "float32", [L1, d, "P"]); // [L+1, d, P]
+  const projBias = g.input(TAP.projBias, "float32", [L1, 1, "P"]); // [L+1, 1, P]
+  const empty = (dims: number[]) => g.initializer(g.fresh("empty"), "float32", dims, new Float32Array(0));
+  const ifNode = (cond: string, outputs: string[], then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => {
+    const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
+    const elseBranch = g.subgraph(g.fresh("else"), () => emptyDims.map((e, i) => ({ name: g.op("Identity", [empty(e)]), type: "float32" as const, dims: dims[i] })));
+    g.node("If", [cond], outputs, { then_branch: thenBranch, else_branch: elseBranch });
+    outputs.forEach((o, i) => g.output(o, "float32", dims[i]));
+  };
+  // the run's token mask [B, T] (inside each branch: a run that fetches nothing pays for nothing)
+  const tokenMask = () => g.op("Slice", [attentionMask, g.op("Neg", [runLen]), g.constI64([Number.MAX_SAFE_INTEGER]), g.constI64([1])]); // [B, T] int64
+  const maskF = () => g.op("Cast", [tokenMask()], { to: 1 }); // [B, T] float
+
+  ifNode(wantHidden, ["hidden_states"], () => {
+    const axis0 = g.constI64([0]);
+    return [g.op("Concat", taps.map((t) => g.op("Unsqueeze", [t, axis0])), { axis: 0 })]; // [L+1, B, T, d]
+  }, [[L1, 0, 0, d]], [[L1, "tap_B", "tap_T", d]]);
+
+  ifNode(wantPooled, [TAP.pooledOut], () => {
+    const m = maskF(); // [B, T]
+    const count = g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }); // [B, 1]
+    const running = g.op("CumSum", [m, g.constI64([1], [])]); // [B, T]
+    const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), m]); // [B, T] one-hot at the last real token
+    const rows = g.op("Concat", [g.op("Unsqueeze", [m, g.constI64([1])]), g.op("Unsqueeze", [last, g.constI64([1])])], { axis: 1 }); // [B, 2, T]
+    const perLayer = taps.map((t) => g.op("MatMul", [rows, t])); // each [B, 2, d]
+    return [g.op("Reshape", [g.op("Concat", perLayer, { axis: 1 }), g.constI64([0, L1, 2, d])])]; // [B, L+1, 2, d]
+  }, [[0, L1, 2, d]], [["tap_B", L1, 2, d]]);
+
+  ifNode(wantMax, [TAP.maxOut], () => {
+    const valid = g.op("Unsqueeze", [g.op("Cast", [tokenMask()], { to: 9 }), g.constI64([2])]); // bool [B, T, 1]
+    const fill = g.constF32([NEG_BIG], []);
+    const perLayer = taps.map((t) => g.op("ReduceMax", [g.op("Where", [valid, t, fill]), g.constI64([1])], { keepdims: 1 })); // each [B, 1, d]
+    return [g.op("Concat", perLayer, { axis: 1 })]; // [B, L+1, d]
+  }, [[0, L1, d]], [["tap_B", L1, d]]);
+
+  ifNode(wantGates, [TAP.gateNumOut, TAP.gateDenOut], () => {
+    const m3 = g.op("Unsqueeze", [maskF(), g.constI64([2])]); // [B, T, 1]
+    const ws = g.node("Split", [gateWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, G]
+    const bs = g.node("Split", [gateBias], L1, { axis: 0, num_outputs: L1 }); // each [1, 1, G]
+    const nums: string[] = [];
+    const dens: string[] = [];
+    taps.forEach((t, l) => {
+      const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [g.op("Add", [g.op("MatMul", [t, ws[l]]), bs[l]])])]), m3]); // [B, T, G]
+      nums.push(g.op("FusedMatMul", [e, t], { transA: 1 }, MS_DOMAIN)); // [B, G, d] = eᵀ · x_l
+      dens.push(g.op("ReduceSum", [e, g.constI64([1])], { keepdims: 1 })); // [B, 1, G]
+    });
+    const num = g.op("Reshape", [g.op("Concat", nums, { axis: 1 }), g.constI64([0, L1, -1, d])]); // [B, L+1, G, d]
+    return [num, g.op("Concat", dens, { axis: 1 })]; // [B, L+1, G, d], [B, L+1, G]
+  }, [[0, L1, 1, d], [0, L1, 1]], [["tap_B", L1, "G", d], ["tap_B", L1, "G"]]);
+
+  ifNode(wantProj, [TAP.projOut], () => {
+    const ws = g.node("Split", [projWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, P]
+    const bs = g.node("Split", [projBias], L1, { axis: 0, num_outputs: L1 }); // each [1, 1, P]
+    const axis0 = g.constI64([0]);
+    const perLayer = taps.map((t, l) => g.op("Unsqueeze", [g.op("Add", [g.op("MatMul", [t, ws[l]]), bs[l]]), axis0])); // each [1, B, T, P]
+    return [g.op("Concat", perLayer, { axis: 0 })]; // [L+1, B, T, P]
+  }, [[L1, 0, 0, 1]], [[L1, "tap_B", "tap_T", "P"]]);
 }
 
 /**

@@ -23,13 +23,14 @@ import {
   TypeProto_TensorSchema,
   ValueInfoProtoSchema,
   type AttributeProto,
+  type GraphProto,
   type NodeProto,
   type TensorProto,
   type ValueInfoProto,
 } from "onnx-buf";
 import { GraphError } from "../errors.js";
 
-export type ElemType = "float32" | "float16" | "int64" | "int32" | "uint8";
+export type ElemType = "float32" | "float16" | "int64" | "int32" | "uint8" | "bool";
 /** A dimension: a fixed size or a symbolic name ("T", "past", ...). */
 export type Dim = number | string;
 
@@ -39,6 +40,7 @@ const DATA_TYPE: Record<ElemType, number> = {
   int64: TensorProto_DataType.INT64,
   int32: TensorProto_DataType.INT32,
   uint8: TensorProto_DataType.UINT8,
+  bool: TensorProto_DataType.BOOL,
 };
 
 /** Marks a float attribute (plain numbers are int attributes). */
@@ -46,7 +48,11 @@ export class FloatAttr {
   constructor(readonly value: number) {}
 }
 export const float = (v: number): FloatAttr => new FloatAttr(v);
-export type Attr = number | number[] | string | FloatAttr | FloatAttr[];
+/** Marks a graph attribute (the branches of If). */
+export class GraphAttr {
+  constructor(readonly graph: GraphProto) {}
+}
+export type Attr = number | number[] | string | FloatAttr | FloatAttr[] | GraphAttr;
 
 /** Initializers at most this many bytes stay inline in the protobuf. */
 const INLINE_LIMIT = 4096;
@@ -157,6 +163,24 @@ export class OnnxModelBuilder {
     return this.node(op, inputs, 1, attrs, domain)[0];
   }
 
+  /**
+   * A subgraph (an If branch): the nodes `build` adds go to it instead of the main graph, and it returns the
+   * names of its outputs. It may read any value of the enclosing graph (ONNX outer scope); initializers it
+   * creates live in the main graph, which a subgraph may read too.
+   */
+  subgraph(name: string, build: () => { name: string; type: ElemType; dims: Dim[] }[]): GraphAttr {
+    const saved = this.nodes.splice(0);
+    let outs: { name: string; type: ElemType; dims: Dim[] }[];
+    let body: NodeProto[];
+    try {
+      outs = build();
+    } finally {
+      body = this.nodes.splice(0);
+      this.nodes.push(...saved);
+    }
+    return new GraphAttr(create(GraphProtoSchema, { name, node: body, output: outs.map((o) => valueInfo(o.name, o.type, o.dims)) }));
+  }
+
   /** Writes model + data files (temp + rename, data first). */
   finish(graphName = "onepass"): void {
     if (this.dataFd === undefined) throw new GraphError("builder already finished", { file: this.modelPath });
@@ -217,6 +241,7 @@ export function valueInfo(name: string, type: ElemType, dims: Dim[]): ValueInfoP
 
 /** A node attribute: integer → INT, number[] → INTS, string → STRING, float()/float()[] → FLOAT/FLOATS. */
 export function attribute(name: string, v: Attr): AttributeProto {
+  if (v instanceof GraphAttr) return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.GRAPH, g: v.graph });
   if (v instanceof FloatAttr) return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.FLOAT, f: v.value });
   if (typeof v === "string") {
     return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(v) });

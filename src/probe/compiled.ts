@@ -4,6 +4,13 @@
  * class probabilities (and the scoring gate's layer weights). The maths is the training forward's
  * (aggregators/*.ts), op for op; test/probe-compiled.test.ts proves the two equal (≤ 1e-5) for every kind.
  *
+ * On an engine with tap summaries (Engine.hasTapSummaries) the live prefill path no longer hands this graph the
+ * stacked tensor: pooling, scoring and fixed probes are read from per-layer summaries the decoder graph computes,
+ * MHA probes from per-token Q/K/V projections (ProjectedMha below), with the probes' weights fed to the decoder as
+ * inputs, so the decoder graph depends on no probe and attaching one never builds or reloads it (probe/summary.ts).
+ * This graph serves the stacked-tensor cases: engines without summaries, probe sets with mixed length cuts,
+ * padded training-style batches, and MHA response probes.
+ *
  * Why a session of its own rather than nodes appended to the decoder graph (bench/compiled-probes.ts, random
  * Qwen2.5-0.5B shape, 128-token prefill, 2-core EPYC at load average ~11): two runs gave own-session/appended
  * total ratios of 0.93, 0.82, 0.84, 0.91 and 1.09, 1.05, 0.98, 1.37 (pooling, scoring, MHA, 4 probes); with the
@@ -284,12 +291,14 @@ function concatColumns(parts: Float32Array[], G: number, d: number, n: number): 
 function mhaBlock(
   g: GraphWriter, s: Shared, agg: MhaAggregator, x: string,
   w: MhaAggregator["tokenBlock"], G: number, p: string, norm: Norm | undefined,
+  /** Q, K, V already projected (standardisation folded in): [G, B·T, 3·d/f]; x then only gives [G, B, T] */
+  pre?: string,
 ): string {
   const d = agg.dim, inner = agg.inner, H = agg.heads, hd = inner / H;
   const mean = agg.pool === "mean";
-  const parts = mean ? [data(w.q), data(w.k)] : [data(w.q), data(w.k), data(w.v)]; // [G, d, d/f] each
+  const parts = mean && pre === undefined ? [data(w.q), data(w.k)] : [data(w.q), data(w.k), data(w.v)]; // [G, d, d/f] each
   const n = parts.length;
-  const proj = layerLinear(g, { ...s, x }, norm, concatColumns(parts, G, d, inner), G, d, n * inner, `${p}.${mean ? "qk" : "qkv"}`); // [G, B·T, n·d/f]
+  const proj = pre ?? layerLinear(g, { ...s, x }, norm, concatColumns(parts, G, d, inner), G, d, n * inner, `${p}.${mean ? "qk" : "qkv"}`); // [G, B·T, n·d/f]
   // [G, B·T, n·d/f] → [G, B, T, n·H, hd] → [G, B, n·H, T, hd] → q, k(, v) [G, B, H, T, hd]
   const byHead = g.op("Transpose", [g.op("Reshape", [proj, g.op("Concat", [g.op("Shape", [x], { end: 3 }), g.ints([n * H, hd])], { axis: 0 })])], { perm: [0, 1, 3, 2, 4] });
   const heads = g.opN("Split", [byHead], n, { axis: 2, num_outputs: n }); // [G, B, H, T, hd] each
@@ -305,6 +314,12 @@ function mhaBlock(
       attMean = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [att, qmask]), g.ints([3])], { keepdims: 0 }), count]);
     } else {
       attMean = g.op("ReduceMean", [att, g.ints([3])], { keepdims: 0 });
+    }
+    if (pre !== undefined) {
+      // V is there already: the query-mean attention reads it ([1, T]·[T, hd] per head)
+      const ctxV = g.op("MatMul", [g.op("Unsqueeze", [attMean, g.ints([3])]), heads[2]]); // [G, B, H, 1, hd]
+      const mergedV = g.op("Reshape", [ctxV, g.op("Concat", [g.op("Shape", [x], { end: 2 }), g.ints([inner])], { axis: 0 })]); // [G, B, d/f]
+      return g.op("MatMul", [mergedV, g.weight(`${p}.o`, [G, inner, d], data(w.o))]); // [G, B, d]
     }
     let read = g.op("MatMul", [attMean, x]); // [G, B, H, d]: per head, the attention-weighted input
     // standardised: the weights sum to 1 over the real keys, so (Σ a x − μ)/σ is Σ a (x − μ)/σ
@@ -498,6 +513,154 @@ export function compiledProbesFor(probes: readonly Probe[]): Promise<CompiledPro
   if (cache.size > CACHE_SIZE) {
     const [oldKey, old] = cache.entries().next().value as [string, Promise<CompiledProbes>];
     cache.delete(oldKey);
+    old.then((c) => c.dispose(), () => {});
+  }
+  return hit;
+}
+
+/**
+ * MHA probes from per-token projections computed in the decoder graph (graph/decoder.ts `tap_proj_out`), so that
+ * the [L+1, T, d] tensor never leaves ORT: the graph maps each token to its Q, K, V ([L+1, T, 3·d/f] per probe,
+ * standardisation folded into the fed weights as layerLinear folds it); only the T×T attention, the pooling and
+ * the layer stage run here, in a small session of their own. `projections` is what to feed the decoder.
+ */
+export class ProjectedMha {
+  private constructor(
+    readonly probes: readonly Probe[],
+    readonly projections: { weights: Float32Array; bias: Float32Array; width: number },
+    private readonly session: ort.InferenceSession,
+  ) {}
+
+  static async create(probes: readonly Probe[], options: { threads?: number } = {}): Promise<ProjectedMha> {
+    if (probes.length === 0) throw new InvalidArgumentError("no probes to compile", { field: "probes" });
+    const { layers: L1, dim: d } = probes[0].shape;
+    const g = new GraphWriter();
+    const outputs = [];
+    let off = 0;
+    for (let i = 0; i < probes.length; i++) {
+      const probe = probes[i];
+      const agg = probe.aggregator;
+      if (!(agg instanceof MhaAggregator)) throw new InvalidArgumentError(`a ${probe.config.kind} probe is not an MHA probe`, { field: "kind" });
+      if (probe.shape.layers !== L1 || probe.shape.dim !== d) throw new InvalidArgumentError(`probes of one set must share L+1 and d`, { field: "probes" });
+      const n = 3 * agg.inner;
+      // this probe's columns of the projections [L+1, 1, T, P] → [L+1, T, 3·d/f] (one prompt: B = 1)
+      const mine = g.op("Slice", ["proj", g.ints([off]), g.ints([off + n]), g.ints([3])]); // [L+1, 1, T, n]
+      off += n;
+      const s: Shared = { x: mine, padded: false, mask: "", mask4: "", valid4: "", count3: "", bias: "" };
+      const pre = g.op("Reshape", [mine, g.ints([L1, -1, n])]); // [L+1, T, n]
+      const tokens = mhaBlock(g, s, agg, mine, agg.tokenBlock, L1, `p${i}.token`, undefined, pre); // [L+1, 1, d]
+      const byPrompt = g.op("Unsqueeze", [g.op("Transpose", [tokens], { perm: [1, 0, 2] }), g.ints([0])]); // [1, 1, L+1, d]
+      const stage2: Shared = { ...s, x: byPrompt };
+      const out = mhaBlock(g, stage2, agg, byPrompt, agg.layerBlock, 1, `p${i}.layer`, undefined); // [1, 1, d]
+      const v = g.op("Squeeze", [out, g.ints([0])]); // [1, d]
+      const C = probe.shape.classes;
+      const logits = g.op("Add", [g.op("MatMul", [v, g.weight(`p${i}.head.weight`, [d, C], data(probe.headWeight))]), g.weight(`p${i}.head.bias`, [C], data(probe.headBias))]); // [1, C]
+      g.op("Softmax", [logits], { axis: -1 }, `probs_${i}`); // [1, C]
+      outputs.push(valueInfo(`probs_${i}`, "float32", [1, C]));
+    }
+    const P = off;
+    const bytes = inMemoryModelBytes({ name: "onepass_projected_mha", producer: "onepass-probe", opset: 18, nodes: g.nodes, initializers: g.initializers, inputs: [valueInfo("proj", "float32", [L1, 1, "T", P])], outputs });
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(bytes, {
+        graphOptimizationLevel: "all",
+        executionMode: "sequential",
+        ...probeThreads(false),
+        ...(options.threads !== undefined ? { intraOpNumThreads: options.threads } : {}),
+      });
+    } catch (e) {
+      throw new GraphError(`ONNX Runtime cannot load the compiled MHA probes: ${(e as Error).message}`, { field: "probes" }, { cause: e });
+    }
+    return new ProjectedMha(probes, mhaProjections(probes), session);
+  }
+
+  /** Every probe's probabilities [1, C] from one prompt's projections [L+1, T, P] (no copy). */
+  async run(proj: Float32Array, T: number): Promise<CompiledOutput[]> {
+    const { layers: L1 } = this.probes[0].shape;
+    const P = this.projections.width;
+    if (!(T >= 1) || proj.length !== L1 * T * P) throw new InvalidArgumentError(`projections have ${proj.length} values, expected [${L1}, ${T}, ${P}]`, { field: "summary.proj" });
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await this.session.run({ proj: new ort.Tensor("float32", proj, [L1, 1, T, P]) }); // [L+1, 1, T, P]
+    } catch (e) {
+      throw new GraphError(`compiled MHA probes failed: ${(e as Error).message}`, { field: "probes" }, { cause: e });
+    }
+    return this.probes.map((_, i) => ({ probabilities: out[`probs_${i}`].data as Float32Array })); // [1, C]
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/**
+ * What the decoder graph must compute for a set of MHA probes (SummaryRequest.projections): each probe's folded
+ * [W_q | W_k | W_v] side by side, [L+1, d, P] with P = Σ 3·d/f, and the biases [L+1, P].
+ */
+export function mhaProjections(probes: readonly Probe[]): { weights: Float32Array; bias: Float32Array; width: number } {
+  const { layers: L1, dim: d } = probes[0].shape;
+  const blocks = probes.map((p) => {
+    if (!(p.aggregator instanceof MhaAggregator)) throw new InvalidArgumentError(`a ${p.config.kind} probe is not an MHA probe`, { field: "kind" });
+    return foldedProjection(p, p.aggregator, L1, d);
+  });
+  const P = blocks.reduce((a, b) => a + b.n, 0);
+  const weights = new Float32Array(L1 * d * P); // [L+1, d, P]
+  const bias = new Float32Array(L1 * P); // [L+1, P]
+  let col = 0;
+  for (const blk of blocks) {
+    for (let r = 0; r < L1 * d; r++) weights.set(blk.w.subarray(r * blk.n, (r + 1) * blk.n), r * P + col);
+    for (let l = 0; l < L1; l++) bias.set(blk.b.subarray(l * blk.n, (l + 1) * blk.n), l * P + col);
+    col += blk.n;
+  }
+  return { weights, bias, width: P };
+}
+
+/** An MHA probe's stage-1 [W_q | W_k | W_v] [L+1, d, 3·d/f] with its standardisation folded in (W/σ, −(μ/σ)·W). */
+function foldedProjection(probe: Probe, agg: MhaAggregator, L1: number, d: number): { w: Float32Array; b: Float32Array; n: number } {
+  const t = agg.tokenBlock;
+  const n = 3 * agg.inner;
+  const W = concatColumns([data(t.q), data(t.k), data(t.v)], L1, d, agg.inner); // [L+1, d, n]
+  const b = new Float32Array(L1 * n); // [L+1, n]
+  if (probe.config.standardize !== true) return { w: W, b, n };
+  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+  const { mean, std } = probe.norm;
+  const w = new Float32Array(W.length);
+  for (let l = 0; l < L1; l++) {
+    const acc = new Float64Array(n);
+    for (let j = 0; j < d; j++) {
+      const sd = std[l * d + j], mu = mean[l * d + j];
+      const row = (l * d + j) * n;
+      for (let c = 0; c < n; c++) {
+        w[row + c] = W[row + c] / sd;
+        acc[c] -= (mu / sd) * W[row + c];
+      }
+    }
+    b.set(acc, l * n);
+  }
+  return { w, b, n };
+}
+
+const projectedCache = new Map<string, Promise<ProjectedMha>>();
+
+/** The ProjectedMha of this exact set of MHA probe objects (cached like compiledProbesFor). */
+export function projectedMhaFor(probes: readonly Probe[]): Promise<ProjectedMha> {
+  const key = probes.map((p) => {
+    let id = probeIds.get(p);
+    if (id === undefined) probeIds.set(p, (id = nextId++));
+    return id;
+  }).join(",");
+  let hit = projectedCache.get(key);
+  if (hit !== undefined) {
+    projectedCache.delete(key);
+    projectedCache.set(key, hit);
+    return hit;
+  }
+  hit = ProjectedMha.create(probes);
+  hit.catch(() => projectedCache.delete(key));
+  projectedCache.set(key, hit);
+  if (projectedCache.size > CACHE_SIZE) {
+    const [oldKey, old] = projectedCache.entries().next().value as [string, Promise<ProjectedMha>];
+    projectedCache.delete(oldKey);
     old.then((c) => c.dispose(), () => {});
   }
   return hit;

@@ -2,6 +2,11 @@
  * Probes on the live request: classify a prompt from the hidden states of the very prefill run that produces
  * the first logits (no second pass), before any decode step, and optionally block the request.
  *
+ * With an engine that has tap summaries (Engine.hasTapSummaries), pooling, scoring and fixed probes are read from
+ * the per-layer token summaries the prefill computes in the decoder graph (probe/summary.ts), MHA probes from
+ * per-token Q/K/V projections computed there too: the [L+1, T, d] tensor never leaves ORT. A set with probes
+ * trained on different length cuts takes the stacked hidden states and the compiled probe graph (compiled.ts).
+ *
  *   const engine = await Engine.load(model, { taps: true });
  *   const probes = loadProbes([dirA, dirB], engine.fingerprint);
  *   const { generation, classifications } = generateWithProbes(engine, { prompt, maxTokens: 64 }, probes,
@@ -12,12 +17,15 @@
 import { basename, resolve } from "node:path";
 import type { Engine, GenerateRequest } from "../engine/engine.js";
 import type { DecodeStepHook, Generation, PrefillDecision, PrefillHook } from "../engine/generate.js";
+import type { ForwardOptions } from "../engine/types.js";
+import type { TapSummary } from "../types/summary.js";
 import type { HiddenStates } from "../types/hidden.js";
 import { InvalidArgumentError, NonFiniteError, ProbeError } from "../errors.js";
 import { tokenizationDifferences, type TokenizationSettings } from "../data/features.js";
 import { PROBE_JSON, checkProbeModel, loadProbe, type LoadedProbe, type ProbeMeta } from "./artifact.js";
 import { predictClasses } from "./metrics.js";
-import { compiledProbesFor } from "./compiled.js";
+import { compiledProbesFor, type CompiledOutput } from "./compiled.js";
+import { readsSummaries, summaryProbesFor, type SummaryProbes } from "./summary.js";
 import { responseTracker } from "./response.js";
 
 /** How a request's prompt became tokens (compared with what the probe was trained on). */
@@ -61,6 +69,12 @@ export interface ProbeHookOptions {
   bosTokenId?: number;
   /** Called with the classifications inside the hook, before the decision reaches the engine. */
   onClassified?: (classifications: Classification[]) => void;
+  /**
+   * The engine returns per-layer token summaries (Engine.hasTapSummaries): pooling, scoring and fixed probes are
+   * then read from those (probe/summary.ts) and the prefill need not hand over the [L+1, T, d] tensor. See
+   * ProbeHook.forwardOptions. Default false (the hidden states).
+   */
+  summaries?: boolean;
 }
 
 export interface ProbeHook {
@@ -70,6 +84,12 @@ export interface ProbeHook {
   results: Promise<Classification[]>;
   /** Reject `results` (e.g. the generation failed before its prefill). No effect once settled. */
   fail(err: unknown): void;
+  /**
+   * What the prefill must return for these probes: `{ summary }` when every probe reads token summaries (and
+   * ProbeHookOptions.summaries is set), else `{ hidden: true }`. Give it to Engine.forward, or its fields to
+   * generate (GenerateOptions.summary / hidden).
+   */
+  forwardOptions: ForwardOptions;
 }
 
 /** A probe with the name it is reported under. */
@@ -130,6 +150,60 @@ function cutFor(meta: ProbeMeta, hidden: HiddenStates): HiddenStates {
   return max !== null && hidden.tokens > max ? hidden.sliceTokens(0, max) : hidden;
 }
 
+/** One probe's Classification from its class probabilities [1, C] (and layer weights). */
+function classification(
+  { name, loaded }: NamedProbe, result: CompiledOutput, tokens: number, probeMs: number,
+  promptTokens: readonly number[], blocked: Set<string>, options: ProbeHookOptions,
+): Classification {
+  const { probe, meta } = loaded;
+  const probs = result.probabilities; // [1, C]
+  if (!probs.every(Number.isFinite)) {
+    throw new NonFiniteError(`probe ${name} produced non-finite probabilities [${Array.from(probs).join(", ")}] (its weights or the prompt's hidden states hold NaN/Inf)`, { file: resolve(loaded.dir, PROBE_JSON) });
+  }
+  const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
+  const label = meta.labelNames[labelIndex];
+  return {
+    probe: name,
+    label,
+    labelIndex,
+    probabilities: Object.fromEntries(meta.labelNames.map((n, j) => [n, probs[j]])),
+    ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
+    ...(result.layerWeights !== undefined ? { layerWeights: Array.from(result.layerWeights) } : {}),
+    tokens,
+    probeMs,
+    blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
+    warnings: tokenizationWarnings(meta, promptTokens, options),
+  };
+}
+
+/** Every probe from the prefill's token summaries (probe/summary.ts): O((L+1)·d) reads, and one small ORT call for MHA probes. */
+async function classifyFromSummary(
+  named: NamedProbe[],
+  set: SummaryProbes,
+  summary: TapSummary,
+  promptTokens: readonly number[],
+  blocked: Set<string>,
+  options: ProbeHookOptions,
+): Promise<Classification[]> {
+  const t0 = performance.now();
+  const results = await set.run(summary);
+  const probeMs = performance.now() - t0;
+  return named.map((p, i) => classification(p, results[i], summary.tokens, probeMs, promptTokens, blocked, options));
+}
+
+/**
+ * The token summaries these probes can be read from, or undefined when they need the whole tensor: probes trained
+ * on different length cuts (the summary has one cut, `upTo`).
+ */
+function summaryPlan(named: NamedProbe[]): { set: SummaryProbes; forward: ForwardOptions } | undefined {
+  if (!named.every((p) => readsSummaries(p.loaded.probe))) return undefined;
+  const cuts = new Set(named.map((p) => p.loaded.meta.tokenization?.maxTokens ?? null));
+  if (cuts.size !== 1) return undefined;
+  const [cut] = cuts;
+  const set = summaryProbesFor(named.map((p) => p.loaded.probe));
+  return { set, forward: { summary: { ...set.request, ...(cut !== null ? { upTo: cut } : {}) } } };
+}
+
 /**
  * Run every probe on one prompt's hidden states through the compiled probe graph (compiled.ts): one ORT call
  * per distinct token cut (usually one call for all probes), on the prefill's tensor without a copy.
@@ -154,26 +228,7 @@ async function classifyAll(
     const results = await compiled.runHidden(h);
     const probeMs = performance.now() - t0; // one call for the whole group
     members.forEach((i, k) => {
-      const { name, loaded } = named[i];
-      const { probe, meta } = loaded;
-      const probs = results[k].probabilities; // [1, C]
-      if (!probs.every(Number.isFinite)) {
-        throw new NonFiniteError(`probe ${name} produced non-finite probabilities [${Array.from(probs).join(", ")}] (its weights or the prompt's hidden states hold NaN/Inf)`, { file: resolve(loaded.dir, PROBE_JSON) });
-      }
-      const labelIndex = predictClasses(probs, probe.shape.classes, meta.threshold)[0];
-      const label = meta.labelNames[labelIndex];
-      out[i] = {
-        probe: name,
-        label,
-        labelIndex,
-        probabilities: Object.fromEntries(meta.labelNames.map((n, j) => [n, probs[j]])),
-        ...(probe.shape.classes === 2 && meta.threshold !== undefined ? { threshold: meta.threshold } : {}),
-        ...(results[k].layerWeights !== undefined ? { layerWeights: Array.from(results[k].layerWeights!) } : {}),
-        tokens: h.tokens,
-        probeMs,
-        blocks: blocked.has(label) || blocked.has(`${name}:${label}`),
-        warnings: tokenizationWarnings(meta, promptTokens, options),
-      };
+      out[i] = classification(named[i], results[k], h.tokens, probeMs, promptTokens, blocked, options);
     });
   }
   return out;
@@ -191,6 +246,7 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
   const named = nameProbes(probes);
   for (const { loaded } of named) checkProbeModel(loaded.meta, options.fingerprint, `${loaded.dir}/${PROBE_JSON}`, "serving");
   const blocked = checkPolicy(options.policy ?? "annotate", named);
+  const plan = options.summaries === true ? summaryPlan(named) : undefined;
 
   let settle!: (c: Classification[]) => void;
   let reject!: (e: unknown) => void;
@@ -208,19 +264,22 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
 
   const onPrefill: PrefillHook = async (pass, info): Promise<PrefillDecision | void> => {
     try {
-      if (pass.hidden === undefined) {
+      const states = plan !== undefined && pass.summary !== undefined ? pass.summary : pass.hidden;
+      if (states === undefined) {
         throw new InvalidArgumentError("the prefill returned no hidden states: load the engine with taps: true", { field: "hidden" });
       }
       for (const p of named) {
         const { layers, dim } = p.loaded.probe.shape;
-        if (pass.hidden.layers !== layers || pass.hidden.dim !== dim) {
-          throw new ProbeError(`probe expects ${layers} layers × ${dim}, the model gives ${pass.hidden.layers} × ${pass.hidden.dim}`, {
+        if (states.layers !== layers || states.dim !== dim) {
+          throw new ProbeError(`probe expects ${layers} layers × ${dim}, the model gives ${states.layers} × ${states.dim}`, {
             file: `${p.loaded.dir}/${PROBE_JSON}`,
             field: "shape",
           });
         }
       }
-      const classifications = await classifyAll(named, pass.hidden, info.promptTokens, blocked, options);
+      const classifications = plan !== undefined && pass.summary !== undefined
+        ? await classifyFromSummary(named, plan.set, pass.summary, info.promptTokens, blocked, options)
+        : await classifyAll(named, pass.hidden!, info.promptTokens, blocked, options);
       options.onClassified?.(classifications);
       if (!settled) {
         settled = true;
@@ -232,7 +291,7 @@ export function probeHook(probes: readonly LoadedProbe[] | Record<string, Loaded
       throw err;
     }
   };
-  return { onPrefill, results, fail };
+  return { onPrefill, results, fail, forwardOptions: plan?.forward ?? { hidden: true } };
 }
 
 /** Load probe folders for the serving model (ModelMismatchError for a probe trained on another one). */
@@ -365,9 +424,11 @@ export function generateWithProbes(
     fingerprint: engine.fingerprint,
     tokenization,
     bosTokenId: engine.tokenizer.bosTokenId,
+    summaries: engine.hasTapSummaries,
   });
+  const { summary } = hook.forwardOptions;
   const generation = engine.generate({
-    ...request, onPrefill: hook.onPrefill, hidden: true,
+    ...request, onPrefill: hook.onPrefill, ...(summary !== undefined ? { summary, hidden: false } : { hidden: true }),
     ...(monitor !== undefined ? { onDecodeStep: monitor.onDecodeStep, decodeHidden: true } : {}),
   });
   // a generation that fails (or ends) without reaching the hook must not leave `classifications` pending

@@ -217,8 +217,8 @@ export async function createServer(options: ServeOptions = {}): Promise<OnepassS
   if (probes.length > 0) {
     const record: Record<string, LoadedProbe> = Object.fromEntries(probes.map((p) => [p.name, p.loaded]));
     const tokens = engine.promptTokens({ prompt: "Hello", chat: true });
-    const hook = probeHook(record, { fingerprint: engine.fingerprint });
-    await hook.onPrefill(await engine.forward(tokens, { hidden: true }), { promptTokens: tokens });
+    const hook = probeHook(record, { fingerprint: engine.fingerprint, summaries: engine.hasTapSummaries });
+    await hook.onPrefill(await engine.forward(tokens, hook.forwardOptions), { promptTokens: tokens });
   }
   // the same for response probes that run compiled (MHA re-runs): one token of zeros [L+1, d]
   for (const p of responseProbes) {
@@ -799,8 +799,9 @@ class Server implements OnepassServer {
           fingerprint: this.engine.fingerprint,
           tokenization: { template },
           bosTokenId: this.engine.tokenizer.bosTokenId,
+          summaries: this.engine.hasTapSummaries,
         });
-        const pass: ForwardPass = await this.engine.forward(tokens, { hidden: true });
+        const pass: ForwardPass = await this.engine.forward(tokens, hook.forwardOptions);
         this.metrics.prefillSeconds.observe(pass.runMs / 1000);
         this.metrics.promptTokens.inc(tokens.length);
         await hook.onPrefill(pass, { promptTokens: tokens });

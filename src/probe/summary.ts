@@ -1,0 +1,239 @@
+/**
+ * Probes read from the decoder graph's per-layer token summaries (types/summary.ts, graph/decoder.ts
+ * `tapSummaries`) instead of the whole [L+1, T, d] hidden-state tensor: the live prefill path for pooling,
+ * scoring and fixed probes. What each kind needs:
+ *
+ *   pooling mean / fixed mean: the masked sum and the token count; pooling max / fixed max: the max;
+ *   fixed last: the last token; scoring: its token gate's Σ e^{s_t} x_t and Σ e^{s_t} per layer, s_t the gate's
+ *   score, with the gate vectors fed to the graph as inputs (folded with the probe's standardisation here).
+ *
+ * The rest of each probe — standardisation (affine, so it commutes with a mean, a max (σ > 0) and a weighted sum
+ * whose weights sum to 1), the layer stage, the head and its softmax — is O((L+1)·d) and runs here in float64.
+ * test/probe-summary.test.ts proves the result equal to the training forward (≤ 1e-5) for every kind.
+ * MHA probes read every token against every other: the graph gives each token's Q, K, V projections
+ * ([L+1, T, 3·d/f], the probe's folded weights fed as inputs), and the T×T attention and the rest run in a small
+ * compiled session (compiled.ts ProjectedMha).
+ */
+import { InvalidArgumentError } from "../errors.js";
+import type { SummaryGates, SummaryRequest, TapSummary } from "../types/summary.js";
+import { FixedAggregator } from "./aggregators/fixed.js";
+import { PoolingAggregator } from "./aggregators/pooling.js";
+import { ScoringAggregator } from "./aggregators/scoring.js";
+import { MhaAggregator } from "./aggregators/mha.js";
+import { mhaProjections, projectedMhaFor, type CompiledOutput } from "./compiled.js";
+import type { Probe } from "./probe.js";
+
+/** Whether `probe` can be read from token summaries (pooling, scoring, fixed; MHA through its projections). */
+export function readsSummaries(probe: Probe): boolean {
+  const a = probe.aggregator;
+  return a instanceof PoolingAggregator || a instanceof ScoringAggregator || a instanceof FixedAggregator || a instanceof MhaAggregator;
+}
+
+function values(t: { data: ArrayLike<number> }): ArrayLike<number> {
+  return t.data;
+}
+
+/** A standardised probe's μ, σ ([L+1, d]), checked; undefined when the probe reads raw states. */
+function normOf(probe: Probe): { mean: Float32Array; std: Float32Array } | undefined {
+  if (probe.config.standardize !== true) return undefined;
+  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+  const n = probe.shape.layers * probe.shape.dim;
+  const { mean, std } = probe.norm;
+  if (mean.length !== n || std.length !== n) throw new InvalidArgumentError(`input statistics have ${mean.length} values, expected [${probe.shape.layers}, ${probe.shape.dim}]`, { field: "norm" });
+  if (std.some((v) => !(v > 0) || !Number.isFinite(v)) || mean.some((v) => !Number.isFinite(v))) {
+    throw new InvalidArgumentError("input statistics must be finite with std > 0", { field: "norm.std" });
+  }
+  return { mean, std };
+}
+
+/**
+ * What a set of probes reads from the summaries: the request to hand the engine (ForwardOptions.summary /
+ * GenerateOptions.summary) and the maths that turns a TapSummary into every probe's class probabilities. Built
+ * once per probe set (the gate vectors are folded here); the probes' weights are read at construction.
+ */
+export class SummaryProbes {
+  /** Pass to the engine's prefill. */
+  readonly request: SummaryRequest;
+  /** Gate index of each scoring probe (−1 for the others). */
+  private readonly gateOf: number[];
+
+  constructor(readonly probes: readonly Probe[]) {
+    if (probes.length === 0) throw new InvalidArgumentError("no probes given", { field: "probes" });
+    const { layers: L1, dim: d } = probes[0].shape;
+    for (const p of probes) {
+      if (!readsSummaries(p)) throw new InvalidArgumentError(`a ${p.config.kind} probe cannot be read from token summaries`, { field: "kind" });
+      if (p.shape.layers !== L1 || p.shape.dim !== d) throw new InvalidArgumentError(`probes of one set must share L+1 and d: ${p.shape.layers} × ${p.shape.dim} vs ${L1} × ${d}`, { field: "probes" });
+      const a = p.aggregator;
+      if (a instanceof FixedAggregator && !(a.layer >= 0 && a.layer < L1)) throw new InvalidArgumentError(`fixed probe layer ${a.layer} is outside 0..${L1 - 1}`, { field: "layer" });
+    }
+    // checked once here (bad statistics are refused now, not per request), read per request
+    this.norms = probes.map((p) => {
+      const n = normOf(p);
+      return n === undefined ? undefined : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
+    });
+    const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
+    let g = 0;
+    this.gateOf = probes.map((p) => (p.aggregator instanceof ScoringAggregator ? g++ : -1));
+    const max = probes.some((p) => {
+      const a = p.aggregator;
+      return (a instanceof PoolingAggregator && a.pool === "max") || (a instanceof FixedAggregator && a.token === "max");
+    });
+    this.mha = probes.filter((p) => p.aggregator instanceof MhaAggregator);
+    this.request = {
+      ...(max ? { max: true } : {}),
+      ...(scoring.length > 0 ? { gates: foldGates(scoring, L1, d) } : {}),
+      ...(this.mha.length > 0 ? { projections: mhaProjections(this.mha) } : {}),
+    };
+  }
+
+  /** The MHA probes of the set (read from the projections). */
+  private readonly mha: Probe[];
+  /** Each probe's μ, σ [L+1, d] when standardised. */
+  private readonly norms: (Norm | undefined)[];
+
+  get layers(): number {
+    return this.probes[0].shape.layers;
+  }
+  get dim(): number {
+    return this.probes[0].shape.dim;
+  }
+
+  /** Every probe's class probabilities [1, C] (and a scoring probe's layer weights [1, L+1]) from one prompt's summary. */
+  async run(s: TapSummary): Promise<CompiledOutput[]> {
+    const L1 = this.layers, d = this.dim;
+    if (s.layers !== L1 || s.dim !== d) throw new InvalidArgumentError(`summaries are ${s.layers} × ${s.dim}, the probes expect ${L1} × ${d}`, { field: "summary" });
+    if (s.tokens < 1) throw new InvalidArgumentError("the summary covers no token", { field: "summary" });
+    if (this.request.max === true && s.max === undefined) throw new InvalidArgumentError("the summary has no max (ask with request.max)", { field: "summary.max" });
+    const G = this.request.gates?.count ?? 0;
+    if (s.gates !== G) throw new InvalidArgumentError(`the summary has ${s.gates} gates, the probes feed ${G}`, { field: "summary.gates" });
+    const P = this.request.projections?.width ?? 0;
+    if (s.projWidth !== P) throw new InvalidArgumentError(`the summary has projections of width ${s.projWidth}, the probes need ${P}`, { field: "summary.proj" });
+    const mha = this.mha.length > 0 ? await (await projectedMhaFor(this.mha)).run(s.proj!, s.tokens) : [];
+    let k = 0;
+    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i], this.norms[i])));
+  }
+}
+
+/**
+ * Scoring gates as graph inputs: w_l/σ_l and −(μ_l/σ_l)·w_l (the score of the standardised token, from the raw
+ * one), [L+1, d, G] and [L+1, G].
+ */
+function foldGates(scoring: Probe[], L1: number, d: number): SummaryGates {
+  const G = scoring.length;
+  const weights = new Float32Array(L1 * d * G); // [L+1, d, G]
+  const bias = new Float32Array(L1 * G); // [L+1, G]
+  scoring.forEach((p, g) => {
+    const w = values((p.aggregator as ScoringAggregator).tokenGate); // [L+1, d, 1]
+    const norm = normOf(p);
+    for (let l = 0; l < L1; l++) {
+      let b = 0;
+      for (let j = 0; j < d; j++) {
+        const k = l * d + j;
+        const sd = norm === undefined ? 1 : norm.std[k];
+        weights[k * G + g] = w[k] / sd;
+        if (norm !== undefined) b -= (norm.mean[k] / sd) * w[k];
+      }
+      bias[l * G + g] = b;
+    }
+  });
+  return { weights, bias, count: G };
+}
+
+/** One probe from the summary, in float64. */
+/** μ and 1/σ [L+1, d] in float64 (a multiply per value instead of a divide). */
+interface Norm {
+  mean: Float64Array;
+  inv: Float64Array;
+}
+
+function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined): CompiledOutput {
+  const { layers: L1, dim: d, classes: C } = p.shape;
+  /** (x − μ_l)/σ_l of a layer-l vector x [d] into a fresh Float64Array. */
+  const std = (x: Float64Array, off: number, l: number, scale = 1): Float64Array => {
+    const out = new Float64Array(d);
+    if (norm === undefined) for (let j = 0; j < d; j++) out[j] = x[off + j] * scale;
+    else for (let j = 0; j < d; j++) out[j] = (x[off + j] * scale - norm.mean[l * d + j]) * norm.inv[l * d + j];
+    return out;
+  };
+  const a = p.aggregator;
+  const v = new Float64Array(d); // the aggregator's output [d]
+  let layerWeights: Float32Array | undefined;
+  if (a instanceof PoolingAggregator) {
+    if (a.pool === "mean") {
+      for (let l = 0; l < L1; l++) {
+        const z = std(s.sum, l * d, l, 1 / s.tokens); // the layer's standardised token mean
+        for (let j = 0; j < d; j++) v[j] += z[j] / L1;
+      }
+    } else {
+      v.fill(-Infinity);
+      for (let l = 0; l < L1; l++) {
+        const z = std(s.max!, l * d, l);
+        for (let j = 0; j < d; j++) if (z[j] > v[j]) v[j] = z[j];
+      }
+    }
+  } else if (a instanceof ScoringAggregator) {
+    const G = s.gates;
+    const byLayer: Float64Array[] = []; // [L+1][d]: the standardised gate-weighted token sums
+    const wl = values(a.layerGate); // [d, 1]
+    const scores = new Float64Array(L1); // [L+1]
+    for (let l = 0; l < L1; l++) {
+      const den = s.gateDen![l * G + gate];
+      const z = std(s.gateNum!, (l * G + gate) * d, l, 1 / den);
+      byLayer.push(z);
+      let dot = 0;
+      for (let j = 0; j < d; j++) dot += z[j] * wl[j];
+      scores[l] = Math.tanh(dot);
+    }
+    const beta = softmax(scores); // [L+1]
+    for (let l = 0; l < L1; l++) for (let j = 0; j < d; j++) v[j] += beta[l] * byLayer[l][j];
+    layerWeights = Float32Array.from(beta);
+  } else if (a instanceof FixedAggregator) {
+    const l = a.layer;
+    const z = a.token === "last" ? std(s.last, l * d, l) : a.token === "max" ? std(s.max!, l * d, l) : std(s.sum, l * d, l, 1 / s.tokens);
+    v.set(z);
+  } else {
+    throw new InvalidArgumentError(`a ${p.config.kind} probe cannot be read from token summaries`, { field: "kind" });
+  }
+  // head: logits [C] = v · W [d, C] + b, then softmax
+  const W = values(p.headWeight), b = values(p.headBias);
+  const logits = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let acc = b[c];
+    for (let j = 0; j < d; j++) acc += v[j] * W[j * C + c];
+    logits[c] = acc;
+  }
+  return { probabilities: Float32Array.from(softmax(logits)), ...(layerWeights !== undefined ? { layerWeights } : {}) };
+}
+
+function softmax(x: Float64Array): Float64Array {
+  let m = -Infinity;
+  for (const v of x) if (v > m) m = v;
+  const e = x.map((v) => Math.exp(v - m));
+  const z = e.reduce((acc, v) => acc + v, 0);
+  return e.map((v) => v / z);
+}
+
+/** Identity of a probe object for the set cache. */
+const probeIds = new WeakMap<Probe, number>();
+let nextId = 0;
+const cache = new Map<string, SummaryProbes>();
+/** Sets kept at once (each holds its folded gate vectors: (L+1)·d·G floats). */
+const CACHE_SIZE = 16;
+
+/** The SummaryProbes of this exact set of probe objects (in this order), built on first use (LRU cache). */
+export function summaryProbesFor(probes: readonly Probe[]): SummaryProbes {
+  const key = probes.map((p) => {
+    let id = probeIds.get(p);
+    if (id === undefined) probeIds.set(p, (id = nextId++));
+    return id;
+  }).join(",");
+  let hit = cache.get(key);
+  if (hit !== undefined) {
+    cache.delete(key);
+  } else {
+    hit = new SummaryProbes(probes);
+    if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+  }
+  cache.set(key, hit);
+  return hit;
+}

@@ -1,0 +1,113 @@
+/**
+ * Per-layer token summaries of one sequence's run: what pooling, scoring and fixed-layer probes read from the
+ * prompt's hidden states, computed inside the decoder graph so that the [L+1, T, d] tensor never leaves ORT
+ * (graph/decoder.ts, `tapSummaries`). Every field is a partial aggregate that chunks of one prompt combine
+ * exactly (`then`): sums and counts add, maxima take the larger, the last token is the later chunk's, and the
+ * scoring gates' Σ e^{s_t} x_t and Σ e^{s_t} add (s_t = tanh(·) ∈ [−1, 1], so no running maximum is needed for
+ * e^{s_t} to stay finite: an online softmax without rescaling).
+ */
+
+/** Gate score vectors fed to the graph: score_t = tanh(x_t · weights[l, :, g] + bias[l, g]) per layer l, gate g. */
+export interface SummaryGates {
+  /** [L+1, d, G] */
+  weights: Float32Array;
+  /** [L+1, G] */
+  bias: Float32Array;
+  /** G ≥ 1 */
+  count: number;
+}
+
+/** Per-token linear maps fed to the graph: y_t = x_t · weights[l] + bias[l] per layer l (MHA probes' Q, K, V). */
+export interface SummaryProjections {
+  /** [L+1, d, P] */
+  weights: Float32Array;
+  /** [L+1, P] */
+  bias: Float32Array;
+  /** P ≥ 1 */
+  width: number;
+}
+
+/** What a run's summaries must hold beyond the masked sum and the last token (always there). */
+export interface SummaryRequest {
+  /** The per-layer elementwise maximum over the run's tokens. */
+  max?: boolean;
+  /** Scoring gates (see SummaryGates). */
+  gates?: SummaryGates;
+  /** Per-token projections (see SummaryProjections): [L+1, T, P] per run, far narrower than the taps' d. */
+  projections?: SummaryProjections;
+  /**
+   * Summarise only the first `upTo` tokens of the call (a probe trained on a length cut): the prefill is split
+   * there, the later tokens run without summaries. Default: all of them.
+   */
+  upTo?: number;
+}
+
+export class TapSummary {
+  /**
+   * @param layers L + 1
+   * @param dim d
+   * @param tokens real tokens summarised
+   * @param sum [L+1, d] Σ_t x_t (float64: chunks add up without float32 rounding at each step)
+   * @param last [L+1, d] the last real token's states (float32 values; float64 arrays keep the probes' reads monomorphic)
+   * @param max [L+1, d] elementwise max over the tokens, when asked
+   * @param gates G when scoring gates were fed, else 0
+   * @param gateNum [L+1, G, d] Σ_t e^{s_t} x_t
+   * @param gateDen [L+1, G] Σ_t e^{s_t}
+   */
+  constructor(
+    readonly layers: number,
+    readonly dim: number,
+    readonly tokens: number,
+    readonly sum: Float64Array,
+    readonly last: Float64Array,
+    readonly max: Float64Array | undefined,
+    readonly gates: number,
+    readonly gateNum: Float64Array | undefined,
+    readonly gateDen: Float64Array | undefined,
+    /** [L+1, tokens, P] every token's projections, when asked (P = projWidth) */
+    readonly proj?: Float32Array,
+    readonly projWidth = 0,
+  ) {
+    const n = layers * dim;
+    if (sum.length !== n || last.length !== n || (max !== undefined && max.length !== n)) {
+      throw new RangeError(`TapSummary: [${layers}, ${dim}] summaries have ${sum.length}/${last.length}/${max?.length} values`);
+    }
+    if (gates > 0 && (gateNum?.length !== n * gates || gateDen?.length !== layers * gates)) {
+      throw new RangeError(`TapSummary: ${gates} gates need [${layers}, ${gates}, ${dim}] and [${layers}, ${gates}] sums`);
+    }
+    if (projWidth > 0 && proj?.length !== layers * tokens * projWidth) {
+      throw new RangeError(`TapSummary: projections of width ${projWidth} need [${layers}, ${tokens}, ${projWidth}] values`);
+    }
+  }
+
+  /** The summary of this run followed by `next` (the same sequence's following tokens). */
+  then(next: TapSummary): TapSummary {
+    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined)) {
+      throw new RangeError("TapSummary.then: summaries of different shapes or contents");
+    }
+    if (next.tokens === 0) return this;
+    if (this.tokens === 0) return next;
+    const add = (a: Float64Array, b: Float64Array) => a.map((v, i) => v + b[i]);
+    return new TapSummary(
+      this.layers, this.dim, this.tokens + next.tokens,
+      add(this.sum, next.sum),
+      next.last,
+      this.max === undefined ? undefined : this.max.map((v, i) => Math.max(v, next.max![i])),
+      this.gates,
+      this.gateNum === undefined ? undefined : add(this.gateNum, next.gateNum!),
+      this.gateDen === undefined ? undefined : add(this.gateDen, next.gateDen!),
+      this.projWidth > 0 ? joinTokens(this.proj!, next.proj!, this.layers, this.tokens, next.tokens, this.projWidth) : undefined,
+      this.projWidth,
+    );
+  }
+}
+
+/** [L, Ta, P] followed by [L, Tb, P] along the token axis: [L, Ta+Tb, P]. */
+function joinTokens(a: Float32Array, b: Float32Array, L: number, Ta: number, Tb: number, P: number): Float32Array {
+  const out = new Float32Array(L * (Ta + Tb) * P); // [L, Ta+Tb, P]
+  for (let l = 0; l < L; l++) {
+    out.set(a.subarray(l * Ta * P, (l + 1) * Ta * P), l * (Ta + Tb) * P);
+    out.set(b.subarray(l * Tb * P, (l + 1) * Tb * P), (l * (Ta + Tb) + Ta) * P);
+  }
+  return out;
+}

@@ -1,0 +1,339 @@
+// The live prefill path of pooling, scoring and fixed probes (probe/summary.ts): the decoder graph returns
+// per-layer token summaries (graph/decoder.ts tapSummaries) and the probes are read from them, never from the
+// whole [L+1, T, d] tensor (MHA probes: each token's Q, K, V projections). Checked against things we did not
+// write here: the summaries against sums, maxima, gate softmaxes and projections recomputed in float64 from the
+// same engine's stacked hidden states; every probe kind
+// against the training forward (Probe.forward through the tape) on those hidden states (≤ 1e-5); chunked and
+// cut prefills, and concurrent requests in one batch, against one prompt alone.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Engine } from "../src/engine/engine.js";
+import { createDecoderSession } from "../src/engine/session.js";
+import { InvalidArgumentError } from "../src/errors.js";
+import { loadModel } from "../src/model/load.js";
+import { makeBatch } from "../src/tensor/batch.js";
+import { Tape } from "../src/tensor/autograd.js";
+import { Rng } from "../src/numeric/rng.js";
+import { HiddenStates } from "../src/types/hidden.js";
+import { TapSummary, type SummaryRequest } from "../src/types/summary.js";
+import { Probe, inputStatistics, softmaxRows, type ProbeConfig } from "../src/probe/probe.js";
+import { SummaryProbes, readsSummaries } from "../src/probe/summary.js";
+import { generateWithProbes, probeHook } from "../src/probe/live.js";
+import type { LoadedProbe, ProbeMeta } from "../src/probe/artifact.js";
+import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
+
+const KINDS: ProbeConfig[] = [
+  { kind: "pooling", pool: "mean" },
+  { kind: "pooling", pool: "max" },
+  { kind: "scoring" },
+  { kind: "mha", heads: 4, downcast: 4, pool: "mean" },
+  { kind: "mha", heads: 2, downcast: 8, pool: "max" },
+  { kind: "fixed", token: "last" },
+  { kind: "fixed", token: "mean", layer: 2 },
+  { kind: "fixed", token: "max", layer: 1 },
+];
+const label = (c: ProbeConfig) => `${c.kind}${c.pool ? `/${c.pool}` : ""}${c.token ? `/${c.token}` : ""}`;
+const PROMPTS = ["Once upon a time", "Lily", "The cat sat on the mat and looked at the big red ball", "Tom was sad."];
+
+/** Every parameter redrawn (the scoring gates start at 0, which would hide gate bugs). */
+function randomize(probe: Probe, seed: number): Probe {
+  const rng = new Rng(seed);
+  for (const t of probe.params().values()) {
+    const fan = t.shape[t.shape.length - 2] ?? 1;
+    for (let i = 0; i < t.data.length; i++) t.data[i] = (rng.normal() * 1.5) / Math.sqrt(fan);
+  }
+  return probe;
+}
+
+/** The training forward on one prompt: probabilities [C] and the layer gate [L+1] where there is one. */
+async function reference(probe: Probe, h: HiddenStates, dtype: "f32" | "f64" = "f32"): Promise<{ probs: Float32Array; gate?: Float32Array }> {
+  const out = await probe.forward(new Tape(dtype, false), makeBatch([h]));
+  return { probs: softmaxRows(out.logits.data, probe.shape.classes), gate: out.layerWeights ? Float32Array.from(out.layerWeights.data) : undefined };
+}
+
+/** Relative difference, scaled by the larger magnitude (sums over tokens reach ~10²). */
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let scale = 1;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  return maxAbsDiff(a, b) / scale;
+}
+
+let engine: Engine;
+let dir: string;
+let probes: Probe[];
+let standardised: Probe[];
+before(async () => {
+  dir = tempDir("summary");
+  engine = await Engine.load(STORIES260K, { taps: true, cacheDir: dir });
+  const real: HiddenStates[] = [];
+  for (const p of PROMPTS) real.push((await engine.forward(p, { hidden: true })).hidden!);
+  const { layers, dim } = real[0];
+  probes = KINDS.map((c, i) => randomize(new Probe(c, { layers, dim, classes: 3 }, { seed: i }), 100 + i));
+  const norm = inputStatistics((i) => real[i], real.length); // [L+1, d] each
+  standardised = KINDS.map((c, i) => {
+    const p = randomize(new Probe({ ...c, standardize: true }, { layers, dim, classes: 3 }, { seed: i }), 200 + i);
+    p.norm = norm;
+    return p;
+  });
+});
+after(async () => {
+  await engine?.dispose();
+});
+
+test("the graph's summaries equal sums, last token, maxima, gate softmax parts and projections recomputed from the stacked hidden states", async () => {
+  assert.equal(engine.hasTapSummaries, true);
+  const set = new SummaryProbes([...probes, ...standardised]);
+  assert.equal(set.request.gates?.count, 2, "one gate per scoring probe");
+  assert.equal(set.request.max, true);
+  for (const prompt of PROMPTS) {
+    const pass = await engine.forward(prompt, { hidden: true, summary: set.request });
+    const h = pass.hidden!, s = pass.summary!;
+    const { layers: L1, tokens: T, dim: d } = h;
+    assert.equal(s.tokens, T);
+    const sum = new Float64Array(L1 * d), max = new Float64Array(L1 * d).fill(-Infinity), last = new Float64Array(L1 * d);
+    const G = set.request.gates!.count;
+    const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G);
+    const { weights, bias } = set.request.gates!;
+    for (let l = 0; l < L1; l++) {
+      for (let t = 0; t < T; t++) {
+        const x = h.token(l, t);
+        for (let j = 0; j < d; j++) {
+          sum[l * d + j] += x[j];
+          max[l * d + j] = Math.max(max[l * d + j], x[j]);
+          if (t === T - 1) last[l * d + j] = x[j];
+        }
+        for (let g = 0; g < G; g++) {
+          let score = bias[l * G + g];
+          for (let j = 0; j < d; j++) score += x[j] * weights[(l * d + j) * G + g];
+          const e = Math.exp(Math.tanh(score));
+          den[l * G + g] += e;
+          for (let j = 0; j < d; j++) num[(l * G + g) * d + j] += e * x[j];
+        }
+      }
+    }
+    assert.ok(relDiff(s.sum, sum) <= 1e-6, `${prompt}: sums differ by ${relDiff(s.sum, sum)}`);
+    assert.ok(maxAbsDiff(s.last, last) === 0, `${prompt}: last token differs`);
+    assert.ok(maxAbsDiff(s.max!, max) === 0, `${prompt}: max differs`);
+    assert.ok(relDiff(s.gateNum!, num) <= 1e-5 && relDiff(s.gateDen!, den) <= 1e-5, `${prompt}: gate sums differ`);
+    // every token's projections [L+1, T, P] = x · W + b
+    const pr = set.request.projections!;
+    const P = pr.width;
+    assert.equal(s.projWidth, P);
+    const proj = new Float64Array(L1 * T * P);
+    for (let l = 0; l < L1; l++) for (let t = 0; t < T; t++) {
+      const x = h.token(l, t);
+      for (let c = 0; c < P; c++) {
+        let acc = pr.bias[l * P + c];
+        for (let j = 0; j < d; j++) acc += x[j] * pr.weights[(l * d + j) * P + c];
+        proj[(l * T + t) * P + c] = acc;
+      }
+    }
+    assert.ok(relDiff(s.proj!, proj) <= 1e-5, `${prompt}: projections differ by ${relDiff(s.proj!, proj)}`);
+  }
+});
+
+test("every kind, random and standardised weights: probabilities and layer weights from the summaries = training forward (≤ 1e-5)", async () => {
+  for (const set of [probes, standardised]) {
+    const sp = new SummaryProbes(set);
+    let spread = 0;
+    for (const prompt of PROMPTS) {
+      const pass = await engine.forward(prompt, { hidden: true, summary: sp.request });
+      const outs = await sp.run(pass.summary!);
+      for (let i = 0; i < set.length; i++) {
+        const ref = await reference(set[i], pass.hidden!);
+        const diff = maxAbsDiff(outs[i].probabilities, ref.probs);
+        assert.ok(diff <= 1e-5, `${prompt} ${label(set[i].config)}${set[i].config.standardize ? " standardised" : ""}: differs by ${diff}`);
+        spread = Math.max(spread, Math.max(...ref.probs) - Math.min(...ref.probs));
+        if (ref.gate !== undefined) assert.ok(maxAbsDiff(outs[i].layerWeights!, ref.gate) <= 1e-5, `${prompt}: layer weights differ`);
+        else assert.equal(outs[i].layerWeights, undefined);
+      }
+    }
+    assert.ok(spread > 1e-2, "probabilities must not be degenerate (the comparison would prove nothing)");
+  }
+});
+
+test("chunked prefill, a cut at upTo tokens, and the summary-only run give the summary of the same tokens alone", async () => {
+  const model = await loadModel(STORIES260K);
+  const chunked = await createDecoderSession(model, { cacheDir: dir, threads: 1, maxChunk: 3 });
+  try {
+    const sp = new SummaryProbes([...probes, ...standardised]);
+    const tokens = engine.tokenizer.encode(PROMPTS[2]);
+    const whole = (await engine.forward(tokens, { hidden: true, summary: sp.request }));
+    chunked.reset();
+    const parts = await chunked.forward(tokens, { summary: sp.request }); // 3 + 3 + ... tokens
+    assert.equal(parts.hidden, undefined, "summaries alone: the stacked tensor is not fetched");
+    const same = (a: TapSummary, b: TapSummary, what: string) => {
+      assert.equal(a.tokens, b.tokens, what);
+      assert.ok(relDiff(a.sum, b.sum) <= 1e-5 && maxAbsDiff(a.max!, b.max!) <= 1e-5 && maxAbsDiff(a.last, b.last) <= 1e-5, `${what}: summaries differ`);
+      assert.ok(relDiff(a.gateNum!, b.gateNum!) <= 1e-5 && relDiff(a.gateDen!, b.gateDen!) <= 1e-5, `${what}: gate sums differ`);
+      assert.ok(relDiff(a.proj!, b.proj!) <= 1e-5, `${what}: projections differ`);
+    };
+    same(parts.summary!, whole.summary!, "chunked");
+    assert.ok(maxAbsDiff(parts.logits, whole.logits) <= 1e-4, "chunked logits");
+    // a cut inside a chunk: the first 7 tokens only, the rest of the prompt still runs (same logits)
+    chunked.reset();
+    const cut = await chunked.forward(tokens, { summary: { ...sp.request, upTo: 7 } });
+    const first7 = await engine.forward(tokens.slice(0, 7), { summary: sp.request });
+    same(cut.summary!, first7.summary!, "cut at 7");
+    assert.ok(maxAbsDiff(cut.logits, whole.logits) <= 1e-4, "cut logits");
+    // the probes read from the cut summary = training forward on the first 7 tokens' states
+    const outs = await sp.run(cut.summary!);
+    const h7 = whole.hidden!.sliceTokens(0, 7);
+    for (const [i, p] of [...probes, ...standardised].entries()) {
+      assert.ok(maxAbsDiff(outs[i].probabilities, (await reference(p, h7)).probs) <= 1e-5, `cut ${label(p.config)}`);
+    }
+  } finally {
+    await chunked.dispose();
+    model.weights.close();
+  }
+});
+
+/** A loaded probe as live.ts takes it (fingerprint of this engine, raw template, optional cut). */
+function loaded(probe: Probe, maxTokens: number | null = null): LoadedProbe {
+  const meta = {
+    labelNames: ["a", "b", "c"],
+    config: probe.config,
+    model: { fingerprint: engine.fingerprint, blocks: engine.spec.blocks, dim: engine.spec.dim },
+    tokenization: { addBos: engine.tokenizer.addBosByDefault, template: "raw", maxTokens, target: "prompt" },
+  } as unknown as ProbeMeta;
+  return { dir, probe, meta } as LoadedProbe;
+}
+
+test("generateWithProbes asks the prefill for summaries, not hidden states; concurrent requests in one batch = each alone = training forward", async () => {
+  const record = Object.fromEntries([...probes, ...standardised].map((p, i) => [`p${i}`, loaded(p)]));
+  const hook = probeHook(record, { fingerprint: engine.fingerprint, summaries: true });
+  assert.ok(hook.forwardOptions.summary !== undefined && hook.forwardOptions.hidden === undefined);
+  const alone = [];
+  for (const prompt of PROMPTS) {
+    const r = generateWithProbes(engine, { prompt, maxTokens: 3, temperature: 0 }, record);
+    await r.generation.result;
+    alone.push(await r.classifications);
+  }
+  // the prompts prefill while the others decode: pieces of 2 tokens between decode steps
+  const batched = await Engine.load(STORIES260K, { taps: true, cacheDir: dir, prefillChunk: 2 });
+  try {
+    const runs = PROMPTS.map((prompt) => generateWithProbes(batched, { prompt, maxTokens: 8, temperature: 0 }, record));
+    const done = runs.map((r) => r.generation.result); // starts them all
+    const results = await Promise.all(runs.map(async (r, k) => ({ res: await done[k], cs: await r.classifications })));
+    assert.ok(batched.batchStats.decodeRuns < batched.batchStats.decodeRows, "the requests decoded together");
+    for (const [k, prompt] of PROMPTS.entries()) {
+      const h = (await engine.forward(prompt, { hidden: true })).hidden!;
+      for (const [i, p] of [...probes, ...standardised].entries()) {
+        const ref = (await reference(p, h)).probs;
+        const got = Object.values(results[k].cs[i].probabilities);
+        assert.ok(maxAbsDiff(got, ref) <= 1e-5, `batched ${prompt} ${label(p.config)}: ${maxAbsDiff(got, ref)}`);
+        assert.ok(maxAbsDiff(got, Object.values(alone[k][i].probabilities)) <= 1e-5, `batched vs alone ${prompt}`);
+        assert.equal(results[k].cs[i].tokens, h.tokens);
+      }
+    }
+  } finally {
+    await batched.dispose();
+  }
+});
+
+test("MHA probes ask for projections; differing length cuts keep the stacked tensor; a cut shared by all probes is a summary cut", async () => {
+  const { layers, dim } = probes[0].shape;
+  const mha = new Probe({ kind: "mha", heads: 2, downcast: 4 }, { layers, dim, classes: 3 });
+  assert.equal(readsSummaries(mha), true);
+  const withMha = probeHook({ a: loaded(probes[0]), m: loaded(mha) }, { fingerprint: engine.fingerprint, summaries: true }).forwardOptions;
+  assert.equal(withMha.summary?.projections?.width, 3 * (dim / 4), "Q, K and V of width d/f");
+  assert.equal(withMha.hidden, undefined);
+  assert.deepEqual(probeHook({ a: loaded(probes[0], 4), b: loaded(probes[2], null) }, { fingerprint: engine.fingerprint, summaries: true }).forwardOptions, { hidden: true });
+  // without the engine's summaries (an export without them): the stacked tensor
+  assert.deepEqual(probeHook({ a: loaded(probes[0]) }, { fingerprint: engine.fingerprint }).forwardOptions, { hidden: true });
+  const cut = probeHook({ a: loaded(probes[0], 4), b: loaded(probes[2], 4) }, { fingerprint: engine.fingerprint, summaries: true });
+  assert.equal(cut.forwardOptions.summary?.upTo, 4);
+  // a cut prompt through generateWithProbes: the probes saw its first 4 tokens
+  const record = { a: loaded(probes[0], 4), b: loaded(probes[2], 4) };
+  const r = generateWithProbes(engine, { prompt: PROMPTS[2], maxTokens: 2, temperature: 0 }, record);
+  await r.generation.result;
+  const cs = await r.classifications;
+  const h4 = (await engine.forward(PROMPTS[2], { hidden: true })).hidden!.sliceTokens(0, 4);
+  assert.equal(cs[0].tokens, 4);
+  assert.ok(maxAbsDiff(Object.values(cs[1].probabilities), (await reference(probes[2], h4)).probs) <= 1e-5);
+});
+
+test("bad summary requests are typed errors naming the field", async () => {
+  const { layers, dim } = probes[0].shape;
+  await assert.rejects(engine.forward("Lily", { summary: { gates: { weights: new Float32Array(3), bias: new Float32Array(layers), count: 1 } } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.gates");
+  await assert.rejects(engine.forward("Lily", { summary: { upTo: 0 } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.upTo");
+  const plain = await Engine.load(STORIES260K, { taps: true, tapSummaries: false, cacheDir: dir });
+  try {
+    assert.equal(plain.hasTapSummaries, false);
+    await assert.rejects(plain.forward("Lily", { summary: {} }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary");
+    // probes still work there, from the stacked tensor
+    const r = generateWithProbes(plain, { prompt: "Lily", maxTokens: 1 }, { a: loaded(probes[2]) });
+    await r.generation.result;
+    const [c] = await r.classifications;
+    const ref = (await reference(probes[2], (await plain.forward("Lily", { hidden: true })).hidden!)).probs;
+    assert.ok(maxAbsDiff(Object.values(c.probabilities), ref) <= 1e-5);
+  } finally {
+    await plain.dispose();
+  }
+  await assert.rejects(engine.forward("Lily", { summary: { projections: { weights: new Float32Array(layers * dim), bias: new Float32Array(layers), width: 2 } } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.projections");
+  assert.throws(() => new SummaryProbes([probes[0], new Probe({ kind: "pooling" }, { layers, dim: dim * 2, classes: 2 })]), InvalidArgumentError);
+});
+
+/** A summary computed here in float64 from hidden states [L+1, T, d] (what the graph computes, for shapes without a model). */
+function summarize(h: HiddenStates, r: SummaryRequest): TapSummary {
+  const { layers: L1, tokens: T, dim: d } = h;
+  const sum = new Float64Array(L1 * d), last = new Float64Array(L1 * d), max = new Float64Array(L1 * d).fill(-Infinity);
+  const G = r.gates?.count ?? 0, P = r.projections?.width ?? 0;
+  const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G), proj = new Float32Array(L1 * T * P);
+  for (let l = 0; l < L1; l++) for (let t = 0; t < T; t++) {
+    const x = h.token(l, t);
+    for (let j = 0; j < d; j++) {
+      sum[l * d + j] += x[j];
+      max[l * d + j] = Math.max(max[l * d + j], x[j]);
+    }
+    if (t === T - 1) last.set(x, l * d);
+    for (let g = 0; g < G; g++) {
+      let score = r.gates!.bias[l * G + g];
+      for (let j = 0; j < d; j++) score += x[j] * r.gates!.weights[(l * d + j) * G + g];
+      const e = Math.exp(Math.tanh(score));
+      den[l * G + g] += e;
+      for (let j = 0; j < d; j++) num[(l * G + g) * d + j] += e * x[j];
+    }
+    for (let c = 0; c < P; c++) {
+      let acc = r.projections!.bias[l * P + c];
+      for (let j = 0; j < d; j++) acc += x[j] * r.projections!.weights[(l * d + j) * P + c];
+      proj[(l * T + t) * P + c] = acc;
+    }
+  }
+  return new TapSummary(L1, d, T, sum, last, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, P > 0 ? proj : undefined, P);
+}
+
+test("random Qwen2.5-0.5B shape (L+1 25, d 896), random and standardised weights: every kind from summaries = float64 training forward (≤ 1e-5)", async () => {
+  const rng = new Rng(9);
+  const shape = { layers: 25, dim: 896, classes: 2 };
+  // the benchmarks' MHA shape (H 8, f 8) for mean pooling; f 16 for max keeps the test short
+  const configs = KINDS.map((c) => (c.kind === "mha" ? { ...c, heads: 8, downcast: c.pool === "mean" ? 8 : 16 } : c));
+  const random = (T: number) => {
+    const data = new Float32Array(25 * T * 896); // [L+1, T, d]
+    for (let i = 0; i < data.length; i++) data[i] = rng.normal() * (1 + (i % 7));
+    return new HiddenStates(25, T, 896, data);
+  };
+  // statistics of other prompts, as training computes them
+  const others = [random(5), random(3), random(7), random(4)];
+  const norm = inputStatistics((i) => others[i], others.length);
+  for (const T of [1, 6]) {
+    const h = random(T);
+    for (const std of [false, true]) {
+      const set = configs.map((c, i) => {
+        const p = randomize(new Probe({ ...c, standardize: std }, shape, { seed: i }), 300 + i);
+        if (std) p.norm = norm;
+        return p;
+      });
+      const sp = new SummaryProbes(set);
+      const outs = await sp.run(summarize(h, sp.request));
+      for (let i = 0; i < set.length; i++) {
+        // the training forward in float64: at this width the float32 one is itself ~1e-5 off for sharp MHA cases
+        // (one case: f64 0.1553112, summaries path 0.1553115, f32 tape 0.1553185, compiled stacked graph 0.1553166)
+        const ref = await reference(set[i], h, "f64");
+        const diff = maxAbsDiff(outs[i].probabilities, ref.probs);
+        assert.ok(diff <= 1e-5, `T ${T} ${label(set[i].config)}${std ? " standardised" : ""}: differs by ${diff}`);
+        if (ref.gate !== undefined) assert.ok(maxAbsDiff(outs[i].layerWeights!, ref.gate) <= 1e-5);
+      }
+    }
+  }
+});
