@@ -66,8 +66,6 @@ class IncrementalTracker implements ResponseTracker {
   /** [L+1, d] this token's standardised states, and the scoring gate's per-layer summaries: reused per token. */
   private readonly xs: Float32Array;
   private readonly summaries: Float64Array;
-  /** 1/σ [L+1, d] of a standardised probe: a multiply per value instead of a divide (per token, ~22k of them). */
-  private invStd?: Float64Array;
 
   constructor(private readonly probe: Probe) {
     this.L1 = probe.shape.layers;
@@ -90,9 +88,8 @@ class IncrementalTracker implements ResponseTracker {
     if (probe.config.standardize !== true) return x;
     if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
     const { mean, std } = probe.norm;
-    const inv = (this.invStd ??= Float64Array.from(std, (s) => 1 / s));
     const out = this.xs; // [L+1, d]; a plain loop: Float32Array.from with a map callback took 2.7 ms at 25 × 896
-    for (let i = 0; i < out.length; i++) out[i] = (x[i] - mean[i]) * inv[i];
+    for (let i = 0; i < out.length; i++) out[i] = (x[i] - mean[i]) / std[i];
     return out;
   }
 
@@ -107,9 +104,8 @@ class IncrementalTracker implements ResponseTracker {
     if (agg instanceof PoolingAggregator) {
       if (agg.pool === "mean") {
         for (let i = 0; i < acc.length; i++) acc[i] += x[i];
-        for (let l = 0; l < L1; l++) for (let j = 0; j < d; j++) v[j] += acc[l * d + j];
-        const scale = 1 / (this.tokens * L1);
-        for (let j = 0; j < d; j++) v[j] *= scale;
+        for (let l = 0; l < L1; l++) for (let j = 0; j < d; j++) v[j] += acc[l * d + j] / this.tokens;
+        for (let j = 0; j < d; j++) v[j] /= L1;
       } else {
         for (let i = 0; i < acc.length; i++) if (x[i] > acc[i]) acc[i] = x[i];
         v.fill(-Infinity);
@@ -117,34 +113,33 @@ class IncrementalTracker implements ResponseTracker {
       }
     } else if (agg instanceof ScoringAggregator) {
       const w = agg.tokenGate.data; // [L+1, d, 1]
-      const w2 = agg.layerGate.data; // [d, 1]
       const summaries = this.summaries; // [L+1, d], every entry rewritten below
-      const { m, z } = this;
+      for (let l = 0; l < L1; l++) {
+        let dot = 0;
+        for (let j = 0; j < d; j++) dot += w[l * d + j] * x[l * d + j];
+        const s = Math.tanh(dot);
+        // online softmax: keep Σ e^(s_i − m) with m the running max (rescale when it moves)
+        if (s > this.m[l]) {
+          const r = this.m[l] === -Infinity ? 0 : Math.exp(this.m[l] - s);
+          for (let j = 0; j < d; j++) acc[l * d + j] *= r;
+          this.z[l] *= r;
+          this.m[l] = s;
+        }
+        const e = Math.exp(s - this.m[l]);
+        this.z[l] += e;
+        for (let j = 0; j < d; j++) {
+          acc[l * d + j] += e * x[l * d + j];
+          summaries[l * d + j] = acc[l * d + j] / this.z[l];
+        }
+      }
+      const w2 = agg.layerGate.data; // [d, 1]
       const beta = new Float64Array(L1); // [L+1]
       let max = -Infinity;
       for (let l = 0; l < L1; l++) {
-        const o = l * d;
         let dot = 0;
-        for (let j = 0; j < d; j++) dot += w[o + j] * x[o + j];
-        const s = Math.tanh(dot);
-        // online softmax: keep Σ e^(s_i − m) with m the running max (rescale when it moves)
-        if (s > m[l]) {
-          const r = m[l] === -Infinity ? 0 : Math.exp(m[l] - s);
-          for (let j = 0; j < d; j++) acc[o + j] *= r;
-          z[l] *= r;
-          m[l] = s;
-        }
-        const e = Math.exp(s - m[l]);
-        const iz = 1 / (z[l] += e);
-        // one pass: the running sum, this layer's summary, and its layer-gate score
-        let dot2 = 0;
-        for (let j = 0; j < d; j++) {
-          const a = (acc[o + j] += e * x[o + j]);
-          const sj = (summaries[o + j] = a * iz);
-          dot2 += sj * w2[j];
-        }
-        beta[l] = Math.tanh(dot2);
-        if (beta[l] > max) max = beta[l];
+        for (let j = 0; j < d; j++) dot += summaries[l * d + j] * w2[j];
+        beta[l] = Math.tanh(dot);
+        max = Math.max(max, beta[l]);
       }
       let sum = 0;
       for (let l = 0; l < L1; l++) sum += beta[l] = Math.exp(beta[l] - max);
