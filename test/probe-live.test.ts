@@ -148,6 +148,28 @@ test("annotate generates the same text as a generation without probes (same seed
   assert.ok(plain.tokens.length > 5);
 });
 
+test("the documented order works: await classifications first, then stream or await the result (nothing waits forever)", async () => {
+  const request = { prompt: "Once upon a time", maxTokens: 12, temperature: 0 };
+  const plain = await engine.generate(request).result;
+  // 1. classifications, then the result (README's example): the generation starts without a consumer
+  {
+    const { generation, classifications } = generateWithProbes(engine, request, [loaded]);
+    const [c] = await classifications;
+    assert.equal(c.probe, "sentiment");
+    assert.deepEqual((await generation.result).tokens, plain.tokens);
+  }
+  // 2. classifications, then streaming: the held first chunk comes first, nothing is lost
+  {
+    const { generation, classifications } = generateWithProbes(engine, request, [loaded]);
+    await classifications;
+    const streamed: string[] = [];
+    for await (const ch of generation) streamed.push(ch.text);
+    assert.equal(streamed.join(""), plain.text);
+    assert.deepEqual((await generation.result).tokens, plain.tokens);
+    assert.throws(() => generation[Symbol.asyncIterator](), InvalidArgumentError); // still consumed once
+  }
+});
+
 test("probes of another model, unknown block labels and a tap-less engine are refused when attached", async () => {
   const foreign = join(dir, "foreign");
   saveProbe(foreign, loaded.probe, { ...loaded.meta, model: { ...loaded.meta.model, fingerprint: "f".repeat(64) } });

@@ -137,6 +137,8 @@ export class Generation implements AsyncIterable<GenerateChunk> {
   private reject!: (e: unknown) => void;
   private started = false;
   private driveScheduled = false;
+  /** The run begun by `start()` and its first chunk, held until someone iterates. */
+  private primed?: { iterator: AsyncIterator<GenerateChunk>; first: Promise<IteratorResult<GenerateChunk>> };
 
   /** @param run yields chunks and returns the result; its finally blocks run even when iteration stops early. */
   constructor(
@@ -158,7 +160,7 @@ export class Generation implements AsyncIterable<GenerateChunk> {
     if (!this.driveScheduled) {
       this.driveScheduled = true;
       setImmediate(() => {
-        if (!this.started) void this.drain();
+        if (!this.started || this.primed !== undefined) void this.drain();
       });
     }
     return this.settled;
@@ -174,8 +176,20 @@ export class Generation implements AsyncIterable<GenerateChunk> {
 
   /** Run to the end and return the result (same as awaiting `result`). */
   complete(): Promise<GenerateResult> {
-    if (!this.started) void this.drain();
+    if (!this.started || this.primed !== undefined) void this.drain();
     return this.settled;
+  }
+
+  /**
+   * Starts the run before anyone iterates: the prompt is prefilled (its onPrefill hook runs, so what the hook
+   * settles can be awaited first) and the first chunk is held for whoever iterates next or awaits `result`.
+   * If nobody takes it within the stall timeout, the run ends like a stalled consumer's (finishReason "abort").
+   */
+  start(): void {
+    if (this.started) return;
+    const iterator = this.iterate();
+    this.primed = { iterator, first: iterator.next() };
+    this.primed.first.catch(() => {}); // failures reach whoever iterates or awaits `result`
   }
 
   /** Run to the end, discarding chunks (the result promise gets the outcome). */
@@ -190,6 +204,22 @@ export class Generation implements AsyncIterable<GenerateChunk> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<GenerateChunk> {
+    const primed = this.primed;
+    if (primed === undefined) return this.iterate();
+    // started by start(): hand out its held first chunk, then the same run
+    this.primed = undefined;
+    let first = true;
+    return {
+      next: () => {
+        if (!first) return primed.iterator.next();
+        first = false;
+        return primed.first;
+      },
+      return: () => primed.iterator.return!(),
+    };
+  }
+
+  private iterate(): AsyncIterator<GenerateChunk> {
     if (this.started) throw new InvalidArgumentError("a Generation can be iterated only once");
     this.started = true;
     const state: RunState = { finished: false };

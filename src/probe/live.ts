@@ -300,6 +300,7 @@ export function loadProbes(dirs: readonly string[], fingerprint: string): Loaded
 }
 
 export interface ProbedGeneration {
+  /** Already started (Generation.start): its prompt is prefilled and classified whether or not anyone iterates yet. */
   generation: Generation;
   /** Settles before the first decode step; rejects if the generation fails before its prefill. */
   classifications: Promise<Classification[]>;
@@ -431,6 +432,9 @@ export function generateWithProbes(
     ...request, onPrefill: hook.onPrefill, ...(summary !== undefined ? { summary, hidden: false } : { hidden: true }),
     ...(monitor !== undefined ? { onDecodeStep: monitor.onDecodeStep, decodeHidden: true } : {}),
   });
+  // started now, so that awaiting `classifications` before iterating (or awaiting `result`) cannot wait forever:
+  // the prefill runs and its first chunk waits for the consumer
+  generation.start();
   // a generation that fails (or ends) without reaching the hook must not leave `classifications` pending
   generation.done.then(
     () => hook.fail(new InvalidArgumentError("the generation ended before its prefill ran (aborted?)", { field: "signal" })),
