@@ -7,9 +7,23 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { ProbeConfig } from "../src/probe/probe.js";
 
 /** The bundled stories260K checkpoint (tests never read /work/shared). */
 export const STORIES260K = "assets/stories260K.gguf";
+
+/** Every probe kind and pooling variant, for tests that compare inference paths. */
+export const PROBE_KINDS: ProbeConfig[] = [
+  { kind: "pooling", pool: "mean" },
+  { kind: "pooling", pool: "max" },
+  { kind: "scoring" },
+  { kind: "mha", heads: 4, downcast: 4, pool: "mean" },
+  { kind: "mha", heads: 2, downcast: 8, pool: "max" },
+  { kind: "fixed", token: "last" },
+  { kind: "fixed", token: "mean", layer: 2 },
+  { kind: "fixed", token: "max", layer: 1 },
+];
+export const probeKindLabel = (c: ProbeConfig): string => `${c.kind}${c.pool ? `/${c.pool}` : ""}${c.token ? `/${c.token}` : ""}`;
 
 /** Vocabularies of four tokenizer families (llama.cpp's vocab files) and the built-in model's. */
 export const GGUF_VOCABS = [

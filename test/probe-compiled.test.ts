@@ -8,23 +8,14 @@ import { HiddenStates } from "../src/types/hidden.js";
 import { InvalidArgumentError } from "../src/errors.js";
 import { makeBatch } from "../src/tensor/batch.js";
 import { CompiledProbes, compiledProbesFor } from "../src/probe/compiled.js";
-import { Probe, softmaxRows, type ProbeConfig } from "../src/probe/probe.js";
+import { Probe, softmaxRows } from "../src/probe/probe.js";
 import { Tape } from "../src/tensor/autograd.js";
 import { Rng } from "../src/numeric/rng.js";
 import { arraySource, trainProbe } from "../src/probe/train.js";
-import { STORIES260K, maxAbsDiff } from "./helpers.js";
+import { PROBE_KINDS, probeKindLabel, STORIES260K, maxAbsDiff } from "./helpers.js";
 
-const KINDS: ProbeConfig[] = [
-  { kind: "pooling", pool: "mean" },
-  { kind: "pooling", pool: "max" },
-  { kind: "scoring" },
-  { kind: "mha", heads: 4, downcast: 4, pool: "mean" },
-  { kind: "mha", heads: 2, downcast: 8, pool: "max" },
-  { kind: "fixed", token: "last" },
-  { kind: "fixed", token: "mean", layer: 2 },
-  { kind: "fixed", token: "max", layer: 1 },
-];
-const label = (c: ProbeConfig) => `${c.kind}${c.pool ? `/${c.pool}` : ""}${c.token ? `/${c.token}` : ""}`;
+const KINDS = PROBE_KINDS;
+const label = probeKindLabel;
 
 function randomHidden(rng: Rng, layers: number, tokens: number, dim: number): HiddenStates {
   const data = new Float32Array(layers * tokens * dim); // [L+1, T, d]

@@ -16,23 +16,14 @@ import { Tape } from "../src/tensor/autograd.js";
 import { Rng } from "../src/numeric/rng.js";
 import { HiddenStates } from "../src/types/hidden.js";
 import { TapSummary, type SummaryRequest } from "../src/types/summary.js";
-import { Probe, inputStatistics, softmaxRows, type ProbeConfig } from "../src/probe/probe.js";
+import { Probe, inputStatistics, softmaxRows } from "../src/probe/probe.js";
 import { SummaryProbes, readsSummaries } from "../src/probe/summary.js";
 import { generateWithProbes, probeHook } from "../src/probe/live.js";
 import type { LoadedProbe, ProbeMeta } from "../src/probe/artifact.js";
-import { STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
+import { PROBE_KINDS, probeKindLabel, STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
-const KINDS: ProbeConfig[] = [
-  { kind: "pooling", pool: "mean" },
-  { kind: "pooling", pool: "max" },
-  { kind: "scoring" },
-  { kind: "mha", heads: 4, downcast: 4, pool: "mean" },
-  { kind: "mha", heads: 2, downcast: 8, pool: "max" },
-  { kind: "fixed", token: "last" },
-  { kind: "fixed", token: "mean", layer: 2 },
-  { kind: "fixed", token: "max", layer: 1 },
-];
-const label = (c: ProbeConfig) => `${c.kind}${c.pool ? `/${c.pool}` : ""}${c.token ? `/${c.token}` : ""}`;
+const KINDS = PROBE_KINDS;
+const label = probeKindLabel;
 const PROMPTS = ["Once upon a time", "Lily", "The cat sat on the mat and looked at the big red ball", "Tom was sad."];
 
 /** Every parameter redrawn (the scoring gates start at 0, which would hide gate bugs). */

@@ -39,6 +39,7 @@
  * (no mask, for one live prompt) and a padded one (built on first use). Outputs per probe i: probs_i [B, C],
  * and for scoring probes layer_weights_i [B, L+1].
  */
+import { ProbeSetCache } from "./set-cache.js";
 import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import type { TensorProto } from "onnx-buf";
@@ -482,12 +483,9 @@ export class CompiledProbes {
   }
 }
 
-/** Identity of a probe object for the compiled-set cache. */
-const probeIds = new WeakMap<Probe, number>();
-let nextId = 0;
-const cache = new Map<string, Promise<CompiledProbes>>();
 /** Compiled sets kept at once (each holds an ORT session with a copy of its probes' weights). */
 const CACHE_SIZE = 8;
+const compiledCache = new ProbeSetCache<Promise<CompiledProbes>>(CACHE_SIZE, (probes) => CompiledProbes.create(probes), (old) => void old.then((c) => c.dispose(), () => {}));
 
 /**
  * The compiled session for this exact set of probe objects (in this order), compiled on first use and cached
@@ -496,26 +494,7 @@ const CACHE_SIZE = 8;
  */
 export function compiledProbesFor(probes: readonly Probe[]): Promise<CompiledProbes> {
   if (probes.length === 0) throw new InvalidArgumentError("no probes to compile", { field: "probes" });
-  const key = probes.map((p) => {
-    let id = probeIds.get(p);
-    if (id === undefined) probeIds.set(p, (id = nextId++));
-    return id;
-  }).join(",");
-  let hit = cache.get(key);
-  if (hit !== undefined) {
-    cache.delete(key);
-    cache.set(key, hit);
-    return hit;
-  }
-  hit = CompiledProbes.create(probes);
-  hit.catch(() => cache.delete(key));
-  cache.set(key, hit);
-  if (cache.size > CACHE_SIZE) {
-    const [oldKey, old] = cache.entries().next().value as [string, Promise<CompiledProbes>];
-    cache.delete(oldKey);
-    old.then((c) => c.dispose(), () => {});
-  }
-  return hit;
+  return compiledCache.get(probes);
 }
 
 /**
@@ -640,28 +619,9 @@ function foldedProjection(probe: Probe, agg: MhaAggregator, L1: number, d: numbe
   return { w, b, n };
 }
 
-const projectedCache = new Map<string, Promise<ProjectedMha>>();
+const projectedCache = new ProbeSetCache<Promise<ProjectedMha>>(CACHE_SIZE, (probes) => ProjectedMha.create(probes), (old) => void old.then((c) => c.dispose(), () => {}));
 
 /** The ProjectedMha of this exact set of MHA probe objects (cached like compiledProbesFor). */
 export function projectedMhaFor(probes: readonly Probe[]): Promise<ProjectedMha> {
-  const key = probes.map((p) => {
-    let id = probeIds.get(p);
-    if (id === undefined) probeIds.set(p, (id = nextId++));
-    return id;
-  }).join(",");
-  let hit = projectedCache.get(key);
-  if (hit !== undefined) {
-    projectedCache.delete(key);
-    projectedCache.set(key, hit);
-    return hit;
-  }
-  hit = ProjectedMha.create(probes);
-  hit.catch(() => projectedCache.delete(key));
-  projectedCache.set(key, hit);
-  if (projectedCache.size > CACHE_SIZE) {
-    const [oldKey, old] = projectedCache.entries().next().value as [string, Promise<ProjectedMha>];
-    projectedCache.delete(oldKey);
-    old.then((c) => c.dispose(), () => {});
-  }
-  return hit;
+  return projectedCache.get(probes);
 }

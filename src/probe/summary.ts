@@ -14,6 +14,7 @@
  * ([L+1, T, 3·d/f], the probe's folded weights fed as inputs), and the T×T attention and the rest run in a small
  * compiled session (compiled.ts ProjectedMha).
  */
+import { ProbeSetCache } from "./set-cache.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { SummaryGates, SummaryRequest, TapSummary } from "../types/summary.js";
 import { FixedAggregator } from "./aggregators/fixed.js";
@@ -213,27 +214,10 @@ function softmax(x: Float64Array): Float64Array {
   return e.map((v) => v / z);
 }
 
-/** Identity of a probe object for the set cache. */
-const probeIds = new WeakMap<Probe, number>();
-let nextId = 0;
-const cache = new Map<string, SummaryProbes>();
 /** Sets kept at once (each holds its folded gate vectors: (L+1)·d·G floats). */
-const CACHE_SIZE = 16;
+const summaryCache = new ProbeSetCache<SummaryProbes>(16, (probes) => new SummaryProbes(probes));
 
 /** The SummaryProbes of this exact set of probe objects (in this order), built on first use (LRU cache). */
 export function summaryProbesFor(probes: readonly Probe[]): SummaryProbes {
-  const key = probes.map((p) => {
-    let id = probeIds.get(p);
-    if (id === undefined) probeIds.set(p, (id = nextId++));
-    return id;
-  }).join(",");
-  let hit = cache.get(key);
-  if (hit !== undefined) {
-    cache.delete(key);
-  } else {
-    hit = new SummaryProbes(probes);
-    if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
-  }
-  cache.set(key, hit);
-  return hit;
+  return summaryCache.get(probes);
 }
