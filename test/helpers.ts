@@ -7,7 +7,8 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ProbeConfig } from "../src/probe/probe.js";
+import type { Probe, ProbeConfig } from "../src/probe/probe.js";
+import { Rng } from "../src/numeric/rng.js";
 
 /** The bundled stories260K checkpoint (tests never read /work/shared). */
 export const STORIES260K = "assets/stories260K.gguf";
@@ -23,6 +24,15 @@ export const PROBE_KINDS: ProbeConfig[] = [
   { kind: "fixed", token: "mean", layer: 2 },
   { kind: "fixed", token: "max", layer: 1 },
 ];
+/** Every parameter of `probe` redrawn N(0, 1.5²/fan-in), in place (the scoring gates start at 0, which would hide gate bugs). */
+export function randomizeProbe(probe: Probe, seed: number): Probe {
+  const rng = new Rng(seed);
+  for (const t of probe.params().values()) {
+    const fan = t.shape[t.shape.length - 2] ?? 1;
+    for (let i = 0; i < t.data.length; i++) t.data[i] = (rng.normal() * 1.5) / Math.sqrt(fan);
+  }
+  return probe;
+}
 export const probeKindLabel = (c: ProbeConfig): string => `${c.kind}${c.pool ? `/${c.pool}` : ""}${c.token ? `/${c.token}` : ""}`;
 
 /** Vocabularies of four tokenizer families (llama.cpp's vocab files) and the built-in model's. */

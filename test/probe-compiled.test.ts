@@ -12,7 +12,7 @@ import { Probe, softmaxRows } from "../src/probe/probe.js";
 import { Tape } from "../src/tensor/autograd.js";
 import { Rng } from "../src/numeric/rng.js";
 import { arraySource, trainProbe } from "../src/probe/train.js";
-import { PROBE_KINDS, probeKindLabel, STORIES260K, maxAbsDiff } from "./helpers.js";
+import { PROBE_KINDS, probeKindLabel, randomizeProbe, STORIES260K, maxAbsDiff } from "./helpers.js";
 
 const KINDS = PROBE_KINDS;
 const label = probeKindLabel;
@@ -23,15 +23,7 @@ function randomHidden(rng: Rng, layers: number, tokens: number, dim: number): Hi
   return new HiddenStates(layers, tokens, dim, data);
 }
 
-/** Every parameter redrawn N(0, 0.5²/…): the scoring gates start at 0, which would hide gate bugs. */
-function randomize(probe: Probe, seed: number): Probe {
-  const rng = new Rng(seed);
-  for (const t of probe.params().values()) {
-    const fan = t.shape[t.shape.length - 2] ?? 1;
-    for (let i = 0; i < t.data.length; i++) t.data[i] = (rng.normal() * 1.5) / Math.sqrt(fan);
-  }
-  return probe;
-}
+const randomize = randomizeProbe;
 
 /** Training-path probabilities [N, C] and layer weights [N, L+1] for a padded batch of `hs`. */
 async function reference(probe: Probe, hs: HiddenStates[]): Promise<{ probs: Float32Array; gate?: Float32Array }> {

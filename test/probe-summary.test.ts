@@ -20,21 +20,13 @@ import { Probe, inputStatistics, softmaxRows } from "../src/probe/probe.js";
 import { SummaryProbes, readsSummaries } from "../src/probe/summary.js";
 import { generateWithProbes, probeHook } from "../src/probe/live.js";
 import type { LoadedProbe, ProbeMeta } from "../src/probe/artifact.js";
-import { PROBE_KINDS, probeKindLabel, STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
+import { PROBE_KINDS, probeKindLabel, randomizeProbe, STORIES260K, maxAbsDiff, tempDir } from "./helpers.js";
 
 const KINDS = PROBE_KINDS;
 const label = probeKindLabel;
 const PROMPTS = ["Once upon a time", "Lily", "The cat sat on the mat and looked at the big red ball", "Tom was sad."];
 
-/** Every parameter redrawn (the scoring gates start at 0, which would hide gate bugs). */
-function randomize(probe: Probe, seed: number): Probe {
-  const rng = new Rng(seed);
-  for (const t of probe.params().values()) {
-    const fan = t.shape[t.shape.length - 2] ?? 1;
-    for (let i = 0; i < t.data.length; i++) t.data[i] = (rng.normal() * 1.5) / Math.sqrt(fan);
-  }
-  return probe;
-}
+const randomize = randomizeProbe;
 
 /** The training forward on one prompt: probabilities [C] and the layer gate [L+1] where there is one. */
 async function reference(probe: Probe, h: HiddenStates, dtype: "f32" | "f64" = "f32"): Promise<{ probs: Float32Array; gate?: Float32Array }> {
