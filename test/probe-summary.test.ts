@@ -11,6 +11,10 @@ import { Engine } from "../src/engine/engine.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import { InvalidArgumentError } from "../src/errors.js";
 import { loadModel } from "../src/model/load.js";
+import { ensureDecoderGraph } from "../src/graph/cache.js";
+import { TAP, pastName } from "../src/graph/decoder.js";
+import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
+import * as ort from "onnxruntime-node";
 import { makeBatch } from "../src/tensor/batch.js";
 import { Tape } from "../src/tensor/autograd.js";
 import { Rng } from "../src/numeric/rng.js";
@@ -318,5 +322,53 @@ test("random Qwen2.5-0.5B shape (L+1 25, d 896), random and standardised weights
         if (ref.gate !== undefined) assert.ok(maxAbsDiff(outs[i].layerWeights!, ref.gate) <= 1e-5);
       }
     }
+  }
+});
+
+test("tap_max_out of a padded batch is each row's max over its own tokens (the masked branch); an unpadded run takes the in-place branch with the same result", async () => {
+  const model = await loadModel(STORIES260K);
+  const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
+  const session = await ort.InferenceSession.create(modelPath);
+  try {
+    const { blocks, kvHeads, headDim, dim: d } = model.spec;
+    const L1 = blocks + 1;
+    const T = 5;
+    // row 0: 5 real tokens; row 1: 3 real tokens then 2 padding positions
+    const ids = [1, 300, 42, 17, 99, 1, 56, 7, 0, 0];
+    const mask = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+    const run = async (B: number, rowIds: number[], rowMask: number[]) => {
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
+        attention_mask: new ort.Tensor("int64", BigInt64Array.from(rowMask, BigInt), [B, T]), // [B, T]
+        position_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds.map((_, i) => i % T), BigInt), [B, T]), // [B, T]
+      };
+      if (session.inputNames.includes("logits_positions")) feeds.logits_positions = new ort.Tensor("int64", BigInt64Array.from([BigInt(T - 1)]), [1]); // [1]
+      for (let i = 0; i < blocks; i++) for (const kind of ["key", "value"] as const) feeds[pastName(i, kind)] = new ort.Tensor("float32", new Float32Array(0), [B, kvHeads, 0, headDim]); // [B, kvH, 0, hd]
+      const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
+      Object.assign(feeds, {
+        [TAP.hidden]: flag(true), [TAP.pooled]: flag(false), [TAP.max]: flag(true), [TAP.gates]: flag(false), [TAP.proj]: flag(false),
+        [TAP.gateWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.gateBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
+        [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
+      });
+      const out = await session.run(feeds, ["hidden_states", TAP.maxOut]);
+      return { hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array }; // [L+1, B, T, d], [B, L+1, d]
+    };
+    const expectMax = (hidden: Float32Array, B: number, b: number, real: number) => {
+      const m = new Float32Array(L1 * d).fill(-Infinity); // [L+1, d]
+      for (let l = 0; l < L1; l++) for (let t = 0; t < real; t++) for (let j = 0; j < d; j++) m[l * d + j] = Math.max(m[l * d + j], hidden[((l * B + b) * T + t) * d + j]);
+      return m;
+    };
+    const padded = await run(2, ids, mask);
+    for (const [b, real] of [[0, 5], [1, 3]]) {
+      const got = padded.max.subarray(b * L1 * d, (b + 1) * L1 * d);
+      assert.equal(maxAbsDiff(got, expectMax(padded.hidden, 2, b, real)), 0, `row ${b}: max over its ${real} real tokens`);
+    }
+    // the padding positions' states differ from the real maxima somewhere (else the test could not tell)
+    assert.ok(maxAbsDiff(padded.max.subarray(L1 * d), expectMax(padded.hidden, 2, 1, T)) > 0, "padding would change row 1's max");
+    const dense = await run(1, ids.slice(0, T), mask.slice(0, T));
+    assert.equal(maxAbsDiff(dense.max, expectMax(dense.hidden, 1, 0, T)), 0);
+    assert.equal(maxAbsDiff(dense.max, padded.max.subarray(0, L1 * d)), 0, "row 0 alone = row 0 in the padded batch");
+  } finally {
+    await session.release();
   }
 });

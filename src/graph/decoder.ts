@@ -295,7 +295,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 2;
+export const TAP_LAYOUT = 3;
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
 const NEG_BIG = -3.0e38;
@@ -355,10 +355,22 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   }, [[0, L1, 2, d]], [["tap_B", L1, 2, d]]);
 
   ifNode(wantMax, [TAP.maxOut], () => {
-    const valid = g.op("Unsqueeze", [g.op("Cast", [tokenMask()], { to: 9 }), g.constI64([2])]); // bool [B, T, 1]
-    const fill = g.constF32([NEG_BIG], []);
-    const perLayer = taps.map((t) => g.op("ReduceMax", [g.op("Where", [valid, t, fill]), g.constI64([1])], { keepdims: 1 })); // each [B, 1, d]
-    return [g.op("Concat", perLayer, { axis: 1 })]; // [B, L+1, d]
+    // The masked max copies every layer's [B, T, d] (Where), so it runs only when a row of this run has padding;
+    // a run of real tokens only (every prefill piece and decode step the engine makes) reduces the taps in place.
+    const mask = tokenMask(); // [B, T] int64
+    const padded = g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]); // bool []
+    const dims = ["tap_B", L1, d];
+    const masked = g.subgraph(g.fresh("max_masked"), () => {
+      const valid = g.op("Unsqueeze", [g.op("Cast", [mask], { to: 9 }), g.constI64([2])]); // bool [B, T, 1]
+      const fill = g.constF32([NEG_BIG], []);
+      const perLayer = taps.map((t) => g.op("ReduceMax", [g.op("Where", [valid, t, fill]), g.constI64([1])], { keepdims: 1 })); // each [B, 1, d]
+      return [{ name: g.op("Concat", perLayer, { axis: 1 }), type: "float32" as const, dims }]; // [B, L+1, d]
+    });
+    const dense = g.subgraph(g.fresh("max_dense"), () => {
+      const perLayer = taps.map((t) => g.op("ReduceMax", [t, g.constI64([1])], { keepdims: 1 })); // each [B, 1, d]
+      return [{ name: g.op("Concat", perLayer, { axis: 1 }), type: "float32" as const, dims }]; // [B, L+1, d]
+    });
+    return g.node("If", [padded], 1, { then_branch: masked, else_branch: dense });
   }, [[0, L1, d]], [["tap_B", L1, d]]);
 
   ifNode(wantGates, [TAP.gateNumOut, TAP.gateDenOut], () => {
