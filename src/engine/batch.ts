@@ -14,7 +14,7 @@
  * that reacts to its token within the same turn asks again in time to join the next step.
  */
 import { InvalidArgumentError } from "../errors.js";
-import { HiddenStates } from "../types/hidden.js";
+import { HiddenStates, concatTokens } from "../types/hidden.js";
 import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
 
 /** What the generation loop needs from the model for one request (engine/generate.ts). */
@@ -104,15 +104,10 @@ function joinPasses(passes: ForwardPass[], allLogits: boolean): ForwardPass {
   const summaries = passes.flatMap((p) => (p.summary !== undefined ? [p.summary] : []));
   if (summaries.length > 0) out.summary = summaries.slice(1).reduce((a, s) => a.then(s), summaries[0]);
   if (passes.every((p) => p.hidden !== undefined)) {
-    const { layers, dim } = passes[0].hidden!;
-    const T = passes.reduce((a, p) => a + p.hidden!.tokens, 0);
-    const data = new Float32Array(layers * T * dim); // [L+1, ΣT, d]
-    let t0 = 0;
-    for (const p of passes) {
-      for (let l = 0; l < layers; l++) data.set(p.hidden!.layer(l), (l * T + t0) * dim);
-      t0 += p.hidden!.tokens;
-    }
-    out.hidden = new HiddenStates(layers, T, dim, data);
+    const parts = passes.map((p) => p.hidden!);
+    const { layers, dim } = parts[0];
+    const T = parts.reduce((a, h) => a + h.tokens, 0);
+    out.hidden = new HiddenStates(layers, T, dim, concatTokens(parts, layers, dim)); // [L+1, ΣT, d]
   }
   return out;
 }

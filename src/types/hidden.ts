@@ -43,3 +43,18 @@ export class HiddenStates {
     return new HiddenStates(this.layers, t, this.dim, out);
   }
 }
+
+/**
+ * Layer-major parts [layers, T_i, width] joined along the token axis: [layers, ΣT_i, width] (the pieces of one
+ * prompt's hidden states, or of per-token projections, run after another).
+ */
+export function concatTokens(parts: readonly { data: Float32Array; tokens: number }[], layers: number, width: number): Float32Array {
+  const T = parts.reduce((a, p) => a + p.tokens, 0);
+  const out = new Float32Array(layers * T * width); // [layers, ΣT, width]
+  let t0 = 0;
+  for (const p of parts) {
+    for (let l = 0; l < layers; l++) out.set(p.data.subarray(l * p.tokens * width, (l + 1) * p.tokens * width), (l * T + t0) * width);
+    t0 += p.tokens;
+  }
+  return out;
+}

@@ -6,6 +6,7 @@
  * scoring gates' Σ e^{s_t} x_t and Σ e^{s_t} add (s_t = tanh(·) ∈ [−1, 1], so no running maximum is needed for
  * e^{s_t} to stay finite: an online softmax without rescaling).
  */
+import { concatTokens } from "./hidden.js";
 
 /** Gate score vectors fed to the graph: score_t = tanh(x_t · weights[l, :, g] + bias[l, g]) per layer l, gate g. */
 export interface SummaryGates {
@@ -96,18 +97,8 @@ export class TapSummary {
       this.gates,
       this.gateNum === undefined ? undefined : add(this.gateNum, next.gateNum!),
       this.gateDen === undefined ? undefined : add(this.gateDen, next.gateDen!),
-      this.projWidth > 0 ? joinTokens(this.proj!, next.proj!, this.layers, this.tokens, next.tokens, this.projWidth) : undefined,
+      this.projWidth > 0 ? concatTokens([{ data: this.proj!, tokens: this.tokens }, { data: next.proj!, tokens: next.tokens }], this.layers, this.projWidth) : undefined, // [L+1, Ta+Tb, P]
       this.projWidth,
     );
   }
-}
-
-/** [L, Ta, P] followed by [L, Tb, P] along the token axis: [L, Ta+Tb, P]. */
-function joinTokens(a: Float32Array, b: Float32Array, L: number, Ta: number, Tb: number, P: number): Float32Array {
-  const out = new Float32Array(L * (Ta + Tb) * P); // [L, Ta+Tb, P]
-  for (let l = 0; l < L; l++) {
-    out.set(a.subarray(l * Ta * P, (l + 1) * Ta * P), l * (Ta + Tb) * P);
-    out.set(b.subarray(l * Tb * P, (l + 1) * Tb * P), (l * (Ta + Tb) + Ta) * P);
-  }
-  return out;
 }
