@@ -52,7 +52,7 @@ import { FixedAggregator } from "./aggregators/fixed.js";
 import { MhaAggregator } from "./aggregators/mha.js";
 import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
-import type { Probe } from "./probe.js";
+import { checkedInputNorm, type Probe } from "./probe.js";
 import type { Tensor } from "../tensor/autograd.js";
 
 /** What one compiled probe returns for a batch. */
@@ -160,15 +160,11 @@ interface Norm {
 }
 
 function normFor(g: GraphWriter, probe: Probe, p: string): Norm | undefined {
-  if (probe.config.standardize !== true) return undefined;
-  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
-  const { layers: L1, dim: d } = probe.shape;
-  const { mean, std } = probe.norm;
-  if (mean.length !== L1 * d || std.length !== L1 * d) throw new InvalidArgumentError(`input statistics have ${mean.length} values, expected [${L1}, ${d}]`, { field: "norm" });
   // folding through a max and dividing the weights need σ > 0 (artifact.ts refuses other statistics on load)
-  if (std.some((v) => !(v > 0) || !Number.isFinite(v)) || mean.some((v) => !Number.isFinite(v))) {
-    throw new InvalidArgumentError("input statistics must be finite with std > 0", { field: "norm.std" });
-  }
+  const checked = checkedInputNorm(probe);
+  if (checked === undefined) return undefined;
+  const { layers: L1, dim: d } = probe.shape;
+  const { mean, std } = checked;
   const names = new Map<number, [string, string]>();
   return {
     mean,
@@ -600,9 +596,9 @@ function foldedProjection(probe: Probe, agg: MhaAggregator, L1: number, d: numbe
   const n = 3 * agg.inner;
   const W = concatColumns([data(t.q), data(t.k), data(t.v)], L1, d, agg.inner); // [L+1, d, n]
   const b = new Float32Array(L1 * n); // [L+1, n]
-  if (probe.config.standardize !== true) return { w: W, b, n };
-  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
-  const { mean, std } = probe.norm;
+  const norm = checkedInputNorm(probe);
+  if (norm === undefined) return { w: W, b, n };
+  const { mean, std } = norm;
   const w = new Float32Array(W.length);
   for (let l = 0; l < L1; l++) {
     const acc = new Float64Array(n);

@@ -47,6 +47,22 @@ export interface InputNorm {
 }
 
 /**
+ * A standardised probe's μ and σ [L+1, d], checked for the inference paths that fold them into weights or
+ * through a max (finite, σ > 0); undefined when the probe reads raw states.
+ */
+export function checkedInputNorm(probe: Probe): InputNorm | undefined {
+  if (probe.config.standardize !== true) return undefined;
+  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
+  const { layers: L1, dim: d } = probe.shape;
+  const { mean, std } = probe.norm;
+  if (mean.length !== L1 * d || std.length !== L1 * d) throw new InvalidArgumentError(`input statistics have ${mean.length} values, expected [${L1}, ${d}]`, { field: "norm" });
+  if (std.some((v) => !(v > 0) || !Number.isFinite(v)) || mean.some((v) => !Number.isFinite(v))) {
+    throw new InvalidArgumentError("input statistics must be finite with std > 0", { field: "norm.std" });
+  }
+  return probe.norm;
+}
+
+/**
  * Mean and standard deviation [L+1, d] over the real tokens of (at most `maxExamples`, evenly spaced)
  * examples. Float64 sums: a few hundred thousand tokens would lose digits in float32.
  */

@@ -22,29 +22,12 @@ import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
 import { MhaAggregator } from "./aggregators/mha.js";
 import { mhaProjections, projectedMhaFor, type CompiledOutput } from "./compiled.js";
-import type { Probe } from "./probe.js";
+import { checkedInputNorm, type Probe } from "./probe.js";
 
 /** Whether `probe` can be read from token summaries (pooling, scoring, fixed; MHA through its projections). */
 export function readsSummaries(probe: Probe): boolean {
   const a = probe.aggregator;
   return a instanceof PoolingAggregator || a instanceof ScoringAggregator || a instanceof FixedAggregator || a instanceof MhaAggregator;
-}
-
-function values(t: { data: ArrayLike<number> }): ArrayLike<number> {
-  return t.data;
-}
-
-/** A standardised probe's μ, σ ([L+1, d]), checked; undefined when the probe reads raw states. */
-function normOf(probe: Probe): { mean: Float32Array; std: Float32Array } | undefined {
-  if (probe.config.standardize !== true) return undefined;
-  if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
-  const n = probe.shape.layers * probe.shape.dim;
-  const { mean, std } = probe.norm;
-  if (mean.length !== n || std.length !== n) throw new InvalidArgumentError(`input statistics have ${mean.length} values, expected [${probe.shape.layers}, ${probe.shape.dim}]`, { field: "norm" });
-  if (std.some((v) => !(v > 0) || !Number.isFinite(v)) || mean.some((v) => !Number.isFinite(v))) {
-    throw new InvalidArgumentError("input statistics must be finite with std > 0", { field: "norm.std" });
-  }
-  return { mean, std };
 }
 
 /**
@@ -69,7 +52,7 @@ export class SummaryProbes {
     }
     // checked once here (bad statistics are refused now, not per request), read per request
     this.norms = probes.map((p) => {
-      const n = normOf(p);
+      const n = checkedInputNorm(p);
       return n === undefined ? undefined : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
     });
     const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
@@ -124,8 +107,8 @@ function foldGates(scoring: Probe[], L1: number, d: number): SummaryGates {
   const weights = new Float32Array(L1 * d * G); // [L+1, d, G]
   const bias = new Float32Array(L1 * G); // [L+1, G]
   scoring.forEach((p, g) => {
-    const w = values((p.aggregator as ScoringAggregator).tokenGate); // [L+1, d, 1]
-    const norm = normOf(p);
+    const w = (p.aggregator as ScoringAggregator).tokenGate.data; // [L+1, d, 1]
+    const norm = checkedInputNorm(p);
     for (let l = 0; l < L1; l++) {
       let b = 0;
       for (let j = 0; j < d; j++) {
@@ -140,13 +123,13 @@ function foldGates(scoring: Probe[], L1: number, d: number): SummaryGates {
   return { weights, bias, count: G };
 }
 
-/** One probe from the summary, in float64. */
 /** μ and 1/σ [L+1, d] in float64 (a multiply per value instead of a divide). */
 interface Norm {
   mean: Float64Array;
   inv: Float64Array;
 }
 
+/** One probe from the summary, in float64. */
 function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
   /** (x − μ_l)/σ_l of a layer-l vector x [d] into a fresh Float64Array. */
@@ -175,7 +158,7 @@ function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined
   } else if (a instanceof ScoringAggregator) {
     const G = s.gates;
     const byLayer: Float64Array[] = []; // [L+1][d]: the standardised gate-weighted token sums
-    const wl = values(a.layerGate); // [d, 1]
+    const wl = a.layerGate.data; // [d, 1]
     const scores = new Float64Array(L1); // [L+1]
     for (let l = 0; l < L1; l++) {
       const den = s.gateDen![l * G + gate];
@@ -196,7 +179,7 @@ function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined
     throw new InvalidArgumentError(`a ${p.config.kind} probe cannot be read from token summaries`, { field: "kind" });
   }
   // head: logits [C] = v · W [d, C] + b, then softmax
-  const W = values(p.headWeight), b = values(p.headBias);
+  const W = p.headWeight.data, b = p.headBias.data;
   const logits = new Float64Array(C);
   for (let c = 0; c < C; c++) {
     let acc = b[c];
