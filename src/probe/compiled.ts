@@ -52,7 +52,7 @@ import { FixedAggregator } from "./aggregators/fixed.js";
 import { MhaAggregator } from "./aggregators/mha.js";
 import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
-import { checkedInputNorm, type Probe } from "./probe.js";
+import { checkedInputNorm, foldInputNorm, type Probe } from "./probe.js";
 import type { Tensor } from "../tensor/autograd.js";
 
 /** What one compiled probe returns for a batch. */
@@ -193,20 +193,7 @@ function normFor(g: GraphWriter, probe: Probe, p: string): Norm | undefined {
 function layerLinear(g: GraphWriter, s: Shared, norm: Norm | undefined, W: Float32Array, L1: number, d: number, n: number, name: string): string {
   const x = g.op("Reshape", [s.x, g.ints([L1, -1, d])]); // [L+1, B·T, d]
   if (norm === undefined) return g.op("MatMul", [x, g.weight(name, [L1, d, n], W)]); // [L+1, B·T, n]
-  const folded = new Float32Array(L1 * d * n); // [L+1, d, n]
-  const bias = new Float32Array(L1 * n); // [L+1, 1, n]
-  for (let l = 0; l < L1; l++) {
-    const acc = new Float64Array(n);
-    for (let j = 0; j < d; j++) {
-      const sd = norm.std[l * d + j], mu = norm.mean[l * d + j];
-      const row = (l * d + j) * n;
-      for (let c = 0; c < n; c++) {
-        folded[row + c] = W[row + c] / sd;
-        acc[c] -= (mu / sd) * W[row + c];
-      }
-    }
-    bias.set(acc, l * n);
-  }
+  const { weights: folded, bias } = foldInputNorm(W, norm, L1, d, n); // [L+1, d, n], [L+1, n]
   const y = g.op("MatMul", [x, g.weight(name, [L1, d, n], folded)]); // [L+1, B·T, n]
   return g.op("Add", [y, g.weight(`${name}.bias`, [L1, 1, n], bias)]); // [L+1, B·T, n]
 }
@@ -497,12 +484,13 @@ export function compiledProbesFor(probes: readonly Probe[]): Promise<CompiledPro
  * MHA probes from per-token projections computed in the decoder graph (graph/decoder.ts `tap_proj_out`), so that
  * the [L+1, T, d] tensor never leaves ORT: the graph maps each token to its Q, K, V ([L+1, T, 3·d/f] per probe,
  * standardisation folded into the fed weights as layerLinear folds it); only the T×T attention, the pooling and
- * the layer stage run here, in a small session of their own. `projections` is what to feed the decoder.
+ * the layer stage run here, in a small session of their own. mhaProjections gives what to feed the decoder.
  */
 export class ProjectedMha {
   private constructor(
     readonly probes: readonly Probe[],
-    readonly projections: { weights: Float32Array; bias: Float32Array; width: number },
+    /** P: the projection columns the set reads (Σ 3·d/f over its probes). */
+    readonly width: number,
     private readonly session: ort.InferenceSession,
   ) {}
 
@@ -546,13 +534,13 @@ export class ProjectedMha {
     } catch (e) {
       throw new GraphError(`ONNX Runtime cannot load the compiled MHA probes: ${(e as Error).message}`, { field: "probes" }, { cause: e });
     }
-    return new ProjectedMha(probes, mhaProjections(probes), session);
+    return new ProjectedMha(probes, P, session);
   }
 
   /** Every probe's probabilities [1, C] from one prompt's projections [L+1, T, P] (no copy). */
   async run(proj: Float32Array, T: number): Promise<CompiledOutput[]> {
     const { layers: L1 } = this.probes[0].shape;
-    const P = this.projections.width;
+    const P = this.width;
     if (!(T >= 1) || proj.length !== L1 * T * P) throw new InvalidArgumentError(`projections have ${proj.length} values, expected [${L1}, ${T}, ${P}]`, { field: "summary.proj" });
     let out: ort.InferenceSession.ReturnType;
     try {
@@ -595,24 +583,10 @@ function foldedProjection(probe: Probe, agg: MhaAggregator, L1: number, d: numbe
   const t = agg.tokenBlock;
   const n = 3 * agg.inner;
   const W = concatColumns([data(t.q), data(t.k), data(t.v)], L1, d, agg.inner); // [L+1, d, n]
-  const b = new Float32Array(L1 * n); // [L+1, n]
   const norm = checkedInputNorm(probe);
-  if (norm === undefined) return { w: W, b, n };
-  const { mean, std } = norm;
-  const w = new Float32Array(W.length);
-  for (let l = 0; l < L1; l++) {
-    const acc = new Float64Array(n);
-    for (let j = 0; j < d; j++) {
-      const sd = std[l * d + j], mu = mean[l * d + j];
-      const row = (l * d + j) * n;
-      for (let c = 0; c < n; c++) {
-        w[row + c] = W[row + c] / sd;
-        acc[c] -= (mu / sd) * W[row + c];
-      }
-    }
-    b.set(acc, l * n);
-  }
-  return { w, b, n };
+  if (norm === undefined) return { w: W, b: new Float32Array(L1 * n), n };
+  const { weights, bias } = foldInputNorm(W, norm, L1, d, n); // [L+1, d, n], [L+1, n]
+  return { w: weights, b: bias, n };
 }
 
 const projectedCache = new ProbeSetCache<Promise<ProjectedMha>>(CACHE_SIZE, (probes) => ProjectedMha.create(probes), (old) => void old.then((c) => c.dispose(), () => {}));

@@ -63,6 +63,29 @@ export function checkedInputNorm(probe: Probe): InputNorm | undefined {
 }
 
 /**
+ * A per-layer linear map W [L+1, d, n] of standardised inputs, moved onto raw ones:
+ * ((x − μ_l)/σ_l) · W_l = x · (W_l/σ_l) − (μ_l/σ_l) · W_l. Returns the folded weights [L+1, d, n] and the biases
+ * [L+1, n] (summed in float64).
+ */
+export function foldInputNorm(W: ArrayLike<number>, norm: InputNorm, L1: number, d: number, n: number): { weights: Float32Array; bias: Float32Array } {
+  const weights = new Float32Array(L1 * d * n); // [L+1, d, n]
+  const bias = new Float32Array(L1 * n); // [L+1, n]
+  for (let l = 0; l < L1; l++) {
+    const acc = new Float64Array(n);
+    for (let j = 0; j < d; j++) {
+      const sd = norm.std[l * d + j], mu = norm.mean[l * d + j];
+      const row = (l * d + j) * n;
+      for (let c = 0; c < n; c++) {
+        weights[row + c] = W[row + c] / sd;
+        acc[c] -= (mu / sd) * W[row + c];
+      }
+    }
+    bias.set(acc, l * n);
+  }
+  return { weights, bias };
+}
+
+/**
  * Mean and standard deviation [L+1, d] over the real tokens of (at most `maxExamples`, evenly spaced)
  * examples. Float64 sums: a few hundred thousand tokens would lose digits in float32.
  */

@@ -22,7 +22,7 @@ import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
 import { MhaAggregator } from "./aggregators/mha.js";
 import { mhaProjections, projectedMhaFor, type CompiledOutput } from "./compiled.js";
-import { checkedInputNorm, type Probe } from "./probe.js";
+import { checkedInputNorm, foldInputNorm, type Probe } from "./probe.js";
 
 /** Whether `probe` can be read from token summaries (pooling, scoring, fixed; MHA through its projections). */
 export function readsSummaries(probe: Probe): boolean {
@@ -109,16 +109,9 @@ function foldGates(scoring: Probe[], L1: number, d: number): SummaryGates {
   scoring.forEach((p, g) => {
     const w = (p.aggregator as ScoringAggregator).tokenGate.data; // [L+1, d, 1]
     const norm = checkedInputNorm(p);
-    for (let l = 0; l < L1; l++) {
-      let b = 0;
-      for (let j = 0; j < d; j++) {
-        const k = l * d + j;
-        const sd = norm === undefined ? 1 : norm.std[k];
-        weights[k * G + g] = w[k] / sd;
-        if (norm !== undefined) b -= (norm.mean[k] / sd) * w[k];
-      }
-      bias[l * G + g] = b;
-    }
+    const folded = norm === undefined ? { weights: w, bias: undefined } : foldInputNorm(w, norm, L1, d, 1); // [L+1, d, 1], [L+1, 1]
+    for (let k = 0; k < L1 * d; k++) weights[k * G + g] = folded.weights[k];
+    if (folded.bias !== undefined) for (let l = 0; l < L1; l++) bias[l * G + g] = folded.bias[l];
   });
   return { weights, bias, count: G };
 }
