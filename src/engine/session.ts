@@ -157,40 +157,30 @@ function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens
   return { feeds, fetches };
 }
 
-/** Zero gates [L+1, d, 1] / [L+1, 1, 1] for runs that ask for none (the inputs must be fed all the same). */
-const noGates = new Map<string, { weights: ort.Tensor; bias: ort.Tensor }>();
+/** Zero [L+1, d, 1] / [L+1, 1, 1] weights for the gate and projection inputs of runs that ask for none (they must be fed all the same). */
+const unusedWeights = new Map<string, { weights: ort.Tensor; bias: ort.Tensor }>();
 
 /** The tap-control feeds of a `tapSummaries` graph (graph/decoder.ts TAP) for one run. */
 function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: SummaryRequest | undefined): Record<string, ort.Tensor> {
   const flag = (v: boolean) => new ort.Tensor("bool", [v], []); // []
-  const gates = summary?.gates;
-  let w: ort.Tensor, b: ort.Tensor;
   const key = `${L1}x${d}`;
-  if (!noGates.has(key)) noGates.set(key, { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]) });
-  if (gates !== undefined) {
-    w = new ort.Tensor("float32", gates.weights, [L1, d, gates.count]); // [L+1, d, G]
-    b = new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]); // [L+1, 1, G]
-  } else {
-    ({ weights: w, bias: b } = noGates.get(key)!);
+  let none = unusedWeights.get(key);
+  if (none === undefined) {
+    none = { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]) };
+    unusedWeights.set(key, none);
   }
+  const gates = summary?.gates;
   const proj = summary?.projections;
-  let pw: ort.Tensor, pb: ort.Tensor;
-  if (proj !== undefined) {
-    pw = new ort.Tensor("float32", proj.weights, [L1, d, proj.width]); // [L+1, d, P]
-    pb = new ort.Tensor("float32", proj.bias, [L1, 1, proj.width]); // [L+1, 1, P]
-  } else {
-    ({ weights: pw, bias: pb } = noGates.get(`${L1}x${d}`)!);
-  }
   return {
     [TAP.proj]: flag(proj !== undefined),
-    [TAP.projWeights]: pw,
-    [TAP.projBias]: pb,
+    [TAP.projWeights]: proj !== undefined ? new ort.Tensor("float32", proj.weights, [L1, d, proj.width]) : none.weights, // [L+1, d, P]
+    [TAP.projBias]: proj !== undefined ? new ort.Tensor("float32", proj.bias, [L1, 1, proj.width]) : none.bias, // [L+1, 1, P]
     [TAP.hidden]: flag(hidden),
     [TAP.pooled]: flag(summary !== undefined),
     [TAP.max]: flag(summary?.max === true),
     [TAP.gates]: flag(gates !== undefined),
-    [TAP.gateWeights]: w,
-    [TAP.gateBias]: b,
+    [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count]) : none.weights, // [L+1, d, G]
+    [TAP.gateBias]: gates !== undefined ? new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]) : none.bias, // [L+1, 1, G]
   };
 }
 
