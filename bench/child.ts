@@ -57,3 +57,16 @@ export function cpuLine(): string {
   return `${cpus()[0]?.model ?? "?"} × ${cpus().length} (${isa.join(", ")})`;
 }
 
+/**
+ * Aggregate decode tokens/s while every stream is decoding (StreamsReply.tokenMs): tokens generated between the
+ * last stream's first token and the first stream's last one, over that window. Unlike tokens / wall time it
+ * leaves out the prompts' prefill (8 prompts cost 8 prefills however they are batched) and the tail where fewer
+ * streams remain. NaN when the streams never all decode at once.
+ */
+export function steadyDecodeRate(tokenMs: number[][]): number {
+  const start = Math.max(...tokenMs.map((t) => t[0]));
+  const end = Math.min(...tokenMs.map((t) => t[t.length - 1]));
+  if (!(end > start)) return NaN;
+  const n = tokenMs.reduce((a, t) => a + t.filter((ms) => ms > start && ms <= end).length, 0);
+  return (n * 1000) / (end - start);
+}

@@ -12,8 +12,8 @@
 // and the median round.
 // Usage: npm run bench:engine [-- --threads N --runs N --decode N --accuracy 0|4 --streams-runs N --new-tokens N --no-llama --no-streams]
 import { readFileSync } from "node:fs";
-import { Child, cpuLine } from "./child.js";
-import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath, median } from "./common.js";
+import { Child, cpuLine, steadyDecodeRate } from "./child.js";
+import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH as ggufPath, median, promptTokens } from "./common.js";
 import type { RoundReply, StreamsReply } from "./engine-worker.js";
 
 const THREADS = arg("threads", 2);
@@ -27,30 +27,9 @@ const STREAM_PROMPT = 32;
 const STREAMS = [1, 4, 8];
 const WITH_LLAMA = !process.argv.includes("--no-llama");
 const WITH_STREAMS = !process.argv.includes("--no-streams");
-const VOCAB = 151936;
 
-function promptTokens(n: number, seed: number): number[] {
-  let s = seed;
-  return Array.from({ length: n }, () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return 3 + (s % (VOCAB - 3));
-  });
-}
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-/**
- * Aggregate decode tokens/s while every stream is decoding: tokens generated between the last stream's first
- * token and the first stream's last one, over that window. Unlike tokens / wall time it leaves out the prompts'
- * prefill (8 prompts cost 8 prefills however they are batched) and the tail where fewer streams remain.
- * NaN when the streams never all decode at once.
- */
-function steadyDecodeRate(tokenMs: number[][]): number {
-  const start = Math.max(...tokenMs.map((t) => t[0]));
-  const end = Math.min(...tokenMs.map((t) => t[t.length - 1]));
-  if (!(end > start)) return NaN;
-  const n = tokenMs.reduce((a, t) => a + t.filter((ms) => ms > start && ms <= end).length, 0);
-  return (n * 1000) / (end - start);
-}
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {

@@ -11,8 +11,8 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { arg, ensureQwenShapedModel, median, QWEN_SHAPED_PATH as ggufPath } from "./common.js";
-import { Child, cpuLine } from "./child.js";
+import { arg, ensureQwenShapedModel, median, promptTokens, QWEN_SHAPED_PATH as ggufPath } from "./common.js";
+import { Child, cpuLine, steadyDecodeRate } from "./child.js";
 import type { RoundReply, StreamsReply } from "./engine-worker.js";
 
 const THREADS = arg("threads", 2);
@@ -20,16 +20,7 @@ const RUNS = arg("runs", 3);
 const PROMPT = 512;
 const STREAM_PROMPT = 32;
 const NEW_TOKENS = 64;
-const VOCAB = 151936;
 const LEVELS: (0 | 4)[] = process.argv.includes("--no-level0") ? [4] : [4, 0];
-
-function promptTokens(n: number, seed: number): number[] {
-  let s = seed;
-  return Array.from({ length: n }, () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return 3 + (s % (VOCAB - 3));
-  });
-}
 
 /** One event of ORT's Chrome-trace profile. */
 interface TraceEvent {
@@ -77,14 +68,6 @@ function runClasses(events: TraceEvent[]): Map<string, RunClass> {
 const perRun = (c: RunClass, op?: string) => (op === undefined ? c.runMs : (c.byOp.get(op) ?? 0)) / c.runs;
 const kernelMs = (c: RunClass) => [...c.byOp.values()].reduce((a, b) => a + b, 0) / c.runs;
 
-/** Tokens/s while every stream decodes (from the last stream's first token to the first stream's last one). */
-function steadyRate(tokenMs: number[][]): number {
-  const start = Math.max(...tokenMs.map((t) => t[0]));
-  const end = Math.min(...tokenMs.map((t) => t[t.length - 1]));
-  const n = tokenMs.reduce((a, t) => a + t.filter((ms) => ms > start && ms <= end).length, 0);
-  return end > start ? (n * 1000) / (end - start) : NaN;
-}
-
 async function main(): Promise<void> {
   ensureQwenShapedModel();
   console.log(`model ${ggufPath}`);
@@ -101,9 +84,9 @@ async function main(): Promise<void> {
       const round = await llama.ask<RoundReply>({ op: "round", prompt, decode: 1 });
       cpp.prefill.push((PROMPT * 1000) / round.prefillMs);
       const one = await llama.ask<StreamsReply>({ op: "streams", prompts: streamPrompts.slice(0, 1), newTokens: NEW_TOKENS });
-      cpp.one.push(steadyRate(one.tokenMs));
+      cpp.one.push(steadyDecodeRate(one.tokenMs));
       const eight = await llama.ask<StreamsReply>({ op: "streams", prompts: streamPrompts, newTokens: NEW_TOKENS });
-      cpp.eight.push(steadyRate(eight.tokenMs));
+      cpp.eight.push(steadyDecodeRate(eight.tokenMs));
     }
     await llama.exit();
     const llamaPrefill = median(cpp.prefill);

@@ -31,7 +31,7 @@ import { Engine } from "../src/engine/engine.js";
 import { generateWithProbes } from "../src/probe/live.js";
 import type { ProbeConfig } from "../src/probe/probe.js";
 import { randomLoadedProbe } from "../src/bench/models.js";
-import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH, median } from "./common.js";
+import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH, median, promptTokens } from "./common.js";
 
 const RUNS = arg("runs", 7);
 const THREADS = arg("threads", 2);
@@ -60,11 +60,7 @@ const qwenPath = QWEN_SHAPED_PATH; // the file bench/engine.ts writes
 
 /** Deterministic prompt token ids (not text: both models get exactly PROMPT tokens). */
 function promptIds(vocab: number, bos: number | undefined): number[] {
-  let s = 12345;
-  const ids = Array.from({ length: PROMPT }, () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return 3 + (s % (vocab - 3));
-  });
+  const ids = promptTokens(PROMPT, 12345, vocab);
   if (bos !== undefined) ids[0] = bos;
   return ids;
 }
