@@ -7,8 +7,10 @@
 //        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --gc-clear]
 //        (mha1: the MHA set on 1 thread; only with --only)
 // Pooling, scoring and fixed probes read the token summaries the decoder graph computes (probe/summary.ts): the
-// prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; MHA probes read each token's Q, K, V projections
-// ([L+1, T, 3·d/f]) computed in the decoder graph. The "stacked" variants run the same probes the old way, on a
+// prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; mean-pooled MHA probes read the token-stage attention the
+// decoder graph runs when the prompt is one run ([L+1, H, d]), others each token's Q, K, V projections
+// ([L+1, T, 3·d/f]). The "paired" column divides each round's time to the label by the same round's base prefill.
+// The "stacked" variants run the same probes the old way, on a
 // third engine whose graph always computes and returns the stacked taps (tapSummaries: false), through the
 // compiled probe session.
 // GC: V8's pauses (perf_hooks "gc" entries) are summed per request and split by where they land: inside the
@@ -172,7 +174,7 @@ async function benchModel(label: string, path: string): Promise<void> {
   const tapsPrefill = tapsAt >= 0 ? median(samples[tapsAt].map((s) => s.prefill)) : undefined;
   console.log(`\n${label}: load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}; L=${plain.spec.blocks}, d=${plain.spec.dim}; prompt ${PROMPT} tokens, ${DECODE} decoded, ${THREADS} threads, median of ${RUNS}${GC_CLEAR ? ", full GC before each request" : ""}`);
   const f = (x: number, w = 10) => x.toFixed(2).padStart(w);
-  console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"1+probe/prefill".padStart(16)} ${"1+probe/taps".padStart(13)}`);
+  console.log(`${"variant".padEnd(18)} ${"prefill ms".padStart(10)} ${"probe ms".padStart(10)} ${"total ms".padStart(10)} ${"×base total".padStart(12)} ${"×base prefill".padStart(14)} ${"paired (IQR)".padStart(22)} ${"1+probe/prefill".padStart(16)} ${"1+probe/taps".padStart(13)}`);
   VARIANTS.forEach((v, i) => {
     const s = samples[i];
     const prefill = median(s.map((x) => x.prefill));
@@ -183,7 +185,12 @@ async function benchModel(label: string, path: string): Promise<void> {
     // the last one adds it to the prefill that fetches the taps (the same allocations as the probe variants)
     const toLabel = median(s.map((x) => x.prefill + x.probe));
     const vsTaps = tapsPrefill === undefined ? "" : `${(1 + probe / tapsPrefill).toFixed(3).padStart(12)}×`;
-    console.log(`${v.name.padEnd(18)} ${f(prefill)} ${f(probe)} ${f(total)} ${(total / median(base)).toFixed(3).padStart(11)}× ${(toLabel / basePrefill).toFixed(3).padStart(13)}× ${(1 + probe / basePrefill).toFixed(3).padStart(15)}× ${vsTaps}`);
+    // paired: each round's time to the label against the same round's base prefill (variants take turns within a
+    // round, so a slow stretch of the machine hits both), median and quartiles over the rounds
+    const ratios = s.map((x, r) => (x.prefill + x.probe) / samples[0][r].prefill).sort((a, b) => a - b);
+    const q = (p: number) => ratios[Math.min(ratios.length - 1, Math.floor(p * ratios.length))];
+    const paired = `${median(ratios).toFixed(3)}× (${q(0.25).toFixed(3)}–${q(0.75).toFixed(3)})`;
+    console.log(`${v.name.padEnd(18)} ${f(prefill)} ${f(probe)} ${f(total)} ${(total / median(base)).toFixed(3).padStart(11)}× ${(toLabel / basePrefill).toFixed(3).padStart(13)}× ${paired.padStart(22)} ${(1 + probe / basePrefill).toFixed(3).padStart(15)}× ${vsTaps}`);
   });
   // where V8's GC pauses landed, mean ms per request (means, not medians: a major GC hits one request in several)
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;

@@ -19,8 +19,8 @@ import { makeBatch } from "../src/tensor/batch.js";
 import { Tape } from "../src/tensor/autograd.js";
 import { Rng } from "../src/numeric/rng.js";
 import { HiddenStates } from "../src/types/hidden.js";
-import { TapSummary, type SummaryRequest } from "../src/types/summary.js";
-import { Probe, inputStatistics, softmaxRows } from "../src/probe/probe.js";
+import { TapSummary, acrossRuns, type SummaryAttention, type SummaryRequest } from "../src/types/summary.js";
+import { Probe, inputStatistics, softmaxRows, type ProbeConfig } from "../src/probe/probe.js";
 import { SummaryProbes, readsSummaries } from "../src/probe/summary.js";
 import { generateWithProbes, probeHook } from "../src/probe/live.js";
 import type { LoadedProbe, ProbeMeta } from "../src/probe/artifact.js";
@@ -45,10 +45,59 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return maxAbsDiff(a, b) / scale;
 }
 
+/**
+ * Mean-pooled MHA probes with one head width (4) beside other kinds: a set the graph serves with attention reads
+ * (types/summary.ts SummaryAttention) when one run covers the prompt, with projections otherwise.
+ */
+const ATTENDED_KINDS: ProbeConfig[] = [{ kind: "mha", heads: 4, downcast: 4, pool: "mean" }, { kind: "pooling", pool: "mean" }, { kind: "mha", heads: 2, downcast: 8, pool: "mean" }, { kind: "scoring" }];
+
+/**
+ * The attention reads [L+1, H, d] recomputed in float64 from hidden states [L+1, T, d]: per layer and head, q and k
+ * from the fed weights, softmax over the keys, the mean over the queries ā, and Σ_s ā_s x_s.
+ */
+function attentionReads(h: HiddenStates, a: SummaryAttention): Float64Array {
+  const { layers: L1, tokens: T, dim: d } = h;
+  const { heads: H, headDim: hd } = a;
+  const A = 2 * H * hd;
+  const reads = new Float64Array(L1 * H * d);
+  for (let l = 0; l < L1; l++) {
+    const qk = new Float64Array(T * A); // [T, 2·H·hd]
+    for (let t = 0; t < T; t++) {
+      const x = h.token(l, t);
+      for (let c = 0; c < A; c++) {
+        let acc = a.bias[l * A + c];
+        for (let j = 0; j < d; j++) acc += x[j] * a.weights[(l * d + j) * A + c];
+        qk[t * A + c] = acc;
+      }
+    }
+    for (let head = 0; head < H; head++) {
+      const mean = new Float64Array(T); // ā over the keys
+      for (let t = 0; t < T; t++) {
+        const scores = Array.from({ length: T }, (_, k) => {
+          let dot = 0;
+          for (let c = 0; c < hd; c++) dot += qk[t * A + head * hd + c] * qk[k * A + H * hd + head * hd + c];
+          return dot;
+        });
+        const m = Math.max(...scores);
+        const e = scores.map((v) => Math.exp(v - m));
+        const z = e.reduce((x, y) => x + y, 0);
+        for (let k = 0; k < T; k++) mean[k] += e[k] / z / T;
+      }
+      for (let k = 0; k < T; k++) {
+        const x = h.token(l, k);
+        for (let j = 0; j < d; j++) reads[(l * H + head) * d + j] += mean[k] * x[j];
+      }
+    }
+  }
+  return reads;
+}
+
 let engine: Engine;
 let dir: string;
 let probes: Probe[];
 let standardised: Probe[];
+/** ATTENDED_KINDS, random and standardised weights */
+let attended: Probe[];
 before(async () => {
   dir = tempDir("summary");
   engine = await Engine.load(STORIES260K, { taps: true, cacheDir: dir });
@@ -62,6 +111,11 @@ before(async () => {
     p.norm = norm;
     return p;
   });
+  attended = [false, true].flatMap((std) => ATTENDED_KINDS.map((c, i) => {
+    const p = randomize(new Probe({ ...c, standardize: std }, { layers, dim, classes: 3 }, { seed: i }), 400 + i + (std ? 10 : 0));
+    if (std) p.norm = norm;
+    return p;
+  }));
 });
 after(async () => {
   await engine?.dispose();
@@ -116,15 +170,29 @@ test("the graph's summaries equal sums, last token, maxima, gate softmax parts a
       }
     }
     assert.ok(relDiff(s.proj!, proj) <= 1e-5, `${prompt}: projections differ by ${relDiff(s.proj!, proj)}`);
+    assert.equal(s.attnHeads, 0, "a max-pooled MHA probe in the set: projections, no attention reads");
+  }
+  // mean-pooled MHA probes of one head width: the graph's attention reads instead of the projections
+  const reading = new SummaryProbes(attended);
+  const a = reading.request.attention!;
+  assert.deepEqual([a.heads, a.headDim], [2 * (4 + 2), 4], "every MHA probe's heads side by side");
+  for (const prompt of PROMPTS) {
+    const pass = await engine.forward(prompt, { hidden: true, summary: reading.request });
+    const s = pass.summary!;
+    assert.equal(s.projWidth, 0, "one run: no projections fetched");
+    assert.equal(s.attnHeads, a.heads);
+    const want = attentionReads(pass.hidden!, a);
+    assert.ok(relDiff(s.attn!, want) <= 1e-5, `${prompt}: attention reads differ by ${relDiff(s.attn!, want)}`);
   }
 });
 
 test("every kind, random and standardised weights: probabilities and layer weights from the summaries = training forward (≤ 1e-5)", async () => {
-  for (const set of [probes, standardised]) {
+  for (const set of [probes, standardised, attended]) {
     const sp = new SummaryProbes(set);
     let spread = 0;
     for (const prompt of PROMPTS) {
       const pass = await engine.forward(prompt, { hidden: true, summary: sp.request });
+      assert.equal(pass.summary!.attnHeads > 0, set === attended, "attention reads exactly for the mean-pooled MHA set");
       const outs = await sp.run(pass.summary!);
       for (let i = 0; i < set.length; i++) {
         const ref = await reference(set[i], pass.hidden!);
@@ -169,6 +237,27 @@ test("chunked prefill, a cut at upTo tokens, and the summary-only run give the s
     for (const [i, p] of [...probes, ...standardised].entries()) {
       assert.ok(maxAbsDiff(outs[i].probabilities, (await reference(p, h7)).probs) <= 1e-5, `cut ${label(p.config)}`);
     }
+    // mean-pooled MHA: attention reads when the summarised tokens are one run (whole prompt alone, a cut inside
+    // the first chunk), projections when they span chunks; the same probabilities either way
+    const reading = new SummaryProbes(attended);
+    const cases: [string, TapSummary, HiddenStates, boolean][] = [];
+    cases.push(["whole", (await engine.forward(tokens, { summary: reading.request })).summary!, whole.hidden!, true]);
+    chunked.reset();
+    cases.push(["chunked", (await chunked.forward(tokens, { summary: reading.request })).summary!, whole.hidden!, false]);
+    chunked.reset();
+    cases.push(["cut at 7 over chunks", (await chunked.forward(tokens, { summary: { ...reading.request, upTo: 7 } })).summary!, h7, false]);
+    chunked.reset();
+    cases.push(["cut at 3, one chunk", (await chunked.forward(tokens, { summary: { ...reading.request, upTo: 3 } })).summary!, whole.hidden!.sliceTokens(0, 3), true]);
+    for (const [what, summary, h, reads] of cases) {
+      assert.equal(summary.attnHeads > 0, reads, `${what}: ${reads ? "attention reads" : "projections"}`);
+      assert.equal(summary.tokens, h.tokens);
+      const got = await reading.run(summary);
+      for (const [i, p] of attended.entries()) {
+        const diff = maxAbsDiff(got[i].probabilities, (await reference(p, h)).probs);
+        assert.ok(diff <= 1e-5, `${what} ${label(p.config)}: differs by ${diff}`);
+      }
+    }
+    assert.throws(() => cases[0][1].then(cases[0][1]), RangeError, "attention reads of one run do not combine");
   } finally {
     await chunked.dispose();
     model.weights.close();
@@ -187,9 +276,15 @@ function loaded(probe: Probe, maxTokens: number | null = null): LoadedProbe {
 }
 
 test("generateWithProbes asks the prefill for summaries, not hidden states; concurrent requests in one batch = each alone = training forward", async () => {
-  const record = Object.fromEntries([...probes, ...standardised].map((p, i) => [`p${i}`, loaded(p)]));
+  // two sets: every kind (MHA read from projections), and mean-pooled MHA (attention reads when prefilled in one run)
+  for (const set of [[...probes, ...standardised], attended]) await batchedEqualsAlone(set);
+});
+
+async function batchedEqualsAlone(set: Probe[]): Promise<void> {
+  const record = Object.fromEntries(set.map((p, i) => [`p${i}`, loaded(p)]));
   const hook = probeHook(record, { fingerprint: engine.fingerprint, summaries: true });
   assert.ok(hook.forwardOptions.summary !== undefined && hook.forwardOptions.hidden === undefined);
+  assert.equal(hook.forwardOptions.summary.attention !== undefined, set === attended);
   const alone = [];
   for (const prompt of PROMPTS) {
     const r = generateWithProbes(engine, { prompt, maxTokens: 3, temperature: 0 }, record);
@@ -205,7 +300,7 @@ test("generateWithProbes asks the prefill for summaries, not hidden states; conc
     assert.ok(batched.batchStats.decodeRuns < batched.batchStats.decodeRows, "the requests decoded together");
     for (const [k, prompt] of PROMPTS.entries()) {
       const h = (await engine.forward(prompt, { hidden: true })).hidden!;
-      for (const [i, p] of [...probes, ...standardised].entries()) {
+      for (const [i, p] of set.entries()) {
         const ref = (await reference(p, h)).probs;
         const got = Object.values(results[k].cs[i].probabilities);
         assert.ok(maxAbsDiff(got, ref) <= 1e-5, `batched ${prompt} ${label(p.config)}: ${maxAbsDiff(got, ref)}`);
@@ -216,7 +311,7 @@ test("generateWithProbes asks the prefill for summaries, not hidden states; conc
   } finally {
     await batched.dispose();
   }
-});
+}
 
 test("MHA probes ask for projections; differing length cuts keep the stacked tensor; a cut shared by all probes is a summary cut", async () => {
   const { layers, dim } = probes[0].shape;
@@ -287,6 +382,9 @@ function summarize(h: HiddenStates, r: SummaryRequest): TapSummary {
       proj[(l * T + t) * P + c] = acc;
     }
   }
+  // one run covers the tokens here: attention reads when asked, as the graph gives them
+  const a = r.attention;
+  if (a !== undefined) return new TapSummary(L1, d, T, sum, last, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, undefined, 0, Float32Array.from(attentionReads(h, a)), a.heads);
   return new TapSummary(L1, d, T, sum, last, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, P > 0 ? proj : undefined, P);
 }
 
@@ -303,29 +401,38 @@ test("random Qwen2.5-0.5B shape (L+1 25, d 896), random and standardised weights
   // statistics of other prompts, as training computes them
   const others = [random(5), random(3), random(7), random(4)];
   const norm = inputStatistics((i) => others[i], others.length);
+  // every kind (MHA from projections); mean-pooled MHA at the benchmarks' shape and another head count of the same
+  // width, from attention reads and from projections
+  const readable: ProbeConfig[] = [{ kind: "mha", heads: 8, downcast: 8, pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 4, downcast: 16, pool: "mean" }];
   for (const T of [1, 6]) {
     const h = random(T);
-    for (const std of [false, true]) {
-      const set = configs.map((c, i) => {
+    for (const [std, kinds, runs] of [[false, configs, 1], [true, configs, 1], [false, readable, 2], [true, readable, 2]] as const) {
+      const set = kinds.map((c, i) => {
         const p = randomize(new Probe({ ...c, standardize: std }, shape, { seed: i }), 300 + i);
         if (std) p.norm = norm;
         return p;
       });
       const sp = new SummaryProbes(set);
-      const outs = await sp.run(summarize(h, sp.request));
-      for (let i = 0; i < set.length; i++) {
-        // the training forward in float64: at this width the float32 one is itself ~1e-5 off for sharp MHA cases
-        // (one case: f64 0.1553112, summaries path 0.1553115, f32 tape 0.1553185, compiled stacked graph 0.1553166)
-        const ref = await reference(set[i], h, "f64");
-        const diff = maxAbsDiff(outs[i].probabilities, ref.probs);
-        assert.ok(diff <= 1e-5, `T ${T} ${label(set[i].config)}${std ? " standardised" : ""}: differs by ${diff}`);
-        if (ref.gate !== undefined) assert.ok(maxAbsDiff(outs[i].layerWeights!, ref.gate) <= 1e-5);
-      }
+      assert.equal(sp.request.attention !== undefined, kinds === readable);
+      for (let run = 0; run < runs; run++) await matchesF64(set, sp, h, run === 0 ? sp.request : acrossRuns(sp.request), std, T);
     }
   }
 });
 
-test("tap_max_out of a padded batch is each row's max over its own tokens (the masked branch); an unpadded run takes the in-place branch with the same result", async () => {
+/** Every probe of `set` from a summary of `h` recomputed in float64 (as the graph would give it for `request`) = the float64 training forward. */
+async function matchesF64(set: Probe[], sp: SummaryProbes, h: HiddenStates, request: SummaryRequest, std: boolean, T: number): Promise<void> {
+  const outs = await sp.run(summarize(h, request));
+  for (let i = 0; i < set.length; i++) {
+    // the training forward in float64: at this width the float32 one is itself ~1e-5 off for sharp MHA cases
+    // (one case: f64 0.1553112, summaries path 0.1553115, f32 tape 0.1553185, compiled stacked graph 0.1553166)
+    const ref = await reference(set[i], h, "f64");
+    const diff = maxAbsDiff(outs[i].probabilities, ref.probs);
+    assert.ok(diff <= 1e-5, `T ${T} ${label(set[i].config)}${std ? " standardised" : ""}${request.attention !== undefined ? " (attention reads)" : ""}: differs by ${diff}`);
+    if (ref.gate !== undefined) assert.ok(maxAbsDiff(outs[i].layerWeights!, ref.gate) <= 1e-5);
+  }
+}
+
+test("tap_max_out and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result", async () => {
   const model = await loadModel(STORIES260K);
   const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
   const session = await ort.InferenceSession.create(modelPath);
@@ -336,6 +443,8 @@ test("tap_max_out of a padded batch is each row's max over its own tokens (the m
     // row 0: 5 real tokens; row 1: 3 real tokens then 2 padding positions
     const ids = [1, 300, 42, 17, 99, 1, 56, 7, 0, 0];
     const mask = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+    const a = new SummaryProbes(attended).request.attention!;
+    const A = 2 * a.heads * a.headDim;
     const run = async (B: number, rowIds: number[], rowMask: number[]) => {
       const feeds: Record<string, ort.Tensor> = {
         input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
@@ -349,9 +458,22 @@ test("tap_max_out of a padded batch is each row's max over its own tokens (the m
         [TAP.hidden]: flag(true), [TAP.pooled]: flag(false), [TAP.max]: flag(true), [TAP.gates]: flag(false), [TAP.proj]: flag(false),
         [TAP.gateWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.gateBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
         [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
+        [TAP.attn]: flag(true), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
+        [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]),
       });
-      const out = await session.run(feeds, ["hidden_states", TAP.maxOut]);
-      return { hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array }; // [L+1, B, T, d], [B, L+1, d]
+      const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut]);
+      return { hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array, attn: out[TAP.attnOut].data as Float32Array }; // [L+1, B, T, d], [B, L+1, d], [L+1, B, H, d]
+    };
+    /** Row b's attention reads [L+1, H, d] of a run's output, and the float64 ones from its first `real` tokens. */
+    const attnRow = (attn: Float32Array, B: number, b: number) => {
+      const n = a.heads * d, row = new Float32Array(L1 * n);
+      for (let l = 0; l < L1; l++) row.set(attn.subarray((l * B + b) * n, (l * B + b + 1) * n), l * n);
+      return row;
+    };
+    const expectAttn = (hidden: Float32Array, B: number, b: number, real: number) => {
+      const h = new Float32Array(L1 * real * d); // [L+1, real, d]
+      for (let l = 0; l < L1; l++) h.set(hidden.subarray((l * B + b) * T * d, ((l * B + b) * T + real) * d), l * real * d);
+      return attentionReads(new HiddenStates(L1, real, d, h), a);
     };
     const expectMax = (hidden: Float32Array, B: number, b: number, real: number) => {
       const m = new Float32Array(L1 * d).fill(-Infinity); // [L+1, d]
@@ -362,12 +484,17 @@ test("tap_max_out of a padded batch is each row's max over its own tokens (the m
     for (const [b, real] of [[0, 5], [1, 3]]) {
       const got = padded.max.subarray(b * L1 * d, (b + 1) * L1 * d);
       assert.equal(maxAbsDiff(got, expectMax(padded.hidden, 2, b, real)), 0, `row ${b}: max over its ${real} real tokens`);
+      const diff = relDiff(attnRow(padded.attn, 2, b), expectAttn(padded.hidden, 2, b, real));
+      assert.ok(diff <= 1e-5, `row ${b}: attention reads over its ${real} real tokens differ by ${diff}`);
     }
+    assert.ok(relDiff(attnRow(padded.attn, 2, 1), expectAttn(padded.hidden, 2, 1, T)) > 1e-3, "padding would change row 1's attention reads");
     // the padding positions' states differ from the real maxima somewhere (else the test could not tell)
     assert.ok(maxAbsDiff(padded.max.subarray(L1 * d), expectMax(padded.hidden, 2, 1, T)) > 0, "padding would change row 1's max");
     const dense = await run(1, ids.slice(0, T), mask.slice(0, T));
     assert.equal(maxAbsDiff(dense.max, expectMax(dense.hidden, 1, 0, T)), 0);
     assert.equal(maxAbsDiff(dense.max, padded.max.subarray(0, L1 * d)), 0, "row 0 alone = row 0 in the padded batch");
+    assert.ok(relDiff(dense.attn, expectAttn(dense.hidden, 1, 0, T)) <= 1e-5, "unpadded attention reads");
+    assert.ok(relDiff(dense.attn, attnRow(padded.attn, 2, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (attention reads)");
   } finally {
     await session.release();
   }

@@ -15,6 +15,7 @@
  */
 import { InvalidArgumentError } from "../errors.js";
 import { HiddenStates, concatTokens } from "../types/hidden.js";
+import { acrossRuns } from "../types/summary.js";
 import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
 
 /** What the generation loop needs from the model for one request (engine/generate.ts). */
@@ -177,7 +178,10 @@ export class BatchScheduler {
               // a summary cut at upTo prompt tokens: this piece's share of it (none once past the cut)
               const s = options.summary;
               const at = off - piece.length; // this piece's first token
-              const summary = s === undefined || (s.upTo !== undefined && s.upTo <= at) ? undefined : s.upTo === undefined ? s : { ...s, upTo: s.upTo - at };
+              const share = s === undefined || (s.upTo !== undefined && s.upTo <= at) ? undefined : s.upTo === undefined ? s : { ...s, upTo: s.upTo - at };
+              // attention reads need every summarised token in one piece (types/summary.ts)
+              const onePiece = at === 0 && (piece.length === tokens.length || (s?.upTo !== undefined && s.upTo <= piece.length));
+              const summary = share === undefined || onePiece ? share : acrossRuns(share);
               return batch.forwardSequence(seq!, piece, { hidden: options.hidden, logits: options.logits, ...(summary !== undefined ? { summary } : {}) });
             }),
           );

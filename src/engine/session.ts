@@ -26,7 +26,7 @@ import { withMatMulNBitsAccuracy } from "../onnx/proto.js";
 import { TAP, newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "../types/hidden.js";
-import { TapSummary, type SummaryRequest } from "../types/summary.js";
+import { TapSummary, acrossRuns, type SummaryRequest } from "../types/summary.js";
 import { KvPool, KvSequence } from "./kv-pool.js";
 import { cachedCalibration, calibrate, machineProfile, settingsFromFeatures, type RunSettings } from "./tuning.js";
 import type { BatchDecoder, DecoderSession, ForwardOptions, ForwardPass, SequenceHandle } from "./types.js";
@@ -170,8 +170,15 @@ function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: Summar
     unusedWeights.set(key, none);
   }
   const gates = summary?.gates;
-  const proj = summary?.projections;
+  // the attention reads replace the projections in a run that has them (types/summary.ts SummaryAttention)
+  const attn = summary?.attention;
+  const proj = attn === undefined ? summary?.projections : undefined;
+  const A = attn === undefined ? 1 : 2 * attn.heads * attn.headDim;
   return {
+    [TAP.attn]: flag(attn !== undefined),
+    [TAP.attnWeights]: attn !== undefined ? new ort.Tensor("float32", attn.weights, [L1, d, A]) : none.weights, // [L+1, d, 2·H·hd]
+    [TAP.attnBias]: attn !== undefined ? new ort.Tensor("float32", attn.bias, [L1, 1, A]) : none.bias, // [L+1, 1, 2·H·hd]
+    [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(attn?.heads ?? 1), BigInt(attn?.headDim ?? 1)]), [2]), // [2]
     [TAP.proj]: flag(proj !== undefined),
     [TAP.projWeights]: proj !== undefined ? new ort.Tensor("float32", proj.weights, [L1, d, proj.width]) : none.weights, // [L+1, d, P]
     [TAP.projBias]: proj !== undefined ? new ort.Tensor("float32", proj.bias, [L1, 1, proj.width]) : none.bias, // [L+1, 1, P]
@@ -270,8 +277,8 @@ interface DecoderIo {
 }
 
 const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
-const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias];
-const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut];
+const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias, TAP.attn, TAP.attnWeights, TAP.attnBias, TAP.attnHeads];
+const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
 
 function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string): DecoderIo {
   const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
@@ -527,7 +534,8 @@ class OrtDecoderSession implements DecoderSession {
         // chunks of maxChunk, one of them ending at the summary's cut
         const end = Math.min(T, off + this.maxChunk, off < upTo ? upTo : T);
         const chunk = tokens.slice(off, end);
-        const summarised = options.summary !== undefined && end <= upTo ? { summary: options.summary } : {};
+        // attention reads need every summarised token in one run: the first chunk, when it ends at the cut
+        const summarised = options.summary !== undefined && end <= upTo ? { summary: upTo <= this.maxChunk ? options.summary : acrossRuns(options.summary) } : {};
         last = await this.run(chunk, { hidden: wantHidden, logits: all ? "all" : "last", ...summarised }, seq);
         if (hidden !== undefined) {
           for (let l = 0; l <= blocks; l++) hidden.set(last.hidden!.layer(l), (l * T + off) * dim);
@@ -780,6 +788,14 @@ function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelS
   if (p !== undefined && (!Number.isInteger(p.width) || p.width < 1 || p.weights.length !== L1 * spec.dim * p.width || p.bias.length !== L1 * p.width)) {
     throw new InvalidArgumentError(`summary projections must be [${L1}, ${spec.dim}, P] weights and [${L1}, P] biases with P ≥ 1 (got ${p.weights.length} and ${p.bias.length} values for P = ${p.width})`, { field: "summary.projections" });
   }
+  const a = r.attention;
+  if (a !== undefined) {
+    const A = 2 * a.heads * a.headDim;
+    if (!Number.isInteger(a.heads) || a.heads < 1 || !Number.isInteger(a.headDim) || a.headDim < 1 || a.weights.length !== L1 * spec.dim * A || a.bias.length !== L1 * A) {
+      throw new InvalidArgumentError(`summary attention must be [${L1}, ${spec.dim}, 2·H·hd] weights and [${L1}, 2·H·hd] biases with H, hd ≥ 1 (got ${a.weights.length} and ${a.bias.length} values for H = ${a.heads}, hd = ${a.headDim})`, { field: "summary.attention" });
+    }
+    if (p === undefined) throw new InvalidArgumentError("summary attention needs the projections too (what a prompt summarised over several runs reads)", { field: "summary.projections" });
+  }
   const g = r.gates;
   if (g === undefined) return;
   if (!Number.isInteger(g.count) || g.count < 1 || g.weights.length !== L1 * spec.dim * g.count || g.bias.length !== L1 * g.count) {
@@ -789,7 +805,7 @@ function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelS
 
 /** The outputs a summary request fetches. */
 function summaryFetches(r: SummaryRequest): string[] {
-  return [TAP.pooledOut, ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.projections !== undefined ? [TAP.projOut] : [])];
+  return [TAP.pooledOut, ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.attention !== undefined ? [TAP.attnOut] : r.projections !== undefined ? [TAP.projOut] : [])];
 }
 
 /** Row b's TapSummary from a run's summary outputs (`tokens` real tokens in that row). */
@@ -802,6 +818,19 @@ function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b:
     const n = dims.reduce((a, v) => a * v, 1);
     return (t.data as Float32Array).subarray(b * n, (b + 1) * n);
   };
+  /** Row b of a layer-major output [L+1, B, n…] as [L+1, n] (no copy for one row). */
+  const layerMajorRow = (name: string, n: number): Float32Array => {
+    const t = out[name];
+    const size = t.dims.slice(2).reduce((a, v) => a * v, 1);
+    if (t.type !== "float32" || t.dims[0] !== L1 || size !== n || b >= t.dims[1]) {
+      throw new GraphError(`${name} has shape [${t.dims}] (${t.type}), expected [${L1}, B, …] float32 with ${n} values a row`, { file, field: name });
+    }
+    const all = t.data as Float32Array, B = t.dims[1];
+    if (B === 1) return all;
+    const row = new Float32Array(L1 * n);
+    for (let l = 0; l < L1; l++) row.set(all.subarray((l * B + b) * n, (l * B + b + 1) * n), l * n);
+    return row;
+  };
   const pooled = check(TAP.pooledOut, [L1, 2, d]); // [L+1, 2, d]: sum, last
   const sum = new Float64Array(L1 * d); // [L+1, d]
   const last = new Float64Array(L1 * d); // [L+1, d]
@@ -813,22 +842,11 @@ function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b:
   const G = r.gates?.count ?? 0;
   const gateNum = G > 0 ? Float64Array.from(check(TAP.gateNumOut, [L1, G, d])) : undefined; // [L+1, G, d]
   const gateDen = G > 0 ? Float64Array.from(check(TAP.gateDenOut, [L1, G])) : undefined; // [L+1, G]
-  const P = r.projections?.width ?? 0;
-  let proj: Float32Array | undefined;
-  if (P > 0) {
-    // [L+1, B, T, P] layer-major: row b's [L+1, T, P] (no copy for one row)
-    const t = out[TAP.projOut];
-    if (t.type !== "float32" || t.dims.length !== 4 || t.dims[0] !== L1 || t.dims[2] !== tokens || t.dims[3] !== P) {
-      throw new GraphError(`${TAP.projOut} has shape [${t.dims}] (${t.type}), expected [${L1}, B, ${tokens}, ${P}] float32`, { file, field: TAP.projOut });
-    }
-    const all = t.data as Float32Array, B = t.dims[1], n = tokens * P;
-    if (B === 1) proj = all;
-    else {
-      proj = new Float32Array(L1 * n);
-      for (let l = 0; l < L1; l++) proj.set(all.subarray((l * B + b) * n, (l * B + b + 1) * n), l * n);
-    }
-  }
-  return new TapSummary(L1, d, tokens, sum, last, max, G, gateNum, gateDen, proj, P);
+  const H = r.attention?.heads ?? 0;
+  const attn = H > 0 ? layerMajorRow(TAP.attnOut, H * d) : undefined; // [L+1, H, d]
+  const P = H > 0 ? 0 : (r.projections?.width ?? 0);
+  const proj = P > 0 ? layerMajorRow(TAP.projOut, tokens * P) : undefined; // [L+1, T, P]
+  return new TapSummary(L1, d, tokens, sum, last, max, G, gateNum, gateDen, proj, P, attn, H);
 }
 
 /** Elements [from, to) of a float32 or float16 tensor as float32 (a view when it is all of a float32 tensor). */

@@ -282,6 +282,15 @@ export const TAP = {
   /** float32 [L+1, 1, P] */
   projBias: "tap_proj_bias",
   projOut: "tap_proj_out",
+  /** bool []: compute `tap_attn_out` [L+1, B, H, d]: per layer and head the query-mean attention's read of the run's tokens (SummaryAttention). */
+  attn: "tap_attn",
+  /** float32 [L+1, d, 2·H·hd]: W_q (scaled by 1/√hd) then W_k of every head */
+  attnWeights: "tap_attn_weights",
+  /** float32 [L+1, 1, 2·H·hd] */
+  attnBias: "tap_attn_bias",
+  /** int64 [2]: H, hd */
+  attnHeads: "tap_attn_heads",
+  attnOut: "tap_attn_out",
   /** bool []: compute `tap_gate_num` [B, L+1, G, d] and `tap_gate_den` [B, L+1, G] from the fed gates. */
   gates: "tap_gates",
   /** float32 [L+1, d, G]: gate g's score vector per layer (read only when tap_gates). */
@@ -295,7 +304,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 3;
+export const TAP_LAYOUT = 6;
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
 const NEG_BIG = -3.0e38;
@@ -312,6 +321,8 @@ const NEG_BIG = -3.0e38;
  *   tap_gate_num   [B, L+1, G, d]: Σ_t e^{s_t} x_t with s_t = tanh(x_t · w_lg + b_lg) (a scoring gate's softmax numerator)
  *   tap_gate_den   [B, L+1, G]:    Σ_t e^{s_t}
  *   tap_proj_out   [L+1, B, T, P]: x_l · W_l + b_l per token (an MHA probe's Q, K, V: P = 3·d/f ≪ d per probe)
+ *   tap_attn_out   [L+1, B, H, d]: Σ_s ā_h,s x_l,s with ā_h = the mean over real queries of softmax(q_t · k_s) over
+ *                  real keys, per head h (mean-pooled MHA probes, one run covering the prompt: types/summary.ts)
  *
  * A sum over chunks of these is the whole prompt's (types/summary.ts); the probes' own weights never enter the
  * graph (gate vectors are inputs), so one decoder graph and one session serve every probe set.
@@ -328,6 +339,10 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const wantProj = flag(TAP.proj);
   const projWeights = g.input(TAP.projWeights, "float32", [L1, d, "P"]); // [L+1, d, P]
   const projBias = g.input(TAP.projBias, "float32", [L1, 1, "P"]); // [L+1, 1, P]
+  const wantAttn = flag(TAP.attn);
+  const attnWeights = g.input(TAP.attnWeights, "float32", [L1, d, "A"]); // [L+1, d, 2·H·hd]
+  const attnBias = g.input(TAP.attnBias, "float32", [L1, 1, "A"]); // [L+1, 1, 2·H·hd]
+  const attnHeads = g.input(TAP.attnHeads, "int64", [2]); // [2]: H, hd
   const empty = (dims: number[]) => g.initializer(g.fresh("empty"), "float32", dims, new Float32Array(0));
   const ifNode = (cond: string, outputs: string[], then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => {
     const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
@@ -388,13 +403,44 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     return [num, g.op("Concat", dens, { axis: 1 })]; // [B, L+1, G, d], [B, L+1, G]
   }, [[0, L1, 1, d], [0, L1, 1]], [["tap_B", L1, "G", d], ["tap_B", L1, "G"]]);
 
-  ifNode(wantProj, [TAP.projOut], () => {
-    const ws = g.node("Split", [projWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, P]
-    const bs = g.node("Split", [projBias], L1, { axis: 0, num_outputs: L1 }); // each [1, 1, P]
-    const axis0 = g.constI64([0]);
-    const perLayer = taps.map((t, l) => g.op("Unsqueeze", [g.op("Add", [g.op("MatMul", [t, ws[l]]), bs[l]]), axis0])); // each [1, B, T, P]
-    return [g.op("Concat", perLayer, { axis: 0 })]; // [L+1, B, T, P]
-  }, [[L1, 0, 0, 1]], [[L1, "tap_B", "tap_T", "P"]]);
+  // the taps stacked [L+1, B, T, d]: one batched MatMul over the layers is ~30% faster than L+1 small ones, copy included
+  const stacked = () => g.op("Concat", taps.map((t) => g.op("Unsqueeze", [t, g.constI64([0])])), { axis: 0 });
+  /** x_l · W_l + b_l for every layer: [L+1, B, T, n] from weights [L+1, d, n] and biases [L+1, 1, n] */
+  const perLayerLinear = (x: string, w: string, b: string) => g.op("Add", [g.op("MatMul", [x, g.op("Unsqueeze", [w, g.constI64([1])])]), g.op("Unsqueeze", [b, g.constI64([1])])]);
+
+  ifNode(wantProj, [TAP.projOut], () => [perLayerLinear(stacked(), projWeights, projBias)], [[L1, 0, 0, 1]], [[L1, "tap_B", "tap_T", "P"]]); // [L+1, B, T, P]
+
+  ifNode(wantAttn, [TAP.attnOut], () => {
+    const qk = perLayerLinear(stacked(), attnWeights, attnBias); // [L+1, B, T, 2·H·hd]
+    const qkLayers = g.node("Split", [qk], L1, { axis: 0, num_outputs: L1 }); // each [1, B, T, 2·H·hd]
+    const headShape = g.op("Concat", [g.constI64([0, 0, 2]), attnHeads], { axis: 0 }); // [B, T, 2, H, hd]
+    const mask = tokenMask(); // [B, T] int64
+    const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
+    const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
+    const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([1, 2])]); // [B, 1, 1, T]: 1/T at real queries
+    // Per layer: a [B, H, T, T] attention stays small (a T×T tensor for every layer at once measured 2× slower at
+    // T = 256, most of it fresh memory)
+    const reads = (keyBias?: string) => taps.map((x, l) => {
+      const byHead = g.op("Reshape", [g.op("Squeeze", [qkLayers[l], g.constI64([0])]), headShape]); // [B, T, 2, H, hd]
+      const [q5, k5] = g.node("Split", [byHead], 2, { axis: 2, num_outputs: 2 }); // each [B, T, 1, H, hd]
+      const q = g.op("Transpose", [g.op("Squeeze", [q5, g.constI64([2])])], { perm: [0, 2, 1, 3] }); // [B, H, T, hd]
+      const kT = g.op("Transpose", [g.op("Squeeze", [k5, g.constI64([2])])], { perm: [0, 2, 3, 1] }); // [B, H, hd, T]
+      const scores = g.op("MatMul", [q, kT]); // [B, H, T(query), T(key)], 1/√hd folded into W_q
+      const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [B, H, T, T]
+      const meanAtt = g.op("MatMul", [queryWeights, att]); // [B, H, 1, T(key)]
+      const read = g.op("MatMul", [meanAtt, g.op("Unsqueeze", [x, g.constI64([1])])]); // [B, H, 1, d]
+      return g.op("Unsqueeze", [g.op("Squeeze", [read, g.constI64([2])]), g.constI64([0])]); // [1, B, H, d]
+    });
+    // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
+    const padded = g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]); // bool []
+    const dims = [L1, "tap_B", "tap_H", d];
+    const masked = g.subgraph(g.fresh("attn_masked"), () => {
+      const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([1, 2])]); // [B, 1, 1, T]
+      return [{ name: g.op("Concat", reads(keyBias), { axis: 0 }), type: "float32" as const, dims }]; // [L+1, B, H, d]
+    });
+    const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: g.op("Concat", reads(), { axis: 0 }), type: "float32" as const, dims }]);
+    return g.node("If", [padded], 1, { then_branch: masked, else_branch: dense }); // [L+1, B, H, d]
+  }, [[L1, 0, 0, d]], [[L1, "tap_B", "tap_H", d]]);
 }
 
 /**

@@ -42,7 +42,8 @@
 import { ProbeSetCache } from "./set-cache.js";
 import "../util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
-import type { TensorProto } from "onnx-buf";
+import type { TensorProto, ValueInfoProto } from "onnx-buf";
+import type { SummaryAttention, SummaryProjections } from "../types/summary.js";
 import type { HiddenStates } from "../types/hidden.js";
 import { GraphError, InvalidArgumentError } from "../errors.js";
 import { float, float32Initializer, inMemoryModelBytes, nodeProto, valueInfo, type Attr } from "../onnx/proto.js";
@@ -481,60 +482,65 @@ export function compiledProbesFor(probes: readonly Probe[]): Promise<CompiledPro
 }
 
 /**
- * MHA probes from per-token projections computed in the decoder graph (graph/decoder.ts `tap_proj_out`), so that
- * the [L+1, T, d] tensor never leaves ORT: the graph maps each token to its Q, K, V ([L+1, T, 3·d/f] per probe,
- * standardisation folded into the fed weights as layerLinear folds it); only the T×T attention, the pooling and
- * the layer stage run here, in a small session of their own. mhaProjections gives what to feed the decoder.
+ * MHA probes from what the decoder graph computes of them, so that the [L+1, T, d] tensor never leaves ORT
+ * (mhaSummaryRequest gives what to feed it; standardisation is folded into the fed weights as layerLinear folds it):
+ *
+ * - attention reads (graph/decoder.ts `tap_attn_out`, one run over the prompt, mean-pooled probes sharing a head
+ *   width): per layer and head Σ_s ā_s x_s [d]; only V per head, W_o and the layer stage run here (`runAttended`);
+ * - projections (`tap_proj_out`, any prompt, any MHA probe): each token's Q, K, V ([L+1, T, 3·d/f] per probe);
+ *   the T×T attention, the pooling and the layer stage run here (`run`).
+ *
+ * Each in a small session of its own, built on first use.
  */
 export class ProjectedMha {
+  private projected?: Promise<ort.InferenceSession>;
+  private attended?: Promise<ort.InferenceSession>;
+  /** P: the projection columns the set reads (Σ 3·d/f over its probes). */
+  readonly width: number;
+  /** H: the heads of the attention reads (Σ heads over its probes), 0 when the set cannot use them. */
+  readonly heads: number;
+
   private constructor(
     readonly probes: readonly Probe[],
-    /** P: the projection columns the set reads (Σ 3·d/f over its probes). */
-    readonly width: number,
-    private readonly session: ort.InferenceSession,
-  ) {}
+    private readonly threads: number | undefined,
+  ) {
+    const { layers: L1, dim: d } = probes[0].shape;
+    for (const probe of probes) {
+      if (!(probe.aggregator instanceof MhaAggregator)) throw new InvalidArgumentError(`a ${probe.config.kind} probe is not an MHA probe`, { field: "kind" });
+      if (probe.shape.layers !== L1 || probe.shape.dim !== d) throw new InvalidArgumentError(`probes of one set must share L+1 and d`, { field: "probes" });
+    }
+    const aggs = probes.map((p) => p.aggregator as MhaAggregator);
+    this.width = aggs.reduce((a, agg) => a + 3 * agg.inner, 0);
+    this.heads = attendable(aggs) ? aggs.reduce((a, agg) => a + agg.heads, 0) : 0;
+  }
 
   static async create(probes: readonly Probe[], options: { threads?: number } = {}): Promise<ProjectedMha> {
     if (probes.length === 0) throw new InvalidArgumentError("no probes to compile", { field: "probes" });
-    const { layers: L1, dim: d } = probes[0].shape;
-    const g = new GraphWriter();
-    const outputs = [];
-    let off = 0;
-    for (let i = 0; i < probes.length; i++) {
-      const probe = probes[i];
-      const agg = probe.aggregator;
-      if (!(agg instanceof MhaAggregator)) throw new InvalidArgumentError(`a ${probe.config.kind} probe is not an MHA probe`, { field: "kind" });
-      if (probe.shape.layers !== L1 || probe.shape.dim !== d) throw new InvalidArgumentError(`probes of one set must share L+1 and d`, { field: "probes" });
-      const n = 3 * agg.inner;
-      // this probe's columns of the projections [L+1, 1, T, P] → [L+1, T, 3·d/f] (one prompt: B = 1)
-      const mine = g.op("Slice", ["proj", g.ints([off]), g.ints([off + n]), g.ints([3])]); // [L+1, 1, T, n]
-      off += n;
-      const s: Shared = { x: mine, padded: false, mask: "", mask4: "", valid4: "", count3: "", bias: "" };
-      const pre = g.op("Reshape", [mine, g.ints([L1, -1, n])]); // [L+1, T, n]
-      const tokens = mhaBlock(g, s, agg, mine, agg.tokenBlock, L1, `p${i}.token`, undefined, pre); // [L+1, 1, d]
-      const byPrompt = g.op("Unsqueeze", [g.op("Transpose", [tokens], { perm: [1, 0, 2] }), g.ints([0])]); // [1, 1, L+1, d]
-      const stage2: Shared = { ...s, x: byPrompt };
-      const out = mhaBlock(g, stage2, agg, byPrompt, agg.layerBlock, 1, `p${i}.layer`, undefined); // [1, 1, d]
-      const v = g.op("Squeeze", [out, g.ints([0])]); // [1, d]
-      const C = probe.shape.classes;
-      const logits = g.op("Add", [g.op("MatMul", [v, g.weight(`p${i}.head.weight`, [d, C], data(probe.headWeight))]), g.weight(`p${i}.head.bias`, [C], data(probe.headBias))]); // [1, C]
-      g.op("Softmax", [logits], { axis: -1 }, `probs_${i}`); // [1, C]
-      outputs.push(valueInfo(`probs_${i}`, "float32", [1, C]));
-    }
-    const P = off;
-    const bytes = inMemoryModelBytes({ name: "onepass_projected_mha", producer: "onepass-probe", opset: 18, nodes: g.nodes, initializers: g.initializers, inputs: [valueInfo("proj", "float32", [L1, 1, "T", P])], outputs });
-    let session: ort.InferenceSession;
+    return new ProjectedMha(probes, options.threads);
+  }
+
+  private async open(bytes: Uint8Array): Promise<ort.InferenceSession> {
     try {
-      session = await ort.InferenceSession.create(bytes, {
+      return await ort.InferenceSession.create(bytes, {
         graphOptimizationLevel: "all",
         executionMode: "sequential",
         ...probeThreads(false),
-        ...(options.threads !== undefined ? { intraOpNumThreads: options.threads } : {}),
+        ...(this.threads !== undefined ? { intraOpNumThreads: this.threads } : {}),
       });
     } catch (e) {
       throw new GraphError(`ONNX Runtime cannot load the compiled MHA probes: ${(e as Error).message}`, { field: "probes" }, { cause: e });
     }
-    return new ProjectedMha(probes, P, session);
+  }
+
+  private async runGraph(session: Promise<ort.InferenceSession>, feeds: Record<string, ort.Tensor>): Promise<CompiledOutput[]> {
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await (await session).run(feeds);
+    } catch (e) {
+      if (e instanceof GraphError) throw e;
+      throw new GraphError(`compiled MHA probes failed: ${(e as Error).message}`, { field: "probes" }, { cause: e });
+    }
+    return this.probes.map((_, i) => ({ probabilities: out[`probs_${i}`].data as Float32Array })); // [1, C]
   }
 
   /** Every probe's probabilities [1, C] from one prompt's projections [L+1, T, P] (no copy). */
@@ -542,40 +548,134 @@ export class ProjectedMha {
     const { layers: L1 } = this.probes[0].shape;
     const P = this.width;
     if (!(T >= 1) || proj.length !== L1 * T * P) throw new InvalidArgumentError(`projections have ${proj.length} values, expected [${L1}, ${T}, ${P}]`, { field: "summary.proj" });
-    let out: ort.InferenceSession.ReturnType;
-    try {
-      out = await this.session.run({ proj: new ort.Tensor("float32", proj, [L1, 1, T, P]) }); // [L+1, 1, T, P]
-    } catch (e) {
-      throw new GraphError(`compiled MHA probes failed: ${(e as Error).message}`, { field: "probes" }, { cause: e });
-    }
-    return this.probes.map((_, i) => ({ probabilities: out[`probs_${i}`].data as Float32Array })); // [1, C]
+    this.projected ??= this.open(projectedGraph(this.probes, P));
+    return this.runGraph(this.projected, { proj: new ort.Tensor("float32", proj, [L1, 1, T, P]) }); // [L+1, 1, T, P]
+  }
+
+  /** Every probe's probabilities [1, C] from one prompt's attention reads [L+1, H, d] (TapSummary.attn; no copy). */
+  async runAttended(reads: Float32Array): Promise<CompiledOutput[]> {
+    const { layers: L1, dim: d } = this.probes[0].shape;
+    const H = this.heads;
+    if (H === 0) throw new InvalidArgumentError("these MHA probes cannot be read from attention reads (max pooling, or heads of different widths)", { field: "summary.attn" });
+    if (reads.length !== L1 * H * d) throw new InvalidArgumentError(`attention reads have ${reads.length} values, expected [${L1}, ${H}, ${d}]`, { field: "summary.attn" });
+    this.attended ??= this.open(attendedGraph(this.probes, H));
+    return this.runGraph(this.attended, { reads: new ort.Tensor("float32", reads, [L1, 1, H, d]) }); // [L+1, 1, H, d]
   }
 
   async dispose(): Promise<void> {
-    await this.session.release();
+    for (const s of [this.projected, this.attended]) if (s !== undefined) await (await s.catch(() => undefined))?.release();
   }
 }
 
-/**
- * What the decoder graph must compute for a set of MHA probes (SummaryRequest.projections): each probe's folded
- * [W_q | W_k | W_v] side by side, [L+1, d, P] with P = Σ 3·d/f, and the biases [L+1, P].
- */
-export function mhaProjections(probes: readonly Probe[]): { weights: Float32Array; bias: Float32Array; width: number } {
-  const { layers: L1, dim: d } = probes[0].shape;
-  const blocks = probes.map((p) => {
-    if (!(p.aggregator instanceof MhaAggregator)) throw new InvalidArgumentError(`a ${p.config.kind} probe is not an MHA probe`, { field: "kind" });
-    return foldedProjection(p, p.aggregator, L1, d);
+/** Whether the in-graph attention reads serve these MHA probes: mean pooling, one head width. */
+function attendable(aggs: readonly MhaAggregator[]): boolean {
+  const hd = aggs[0].inner / aggs[0].heads;
+  return aggs.every((a) => a.pool === "mean" && a.inner / a.heads === hd);
+}
+
+/** The stage after one probe's token stage: [L+1, 1, d] per-layer summaries → layer block → head → softmax, as output probs_i. */
+function layerStageAndHead(g: GraphWriter, s: Shared, probe: Probe, agg: MhaAggregator, tokens: string, i: number): ValueInfoProto {
+  const byPrompt = g.op("Unsqueeze", [g.op("Transpose", [tokens], { perm: [1, 0, 2] }), g.ints([0])]); // [1, 1, L+1, d]
+  const out = mhaBlock(g, { ...s, x: byPrompt }, agg, byPrompt, agg.layerBlock, 1, `p${i}.layer`, undefined); // [1, 1, d]
+  const v = g.op("Squeeze", [out, g.ints([0])]); // [1, d]
+  const { dim: d, classes: C } = probe.shape;
+  const logits = g.op("Add", [g.op("MatMul", [v, g.weight(`p${i}.head.weight`, [d, C], data(probe.headWeight))]), g.weight(`p${i}.head.bias`, [C], data(probe.headBias))]); // [1, C]
+  g.op("Softmax", [logits], { axis: -1 }, `probs_${i}`); // [1, C]
+  return valueInfo(`probs_${i}`, "float32", [1, C]);
+}
+
+const dense: Shared = { x: "", padded: false, mask: "", mask4: "", valid4: "", count3: "", bias: "" };
+
+/** The projections' graph: proj [L+1, 1, T, P] → probs_i [1, C]. */
+function projectedGraph(probes: readonly Probe[], P: number): Uint8Array {
+  const { layers: L1 } = probes[0].shape;
+  const g = new GraphWriter();
+  const outputs: ValueInfoProto[] = [];
+  let off = 0;
+  probes.forEach((probe, i) => {
+    const agg = probe.aggregator as MhaAggregator;
+    const n = 3 * agg.inner;
+    // this probe's columns of the projections [L+1, 1, T, P] → [L+1, 1, T, n]
+    const mine = n === P ? "proj" : g.op("Slice", ["proj", g.ints([off]), g.ints([off + n]), g.ints([3])]);
+    off += n;
+    const pre = g.op("Reshape", [mine, g.ints([L1, -1, n])]); // [L+1, T, n]
+    const tokens = mhaBlock(g, { ...dense, x: mine }, agg, mine, agg.tokenBlock, L1, `p${i}.token`, undefined, pre); // [L+1, 1, d]
+    outputs.push(layerStageAndHead(g, dense, probe, agg, tokens, i));
   });
-  const P = blocks.reduce((a, b) => a + b.n, 0);
-  const weights = new Float32Array(L1 * d * P); // [L+1, d, P]
-  const bias = new Float32Array(L1 * P); // [L+1, P]
-  let col = 0;
-  for (const blk of blocks) {
-    for (let r = 0; r < L1 * d; r++) weights.set(blk.w.subarray(r * blk.n, (r + 1) * blk.n), r * P + col);
-    for (let l = 0; l < L1; l++) bias.set(blk.b.subarray(l * blk.n, (l + 1) * blk.n), l * P + col);
-    col += blk.n;
+  return inMemoryModelBytes({ name: "onepass_projected_mha", producer: "onepass-probe", opset: 18, nodes: g.nodes, initializers: g.initializers, inputs: [valueInfo("proj", "float32", [L1, 1, "T", P])], outputs });
+}
+
+/**
+ * The attention reads' graph: reads [L+1, 1, H, d] → probs_i [1, C]. Per head, V of the read (Σ_s ā_s x_s)·W_v + b_v
+ * (the folded W_v: standardisation is affine and ā sums to 1), the heads joined, then W_o.
+ */
+function attendedGraph(probes: readonly Probe[], H: number): Uint8Array {
+  const { layers: L1, dim: d } = probes[0].shape;
+  const g = new GraphWriter();
+  const outputs: ValueInfoProto[] = [];
+  let h0 = 0;
+  probes.forEach((probe, i) => {
+    const agg = probe.aggregator as MhaAggregator;
+    const Hi = agg.heads, inner = agg.inner, hd = inner / Hi, n = 3 * inner;
+    const mine = Hi === H ? "reads" : g.op("Slice", ["reads", g.ints([h0]), g.ints([h0 + Hi]), g.ints([2])]); // [L+1, 1, Hi, d]
+    h0 += Hi;
+    const { w, b } = foldedProjection(probe, agg, L1, d); // [L+1, d, n], [L+1, n]: Q | K | V
+    const wv = new Float32Array(L1 * Hi * d * hd); // [L+1, 1, Hi, d, hd]
+    const bv = new Float32Array(L1 * Hi * hd); // [L+1, 1, Hi, 1, hd]
+    for (let l = 0; l < L1; l++) for (let h = 0; h < Hi; h++) {
+      const col = 2 * inner + h * hd;
+      for (let j = 0; j < d; j++) wv.set(w.subarray((l * d + j) * n + col, (l * d + j) * n + col + hd), ((l * Hi + h) * d + j) * hd);
+      bv.set(b.subarray(l * n + col, l * n + col + hd), (l * Hi + h) * hd);
+    }
+    const ctx = g.op("Add", [g.op("MatMul", [g.op("Unsqueeze", [mine, g.ints([3])]), g.weight(`p${i}.v.heads`, [L1, 1, Hi, d, hd], wv)]), g.weight(`p${i}.v.bias`, [L1, 1, Hi, 1, hd], bv)]); // [L+1, 1, Hi, 1, hd]
+    const merged = g.op("Reshape", [ctx, g.ints([L1, 1, inner])]); // [L+1, 1, d/f]
+    const tokens = g.op("MatMul", [merged, g.weight(`p${i}.o`, [L1, inner, d], data(agg.tokenBlock.o))]); // [L+1, 1, d]
+    outputs.push(layerStageAndHead(g, dense, probe, agg, tokens, i));
+  });
+  return inMemoryModelBytes({ name: "onepass_attended_mha", producer: "onepass-probe", opset: 18, nodes: g.nodes, initializers: g.initializers, inputs: [valueInfo("reads", "float32", [L1, 1, H, d])], outputs });
+}
+
+/**
+ * What the decoder graph must compute for a set of MHA probes (types/summary.ts): `projections`, each probe's
+ * folded [W_q | W_k | W_v] side by side, [L+1, d, P] with P = Σ 3·d/f, and the biases [L+1, P]; and when the set
+ * can read them (mean pooling, one head width), `attention`: every probe's W_q/√hd, then every probe's W_k.
+ */
+export function mhaSummaryRequest(probes: readonly Probe[]): { projections: SummaryProjections; attention?: SummaryAttention } {
+  const { layers: L1, dim: d } = probes[0].shape;
+  const aggs = probes.map((p) => {
+    if (!(p.aggregator instanceof MhaAggregator)) throw new InvalidArgumentError(`a ${p.config.kind} probe is not an MHA probe`, { field: "kind" });
+    return p.aggregator;
+  });
+  const blocks = probes.map((p, i) => foldedProjection(p, aggs[i], L1, d));
+  /** Columns [from, from + count) of every block (scaled by `scale[i]`) side by side: [L+1, d, W], [L+1, W]. */
+  const gather = (part: (i: number) => { from: number; count: number; scale: number }) => {
+    const W = probes.reduce((a, _, i) => a + part(i).count, 0);
+    const weights = new Float32Array(L1 * d * W), bias = new Float32Array(L1 * W);
+    let col = 0;
+    blocks.forEach((blk, i) => {
+      const { from, count, scale } = part(i);
+      for (let r = 0; r < L1 * d; r++) for (let c = 0; c < count; c++) weights[r * W + col + c] = blk.w[r * blk.n + from + c] * scale;
+      for (let l = 0; l < L1; l++) for (let c = 0; c < count; c++) bias[l * W + col + c] = blk.b[l * blk.n + from + c] * scale;
+      col += count;
+    });
+    return { weights, bias, width: W };
+  };
+  const projections = gather((i) => ({ from: 0, count: blocks[i].n, scale: 1 }));
+  if (!attendable(aggs)) return { projections };
+  const hd = aggs[0].inner / aggs[0].heads;
+  const q = gather((i) => ({ from: 0, count: aggs[i].inner, scale: 1 / Math.sqrt(hd) }));
+  const k = gather((i) => ({ from: aggs[i].inner, count: aggs[i].inner, scale: 1 }));
+  const A = 2 * q.width;
+  const weights = new Float32Array(L1 * d * A), bias = new Float32Array(L1 * A); // [L+1, d, 2·H·hd], [L+1, 2·H·hd]
+  for (let r = 0; r < L1 * d; r++) {
+    weights.set(q.weights.subarray(r * q.width, (r + 1) * q.width), r * A);
+    weights.set(k.weights.subarray(r * k.width, (r + 1) * k.width), r * A + q.width);
   }
-  return { weights, bias, width: P };
+  for (let l = 0; l < L1; l++) {
+    bias.set(q.bias.subarray(l * q.width, (l + 1) * q.width), l * A);
+    bias.set(k.bias.subarray(l * k.width, (l + 1) * k.width), l * A + q.width);
+  }
+  return { projections, attention: { weights, bias, heads: q.width / hd, headDim: hd } };
 }
 
 /** An MHA probe's stage-1 [W_q | W_k | W_v] [L+1, d, 3·d/f] with its standardisation folded in (W/σ, −(μ/σ)·W). */

@@ -22,7 +22,7 @@ export { cacheSource } from "./cache-source.js";
 // The probes draw from the same generator as the sampler; the older name stays.
 export { Rng as ProbeRng } from "../numeric/rng.js";
 export { responseTracker, type ResponseTracker, type ResponseProbabilities } from "./response.js";
-export { CompiledProbes, compiledProbesFor, compileProbeGraph, ProjectedMha, projectedMhaFor, mhaProjections, type CompiledOutput } from "./compiled.js";
+export { CompiledProbes, compiledProbesFor, compileProbeGraph, ProjectedMha, projectedMhaFor, mhaSummaryRequest, type CompiledOutput } from "./compiled.js";
 export { SummaryProbes, summaryProbesFor, readsSummaries } from "./summary.js";
 export { labelIndexMap, parseLabelMap } from "./label-map.js";
 export {

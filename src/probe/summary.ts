@@ -10,9 +10,10 @@
  * The rest of each probe — standardisation (affine, so it commutes with a mean, a max (σ > 0) and a weighted sum
  * whose weights sum to 1), the layer stage, the head and its softmax — is O((L+1)·d) and runs here in float64.
  * test/probe-summary.test.ts proves the result equal to the training forward (≤ 1e-5) for every kind.
- * MHA probes read every token against every other: the graph gives each token's Q, K, V projections
- * ([L+1, T, 3·d/f], the probe's folded weights fed as inputs), and the T×T attention and the rest run in a small
- * compiled session (compiled.ts ProjectedMha).
+ * MHA probes read every token against every other. When one run covers the prompt and the probes pool with the
+ * mean, the graph computes the T×T attention itself and gives per layer and head the attention-weighted read of
+ * the tokens ([L+1, H, d]); otherwise each token's Q, K, V projections ([L+1, T, 3·d/f]), which chunks join. The
+ * probes' folded weights are fed as inputs; the rest runs in a small compiled session (compiled.ts ProjectedMha).
  */
 import { ProbeSetCache } from "./set-cache.js";
 import { InvalidArgumentError } from "../errors.js";
@@ -21,7 +22,7 @@ import { FixedAggregator } from "./aggregators/fixed.js";
 import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
 import { MhaAggregator } from "./aggregators/mha.js";
-import { mhaProjections, projectedMhaFor, type CompiledOutput } from "./compiled.js";
+import { mhaSummaryRequest, projectedMhaFor, type CompiledOutput } from "./compiled.js";
 import { checkedInputNorm, foldInputNorm, type Probe } from "./probe.js";
 
 /** Whether `probe` can be read from token summaries (pooling, scoring, fixed; MHA through its projections). */
@@ -66,7 +67,7 @@ export class SummaryProbes {
     this.request = {
       ...(max ? { max: true } : {}),
       ...(scoring.length > 0 ? { gates: foldGates(scoring, L1, d) } : {}),
-      ...(this.mha.length > 0 ? { projections: mhaProjections(this.mha) } : {}),
+      ...(this.mha.length > 0 ? mhaSummaryRequest(this.mha) : {}),
     };
   }
 
@@ -90,9 +91,14 @@ export class SummaryProbes {
     if (this.request.max === true && s.max === undefined) throw new InvalidArgumentError("the summary has no max (ask with request.max)", { field: "summary.max" });
     const G = this.request.gates?.count ?? 0;
     if (s.gates !== G) throw new InvalidArgumentError(`the summary has ${s.gates} gates, the probes feed ${G}`, { field: "summary.gates" });
+    // MHA probes: attention reads from a prompt summarised in one run, else every token's projections
+    const H = this.request.attention?.heads ?? 0;
     const P = this.request.projections?.width ?? 0;
-    if (s.projWidth !== P) throw new InvalidArgumentError(`the summary has projections of width ${s.projWidth}, the probes need ${P}`, { field: "summary.proj" });
-    const mha = this.mha.length > 0 ? await (await projectedMhaFor(this.mha)).run(s.proj!, s.tokens) : [];
+    if (s.attnHeads > 0 ? s.attnHeads !== H : s.projWidth !== P) {
+      throw new InvalidArgumentError(`the summary has ${s.attnHeads > 0 ? `attention reads of ${s.attnHeads} heads` : `projections of width ${s.projWidth}`}, the probes need ${H > 0 ? `${H} heads or ` : ""}width ${P}`, { field: s.attnHeads > 0 ? "summary.attn" : "summary.proj" });
+    }
+    const projected = this.mha.length > 0 ? await projectedMhaFor(this.mha) : undefined;
+    const mha = projected === undefined ? [] : s.attnHeads > 0 ? await projected.runAttended(s.attn!) : await projected.run(s.proj!, s.tokens);
     let k = 0;
     return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i], this.norms[i])));
   }

@@ -28,6 +28,23 @@ export interface SummaryProjections {
   width: number;
 }
 
+/**
+ * MHA probes' token attention, computed in the graph when one run covers every summarised token (the T×T
+ * attention needs them all): per layer and head h, the query-averaged attention over the keys
+ * ā_h = (1/T) Σ_t softmax_s(q_t · k_s) and the read Σ_s ā_h,s x_s [d]. A mean-pooled MHA probe needs no more of
+ * the tokens: mean_t Σ_s a_ts (x_s W_v + b_v) = (Σ_s ā_s x_s) W_v + b_v, since each row of a sums to 1.
+ */
+export interface SummaryAttention {
+  /** [L+1, d, 2·H·hd]: every head's W_q (scaled by 1/√hd), then every head's W_k */
+  weights: Float32Array;
+  /** [L+1, 2·H·hd] */
+  bias: Float32Array;
+  /** H ≥ 1: heads of all the set's probes side by side */
+  heads: number;
+  /** hd ≥ 1: one head's width (the same for every probe of the set) */
+  headDim: number;
+}
+
 /** What a run's summaries must hold beyond the masked sum and the last token (always there). */
 export interface SummaryRequest {
   /** The per-layer elementwise maximum over the run's tokens. */
@@ -37,10 +54,23 @@ export interface SummaryRequest {
   /** Per-token projections (see SummaryProjections): [L+1, T, P] per run, far narrower than the taps' d. */
   projections?: SummaryProjections;
   /**
+   * In-graph attention reads (see SummaryAttention) instead of the projections, for a request summarised in one
+   * run. `projections` must be given too: a request split over several runs (chunked or interleaved prefill) drops
+   * this (`acrossRuns`) and reads the projections, which chunks combine.
+   */
+  attention?: SummaryAttention;
+  /**
    * Summarise only the first `upTo` tokens of the call (a probe trained on a length cut): the prefill is split
    * there, the later tokens run without summaries. Default: all of them.
    */
   upTo?: number;
+}
+
+/** The request for one of several runs that summarise a prompt together: attention reads need one run (SummaryRequest.attention). */
+export function acrossRuns(r: SummaryRequest): SummaryRequest {
+  if (r.attention === undefined) return r;
+  const { attention: _, ...rest } = r;
+  return rest;
 }
 
 export class TapSummary {
@@ -68,6 +98,9 @@ export class TapSummary {
     /** [L+1, tokens, P] every token's projections, when asked (P = projWidth) */
     readonly proj?: Float32Array,
     readonly projWidth = 0,
+    /** [L+1, H, d] the attention reads Σ_s ā_h,s x_s per layer and head, when asked (H = attnHeads; one run only) */
+    readonly attn?: Float32Array,
+    readonly attnHeads = 0,
   ) {
     const n = layers * dim;
     if (sum.length !== n || last.length !== n || (max !== undefined && max.length !== n)) {
@@ -79,6 +112,9 @@ export class TapSummary {
     if (projWidth > 0 && proj?.length !== layers * tokens * projWidth) {
       throw new RangeError(`TapSummary: projections of width ${projWidth} need [${layers}, ${tokens}, ${projWidth}] values`);
     }
+    if (attnHeads > 0 && attn?.length !== layers * attnHeads * dim) {
+      throw new RangeError(`TapSummary: attention reads of ${attnHeads} heads need [${layers}, ${attnHeads}, ${dim}] values`);
+    }
   }
 
   /** The summary of this run followed by `next` (the same sequence's following tokens). */
@@ -86,6 +122,7 @@ export class TapSummary {
     if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined)) {
       throw new RangeError("TapSummary.then: summaries of different shapes or contents");
     }
+    if (this.attnHeads > 0 || next.attnHeads > 0) throw new RangeError("TapSummary.then: attention reads cover one whole run and do not combine (see acrossRuns)");
     if (next.tokens === 0) return this;
     if (this.tokens === 0) return next;
     const add = (a: Float64Array, b: Float64Array) => a.map((v, i) => v + b[i]);
