@@ -304,7 +304,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 6;
+export const TAP_LAYOUT = 7;
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
 const NEG_BIG = -3.0e38;
@@ -412,33 +412,31 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
 
   ifNode(wantAttn, [TAP.attnOut], () => {
     const qk = perLayerLinear(stacked(), attnWeights, attnBias); // [L+1, B, T, 2·H·hd]
-    const qkLayers = g.node("Split", [qk], L1, { axis: 0, num_outputs: L1 }); // each [1, B, T, 2·H·hd]
-    const headShape = g.op("Concat", [g.constI64([0, 0, 2]), attnHeads], { axis: 0 }); // [B, T, 2, H, hd]
+    const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [L+1, B, T, 2, H, hd]
+    const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 0, 1, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
+    const qs = g.node("Split", [g.op("Squeeze", [qAll, g.constI64([0])])], L1, { axis: 0, num_outputs: L1 }); // each [1, B, H, T, hd]
+    const ks = g.node("Split", [g.op("Squeeze", [kAll, g.constI64([0])])], L1, { axis: 0, num_outputs: L1 }); // each [1, B, H, T, hd]
     const mask = tokenMask(); // [B, T] int64
     const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
     const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
-    const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([1, 2])]); // [B, 1, 1, T]: 1/T at real queries
+    const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]: 1/T at real queries
     // Per layer: a [B, H, T, T] attention stays small (a T×T tensor for every layer at once measured 2× slower at
     // T = 256, most of it fresh memory)
     const reads = (keyBias?: string) => taps.map((x, l) => {
-      const byHead = g.op("Reshape", [g.op("Squeeze", [qkLayers[l], g.constI64([0])]), headShape]); // [B, T, 2, H, hd]
-      const [q5, k5] = g.node("Split", [byHead], 2, { axis: 2, num_outputs: 2 }); // each [B, T, 1, H, hd]
-      const q = g.op("Transpose", [g.op("Squeeze", [q5, g.constI64([2])])], { perm: [0, 2, 1, 3] }); // [B, H, T, hd]
-      const kT = g.op("Transpose", [g.op("Squeeze", [k5, g.constI64([2])])], { perm: [0, 2, 3, 1] }); // [B, H, hd, T]
-      const scores = g.op("MatMul", [q, kT]); // [B, H, T(query), T(key)], 1/√hd folded into W_q
-      const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [B, H, T, T]
-      const meanAtt = g.op("MatMul", [queryWeights, att]); // [B, H, 1, T(key)]
-      const read = g.op("MatMul", [meanAtt, g.op("Unsqueeze", [x, g.constI64([1])])]); // [B, H, 1, d]
-      return g.op("Unsqueeze", [g.op("Squeeze", [read, g.constI64([2])]), g.constI64([0])]); // [1, B, H, d]
+      const scores = g.op("FusedMatMul", [qs[l], ks[l]], { transB: 1 }, MS_DOMAIN); // [1, B, H, T(query), T(key)], 1/√hd folded into W_q
+      const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [1, B, H, T, T]
+      const meanAtt = g.op("MatMul", [queryWeights, att]); // [1, B, H, 1, T(key)]
+      return g.op("MatMul", [meanAtt, g.op("Unsqueeze", [x, g.constI64([0, 2])])]); // [1, B, H, 1, d]
     });
     // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
     const padded = g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]); // bool []
     const dims = [L1, "tap_B", "tap_H", d];
+    const joined = (parts: string[]) => g.op("Squeeze", [g.op("Concat", parts, { axis: 0 }), g.constI64([3])]); // [L+1, B, H, d]
     const masked = g.subgraph(g.fresh("attn_masked"), () => {
-      const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([1, 2])]); // [B, 1, 1, T]
-      return [{ name: g.op("Concat", reads(keyBias), { axis: 0 }), type: "float32" as const, dims }]; // [L+1, B, H, d]
+      const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]
+      return [{ name: joined(reads(keyBias)), type: "float32" as const, dims }];
     });
-    const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: g.op("Concat", reads(), { axis: 0 }), type: "float32" as const, dims }]);
+    const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: joined(reads()), type: "float32" as const, dims }]);
     return g.node("If", [padded], 1, { then_branch: masked, else_branch: dense }); // [L+1, B, H, d]
   }, [[L1, 0, 0, d]], [[L1, "tap_B", "tap_H", d]]);
 }
