@@ -221,7 +221,7 @@ async function streamingCost(engine: Engine, label: string): Promise<void> {
   const kinds: ProbeConfig[] = [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }];
   const rows: Record<string, { step: number[]; hook: number[] }> = { plain: { step: [], hook: [] } };
   for (const k of kinds) rows[k.kind] = { step: [], hook: [] };
-  const runs = Math.max(1, Math.min(RUNS, 3));
+  const runs = Math.max(1, Math.min(RUNS, 7));
   for (let r = -1; r < runs; r++) {
     const plain = await engine.generate(request).result;
     if (r >= 0) rows.plain.step.push(plain.timings.decodeMs / plain.tokens.length);

@@ -109,7 +109,7 @@ test("decode steps give each token's hidden states [L+1, 1, d]; incremental pool
     { kind: "fixed", token: "max", layer: 0 },
     // the default recipe's probes read standardised states (saved norm.mean/norm.std)
     { kind: "pooling", pool: "mean", standardize: true }, { kind: "scoring", standardize: true }, { kind: "fixed", token: "last", standardize: true },
-    { kind: "fixed", token: "max", layer: 2, standardize: true },
+    { kind: "fixed", token: "max", layer: 2, standardize: true }, { kind: "pooling", pool: "max", standardize: true }, { kind: "fixed", token: "mean", layer: 1, standardize: true },
   ];
   const { inputStatistics } = await import("../src/probe/probe.js");
   const all = prefix(states, 64, L1, d);

@@ -16,7 +16,7 @@ import { MhaAggregator } from "./aggregators/mha.js";
 import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
 import { compiledProbesFor } from "./compiled.js";
-import type { Probe } from "./probe.js";
+import { checkedInputNorm, type Probe } from "./probe.js";
 
 /** A probe's view of the response after some tokens. */
 export interface ResponseProbabilities {
@@ -53,112 +53,134 @@ function softmaxInto(logits: Float64Array, out: Float32Array): void {
   for (let j = 0; j < logits.length; j++) out[j] = Math.exp(logits[j] - max) / sum;
 }
 
-/** Pooling, scoring and fixed probes: O((L+1)·d) state updated per token (see the file comment). */
+/**
+ * Pooling, scoring and fixed probes: O((L+1)·d) state updated per token (see the file comment). The state is kept
+ * over the raw states x; a standardised probe's (x − μ)/σ is affine per element, so it moves onto the readout
+ * (a mean, a max (σ > 0) and a weighted sum whose weights sum to 1 commute with it) and into the gate vectors.
+ */
 class IncrementalTracker implements ResponseTracker {
   tokens = 0;
   private readonly L1: number;
   private readonly d: number;
-  /** [L+1, d]: running sum (mean), running max (max), or the gate's running Σ e^(s−m)·x (scoring). */
+  /** [L+1, d] 1/σ and μ/σ (1 and 0 for a raw probe). */
+  private readonly inv: Float64Array;
+  private readonly muInv: Float64Array;
+  /**
+   * pooling mean: [d] Σ_t Σ_l x_l/σ_l; pooling max, fixed max / mean: [L+1, d] running max / sum of x;
+   * scoring: [L+1, d] the gate's running Σ e^(s−m)·x.
+   */
   private readonly acc: Float64Array;
-  /** scoring: running max m_l [L+1] and normaliser z_l [L+1] of the online softmax. */
+  /** pooling mean: [d] Σ_l μ_l/σ_l */
+  private readonly offset: Float64Array;
+  /** scoring: the token gate folded onto raw x, w_l/σ_l [L+1, d] and −w_l·μ_l/σ_l [L+1] */
+  private readonly gate: Float64Array;
+  private readonly gateBias: Float64Array;
+  /** scoring: the layer gate folded per layer, w2/σ_l [L+1, d] and w2·μ_l/σ_l [L+1] */
+  private readonly layerGate: Float64Array;
+  private readonly layerGateBias: Float64Array;
+  /** scoring: running max m_l, normaliser z_l and Σ_j layerGate_lj·acc_lj per layer [L+1] (online softmax). */
   private readonly m: Float64Array;
   private readonly z: Float64Array;
-  /** [L+1, d] this token's standardised states, and the scoring gate's per-layer summaries: reused per token. */
-  private readonly xs: Float32Array;
-  private readonly summaries: Float64Array;
+  private readonly gateDot: Float64Array;
 
   constructor(private readonly probe: Probe) {
-    this.L1 = probe.shape.layers;
-    this.d = probe.shape.dim;
-    this.acc = new Float64Array(this.L1 * this.d);
-    this.m = new Float64Array(this.L1).fill(-Infinity);
-    this.z = new Float64Array(this.L1);
-    this.xs = new Float32Array(probe.config.standardize === true ? this.L1 * this.d : 0);
-    this.summaries = new Float64Array(probe.aggregator instanceof ScoringAggregator ? this.L1 * this.d : 0);
+    const L1 = (this.L1 = probe.shape.layers);
+    const d = (this.d = probe.shape.dim);
+    const n = L1 * d;
+    const norm = checkedInputNorm(probe); // refused here, not at the first token
+    this.inv = norm === undefined ? new Float64Array(n).fill(1) : Float64Array.from(norm.std, (v) => 1 / v);
+    this.muInv = norm === undefined ? new Float64Array(n) : Float64Array.from(norm.mean, (v, i) => v * this.inv[i]);
     const agg = probe.aggregator;
-    if (agg instanceof PoolingAggregator && agg.pool === "max") this.acc.fill(-Infinity);
-    if (agg instanceof FixedAggregator && !(agg.layer >= 0 && agg.layer < this.L1)) {
-      throw new InvalidArgumentError(`fixed probe layer ${agg.layer} is outside 0..${this.L1 - 1}`, { field: "layer" });
+    const meanPool = agg instanceof PoolingAggregator && agg.pool === "mean";
+    this.acc = new Float64Array(meanPool ? d : n);
+    this.offset = new Float64Array(meanPool ? d : 0);
+    if (meanPool) for (let i = 0; i < n; i++) this.offset[i % d] += this.muInv[i];
+    if ((agg instanceof PoolingAggregator && agg.pool === "max") || (agg instanceof FixedAggregator && agg.token === "max")) this.acc.fill(-Infinity);
+    if (agg instanceof FixedAggregator && !(agg.layer >= 0 && agg.layer < L1)) {
+      throw new InvalidArgumentError(`fixed probe layer ${agg.layer} is outside 0..${L1 - 1}`, { field: "layer" });
     }
-  }
-
-  /** A standardised probe's state reads (x − mean) / std, as Probe.forward does. */
-  private standardize(x: Float32Array): Float32Array {
-    const probe = this.probe;
-    if (probe.config.standardize !== true) return x;
-    if (probe.norm === undefined) throw new InvalidArgumentError("standardised probe has no input statistics (norm.mean/norm.std)", { field: "norm" });
-    const { mean, std } = probe.norm;
-    const out = this.xs; // [L+1, d]; a plain loop: Float32Array.from with a map callback took 2.7 ms at 25 × 896
-    for (let i = 0; i < out.length; i++) out[i] = (x[i] - mean[i]) / std[i];
-    return out;
+    const scoring = agg instanceof ScoringAggregator;
+    this.gate = new Float64Array(scoring ? n : 0);
+    this.gateBias = new Float64Array(scoring ? L1 : 0);
+    this.layerGate = new Float64Array(scoring ? n : 0);
+    this.layerGateBias = new Float64Array(scoring ? L1 : 0);
+    if (scoring) {
+      const w = agg.tokenGate.data, w2 = agg.layerGate.data; // [L+1, d, 1], [d, 1]
+      for (let i = 0; i < n; i++) {
+        const l = Math.floor(i / d), j = i % d;
+        this.gate[i] = w[i] * this.inv[i];
+        this.gateBias[l] -= w[i] * this.muInv[i];
+        this.layerGate[i] = w2[j] * this.inv[i];
+        this.layerGateBias[l] += w2[j] * this.muInv[i];
+      }
+    }
+    this.m = new Float64Array(scoring ? L1 : 0).fill(-Infinity);
+    this.z = new Float64Array(scoring ? L1 : 0);
+    this.gateDot = new Float64Array(scoring ? L1 : 0);
   }
 
   async push(x: Float32Array): Promise<ResponseProbabilities> {
-    const { L1, d, acc } = this;
+    const { L1, d, acc, inv, muInv } = this;
     if (x.length !== L1 * d) throw new InvalidArgumentError(`a token's hidden states have ${x.length} values, the probe expects [${L1}, ${d}]`, { field: "hidden" });
-    x = this.standardize(x);
-    this.tokens++;
+    const n = ++this.tokens;
     const agg = this.probe.aggregator;
-    const v = new Float64Array(d); // [d] the aggregated vector
+    const v = new Float64Array(d); // [d] the aggregated (standardised) vector
     let layerWeights: Float32Array | undefined;
     if (agg instanceof PoolingAggregator) {
       if (agg.pool === "mean") {
-        for (let i = 0; i < acc.length; i++) acc[i] += x[i];
-        for (let l = 0; l < L1; l++) for (let j = 0; j < d; j++) v[j] += acc[l * d + j] / this.tokens;
-        for (let j = 0; j < d; j++) v[j] /= L1;
+        // v = (1/L+1) Σ_l (Σ_t x_l/n − μ_l)/σ_l
+        for (let l = 0; l < L1; l++) for (let j = 0, i = l * d; j < d; j++, i++) acc[j] += x[i] * inv[i];
+        for (let j = 0; j < d; j++) v[j] = (acc[j] / n - this.offset[j]) / L1;
       } else {
         for (let i = 0; i < acc.length; i++) if (x[i] > acc[i]) acc[i] = x[i];
         v.fill(-Infinity);
-        for (let l = 0; l < L1; l++) for (let j = 0; j < d; j++) if (acc[l * d + j] > v[j]) v[j] = acc[l * d + j];
+        for (let l = 0; l < L1; l++) for (let j = 0, i = l * d; j < d; j++, i++) {
+          const s = acc[i] * inv[i] - muInv[i];
+          if (s > v[j]) v[j] = s;
+        }
       }
     } else if (agg instanceof ScoringAggregator) {
-      const w = agg.tokenGate.data; // [L+1, d, 1]
-      const summaries = this.summaries; // [L+1, d], every entry rewritten below
-      for (let l = 0; l < L1; l++) {
-        let dot = 0;
-        for (let j = 0; j < d; j++) dot += w[l * d + j] * x[l * d + j];
-        const s = Math.tanh(dot);
-        // online softmax: keep Σ e^(s_i − m) with m the running max (rescale when it moves)
-        if (s > this.m[l]) {
-          const r = this.m[l] === -Infinity ? 0 : Math.exp(this.m[l] - s);
-          for (let j = 0; j < d; j++) acc[l * d + j] *= r;
-          this.z[l] *= r;
-          this.m[l] = s;
-        }
-        const e = Math.exp(s - this.m[l]);
-        this.z[l] += e;
-        for (let j = 0; j < d; j++) {
-          acc[l * d + j] += e * x[l * d + j];
-          summaries[l * d + j] = acc[l * d + j] / this.z[l];
-        }
-      }
-      const w2 = agg.layerGate.data; // [d, 1]
-      const beta = new Float64Array(L1); // [L+1]
+      const { gate, layerGate, m, z, gateDot } = this;
+      const beta = new Float64Array(L1); // [L+1] the layer gate's scores, then weights
       let max = -Infinity;
       for (let l = 0; l < L1; l++) {
-        let dot = 0;
-        for (let j = 0; j < d; j++) dot += summaries[l * d + j] * w2[j];
-        beta[l] = Math.tanh(dot);
+        const o = l * d;
+        let dot = this.gateBias[l], dot2 = 0;
+        for (let j = 0; j < d; j++) {
+          dot += gate[o + j] * x[o + j];
+          dot2 += layerGate[o + j] * x[o + j];
+        }
+        const s = Math.tanh(dot);
+        // online softmax: keep Σ e^(s_i − m) with m the running max (rescale when it moves)
+        if (s > m[l]) {
+          const r = m[l] === -Infinity ? 0 : Math.exp(m[l] - s);
+          for (let j = 0; j < d; j++) acc[o + j] *= r;
+          z[l] *= r;
+          gateDot[l] *= r;
+          m[l] = s;
+        }
+        const e = Math.exp(s - m[l]);
+        z[l] += e;
+        gateDot[l] += e * dot2;
+        for (let j = 0; j < d; j++) acc[o + j] += e * x[o + j];
+        // the layer gate on the standardised gate-weighted mean: Σ_j w2_j (acc_lj/z_l − μ_lj)/σ_lj
+        beta[l] = Math.tanh(gateDot[l] / z[l] - this.layerGateBias[l]);
         max = Math.max(max, beta[l]);
       }
       let sum = 0;
       for (let l = 0; l < L1; l++) sum += beta[l] = Math.exp(beta[l] - max);
       for (let l = 0; l < L1; l++) {
-        beta[l] /= sum;
-        for (let j = 0; j < d; j++) v[j] += beta[l] * summaries[l * d + j];
+        const b = (beta[l] /= sum), a = b / z[l], o = l * d;
+        for (let j = 0; j < d; j++) v[j] += a * acc[o + j] * inv[o + j] - b * muInv[o + j];
       }
       layerWeights = Float32Array.from(beta);
     } else if (agg instanceof FixedAggregator) {
       const o = agg.layer * d;
-      if (agg.token === "last") for (let j = 0; j < d; j++) v[j] = x[o + j];
-      else if (agg.token === "max") {
-        if (this.tokens === 1) for (let j = 0; j < d; j++) acc[o + j] = x[o + j];
-        else for (let j = 0; j < d; j++) if (x[o + j] > acc[o + j]) acc[o + j] = x[o + j];
-        for (let j = 0; j < d; j++) v[j] = acc[o + j];
-      } else {
-        for (let j = 0; j < d; j++) acc[o + j] += x[o + j];
-        for (let j = 0; j < d; j++) v[j] = acc[o + j] / this.tokens;
-      }
+      if (agg.token === "last") for (let j = 0; j < d; j++) acc[o + j] = x[o + j];
+      else if (agg.token === "max") for (let j = 0; j < d; j++) acc[o + j] = Math.max(acc[o + j], x[o + j]);
+      else for (let j = 0; j < d; j++) acc[o + j] += x[o + j];
+      const scale = agg.token === "mean" ? 1 / n : 1;
+      for (let j = 0; j < d; j++) v[j] = acc[o + j] * scale * inv[o + j] - muInv[o + j];
     } else {
       throw new InvalidArgumentError(`no incremental form for probe kind '${this.probe.config.kind}'`, { field: "kind" });
     }
