@@ -432,7 +432,7 @@ async function matchesF64(set: Probe[], sp: SummaryProbes, h: HiddenStates, requ
   }
 }
 
-test("tap_max_out and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result", async () => {
+test("tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result", async () => {
   const model = await loadModel(STORIES260K);
   const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
   const session = await ort.InferenceSession.create(modelPath);
@@ -445,6 +445,10 @@ test("tap_max_out and tap_attn_out of a padded batch are each row's own over its
     const mask = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
     const a = new SummaryProbes(attended).request.attention!;
     const A = 2 * a.heads * a.headDim;
+    const G = 2; // two gates, so that a mixed-up [L+1, B, G] layout shows
+    const rng = new Rng(7);
+    const gateW = Float32Array.from({ length: L1 * d * G }, () => rng.normal() * 0.05); // [L+1, d, G]
+    const gateB = Float32Array.from({ length: L1 * G }, () => rng.normal() * 0.1); // [L+1, 1, G]
     const run = async (B: number, rowIds: number[], rowMask: number[]) => {
       const feeds: Record<string, ort.Tensor> = {
         input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
@@ -455,14 +459,35 @@ test("tap_max_out and tap_attn_out of a padded batch are each row's own over its
       for (let i = 0; i < blocks; i++) for (const kind of ["key", "value"] as const) feeds[pastName(i, kind)] = new ort.Tensor("float32", new Float32Array(0), [B, kvHeads, 0, headDim]); // [B, kvH, 0, hd]
       const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
       Object.assign(feeds, {
-        [TAP.hidden]: flag(true), [TAP.pooled]: flag(false), [TAP.max]: flag(true), [TAP.gates]: flag(false), [TAP.proj]: flag(false),
-        [TAP.gateWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.gateBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
+        [TAP.hidden]: flag(true), [TAP.pooled]: flag(false), [TAP.max]: flag(true), [TAP.gates]: flag(true), [TAP.proj]: flag(false),
+        [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
         [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
         [TAP.attn]: flag(true), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
         [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]),
       });
-      const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut]);
-      return { hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array, attn: out[TAP.attnOut].data as Float32Array }; // [L+1, B, T, d], [B, L+1, d], [L+1, B, H, d]
+      const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut]);
+      return {
+        hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array, attn: out[TAP.attnOut].data as Float32Array, // [L+1, B, T, d], [B, L+1, d], [L+1, B, H, d]
+        gateNum: out[TAP.gateNumOut].data as Float32Array, gateDen: out[TAP.gateDenOut].data as Float32Array, // [B, L+1, G, d], [B, L+1, G]
+      };
+    };
+    /** Row b's gate numerators and denominators ([L+1, G, d] then [L+1, G]) of a run, and the float64 ones over its first `real` tokens. */
+    const gateRow = (r: { gateNum: Float32Array; gateDen: Float32Array }, b: number) => [
+      ...r.gateNum.subarray(b * L1 * G * d, (b + 1) * L1 * G * d), ...r.gateDen.subarray(b * L1 * G, (b + 1) * L1 * G),
+    ];
+    const expectGates = (hidden: Float32Array, B: number, b: number, real: number) => {
+      const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G);
+      for (let l = 0; l < L1; l++) for (let t = 0; t < real; t++) {
+        const x = hidden.subarray(((l * B + b) * T + t) * d, ((l * B + b) * T + t + 1) * d);
+        for (let k = 0; k < G; k++) {
+          let score = gateB[l * G + k];
+          for (let j = 0; j < d; j++) score += x[j] * gateW[(l * d + j) * G + k];
+          const e = Math.exp(Math.tanh(score));
+          den[l * G + k] += e;
+          for (let j = 0; j < d; j++) num[(l * G + k) * d + j] += e * x[j];
+        }
+      }
+      return [...num, ...den];
     };
     /** Row b's attention reads [L+1, H, d] of a run's output, and the float64 ones from its first `real` tokens. */
     const attnRow = (attn: Float32Array, B: number, b: number) => {
@@ -486,7 +511,10 @@ test("tap_max_out and tap_attn_out of a padded batch are each row's own over its
       assert.equal(maxAbsDiff(got, expectMax(padded.hidden, 2, b, real)), 0, `row ${b}: max over its ${real} real tokens`);
       const diff = relDiff(attnRow(padded.attn, 2, b), expectAttn(padded.hidden, 2, b, real));
       assert.ok(diff <= 1e-5, `row ${b}: attention reads over its ${real} real tokens differ by ${diff}`);
+      const gates = relDiff(gateRow(padded, b), expectGates(padded.hidden, 2, b, real));
+      assert.ok(gates <= 1e-5, `row ${b}: gate sums over its ${real} real tokens differ by ${gates}`);
     }
+    assert.ok(relDiff(gateRow(padded, 1), expectGates(padded.hidden, 2, 1, T)) > 1e-3, "padding would change row 1's gate sums");
     assert.ok(relDiff(attnRow(padded.attn, 2, 1), expectAttn(padded.hidden, 2, 1, T)) > 1e-3, "padding would change row 1's attention reads");
     // the padding positions' states differ from the real maxima somewhere (else the test could not tell)
     assert.ok(maxAbsDiff(padded.max.subarray(L1 * d), expectMax(padded.hidden, 2, 1, T)) > 0, "padding would change row 1's max");
@@ -495,6 +523,7 @@ test("tap_max_out and tap_attn_out of a padded batch are each row's own over its
     assert.equal(maxAbsDiff(dense.max, padded.max.subarray(0, L1 * d)), 0, "row 0 alone = row 0 in the padded batch");
     assert.ok(relDiff(dense.attn, expectAttn(dense.hidden, 1, 0, T)) <= 1e-5, "unpadded attention reads");
     assert.ok(relDiff(dense.attn, attnRow(padded.attn, 2, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (attention reads)");
+    assert.ok(relDiff(gateRow(dense, 0), gateRow(padded, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (gate sums)");
   } finally {
     await session.release();
   }
