@@ -8,12 +8,13 @@
 //      contexts; the bound on the 8-stream speed-up is 8 × (1-row step) / (MatMulNBits time of an 8-row step);
 //   at MatMulNBits accuracy level 4 (int8 activations) and 0 (float), each engine in its own process.
 // Usage: npm run bench:floor [-- --threads N --runs N --no-level0]
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { arg, ensureQwenShapedModel, median, promptTokens, QWEN_SHAPED_PATH as ggufPath } from "./common.js";
 import { Child, cpuLine, steadyDecodeRate } from "./child.js";
 import type { RoundReply, StreamsReply } from "./engine-worker.js";
+import { profiledRuns, readProfiles, type ProfiledRun } from "./ort-profile.js";
 
 const THREADS = arg("threads", 2);
 const RUNS = arg("runs", 3);
@@ -21,15 +22,6 @@ const PROMPT = 512;
 const STREAM_PROMPT = 32;
 const NEW_TOKENS = 64;
 const LEVELS: (0 | 4)[] = process.argv.includes("--no-level0") ? [4] : [4, 0];
-
-/** One event of ORT's Chrome-trace profile. */
-interface TraceEvent {
-  cat: string;
-  name: string;
-  ts: number; // µs since the session started profiling
-  dur: number; // µs
-  args?: { op_name?: string; input_type_shape?: Record<string, number[]>[] };
-}
 
 /** Kernel time of one class of runs (same batch rows × tokens at the first MatMulNBits). */
 interface RunClass {
@@ -41,25 +33,16 @@ interface RunClass {
   byOp: Map<string, number>;
 }
 
-/** Groups the profile's model runs by the [B, T] their first MatMulNBits reads, and sums kernel time per op type. */
-function runClasses(events: TraceEvent[]): Map<string, RunClass> {
-  const runs = events.filter((e) => e.cat === "Session" && e.name === "model_run").sort((a, b) => a.ts - b.ts);
-  const nodes = events.filter((e) => e.cat === "Node" && e.name.endsWith("_kernel_time")).sort((a, b) => a.ts - b.ts);
+/** Groups model runs by the [B, T] their first MatMulNBits reads, and sums kernel time per op type. */
+function runClasses(runs: ProfiledRun[]): Map<string, RunClass> {
   const classes = new Map<string, RunClass>();
-  let n = 0;
   for (const run of runs) {
-    const inRun: TraceEvent[] = [];
-    while (n < nodes.length && nodes[n].ts < run.ts) n++;
-    while (n < nodes.length && nodes[n].ts <= run.ts + run.dur) inRun.push(nodes[n++]);
-    const first = inRun.find((e) => e.args?.op_name === "MatMulNBits");
-    const shape = first?.args?.input_type_shape?.[0];
-    const dims = shape === undefined ? undefined : Object.values(shape)[0]; // [B, T, d]
-    if (dims === undefined || dims.length !== 3) continue;
-    const key = `${dims[0]}x${dims[1]}`;
-    const c = classes.get(key) ?? { rows: dims[0], tokens: dims[1], runs: 0, runMs: 0, byOp: new Map() };
+    if (run.rows === undefined || run.tokens === undefined) continue;
+    const key = `${run.rows}x${run.tokens}`;
+    const c = classes.get(key) ?? { rows: run.rows, tokens: run.tokens, runs: 0, runMs: 0, byOp: new Map() };
     c.runs++;
     c.runMs += run.dur / 1000;
-    for (const e of inRun) c.byOp.set(e.args!.op_name!, (c.byOp.get(e.args!.op_name!) ?? 0) + e.dur / 1000);
+    for (const e of run.topLevel) c.byOp.set(e.args!.op_name!, (c.byOp.get(e.args!.op_name!) ?? 0) + e.dur / 1000);
     classes.set(key, c);
   }
   return classes;
@@ -103,9 +86,9 @@ async function main(): Promise<void> {
         await onepass.ask<StreamsReply>({ op: "streams", prompts: streamPrompts, newTokens: NEW_TOKENS });
       }
       await onepass.exit(); // the profile is complete once the session is released
-      const file = readdirSync(dir).find((f) => f.startsWith(`level${level}`) && f.endsWith(".json"));
-      if (file === undefined) throw new Error(`no ORT profile for level ${level} in ${dir}`);
-      const classes = runClasses(JSON.parse(readFileSync(join(dir, file), "utf8")) as TraceEvent[]);
+      const profiles = readProfiles(dir, `level${level}`);
+      if (profiles.length === 0) throw new Error(`no ORT profile for level ${level} in ${dir}`);
+      const classes = runClasses(profiles.flatMap(profiledRuns)); // each session's file has its own clock
       const prefill = classes.get(`1x${Math.min(256, PROMPT)}`);
       const one = classes.get("1x1");
       const eight = classes.get("8x1");

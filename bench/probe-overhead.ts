@@ -4,7 +4,7 @@
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
 // Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --no-stories --raw
-//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --gc-clear]
+//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --no-profile --gc-clear]
 //        (mha1: the MHA set on 1 thread; only with --only)
 // Pooling, scoring and fixed probes read the token summaries the decoder graph computes (probe/summary.ts): the
 // prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; mean-pooled MHA probes read the token-stage attention the
@@ -25,7 +25,9 @@
 // --gc-clear runs a full GC before every timed request (untimed), so no request inherits another's debt.
 // Probe weights are random (untrained): they cost exactly what trained ones do. Probes are standardised with
 // made-up input statistics, as trained probes are by default (--raw: unstandardised probes).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -34,6 +36,7 @@ import { generateWithProbes } from "../src/probe/live.js";
 import type { ProbeConfig } from "../src/probe/probe.js";
 import { randomLoadedProbe } from "../src/bench/models.js";
 import { arg, ensureQwenShapedModel, QWEN_SHAPED_PATH, median, promptTokens } from "./common.js";
+import { profiledRuns, readProfiles } from "./ort-profile.js";
 
 const RUNS = arg("runs", 7);
 const THREADS = arg("threads", 2);
@@ -207,6 +210,7 @@ async function benchModel(label: string, path: string): Promise<void> {
     const own = median(samples[i].map((x) => x.probe - x.gcHook));
     return [`${v.key} ${own.toFixed(2)} (${(1 + own / basePrefill).toFixed(3)}×)`];
   }).join(", "));
+  if (!process.argv.includes("--no-profile")) await profiledCost(path, label);
 }
 
 /**
@@ -240,6 +244,50 @@ async function streamingCost(engine: Engine, label: string): Promise<void> {
   for (const k of kinds) {
     const hook = median(rows[k.kind].hook), s2 = median(rows[k.kind].step);
     console.log(`+${k.kind.padEnd(8)} response probe: ${hook.toFixed(3)} ms/token in the probe (${((100 * hook) / step).toFixed(2)}% of a decode step); decode step with hidden states ${s2.toFixed(2)} ms`);
+  }
+}
+
+/**
+ * The in-pass cost measured inside each request, immune to the machine's run-to-run swings (±10% between two
+ * identical prefills on a shared VM): a tapped engine with ORT profiling on runs each probe set's prefill (and a
+ * prefill with no probe); from that run's own profile, the tap branches (the If nodes whose branches compute
+ * what the probes fetch: summaries, gates, MHA attention reads) against the rest of the same run, plus the probe
+ * hook's wall time. Time to the label / base prefill ≈ 1 + (taps + hook) / (run − taps): the base is the same run
+ * without its tap branches (a no-taps graph runs the same nodes but the Ifs).
+ */
+async function profiledCost(path: string, label: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "onepass-overhead-"));
+  try {
+    const engine = await Engine.load(path, { taps: true, threads: THREADS, profilePrefix: join(dir, "overhead") });
+    const prompt = promptIds(engine.spec.vocabSize, engine.tokenizer.bosTokenId);
+    const request = { prompt, maxTokens: 1, temperature: 0, eosTokenIds: [] as number[] }; // the prefill only
+    const sets = VARIANTS.filter((v) => v.configs !== undefined && v.stacked !== true && v.threads === undefined);
+    const probes = sets.map((v) => v.configs!.map((c, i) => randomProbe(engine, c, `profiled-${i}-${c.kind}`)));
+    const hooks: number[][] = [[], ...sets.map(() => [])]; // per set (0: no probe), per request: hook ms
+    for (let r = -1; r < RUNS; r++) {
+      hooks[0].push((await engine.generate(request).result).timings.hookMs);
+      for (let v = 0; v < sets.length; v++) hooks[v + 1].push((await generateWithProbes(engine, request, probes[v]).generation.result).timings.hookMs);
+    }
+    await engine.dispose(); // writes the profiles
+    // the prefill runs of the requests above are the last ones of PROMPT tokens (load-time runs come first)
+    const runs = readProfiles(dir, "overhead").flatMap(profiledRuns).filter((run) => run.tokens === PROMPT);
+    const requests = hooks.length * (RUNS + 1);
+    if (runs.length < requests) throw new Error(`the profile has ${runs.length} prefill runs, expected ${requests}`);
+    const mine = runs.slice(runs.length - requests);
+    console.log(`\n${label}: ORT-profiled prefill (${PROMPT} tokens), median of ${RUNS}; tap branches = the summaries' If nodes in the run's own profile`);
+    console.log(`${"probe set".padEnd(18)} ${"run ms".padStart(8)} ${"taps ms".padStart(8)} ${"hook ms".padStart(8)} ${"taps %".padStart(7)} ${"time to label / base".padStart(21)}`);
+    ["no probe", ...sets.map((v) => v.name)].forEach((name, v) => {
+      const rows = Array.from({ length: RUNS }, (_, r) => {
+        const run = mine[(r + 1) * hooks.length + v]; // the warm-up round's requests come first
+        const taps = run.topLevel.filter((e) => e.args?.op_name === "If").reduce((a, e) => a + e.dur, 0) / 1000;
+        const runMs = run.dur / 1000, hook = hooks[v][r + 1];
+        return { runMs, taps, hook, share: taps / (runMs - taps), toLabel: 1 + (taps + hook) / (runMs - taps) };
+      });
+      const m = (f: (x: (typeof rows)[number]) => number) => median(rows.map(f));
+      console.log(`${name.padEnd(18)} ${m((x) => x.runMs).toFixed(1).padStart(8)} ${m((x) => x.taps).toFixed(2).padStart(8)} ${m((x) => x.hook).toFixed(2).padStart(8)} ${`${(100 * m((x) => x.share)).toFixed(2)}%`.padStart(7)} ${`${m((x) => x.toLabel).toFixed(3)}×`.padStart(21)}`);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
