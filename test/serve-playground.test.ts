@@ -12,9 +12,13 @@ const CHROMIUM = "/usr/bin/chromium";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 test("playground: streams an answer and shows the probes' labels, layer weights, timings and response-probe readings", async () => {
-  // the built-in model and probes, as `onepass serve`, plus the sentiment probe reading the answer (annotate)
-  const server = await startServer({ port: 0, responseProbes: [{ dir: "assets/probes/sentiment", name: "tone" }] });
+  // the browser first: a launch that fails must not leave a listening server behind (the test file would never end)
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  // the built-in model and probes, as `onepass serve`, plus the sentiment probe reading the answer (annotate)
+  const server = await startServer({ port: 0, responseProbes: [{ dir: "assets/probes/sentiment", name: "tone" }] }).catch(async (e: unknown) => {
+    await browser.close();
+    throw e;
+  });
   try {
     const page = await browser.newPage({ viewport: { width: 1200, height: 860 } });
     const external: string[] = [];
