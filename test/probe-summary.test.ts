@@ -432,7 +432,7 @@ async function matchesF64(set: Probe[], sp: SummaryProbes, h: HiddenStates, requ
   }
 }
 
-test("tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result", async () => {
+test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result", async () => {
   const model = await loadModel(STORIES260K);
   const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
   const session = await ort.InferenceSession.create(modelPath);
@@ -459,14 +459,15 @@ test("tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each 
       for (let i = 0; i < blocks; i++) for (const kind of ["key", "value"] as const) feeds[pastName(i, kind)] = new ort.Tensor("float32", new Float32Array(0), [B, kvHeads, 0, headDim]); // [B, kvH, 0, hd]
       const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
       Object.assign(feeds, {
-        [TAP.hidden]: flag(true), [TAP.pooled]: flag(false), [TAP.max]: flag(true), [TAP.gates]: flag(true), [TAP.proj]: flag(false),
+        [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(true), [TAP.gates]: flag(true), [TAP.proj]: flag(false),
         [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
         [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
         [TAP.attn]: flag(true), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
         [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]),
       });
-      const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut]);
+      const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut, TAP.pooledOut]);
       return {
+        pooled: out[TAP.pooledOut].data as Float32Array, // [B, L+1, 2, d]: the sum and the last real token
         hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array, attn: out[TAP.attnOut].data as Float32Array, // [L+1, B, T, d], [B, L+1, d], [L+1, B, H, d]
         gateNum: out[TAP.gateNumOut].data as Float32Array, gateDen: out[TAP.gateDenOut].data as Float32Array, // [B, L+1, G, d], [B, L+1, G]
       };
@@ -505,8 +506,20 @@ test("tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each 
       for (let l = 0; l < L1; l++) for (let t = 0; t < real; t++) for (let j = 0; j < d; j++) m[l * d + j] = Math.max(m[l * d + j], hidden[((l * B + b) * T + t) * d + j]);
       return m;
     };
+    /** Row b's [L+1, 2, d]: per layer the sum over its first `real` tokens and the last of them, in float64. */
+    const expectPooled = (hidden: Float32Array, B: number, b: number, real: number) => {
+      const p = new Float64Array(L1 * 2 * d);
+      for (let l = 0; l < L1; l++) for (let t = 0; t < real; t++) for (let j = 0; j < d; j++) {
+        const x = hidden[((l * B + b) * T + t) * d + j];
+        p[(l * 2) * d + j] += x;
+        if (t === real - 1) p[(l * 2 + 1) * d + j] = x;
+      }
+      return p;
+    };
     const padded = await run(2, ids, mask);
     for (const [b, real] of [[0, 5], [1, 3]]) {
+      const pooled = relDiff(padded.pooled.subarray(b * L1 * 2 * d, (b + 1) * L1 * 2 * d), expectPooled(padded.hidden, 2, b, real));
+      assert.ok(pooled <= 1e-6, `row ${b}: sum and last token over its ${real} real tokens differ by ${pooled}`);
       const got = padded.max.subarray(b * L1 * d, (b + 1) * L1 * d);
       assert.equal(maxAbsDiff(got, expectMax(padded.hidden, 2, b, real)), 0, `row ${b}: max over its ${real} real tokens`);
       const diff = relDiff(attnRow(padded.attn, 2, b), expectAttn(padded.hidden, 2, b, real));
@@ -524,6 +537,7 @@ test("tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each 
     assert.ok(relDiff(dense.attn, expectAttn(dense.hidden, 1, 0, T)) <= 1e-5, "unpadded attention reads");
     assert.ok(relDiff(dense.attn, attnRow(padded.attn, 2, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (attention reads)");
     assert.ok(relDiff(gateRow(dense, 0), gateRow(padded, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (gate sums)");
+    assert.ok(relDiff(dense.pooled, padded.pooled.subarray(0, L1 * 2 * d)) <= 1e-6, "row 0 alone = row 0 in the padded batch (sum and last)");
   } finally {
     await session.release();
   }

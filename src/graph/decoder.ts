@@ -304,7 +304,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 10;
+export const TAP_LAYOUT = 11;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
@@ -315,11 +315,12 @@ const NEG_BIG = -3.0e38;
 /**
  * The tap outputs of a `tapSummaries` graph, each behind an If on its own bool input so that a run computes only
  * what it fetches (ORT runs every node of a graph whatever is fetched: a plain `hidden_states` Concat costs its
- * copy on every prefill and decode step). Summaries are per layer over this run's real tokens, read from each
- * layer's tensor where it is (no [L+1, B, T, d] stack): the token mask is the last T columns of attention_mask
- * (1 = real token; a right- or left-padded row of a batch is summarised over its own tokens only).
+ * copy on every prefill and decode step). Summaries are per layer over this run's real tokens, computed from one
+ * stack of the taps [B, L+1, T, d] that exists only while a summary is asked for: the token mask is the last T
+ * columns of attention_mask (1 = real token; a right- or left-padded row of a batch is summarised over its own
+ * tokens only).
  *
- *   tap_pooled_out [B, L+1, 2, d]: [mask; last-token one-hot] [B, 2, T] · x_l [B, T, d], one MatMul per layer
+ *   tap_pooled_out [B, L+1, 2, d]: [mask; last-token one-hot] [B, 2, T] · x_l [B, T, d]
  *   tap_max_out    [B, L+1, d]:    max over real tokens
  *   tap_gate_num   [B, L+1, G, d]: Σ_t e^{s_t} x_t with s_t = tanh(x_t · w_lg + b_lg) (a scoring gate's softmax numerator)
  *   tap_gate_den   [B, L+1, G]:    Σ_t e^{s_t}
@@ -362,86 +363,90 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     return [g.op("Concat", taps.map((t) => g.op("Unsqueeze", [t, axis0])), { axis: 0 })]; // [L+1, B, T, d]
   }, [[L1, 0, 0, d]], [[L1, "tap_B", "tap_T", d]]);
 
-  ifNode(wantPooled, [TAP.pooledOut], () => {
-    const m = maskF(); // [B, T]
-    const count = g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }); // [B, 1]
-    const running = g.op("CumSum", [m, g.constI64([1], [])]); // [B, T]
-    const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), m]); // [B, T] one-hot at the last real token
-    const rows = g.op("Concat", [g.op("Unsqueeze", [m, g.constI64([1])]), g.op("Unsqueeze", [last, g.constI64([1])])], { axis: 1 }); // [B, 2, T]
-    const perLayer = taps.map((t) => g.op("MatMul", [rows, t])); // each [B, 2, d]
-    return [g.op("Reshape", [g.op("Concat", perLayer, { axis: 1 }), g.constI64([0, L1, 2, d])])]; // [B, L+1, 2, d]
-  }, [[0, L1, 2, d]], [["tap_B", L1, 2, d]]);
+  // The summaries read every layer, so their branches share one stack of the taps, X [B, L+1, T, d] (one Concat
+  // along the token axis, then a free Reshape): each summary is then one batched chain over the layers instead of
+  // L+1 small ones (per-layer ops cost ~30 µs each in node overhead: the gate branch 4.4 → 2.0 ms at T 128 on the
+  // 0.5B shape). X lives inside one outer If and never leaves it: a stack handed out as an If's output measured
+  // 16–44 ms of copying against 0.7 ms. Each summary sits behind its own inner If.
+  const innerIf = (cond: string, then: () => string[], emptyDims: number[][], dims: (string | number)[][]): string[] => {
+    const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
+    const elseBranch = g.subgraph(g.fresh("else"), () => emptyDims.map((e, i) => ({ name: g.op("Identity", [empty(e)]), type: "float32" as const, dims: dims[i] })));
+    return g.node("If", [cond], emptyDims.length, { then_branch: thenBranch, else_branch: elseBranch });
+  };
+  /** A bool [] that is true when the run's token mask has a padding position. */
+  const hasPadding = (mask: string) => g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]);
+  const outputs = [TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
+  const emptyDims = [[0, L1, 2, d], [0, L1, d], [0, L1, 1, d], [0, L1, 1], [L1, 0, 0, 1], [L1, 0, 0, d]];
+  const dims: (string | number)[][] = [["tap_B", L1, 2, d], ["tap_B", L1, d], ["tap_B", L1, "G", d], ["tap_B", L1, "G"], [L1, "tap_B", "tap_T", "P"], [L1, "tap_B", "tap_H", d]];
+  const any = [wantMax, wantGates, wantProj, wantAttn].reduce((a, b) => g.op("Or", [a, b]), wantPooled); // bool []
+  ifNode(any, outputs, () => {
+    const X = g.op("Reshape", [g.op("Concat", taps, { axis: 1 }), g.constI64([0, L1, -1, d])]); // [B, L+1, T, d]
+    /** x_l · W_l + b_l for every layer: [B, L+1, T, n] from weights [L+1, d, n] and biases [L+1, 1, n] */
+    const perLayerLinear = (w: string, b: string) => g.op("Add", [g.op("MatMul", [X, w]), b]);
+    const toLayerMajor = (x: string) => g.op("Transpose", [x], { perm: [1, 0, 2, 3] }); // [B, L+1, ·, ·] → [L+1, B, ·, ·]
 
-  ifNode(wantMax, [TAP.maxOut], () => {
-    // The masked max copies every layer's [B, T, d] (Where), so it runs only when a row of this run has padding;
-    // a run of real tokens only (every prefill piece and decode step the engine makes) reduces the taps in place.
-    const mask = tokenMask(); // [B, T] int64
-    const padded = g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]); // bool []
-    const dims = ["tap_B", L1, d];
-    const masked = g.subgraph(g.fresh("max_masked"), () => {
-      const valid = g.op("Unsqueeze", [g.op("Cast", [mask], { to: 9 }), g.constI64([2])]); // bool [B, T, 1]
-      const fill = g.constF32([NEG_BIG], []);
-      const perLayer = taps.map((t) => g.op("ReduceMax", [g.op("Where", [valid, t, fill]), g.constI64([1])], { keepdims: 1 })); // each [B, 1, d]
-      return [{ name: g.op("Concat", perLayer, { axis: 1 }), type: "float32" as const, dims }]; // [B, L+1, d]
-    });
-    const dense = g.subgraph(g.fresh("max_dense"), () => {
-      const perLayer = taps.map((t) => g.op("ReduceMax", [t, g.constI64([1])], { keepdims: 1 })); // each [B, 1, d]
-      return [{ name: g.op("Concat", perLayer, { axis: 1 }), type: "float32" as const, dims }]; // [B, L+1, d]
-    });
-    return g.node("If", [padded], 1, { then_branch: masked, else_branch: dense });
-  }, [[0, L1, d]], [["tap_B", L1, d]]);
+    const [pooled] = innerIf(wantPooled, () => {
+      const m = maskF(); // [B, T]
+      const count = g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }); // [B, 1]
+      const running = g.op("CumSum", [m, g.constI64([1], [])]); // [B, T]
+      const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), m]); // [B, T] one-hot at the last real token
+      const rows = g.op("Concat", [g.op("Unsqueeze", [m, g.constI64([1, 2])]), g.op("Unsqueeze", [last, g.constI64([1, 2])])], { axis: 2 }); // [B, 1, 2, T]
+      return [g.op("MatMul", [rows, X])]; // [B, L+1, 2, d]
+    }, [emptyDims[0]], [dims[0]]);
 
-  // The taps stacked [L+1, B, T, d] inside each branch that reads every layer with a matrix product (gates,
-  // projections, attention): one batched op over the layers instead of L+1 small ones (the gate branch 4.4 → 2.0
-  // ms at T 128 on the 0.5B shape, the copy included). Not one stack shared as an If's output: handed out of its
-  // subgraph, that copy measured 16–44 ms against 0.7 ms inside the branch that reads it.
-  const stack = () => g.op("Concat", taps.map((t) => g.op("Unsqueeze", [t, g.constI64([0])])), { axis: 0 }); // [L+1, B, T, d]
-  /** x_l · W_l + b_l for every layer: [L+1, B, T, n] from weights [L+1, d, n] and biases [L+1, 1, n] */
-  const perLayerLinear = (stacked: string, w: string, b: string) => g.op("Add", [g.op("MatMul", [stacked, g.op("Unsqueeze", [w, g.constI64([1])])]), g.op("Unsqueeze", [b, g.constI64([1])])]);
+    const [max] = innerIf(wantMax, () => {
+      // The masked max copies X (Where), so it runs only when a row of this run has padding; a run of real tokens
+      // only (every prefill piece and decode step the engine makes) reduces X in place.
+      const mask = tokenMask(); // [B, T] int64
+      const masked = g.subgraph(g.fresh("max_masked"), () => {
+        const valid = g.op("Unsqueeze", [g.op("Cast", [mask], { to: 9 }), g.constI64([1, 3])]); // bool [B, 1, T, 1]
+        return [{ name: g.op("ReduceMax", [g.op("Where", [valid, X, g.constF32([NEG_BIG], [])]), g.constI64([2])], { keepdims: 0 }), type: "float32" as const, dims: dims[1] }]; // [B, L+1, d]
+      });
+      const dense = g.subgraph(g.fresh("max_dense"), () => [{ name: g.op("ReduceMax", [X, g.constI64([2])], { keepdims: 0 }), type: "float32" as const, dims: dims[1] }]); // [B, L+1, d]
+      return g.node("If", [hasPadding(mask)], 1, { then_branch: masked, else_branch: dense });
+    }, [emptyDims[1]], [dims[1]]);
 
-  ifNode(wantGates, [TAP.gateNumOut, TAP.gateDenOut], () => {
-    const m = g.op("Unsqueeze", [maskF(), g.constI64([0, 3])]); // [1, B, T, 1]
-    const stacked = stack(); // [L+1, B, T, d]
-    const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [perLayerLinear(stacked, gateWeights, gateBias)])]), m]); // [L+1, B, T, G]
-    const num = g.op("FusedMatMul", [e, stacked], { transA: 1 }, MS_DOMAIN); // [L+1, B, G, d] = eᵀ · x_l
-    const den = g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 }); // [L+1, B, G]
-    return [g.op("Transpose", [num], { perm: [1, 0, 2, 3] }), g.op("Transpose", [den], { perm: [1, 0, 2] })]; // [B, L+1, G, d], [B, L+1, G]
-  }, [[0, L1, 1, d], [0, L1, 1]], [["tap_B", L1, "G", d], ["tap_B", L1, "G"]]);
+    const [gateNum, gateDen] = innerIf(wantGates, () => {
+      const m = g.op("Unsqueeze", [maskF(), g.constI64([1, 3])]); // [B, 1, T, 1]
+      const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [perLayerLinear(gateWeights, gateBias)])]), m]); // [B, L+1, T, G]
+      const num = g.op("FusedMatMul", [e, X], { transA: 1 }, MS_DOMAIN); // [B, L+1, G, d] = eᵀ · x_l
+      return [num, g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })]; // [B, L+1, G, d], [B, L+1, G]
+    }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
 
-  ifNode(wantProj, [TAP.projOut], () => [perLayerLinear(stack(), projWeights, projBias)], [[L1, 0, 0, 1]], [[L1, "tap_B", "tap_T", "P"]]); // [L+1, B, T, P]
+    const [proj] = innerIf(wantProj, () => [toLayerMajor(perLayerLinear(projWeights, projBias))], [emptyDims[4]], [dims[4]]); // [L+1, B, T, P]
 
-  ifNode(wantAttn, [TAP.attnOut], () => {
-    const stacked = stack(); // [L+1, B, T, d]
-    const qk = perLayerLinear(stacked, attnWeights, attnBias); // [L+1, B, T, 2·H·hd]
-    const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [L+1, B, T, 2, H, hd]
-    const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 0, 1, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
-    // layers in groups of ATTN_GROUP: a group's scores [S, B, H, T, T] stay a few MB (all layers' at once measured
-    // 2× slower at T 256, most of it fresh memory), and there are (L+1)/S op chains instead of L+1
-    const sizes = Array.from({ length: Math.ceil(L1 / ATTN_GROUP) }, (_, i) => Math.min(ATTN_GROUP, L1 - i * ATTN_GROUP));
-    const groups = (x: string) => sizes.length === 1 ? [x] : g.node("Split", [x, g.constI64(sizes)], sizes.length, { axis: 0 }); // each [S, B, H, T, hd]
-    const qs = groups(g.op("Squeeze", [qAll, g.constI64([0])]));
-    const ks = groups(g.op("Squeeze", [kAll, g.constI64([0])]));
-    const mask = tokenMask(); // [B, T] int64
-    const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
-    const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
-    const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]: 1/T at real queries
-    // the query-mean attention of every layer [L+1, B, H, 1, T(key)], then one batched read of the tokens
-    const meanAttention = (keyBias?: string) => g.op("Concat", qs.map((q, i) => {
-      const scores = g.op("FusedMatMul", [q, ks[i]], { transB: 1 }, MS_DOMAIN); // [S, B, H, T(query), T(key)], 1/√hd folded into W_q
-      const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [S, B, H, T, T]
-      return g.op("MatMul", [queryWeights, att]); // [S, B, H, 1, T(key)]
-    }), { axis: 0 });
-    const read = (meanAtt: string) => g.op("Squeeze", [g.op("MatMul", [meanAtt, g.op("Unsqueeze", [stacked, g.constI64([2])])]), g.constI64([3])]); // [L+1, B, H, d]
-    // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
-    const padded = g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]); // bool []
-    const dims = [L1, "tap_B", "tap_H", d];
-    const masked = g.subgraph(g.fresh("attn_masked"), () => {
-      const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]
-      return [{ name: read(meanAttention(keyBias)), type: "float32" as const, dims }];
-    });
-    const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: read(meanAttention()), type: "float32" as const, dims }]);
-    return g.node("If", [padded], 1, { then_branch: masked, else_branch: dense }); // [L+1, B, H, d]
-  }, [[L1, 0, 0, d]], [[L1, "tap_B", "tap_H", d]]);
+    const [attn] = innerIf(wantAttn, () => {
+      const qk = perLayerLinear(attnWeights, attnBias); // [B, L+1, T, 2·H·hd]
+      const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [B, L+1, T, 2, H, hd]
+      const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 1, 0, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
+      // layers in groups of ATTN_GROUP: a group's scores [S, B, H, T, T] stay a few MB (all layers' at once measured
+      // 2× slower at T 256, most of it fresh memory), and there are (L+1)/S op chains instead of L+1
+      const sizes = Array.from({ length: Math.ceil(L1 / ATTN_GROUP) }, (_, i) => Math.min(ATTN_GROUP, L1 - i * ATTN_GROUP));
+      const groups = (x: string) => (sizes.length === 1 ? [x] : g.node("Split", [x, g.constI64(sizes)], sizes.length, { axis: 0 })); // each [S, B, H, T, hd]
+      const qs = groups(g.op("Squeeze", [qAll, g.constI64([0])]));
+      const ks = groups(g.op("Squeeze", [kAll, g.constI64([0])]));
+      const mask = tokenMask(); // [B, T] int64
+      const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
+      const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
+      const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]: 1/T at real queries
+      // the query-mean attention of every layer [L+1, B, H, 1, T(key)]
+      const meanAttention = (keyBias?: string) => g.op("Concat", qs.map((q, i) => {
+        const scores = g.op("FusedMatMul", [q, ks[i]], { transB: 1 }, MS_DOMAIN); // [S, B, H, T(query), T(key)], 1/√hd folded into W_q
+        const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [S, B, H, T, T]
+        return g.op("MatMul", [queryWeights, att]); // [S, B, H, 1, T(key)]
+      }), { axis: 0 });
+      // one batched read of the tokens: [B, L+1, H, T] · X [B, L+1, T, d], back to [L+1, B, H, d]
+      const read = (meanAtt: string) => toLayerMajor(g.op("MatMul", [toLayerMajor(g.op("Squeeze", [meanAtt, g.constI64([3])])), X]));
+      // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
+      const masked = g.subgraph(g.fresh("attn_masked"), () => {
+        const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]
+        return [{ name: read(meanAttention(keyBias)), type: "float32" as const, dims: dims[5] }];
+      });
+      const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: read(meanAttention()), type: "float32" as const, dims: dims[5] }]);
+      return g.node("If", [hasPadding(mask)], 1, { then_branch: masked, else_branch: dense }); // [L+1, B, H, d]
+    }, [emptyDims[5]], [dims[5]]);
+    return [pooled, max, gateNum, gateDen, proj, attn];
+  }, emptyDims, dims);
 }
 
 /**
