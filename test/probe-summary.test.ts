@@ -39,6 +39,21 @@ async function reference(probe: Probe, h: HiddenStates, dtype: "f32" | "f64" = "
 }
 
 /** Relative difference, scaled by the larger magnitude (sums over tokens reach ~10²). */
+/**
+ * One token's terms of every gate's sums at layer l, in float64: e = exp(tanh(x · w_lg + b_lg)) into den [L+1, G] and
+ * e·x into num [L+1, G, d] (weights [L+1, d, G], bias [L+1, G]).
+ */
+function addGateTerms(x: ArrayLike<number>, l: number, weights: ArrayLike<number>, bias: ArrayLike<number>, G: number, num: Float64Array, den: Float64Array): void {
+  const d = x.length;
+  for (let g = 0; g < G; g++) {
+    let score = bias[l * G + g];
+    for (let j = 0; j < d; j++) score += x[j] * weights[(l * d + j) * G + g];
+    const e = Math.exp(Math.tanh(score));
+    den[l * G + g] += e;
+    for (let j = 0; j < d; j++) num[(l * G + g) * d + j] += e * x[j];
+  }
+}
+
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let scale = 1;
   for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
@@ -143,13 +158,7 @@ test("the graph's summaries equal sums, last token, maxima, gate softmax parts a
           max[l * d + j] = Math.max(max[l * d + j], x[j]);
           if (t === T - 1) last[l * d + j] = x[j];
         }
-        for (let g = 0; g < G; g++) {
-          let score = bias[l * G + g];
-          for (let j = 0; j < d; j++) score += x[j] * weights[(l * d + j) * G + g];
-          const e = Math.exp(Math.tanh(score));
-          den[l * G + g] += e;
-          for (let j = 0; j < d; j++) num[(l * G + g) * d + j] += e * x[j];
-        }
+        addGateTerms(x, l, weights, bias, G, num, den);
       }
     }
     assert.ok(relDiff(s.sum, sum) <= 1e-6, `${prompt}: sums differ by ${relDiff(s.sum, sum)}`);
@@ -479,14 +488,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
     const expectGates = (hidden: Float32Array, B: number, b: number, real: number) => {
       const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G);
       for (let l = 0; l < L1; l++) for (let t = 0; t < real; t++) {
-        const x = hidden.subarray(((l * B + b) * T + t) * d, ((l * B + b) * T + t + 1) * d);
-        for (let k = 0; k < G; k++) {
-          let score = gateB[l * G + k];
-          for (let j = 0; j < d; j++) score += x[j] * gateW[(l * d + j) * G + k];
-          const e = Math.exp(Math.tanh(score));
-          den[l * G + k] += e;
-          for (let j = 0; j < d; j++) num[(l * G + k) * d + j] += e * x[j];
-        }
+        addGateTerms(hidden.subarray(((l * B + b) * T + t) * d, ((l * B + b) * T + t + 1) * d), l, gateW, gateB, G, num, den);
       }
       return [...num, ...den];
     };
