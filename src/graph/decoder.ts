@@ -304,10 +304,12 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 11;
+export const TAP_LAYOUT = 12;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
+/** Runs up to this many tokens compute the sums, max and gates over one stack of every layer, longer ones per layer. */
+export const STACK_TOKENS = 128;
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
 const NEG_BIG = -3.0e38;
@@ -363,11 +365,9 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     return [g.op("Concat", taps.map((t) => g.op("Unsqueeze", [t, axis0])), { axis: 0 })]; // [L+1, B, T, d]
   }, [[L1, 0, 0, d]], [[L1, "tap_B", "tap_T", d]]);
 
-  // The summaries read every layer, so their branches share one stack of the taps, X [B, L+1, T, d] (one Concat
-  // along the token axis, then a free Reshape): each summary is then one batched chain over the layers instead of
-  // L+1 small ones (per-layer ops cost ~30 µs each in node overhead: the gate branch 4.4 → 2.0 ms at T 128 on the
-  // 0.5B shape). X lives inside one outer If and never leaves it: a stack handed out as an If's output measured
-  // 16–44 ms of copying against 0.7 ms. Each summary sits behind its own inner If.
+  // Every summary sits behind one outer If (some summary is asked for) and its own inner If. A stack of the taps
+  // never leaves the If that builds it: a stack handed out as an If's output measured 16–44 ms of copying against
+  // 0.7 ms inside the branch that reads it.
   const innerIf = (cond: string, then: () => string[], emptyDims: number[][], dims: (string | number)[][]): string[] => {
     const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
     const elseBranch = g.subgraph(g.fresh("else"), () => emptyDims.map((e, i) => ({ name: g.op("Identity", [empty(e)]), type: "float32" as const, dims: dims[i] })));
@@ -380,43 +380,85 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const dims: (string | number)[][] = [["tap_B", L1, 2, d], ["tap_B", L1, d], ["tap_B", L1, "G", d], ["tap_B", L1, "G"], [L1, "tap_B", "tap_T", "P"], [L1, "tap_B", "tap_H", d]];
   const any = [wantMax, wantGates, wantProj, wantAttn].reduce((a, b) => g.op("Or", [a, b]), wantPooled); // bool []
   ifNode(any, outputs, () => {
-    const X = g.op("Reshape", [g.op("Concat", taps, { axis: 1 }), g.constI64([0, L1, -1, d])]); // [B, L+1, T, d]
-    /** x_l · W_l + b_l for every layer: [B, L+1, T, n] from weights [L+1, d, n] and biases [L+1, 1, n] */
-    const perLayerLinear = (w: string, b: string) => g.op("Add", [g.op("MatMul", [X, w]), b]);
     const toLayerMajor = (x: string) => g.op("Transpose", [x], { perm: [1, 0, 2, 3] }); // [B, L+1, ·, ·] → [L+1, B, ·, ·]
-
-    const [pooled] = innerIf(wantPooled, () => {
+    /** The stack of every layer's taps: [B, L+1, T, d] (one Concat along the token axis, then a free Reshape). */
+    const stackAll = () => g.op("Reshape", [g.op("Concat", taps, { axis: 1 }), g.constI64([0, L1, -1, d])]);
+    /** x_l · W_l + b_l for every layer of a stack X [B, L+1, T, d]: [B, L+1, T, n] from weights [L+1, d, n] and biases [L+1, 1, n] */
+    const perLayerLinear = (X: string, w: string, b: string) => g.op("Add", [g.op("MatMul", [X, w]), b]);
+    /** [mask; last-token one-hot] [B, 2, T] of the run's real tokens */
+    const poolRows = () => {
       const m = maskF(); // [B, T]
       const count = g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }); // [B, 1]
       const running = g.op("CumSum", [m, g.constI64([1], [])]); // [B, T]
       const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), m]); // [B, T] one-hot at the last real token
-      const rows = g.op("Concat", [g.op("Unsqueeze", [m, g.constI64([1, 2])]), g.op("Unsqueeze", [last, g.constI64([1, 2])])], { axis: 2 }); // [B, 1, 2, T]
-      return [g.op("MatMul", [rows, X])]; // [B, L+1, 2, d]
-    }, [emptyDims[0]], [dims[0]]);
-
-    const [max] = innerIf(wantMax, () => {
-      // The masked max copies X (Where), so it runs only when a row of this run has padding; a run of real tokens
-      // only (every prefill piece and decode step the engine makes) reduces X in place.
+      return g.op("Concat", [g.op("Unsqueeze", [m, g.constI64([1])]), g.op("Unsqueeze", [last, g.constI64([1])])], { axis: 1 }); // [B, 2, T]
+    };
+    // The masked max copies the taps (Where), so it runs only when a row of this run has padding; a run of real
+    // tokens only (every prefill piece and decode step the engine makes) reduces them in place.
+    const maxBranches = (masked: (valid: string) => string, dense: () => string) => {
       const mask = tokenMask(); // [B, T] int64
-      const masked = g.subgraph(g.fresh("max_masked"), () => {
-        const valid = g.op("Unsqueeze", [g.op("Cast", [mask], { to: 9 }), g.constI64([1, 3])]); // bool [B, 1, T, 1]
-        return [{ name: g.op("ReduceMax", [g.op("Where", [valid, X, g.constF32([NEG_BIG], [])]), g.constI64([2])], { keepdims: 0 }), type: "float32" as const, dims: dims[1] }]; // [B, L+1, d]
+      const valid = () => g.op("Cast", [mask], { to: 9 }); // bool [B, T]
+      return g.node("If", [hasPadding(mask)], 1, {
+        then_branch: g.subgraph(g.fresh("max_masked"), () => [{ name: masked(valid()), type: "float32" as const, dims: dims[1] }]),
+        else_branch: g.subgraph(g.fresh("max_dense"), () => [{ name: dense(), type: "float32" as const, dims: dims[1] }]),
       });
-      const dense = g.subgraph(g.fresh("max_dense"), () => [{ name: g.op("ReduceMax", [X, g.constI64([2])], { keepdims: 0 }), type: "float32" as const, dims: dims[1] }]); // [B, L+1, d]
-      return g.node("If", [hasPadding(mask)], 1, { then_branch: masked, else_branch: dense });
-    }, [emptyDims[1]], [dims[1]]);
+    };
+    const fill = () => g.constF32([NEG_BIG], []);
 
-    const [gateNum, gateDen] = innerIf(wantGates, () => {
-      const m = g.op("Unsqueeze", [maskF(), g.constI64([1, 3])]); // [B, 1, T, 1]
-      const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [perLayerLinear(gateWeights, gateBias)])]), m]); // [B, L+1, T, G]
-      const num = g.op("FusedMatMul", [e, X], { transA: 1 }, MS_DOMAIN); // [B, L+1, G, d] = eᵀ · x_l
-      return [num, g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })]; // [B, L+1, G, d], [B, L+1, G]
-    }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
+    // Sum and last token, max and gates: over a stack of every layer for runs up to STACK_TOKENS tokens (one batched
+    // chain per summary), per layer above (a stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others:
+    // fresh pages, the session has no memory arena; per layer: a steady 10–15 ms).
+    const stacked = g.subgraph(g.fresh("summaries_stacked"), () => {
+      const X = stackAll(); // [B, L+1, T, d]
+      const [pooled] = innerIf(wantPooled, () => [g.op("MatMul", [g.op("Unsqueeze", [poolRows(), g.constI64([1])]), X])], [emptyDims[0]], [dims[0]]); // [B, L+1, 2, d]
+      const [max] = innerIf(wantMax, () => maxBranches(
+        (valid) => g.op("ReduceMax", [g.op("Where", [g.op("Unsqueeze", [valid, g.constI64([1, 3])]), X, fill()]), g.constI64([2])], { keepdims: 0 }), // [B, L+1, d]
+        () => g.op("ReduceMax", [X, g.constI64([2])], { keepdims: 0 }), // [B, L+1, d]
+      ), [emptyDims[1]], [dims[1]]);
+      const [gateNum, gateDen] = innerIf(wantGates, () => {
+        const m = g.op("Unsqueeze", [maskF(), g.constI64([1, 3])]); // [B, 1, T, 1]
+        const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [perLayerLinear(X, gateWeights, gateBias)])]), m]); // [B, L+1, T, G]
+        const num = g.op("FusedMatMul", [e, X], { transA: 1 }, MS_DOMAIN); // [B, L+1, G, d] = eᵀ · x_l
+        return [num, g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })]; // [B, L+1, G, d], [B, L+1, G]
+      }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
+      return [pooled, max, gateNum, gateDen].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
+    });
+    const perLayer = g.subgraph(g.fresh("summaries_per_layer"), () => {
+      const joined = (parts: string[], shape: number[]) => g.op("Reshape", [g.op("Concat", parts, { axis: 1 }), g.constI64(shape)]);
+      const [pooled] = innerIf(wantPooled, () => {
+        const rows = poolRows(); // [B, 2, T]
+        return [joined(taps.map((t) => g.op("MatMul", [rows, t])), [0, L1, 2, d])]; // each [B, 2, d] → [B, L+1, 2, d]
+      }, [emptyDims[0]], [dims[0]]);
+      const [max] = innerIf(wantMax, () => maxBranches(
+        (valid) => {
+          const v3 = g.op("Unsqueeze", [valid, g.constI64([2])]); // bool [B, T, 1]
+          return g.op("Concat", taps.map((t) => g.op("ReduceMax", [g.op("Where", [v3, t, fill()]), g.constI64([1])], { keepdims: 1 })), { axis: 1 }); // [B, L+1, d]
+        },
+        () => g.op("Concat", taps.map((t) => g.op("ReduceMax", [t, g.constI64([1])], { keepdims: 1 })), { axis: 1 }), // [B, L+1, d]
+      ), [emptyDims[1]], [dims[1]]);
+      const [gateNum, gateDen] = innerIf(wantGates, () => {
+        const m3 = g.op("Unsqueeze", [maskF(), g.constI64([2])]); // [B, T, 1]
+        const ws = g.node("Split", [gateWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, G]
+        const bs = g.node("Split", [gateBias], L1, { axis: 0, num_outputs: L1 }); // each [1, 1, G]
+        const nums: string[] = [], dens: string[] = [];
+        taps.forEach((t, l) => {
+          const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [g.op("Add", [g.op("MatMul", [t, ws[l]]), bs[l]])])]), m3]); // [B, T, G]
+          nums.push(g.op("FusedMatMul", [e, t], { transA: 1 }, MS_DOMAIN)); // [B, G, d] = eᵀ · x_l
+          dens.push(g.op("ReduceSum", [e, g.constI64([1])], { keepdims: 1 })); // [B, 1, G]
+        });
+        return [g.op("Reshape", [g.op("Concat", nums, { axis: 1 }), g.constI64([0, L1, -1, d])]), g.op("Concat", dens, { axis: 1 })]; // [B, L+1, G, d], [B, L+1, G]
+      }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
+      return [pooled, max, gateNum, gateDen].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
+    });
+    const short = g.op("Squeeze", [g.op("LessOrEqual", [runLen, g.constI64([STACK_TOKENS])]), g.constI64([0])]); // bool []
+    const [pooled, max, gateNum, gateDen] = g.node("If", [short], 4, { then_branch: stacked, else_branch: perLayer });
 
-    const [proj] = innerIf(wantProj, () => [toLayerMajor(perLayerLinear(projWeights, projBias))], [emptyDims[4]], [dims[4]]); // [L+1, B, T, P]
+    // MHA's projections and attention read every layer's tokens in one product: a stack of every layer at any length
+    const [proj] = innerIf(wantProj, () => [toLayerMajor(perLayerLinear(stackAll(), projWeights, projBias))], [emptyDims[4]], [dims[4]]); // [L+1, B, T, P]
 
     const [attn] = innerIf(wantAttn, () => {
-      const qk = perLayerLinear(attnWeights, attnBias); // [B, L+1, T, 2·H·hd]
+      const X = stackAll(); // [B, L+1, T, d]
+      const qk = perLayerLinear(X, attnWeights, attnBias); // [B, L+1, T, 2·H·hd]
       const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [B, L+1, T, 2, H, hd]
       const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 1, 0, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
       // layers in groups of ATTN_GROUP: a group's scores [S, B, H, T, T] stay a few MB (all layers' at once measured
