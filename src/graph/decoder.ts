@@ -304,7 +304,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 12;
+export const TAP_LAYOUT = 13;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
@@ -405,9 +405,45 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     };
     const fill = () => g.constF32([NEG_BIG], []);
 
+    /** MHA's projections and attention reads from a stack of every layer X [B, L+1, T, d] (each behind its own If). */
+    const mhaSummaries = (X: string): string[] => {
+      const [proj] = innerIf(wantProj, () => [toLayerMajor(perLayerLinear(X, projWeights, projBias))], [emptyDims[4]], [dims[4]]); // [L+1, B, T, P]
+
+      const [attn] = innerIf(wantAttn, () => {
+        const qk = perLayerLinear(X, attnWeights, attnBias); // [B, L+1, T, 2·H·hd]
+        const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [B, L+1, T, 2, H, hd]
+        const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 1, 0, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
+        // layers in groups of ATTN_GROUP: a group's scores [S, B, H, T, T] stay a few MB (all layers' at once measured
+        // 2× slower at T 256, most of it fresh memory), and there are (L+1)/S op chains instead of L+1
+        const sizes = Array.from({ length: Math.ceil(L1 / ATTN_GROUP) }, (_, i) => Math.min(ATTN_GROUP, L1 - i * ATTN_GROUP));
+        const groups = (x: string) => (sizes.length === 1 ? [x] : g.node("Split", [x, g.constI64(sizes)], sizes.length, { axis: 0 })); // each [S, B, H, T, hd]
+        const qs = groups(g.op("Squeeze", [qAll, g.constI64([0])]));
+        const ks = groups(g.op("Squeeze", [kAll, g.constI64([0])]));
+        const mask = tokenMask(); // [B, T] int64
+        const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
+        const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
+        const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]: 1/T at real queries
+        // the query-mean attention of every layer [L+1, B, H, 1, T(key)]
+        const meanAttention = (keyBias?: string) => g.op("Concat", qs.map((q, i) => {
+          const scores = g.op("FusedMatMul", [q, ks[i]], { transB: 1 }, MS_DOMAIN); // [S, B, H, T(query), T(key)], 1/√hd folded into W_q
+          const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [S, B, H, T, T]
+          return g.op("MatMul", [queryWeights, att]); // [S, B, H, 1, T(key)]
+        }), { axis: 0 });
+        // one batched read of the tokens: [B, L+1, H, T] · X [B, L+1, T, d], back to [L+1, B, H, d]
+        const read = (meanAtt: string) => toLayerMajor(g.op("MatMul", [toLayerMajor(g.op("Squeeze", [meanAtt, g.constI64([3])])), X]));
+        // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
+        const masked = g.subgraph(g.fresh("attn_masked"), () => {
+          const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]
+          return [{ name: read(meanAttention(keyBias)), type: "float32" as const, dims: dims[5] }];
+        });
+        const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: read(meanAttention()), type: "float32" as const, dims: dims[5] }]);
+        return g.node("If", [hasPadding(mask)], 1, { then_branch: masked, else_branch: dense }); // [L+1, B, H, d]
+      }, [emptyDims[5]], [dims[5]]);
+      return [proj, attn];
+    };
     // Sum and last token, max and gates: over a stack of every layer for runs up to STACK_TOKENS tokens (one batched
-    // chain per summary), per layer above (a stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others:
-    // fresh pages, the session has no memory arena; per layer: a steady 10–15 ms).
+    // chain per summary; MHA's summaries share the stack), per layer above (a stack of 23 MB at T 256 took 5–9 ms in
+    // some runs and ~40 ms in others: fresh pages, the session has no memory arena; per layer: a steady 10–20 ms).
     const stacked = g.subgraph(g.fresh("summaries_stacked"), () => {
       const X = stackAll(); // [B, L+1, T, d]
       const [pooled] = innerIf(wantPooled, () => [g.op("MatMul", [g.op("Unsqueeze", [poolRows(), g.constI64([1])]), X])], [emptyDims[0]], [dims[0]]); // [B, L+1, 2, d]
@@ -421,7 +457,7 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
         const num = g.op("FusedMatMul", [e, X], { transA: 1 }, MS_DOMAIN); // [B, L+1, G, d] = eᵀ · x_l
         return [num, g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })]; // [B, L+1, G, d], [B, L+1, G]
       }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
-      return [pooled, max, gateNum, gateDen].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
+      return [pooled, max, gateNum, gateDen, ...mhaSummaries(X)].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
     });
     const perLayer = g.subgraph(g.fresh("summaries_per_layer"), () => {
       const joined = (parts: string[], shape: number[]) => g.op("Reshape", [g.op("Concat", parts, { axis: 1 }), g.constI64(shape)]);
@@ -448,46 +484,13 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
         });
         return [g.op("Reshape", [g.op("Concat", nums, { axis: 1 }), g.constI64([0, L1, -1, d])]), g.op("Concat", dens, { axis: 1 })]; // [B, L+1, G, d], [B, L+1, G]
       }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
-      return [pooled, max, gateNum, gateDen].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
+      // MHA's projections and attention read every layer's tokens in one product: a stack of every layer at any length
+      const mha = innerIf(g.op("Or", [wantProj, wantAttn]), () => mhaSummaries(stackAll()), [emptyDims[4], emptyDims[5]], [dims[4], dims[5]]);
+      return [pooled, max, gateNum, gateDen, ...mha].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
     });
     const short = g.op("Squeeze", [g.op("LessOrEqual", [runLen, g.constI64([STACK_TOKENS])]), g.constI64([0])]); // bool []
-    const [pooled, max, gateNum, gateDen] = g.node("If", [short], 4, { then_branch: stacked, else_branch: perLayer });
+    return g.node("If", [short], 6, { then_branch: stacked, else_branch: perLayer });
 
-    // MHA's projections and attention read every layer's tokens in one product: a stack of every layer at any length
-    const [proj] = innerIf(wantProj, () => [toLayerMajor(perLayerLinear(stackAll(), projWeights, projBias))], [emptyDims[4]], [dims[4]]); // [L+1, B, T, P]
-
-    const [attn] = innerIf(wantAttn, () => {
-      const X = stackAll(); // [B, L+1, T, d]
-      const qk = perLayerLinear(X, attnWeights, attnBias); // [B, L+1, T, 2·H·hd]
-      const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [B, L+1, T, 2, H, hd]
-      const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 1, 0, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
-      // layers in groups of ATTN_GROUP: a group's scores [S, B, H, T, T] stay a few MB (all layers' at once measured
-      // 2× slower at T 256, most of it fresh memory), and there are (L+1)/S op chains instead of L+1
-      const sizes = Array.from({ length: Math.ceil(L1 / ATTN_GROUP) }, (_, i) => Math.min(ATTN_GROUP, L1 - i * ATTN_GROUP));
-      const groups = (x: string) => (sizes.length === 1 ? [x] : g.node("Split", [x, g.constI64(sizes)], sizes.length, { axis: 0 })); // each [S, B, H, T, hd]
-      const qs = groups(g.op("Squeeze", [qAll, g.constI64([0])]));
-      const ks = groups(g.op("Squeeze", [kAll, g.constI64([0])]));
-      const mask = tokenMask(); // [B, T] int64
-      const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
-      const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
-      const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]: 1/T at real queries
-      // the query-mean attention of every layer [L+1, B, H, 1, T(key)]
-      const meanAttention = (keyBias?: string) => g.op("Concat", qs.map((q, i) => {
-        const scores = g.op("FusedMatMul", [q, ks[i]], { transB: 1 }, MS_DOMAIN); // [S, B, H, T(query), T(key)], 1/√hd folded into W_q
-        const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [S, B, H, T, T]
-        return g.op("MatMul", [queryWeights, att]); // [S, B, H, 1, T(key)]
-      }), { axis: 0 });
-      // one batched read of the tokens: [B, L+1, H, T] · X [B, L+1, T, d], back to [L+1, B, H, d]
-      const read = (meanAtt: string) => toLayerMajor(g.op("MatMul", [toLayerMajor(g.op("Squeeze", [meanAtt, g.constI64([3])])), X]));
-      // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
-      const masked = g.subgraph(g.fresh("attn_masked"), () => {
-        const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]
-        return [{ name: read(meanAttention(keyBias)), type: "float32" as const, dims: dims[5] }];
-      });
-      const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: read(meanAttention()), type: "float32" as const, dims: dims[5] }]);
-      return g.node("If", [hasPadding(mask)], 1, { then_branch: masked, else_branch: dense }); // [L+1, B, H, d]
-    }, [emptyDims[5]], [dims[5]]);
-    return [pooled, max, gateNum, gateDen, proj, attn];
   }, emptyDims, dims);
 }
 
