@@ -55,9 +55,11 @@ export interface OrtRunOptions {
    */
   allowSpinning?: boolean;
   /**
-   * ORT's CPU memory arena (default false). The arena keeps every activation buffer it ever grew for the life
-   * of the session, in power-of-two extensions; without it a Qwen2.5-0.5B-shaped process (512-token prefill with
-   * taps, then decode) peaked at 813-838 MiB instead of 860-920, for the same CPU time (2-core EPYC, loaded).
+   * ORT's CPU memory arena (default true). The arena keeps every activation buffer it ever grew for the life of
+   * the session, so a run does not page-fault fresh buffers: on a 2-core EPYC VM, `bench:engine` (Qwen2.5-0.5B
+   * shape, 512-token prefill) went 405 → 436 tok/s without taps, 336 → 385 with the summaries and 266 → 349 with
+   * the stacked taps, for 16–30 MiB more peak RSS (793 → 809 MiB with the summaries); an earlier, loaded
+   * measurement saw 813–838 → 860–920 MiB. false trades that speed for the memory.
    */
   memArena?: boolean;
   /** Extra ORT session config entries ("key": "value"). */
@@ -352,7 +354,7 @@ function ortSessionOptions(options: OrtRunOptions, cfg: Record<string, string>):
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
     executionMode: "sequential",
-    enableCpuMemArena: options.memArena === true,
+    enableCpuMemArena: options.memArena !== false,
     ...(options.profilePrefix !== undefined ? { enableProfiling: true, profileFilePrefix: options.profilePrefix } : {}),
     extra: nestConfig(cfg),
   };
