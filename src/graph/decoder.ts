@@ -350,10 +350,15 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const attnBias = g.input(TAP.attnBias, "float32", [L1, 1, "A"]); // [L+1, 1, 2·H·hd]
   const attnHeads = g.input(TAP.attnHeads, "int64", [2]); // [2]: H, hd
   const empty = (dims: number[]) => g.initializer(g.fresh("empty"), "float32", dims, new Float32Array(0));
-  const ifNode = (cond: string, outputs: string[], then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => {
+  /** An If on `cond` whose then-branch builds `then()` and whose else-branch gives empty tensors; returns its outputs. */
+  const ifOrEmpty = (cond: string, outputs: string[] | number, then: () => string[], emptyDims: number[][], dims: (string | number)[][]): string[] => {
     const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
     const elseBranch = g.subgraph(g.fresh("else"), () => emptyDims.map((e, i) => ({ name: g.op("Identity", [empty(e)]), type: "float32" as const, dims: dims[i] })));
-    g.node("If", [cond], outputs, { then_branch: thenBranch, else_branch: elseBranch });
+    return g.node("If", [cond], outputs, { then_branch: thenBranch, else_branch: elseBranch });
+  };
+  /** A graph output behind an If (ifOrEmpty). */
+  const ifNode = (cond: string, outputs: string[], then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => {
+    ifOrEmpty(cond, outputs, then, emptyDims, dims);
     outputs.forEach((o, i) => g.output(o, "float32", dims[i]));
   };
   // the run's token mask [B, T] (inside each branch: a run that fetches nothing pays for nothing)
@@ -368,11 +373,7 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   // Every summary sits behind one outer If (some summary is asked for) and its own inner If. A stack of the taps
   // never leaves the If that builds it: a stack handed out as an If's output measured 16–44 ms of copying against
   // 0.7 ms inside the branch that reads it.
-  const innerIf = (cond: string, then: () => string[], emptyDims: number[][], dims: (string | number)[][]): string[] => {
-    const thenBranch = g.subgraph(g.fresh("then"), () => then().map((name, i) => ({ name, type: "float32" as const, dims: dims[i] })));
-    const elseBranch = g.subgraph(g.fresh("else"), () => emptyDims.map((e, i) => ({ name: g.op("Identity", [empty(e)]), type: "float32" as const, dims: dims[i] })));
-    return g.node("If", [cond], emptyDims.length, { then_branch: thenBranch, else_branch: elseBranch });
-  };
+  const innerIf = (cond: string, then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => ifOrEmpty(cond, emptyDims.length, then, emptyDims, dims);
   /** A bool [] that is true when the run's token mask has a padding position. */
   const hasPadding = (mask: string) => g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]);
   const outputs = [TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
