@@ -4,8 +4,8 @@
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
 // Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --no-stories --raw
-//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --no-profile --gc-clear]
-//        (mha1: the MHA set on 1 thread; only with --only)
+//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --no-profile --profile-only --gc-clear]
+//        (mha1: the MHA set on 1 thread; only with --only. --profile-only: only the ORT-profiled section)
 // Pooling, scoring and fixed probes read the token summaries the decoder graph computes (probe/summary.ts): the
 // prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; mean-pooled MHA probes read the token-stage attention the
 // decoder graph runs when the prompt is one run ([L+1, H, d]), others each token's Q, K, V projections
@@ -109,6 +109,7 @@ interface Sample {
 }
 
 async function benchModel(label: string, path: string): Promise<void> {
+  if (process.argv.includes("--profile-only")) return await profiledCost(path, label);
   const plain = await Engine.load(path, { taps: false, threads: THREADS });
   const tapped = await Engine.load(path, { taps: true, threads: THREADS });
   // the old path: a graph that always stacks the taps (loaded only when a stacked variant runs)
@@ -253,7 +254,8 @@ async function streamingCost(engine: Engine, label: string): Promise<void> {
  * prefill with no probe); from that run's own profile, the tap branches (the If nodes whose branches compute
  * what the probes fetch: summaries, gates, MHA attention reads) against the rest of the same run, plus the probe
  * hook's wall time. Time to the label / base prefill ≈ 1 + (taps + hook) / (run − taps): the base is the same run
- * without its tap branches (a no-taps graph runs the same nodes but the Ifs).
+ * without its tap branches (a no-taps graph runs the same nodes but the Ifs). "GC mean": V8's pauses inside the
+ * hook (mean ms per request); the last column leaves them out of each request's hook time.
  */
 async function profiledCost(path: string, label: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "onepass-overhead-"));
@@ -264,9 +266,17 @@ async function profiledCost(path: string, label: string): Promise<void> {
     const sets = VARIANTS.filter((v) => v.configs !== undefined && v.stacked !== true && v.threads === undefined);
     const probes = sets.map((v) => v.configs!.map((c, i) => randomProbe(engine, c, `profiled-${i}-${c.kind}`)));
     const hooks: number[][] = [[], ...sets.map(() => [])]; // per set (0: no probe), per request: hook ms
+    const hookGc: number[][] = hooks.map(() => []); // per set, per request: V8 GC pauses inside the hook, ms
     for (let r = -1; r < RUNS; r++) {
       hooks[0].push((await engine.generate(request).result).timings.hookMs);
-      for (let v = 0; v < sets.length; v++) hooks[v + 1].push((await generateWithProbes(engine, request, probes[v]).generation.result).timings.hookMs);
+      hookGc[0].push(0);
+      for (let v = 0; v < sets.length; v++) {
+        let hookEnd = 0;
+        const { hookMs } = (await generateWithProbes(engine, request, probes[v], { onClassified: () => (hookEnd = performance.now()) }).generation.result).timings;
+        await new Promise((resolve) => setTimeout(resolve, 0)); // let the GC observer deliver this request's pauses
+        hooks[v + 1].push(hookMs);
+        hookGc[v + 1].push(gcWithin(hookEnd - hookMs, hookEnd));
+      }
     }
     await engine.dispose(); // writes the profiles
     // the prefill runs of the requests above are the last ones of PROMPT tokens (load-time runs come first)
@@ -275,16 +285,19 @@ async function profiledCost(path: string, label: string): Promise<void> {
     if (runs.length < requests) throw new Error(`the profile has ${runs.length} prefill runs, expected ${requests}`);
     const mine = runs.slice(runs.length - requests);
     console.log(`\n${label}: ORT-profiled prefill (${PROMPT} tokens), median of ${RUNS}; tap branches = the summaries' If nodes in the run's own profile`);
-    console.log(`${"probe set".padEnd(18)} ${"run ms".padStart(8)} ${"taps ms".padStart(8)} ${"hook ms".padStart(8)} ${"taps %".padStart(7)} ${"time to label / base".padStart(21)}`);
+    // the hook's GC pauses: the collection that the prefill's outputs make due runs in the next JS, which is the hook
+    // when there is one (the base pays it in its first sampling step; wall section above): the last column leaves them out
+    console.log(`${"probe set".padEnd(18)} ${"run ms".padStart(8)} ${"taps ms".padStart(8)} ${"hook ms".padStart(8)} ${"GC mean".padStart(9)} ${"taps %".padStart(7)} ${"time to label / base".padStart(21)} ${"without the hook's GC".padStart(22)}`);
     ["no probe", ...sets.map((v) => v.name)].forEach((name, v) => {
       const rows = Array.from({ length: RUNS }, (_, r) => {
         const run = mine[(r + 1) * hooks.length + v]; // the warm-up round's requests come first
         const taps = run.topLevel.filter((e) => e.args?.op_name === "If").reduce((a, e) => a + e.dur, 0) / 1000;
-        const runMs = run.dur / 1000, hook = hooks[v][r + 1];
-        return { runMs, taps, hook, share: taps / (runMs - taps), toLabel: 1 + (taps + hook) / (runMs - taps) };
+        const runMs = run.dur / 1000, hook = hooks[v][r + 1], gc = hookGc[v][r + 1];
+        return { runMs, taps, hook, gc, share: taps / (runMs - taps), toLabel: 1 + (taps + hook) / (runMs - taps), noGc: 1 + (taps + hook - gc) / (runMs - taps) };
       });
       const m = (f: (x: (typeof rows)[number]) => number) => median(rows.map(f));
-      console.log(`${name.padEnd(18)} ${m((x) => x.runMs).toFixed(1).padStart(8)} ${m((x) => x.taps).toFixed(2).padStart(8)} ${m((x) => x.hook).toFixed(2).padStart(8)} ${`${(100 * m((x) => x.share)).toFixed(2)}%`.padStart(7)} ${`${m((x) => x.toLabel).toFixed(3)}×`.padStart(21)}`);
+      const gcMean = rows.reduce((a, x) => a + x.gc, 0) / rows.length; // a mean: a major GC lands in one request in several
+      console.log(`${name.padEnd(18)} ${m((x) => x.runMs).toFixed(1).padStart(8)} ${m((x) => x.taps).toFixed(2).padStart(8)} ${m((x) => x.hook).toFixed(2).padStart(8)} ${gcMean.toFixed(2).padStart(9)} ${`${(100 * m((x) => x.share)).toFixed(2)}%`.padStart(7)} ${`${m((x) => x.toLabel).toFixed(3)}×`.padStart(21)} ${`${m((x) => x.noGc).toFixed(3)}×`.padStart(22)}`);
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -161,8 +161,8 @@ test("the graph's summaries equal sums, last token, maxima, gate softmax parts a
         addGateTerms(x, l, weights, bias, G, num, den);
       }
     }
-    assert.ok(relDiff(s.sum, sum) <= 1e-6, `${prompt}: sums differ by ${relDiff(s.sum, sum)}`);
-    assert.ok(maxAbsDiff(s.last, last) === 0, `${prompt}: last token differs`);
+    assert.ok(relDiff(s.sum!, sum) <= 1e-6, `${prompt}: sums differ by ${relDiff(s.sum!, sum)}`);
+    assert.ok(maxAbsDiff(s.last!, last) === 0, `${prompt}: last token differs`);
     assert.ok(maxAbsDiff(s.max!, max) === 0, `${prompt}: max differs`);
     assert.ok(relDiff(s.gateNum!, num) <= 1e-5 && relDiff(s.gateDen!, den) <= 1e-5, `${prompt}: gate sums differ`);
     // every token's projections [L+1, T, P] = x · W + b
@@ -196,12 +196,16 @@ test("the graph's summaries equal sums, last token, maxima, gate softmax parts a
 });
 
 test("every kind, random and standardised weights: probabilities and layer weights from the summaries = training forward (≤ 1e-5)", async () => {
-  for (const set of [probes, standardised, attended]) {
+  // MHA and scoring probes alone read neither the sum nor the last token
+  const lean = attended.filter((p) => p.config.kind !== "pooling");
+  for (const set of [probes, standardised, attended, lean]) {
     const sp = new SummaryProbes(set);
     let spread = 0;
     for (const prompt of PROMPTS) {
       const pass = await engine.forward(prompt, { hidden: true, summary: sp.request });
-      assert.equal(pass.summary!.attnHeads > 0, set === attended, "attention reads exactly for the mean-pooled MHA set");
+      assert.equal(pass.summary!.attnHeads > 0, set === attended || set === lean, "attention reads exactly for the mean-pooled MHA sets");
+      assert.equal(sp.request.pooled === false, set === lean, "sum and last token skipped exactly for the set without mean pooling");
+      assert.equal(pass.summary!.sum === undefined && pass.summary!.last === undefined, set === lean);
       const outs = await sp.run(pass.summary!);
       for (let i = 0; i < set.length; i++) {
         const ref = await reference(set[i], pass.hidden!);
@@ -214,6 +218,9 @@ test("every kind, random and standardised weights: probabilities and layer weigh
     }
     assert.ok(spread > 1e-2, "probabilities must not be degenerate (the comparison would prove nothing)");
   }
+  // a set that reads the sum refuses a summary made without it
+  const without = await engine.forward(PROMPTS[0], { summary: new SummaryProbes(lean).request });
+  await assert.rejects(new SummaryProbes(attended.filter((p) => p.config.kind === "pooling")).run(without.summary!), (e: Error) => e instanceof InvalidArgumentError && /no sum and last token/.test(e.message));
 });
 
 test("chunked prefill, a cut at upTo tokens, and the summary-only run give the summary of the same tokens alone", async () => {
@@ -228,7 +235,7 @@ test("chunked prefill, a cut at upTo tokens, and the summary-only run give the s
     assert.equal(parts.hidden, undefined, "summaries alone: the stacked tensor is not fetched");
     const same = (a: TapSummary, b: TapSummary, what: string) => {
       assert.equal(a.tokens, b.tokens, what);
-      assert.ok(relDiff(a.sum, b.sum) <= 1e-5 && maxAbsDiff(a.max!, b.max!) <= 1e-5 && maxAbsDiff(a.last, b.last) <= 1e-5, `${what}: summaries differ`);
+      assert.ok(relDiff(a.sum!, b.sum!) <= 1e-5 && maxAbsDiff(a.max!, b.max!) <= 1e-5 && maxAbsDiff(a.last!, b.last!) <= 1e-5, `${what}: summaries differ`);
       assert.ok(relDiff(a.gateNum!, b.gateNum!) <= 1e-5 && relDiff(a.gateDen!, b.gateDen!) <= 1e-5, `${what}: gate sums differ`);
       assert.ok(relDiff(a.proj!, b.proj!) <= 1e-5, `${what}: projections differ`);
     };
@@ -393,8 +400,9 @@ function summarize(h: HiddenStates, r: SummaryRequest): TapSummary {
   }
   // one run covers the tokens here: attention reads when asked, as the graph gives them
   const a = r.attention;
-  if (a !== undefined) return new TapSummary(L1, d, T, sum, last, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, undefined, 0, Float32Array.from(attentionReads(h, a)), a.heads);
-  return new TapSummary(L1, d, T, sum, last, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, P > 0 ? proj : undefined, P);
+  const [s0, l0] = r.pooled !== false ? [sum, last] : [undefined, undefined]; // as the graph gives them
+  if (a !== undefined) return new TapSummary(L1, d, T, s0, l0, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, undefined, 0, Float32Array.from(attentionReads(h, a)), a.heads);
+  return new TapSummary(L1, d, T, s0, l0, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, P > 0 ? proj : undefined, P);
 }
 
 test("random Qwen2.5-0.5B shape (L+1 25, d 896), random and standardised weights: every kind from summaries = float64 training forward (≤ 1e-5)", async () => {
@@ -460,7 +468,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
       const rng = new Rng(7);
       const gateW = Float32Array.from({ length: L1 * d * G }, () => rng.normal() * 0.05); // [L+1, d, G]
       const gateB = Float32Array.from({ length: L1 * G }, () => rng.normal() * 0.1); // [L+1, 1, G]
-      const run = async (B: number, rowIds: number[], rowMask: number[]) => {
+      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true) => {
         const feeds: Record<string, ort.Tensor> = {
           input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
           attention_mask: new ort.Tensor("int64", BigInt64Array.from(rowMask, BigInt), [B, T]), // [B, T]
@@ -470,10 +478,10 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
         for (let i = 0; i < blocks; i++) for (const kind of ["key", "value"] as const) feeds[pastName(i, kind)] = new ort.Tensor("float32", new Float32Array(0), [B, kvHeads, 0, headDim]); // [B, kvH, 0, hd]
         const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
         Object.assign(feeds, {
-          [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(true), [TAP.gates]: flag(true), [TAP.proj]: flag(false),
+          [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(true), [TAP.gates]: flag(gatesAndAttn), [TAP.proj]: flag(false),
           [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
           [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
-          [TAP.attn]: flag(true), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
+          [TAP.attn]: flag(gatesAndAttn), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
           [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]),
         });
         const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut, TAP.pooledOut]);
@@ -542,6 +550,11 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
       assert.ok(relDiff(dense.attn, attnRow(padded.attn, 2, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (attention reads)");
       assert.ok(relDiff(gateRow(dense, 0), gateRow(padded, 0)) <= 1e-5, "row 0 alone = row 0 in the padded batch (gate sums)");
       assert.ok(relDiff(dense.pooled, padded.pooled.subarray(0, L1 * 2 * d)) <= 1e-6, "row 0 alone = row 0 in the padded batch (sum and last)");
+      // sums and max asked for alone: the same values
+      const alone = await run(2, ids, mask, false);
+      assert.equal(alone.gateNum.length + alone.attn.length, 0, "gates and attention reads not asked for");
+      assert.ok(relDiff(alone.pooled, padded.pooled) <= 1e-6, "sum and last without gates or MHA");
+      assert.equal(maxAbsDiff(alone.max, padded.max), 0, "max without gates or MHA");
     }
   } finally {
     await session.release();

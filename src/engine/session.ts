@@ -185,7 +185,7 @@ function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: Summar
     [TAP.projWeights]: proj !== undefined ? new ort.Tensor("float32", proj.weights, [L1, d, proj.width]) : none.weights, // [L+1, d, P]
     [TAP.projBias]: proj !== undefined ? new ort.Tensor("float32", proj.bias, [L1, 1, proj.width]) : none.bias, // [L+1, 1, P]
     [TAP.hidden]: flag(hidden),
-    [TAP.pooled]: flag(summary !== undefined),
+    [TAP.pooled]: flag(summary !== undefined && summary.pooled !== false),
     [TAP.max]: flag(summary?.max === true),
     [TAP.gates]: flag(gates !== undefined),
     [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count]) : none.weights, // [L+1, d, G]
@@ -807,7 +807,7 @@ function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelS
 
 /** The outputs a summary request fetches. */
 function summaryFetches(r: SummaryRequest): string[] {
-  return [TAP.pooledOut, ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.attention !== undefined ? [TAP.attnOut] : r.projections !== undefined ? [TAP.projOut] : [])];
+  return [...(r.pooled !== false ? [TAP.pooledOut] : []), ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.attention !== undefined ? [TAP.attnOut] : r.projections !== undefined ? [TAP.projOut] : [])];
 }
 
 /** Row b's TapSummary from a run's summary outputs (`tokens` real tokens in that row). */
@@ -833,12 +833,15 @@ function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b:
     for (let l = 0; l < L1; l++) row.set(all.subarray((l * B + b) * n, (l * B + b + 1) * n), l * n);
     return row;
   };
-  const pooled = check(TAP.pooledOut, [L1, 2, d]); // [L+1, 2, d]: sum, last
-  const sum = new Float64Array(L1 * d); // [L+1, d]
-  const last = new Float64Array(L1 * d); // [L+1, d]
-  for (let l = 0; l < L1; l++) {
-    sum.set(pooled.subarray(2 * l * d, (2 * l + 1) * d), l * d);
-    last.set(pooled.subarray((2 * l + 1) * d, (2 * l + 2) * d), l * d);
+  let sum: Float64Array | undefined, last: Float64Array | undefined;
+  if (r.pooled !== false) {
+    const pooled = check(TAP.pooledOut, [L1, 2, d]); // [L+1, 2, d]: sum, last
+    sum = new Float64Array(L1 * d); // [L+1, d]
+    last = new Float64Array(L1 * d); // [L+1, d]
+    for (let l = 0; l < L1; l++) {
+      sum.set(pooled.subarray(2 * l * d, (2 * l + 1) * d), l * d);
+      last.set(pooled.subarray((2 * l + 1) * d, (2 * l + 2) * d), l * d);
+    }
   }
   const max = r.max === true ? Float64Array.from(check(TAP.maxOut, [L1, d])) : undefined; // [L+1, d]
   const G = r.gates?.count ?? 0;

@@ -64,7 +64,13 @@ export class SummaryProbes {
       return (a instanceof PoolingAggregator && a.pool === "max") || (a instanceof FixedAggregator && a.token === "max");
     });
     this.mha = probes.filter((p) => p.aggregator instanceof MhaAggregator);
+    // the sum and last token: mean pooling and fixed probes of the mean or last token
+    const pooled = probes.some((p) => {
+      const a = p.aggregator;
+      return (a instanceof PoolingAggregator && a.pool === "mean") || (a instanceof FixedAggregator && a.token !== "max");
+    });
     this.request = {
+      ...(pooled ? {} : { pooled: false }),
       ...(max ? { max: true } : {}),
       ...(scoring.length > 0 ? { gates: foldGates(scoring, L1, d) } : {}),
       ...(this.mha.length > 0 ? mhaSummaryRequest(this.mha) : {}),
@@ -89,6 +95,7 @@ export class SummaryProbes {
     if (s.layers !== L1 || s.dim !== d) throw new InvalidArgumentError(`summaries are ${s.layers} × ${s.dim}, the probes expect ${L1} × ${d}`, { field: "summary" });
     if (s.tokens < 1) throw new InvalidArgumentError("the summary covers no token", { field: "summary" });
     if (this.request.max === true && s.max === undefined) throw new InvalidArgumentError("the summary has no max (ask with request.max)", { field: "summary.max" });
+    if (this.request.pooled !== false && s.sum === undefined) throw new InvalidArgumentError("the summary has no sum and last token (ask with request.pooled)", { field: "summary.pooled" });
     const G = this.request.gates?.count ?? 0;
     if (s.gates !== G) throw new InvalidArgumentError(`the summary has ${s.gates} gates, the probes feed ${G}`, { field: "summary.gates" });
     // MHA probes: attention reads from a prompt summarised in one run, else every token's projections
@@ -144,7 +151,7 @@ function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined
   if (a instanceof PoolingAggregator) {
     if (a.pool === "mean") {
       for (let l = 0; l < L1; l++) {
-        const z = std(s.sum, l * d, l, 1 / s.tokens); // the layer's standardised token mean
+        const z = std(s.sum!, l * d, l, 1 / s.tokens); // the layer's standardised token mean
         for (let j = 0; j < d; j++) v[j] += z[j] / L1;
       }
     } else {
@@ -172,7 +179,7 @@ function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined
     layerWeights = Float32Array.from(beta);
   } else if (a instanceof FixedAggregator) {
     const l = a.layer;
-    const z = a.token === "last" ? std(s.last, l * d, l) : a.token === "max" ? std(s.max!, l * d, l) : std(s.sum, l * d, l, 1 / s.tokens);
+    const z = a.token === "last" ? std(s.last!, l * d, l) : a.token === "max" ? std(s.max!, l * d, l) : std(s.sum!, l * d, l, 1 / s.tokens);
     v.set(z);
   } else {
     throw new InvalidArgumentError(`a ${p.config.kind} probe cannot be read from token summaries`, { field: "kind" });

@@ -45,8 +45,13 @@ export interface SummaryAttention {
   headDim: number;
 }
 
-/** What a run's summaries must hold beyond the masked sum and the last token (always there). */
+/** What a run's summaries must hold. */
 export interface SummaryRequest {
+  /**
+   * The masked sum and the last token of every layer (mean-pooled and fixed probes read them). Default true; false
+   * skips them for sets that read neither (scoring, MHA): a pass over every layer's tokens less.
+   */
+  pooled?: boolean;
   /** The per-layer elementwise maximum over the run's tokens. */
   max?: boolean;
   /** Scoring gates (see SummaryGates). */
@@ -78,8 +83,8 @@ export class TapSummary {
    * @param layers L + 1
    * @param dim d
    * @param tokens real tokens summarised
-   * @param sum [L+1, d] Σ_t x_t (float64: chunks add up without float32 rounding at each step)
-   * @param last [L+1, d] the last real token's states (float32 values; float64 arrays keep the probes' reads monomorphic)
+   * @param sum [L+1, d] Σ_t x_t (float64: chunks add up without float32 rounding at each step), unless not asked (SummaryRequest.pooled)
+   * @param last [L+1, d] the last real token's states (float32 values; float64 arrays keep the probes' reads monomorphic), with `sum`
    * @param max [L+1, d] elementwise max over the tokens, when asked
    * @param gates G when scoring gates were fed, else 0
    * @param gateNum [L+1, G, d] Σ_t e^{s_t} x_t
@@ -89,8 +94,8 @@ export class TapSummary {
     readonly layers: number,
     readonly dim: number,
     readonly tokens: number,
-    readonly sum: Float64Array,
-    readonly last: Float64Array,
+    readonly sum: Float64Array | undefined,
+    readonly last: Float64Array | undefined,
     readonly max: Float64Array | undefined,
     readonly gates: number,
     readonly gateNum: Float64Array | undefined,
@@ -103,8 +108,8 @@ export class TapSummary {
     readonly attnHeads = 0,
   ) {
     const n = layers * dim;
-    if (sum.length !== n || last.length !== n || (max !== undefined && max.length !== n)) {
-      throw new RangeError(`TapSummary: [${layers}, ${dim}] summaries have ${sum.length}/${last.length}/${max?.length} values`);
+    if ((sum === undefined) !== (last === undefined) || (sum !== undefined && sum.length !== n) || (last !== undefined && last.length !== n) || (max !== undefined && max.length !== n)) {
+      throw new RangeError(`TapSummary: [${layers}, ${dim}] summaries have ${sum?.length}/${last?.length}/${max?.length} values`);
     }
     if (gates > 0 && (gateNum?.length !== n * gates || gateDen?.length !== layers * gates)) {
       throw new RangeError(`TapSummary: ${gates} gates need [${layers}, ${gates}, ${dim}] and [${layers}, ${gates}] sums`);
@@ -119,7 +124,7 @@ export class TapSummary {
 
   /** The summary of this run followed by `next` (the same sequence's following tokens). */
   then(next: TapSummary): TapSummary {
-    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined)) {
+    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined) || (next.sum === undefined) !== (this.sum === undefined)) {
       throw new RangeError("TapSummary.then: summaries of different shapes or contents");
     }
     if (this.attnHeads > 0 || next.attnHeads > 0) throw new RangeError("TapSummary.then: attention reads cover one whole run and do not combine (see acrossRuns)");
@@ -128,7 +133,7 @@ export class TapSummary {
     const add = (a: Float64Array, b: Float64Array) => a.map((v, i) => v + b[i]);
     return new TapSummary(
       this.layers, this.dim, this.tokens + next.tokens,
-      add(this.sum, next.sum),
+      this.sum === undefined ? undefined : add(this.sum, next.sum!),
       next.last,
       this.max === undefined ? undefined : this.max.map((v, i) => Math.max(v, next.max![i])),
       this.gates,
