@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Sampler, argmax, samplingDistribution, topKIndices } from "../src/engine/sampler.js";
+import { Sampler, argmax, greedyPick, samplingDistribution, topKIndices } from "../src/engine/sampler.js";
 import { Rng } from "../src/numeric/rng.js";
 import { InvalidArgumentError } from "../src/errors.js";
 
@@ -66,6 +66,32 @@ test("greedy: temperature 0 and top-k = 1 both give the argmax", () => {
     assert.equal(new Sampler({ temperature: 0, seed }).sample(logits), best);
     assert.equal(new Sampler({ temperature: 1.5, topK: 1, seed }).sample(logits), best);
   }
+});
+
+test("greedyPick: the argmax (first on ties, NaN never chosen, 0 when all are -Infinity) and whether every logit is finite, at every length mod 4", () => {
+  for (const v of [1, 2, 3, 4, 5, 7, 1001, 151_936]) {
+    for (let seed = 1; seed <= 3; seed++) {
+      const logits = randomLogits(v, seed * 7 + v);
+      let best = 0;
+      for (let i = 1; i < v; i++) if (logits[i] > logits[best]) best = i;
+      assert.deepEqual(greedyPick(logits), { token: best, finite: true }, `V ${v} seed ${seed}`);
+      // a non-finite logit anywhere, the unrolled body or the tail, clears the flag
+      for (const at of new Set([0, v - 1, Math.floor(v / 2)])) {
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const edited = Float32Array.from(logits);
+          edited[at] = bad;
+          const pick = greedyPick(edited);
+          assert.equal(pick.finite, false, `V ${v}: ${bad} at ${at}`);
+          if (bad === Infinity) assert.equal(pick.token, at);
+          else if (at !== best) assert.equal(pick.token, best, `V ${v}: ${bad} at ${at} is never chosen`);
+        }
+      }
+    }
+  }
+  assert.deepEqual(greedyPick(Float32Array.from([1, 5, 5, 2, 5])), { token: 1, finite: true }, "the first of equal maxima");
+  assert.deepEqual(greedyPick(Float32Array.from([NaN, 1, NaN, 0.5, 2, NaN, NaN])), { token: 4, finite: false });
+  assert.deepEqual(greedyPick(Float32Array.from([-Infinity, -Infinity, -Infinity, -Infinity, -Infinity])), { token: 0, finite: false });
+  assert.deepEqual(greedyPick(Float32Array.from([NaN, NaN, NaN])), { token: 0, finite: false });
 });
 
 test("topKIndices returns the k largest, largest first (checked against a full sort)", () => {

@@ -6,7 +6,7 @@
 import { ContextOverflowError, InvalidArgumentError, NonFiniteError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { createTextStreamer } from "../tokenizer/streamer.js";
-import { Sampler, checkSamplingOptions, type SamplingOptions } from "./sampler.js";
+import { Sampler, checkSamplingOptions, greedyPick, type SamplingOptions } from "./sampler.js";
 import { StopStringMatcher } from "./stop.js";
 import { sessionRunner, type SequenceRunner } from "./batch.js";
 import type { DecoderSession, ForwardPass } from "./types.js";
@@ -482,8 +482,7 @@ async function* generationLoop(
       break;
     }
     const row = pass.logits.subarray((pass.positions - 1) * vocab, pass.positions * vocab); // [V] last position
-    checkFiniteLogits(row, tokens.length);
-    const token = sampler.sample(row);
+    const token = nextToken(sampler, row, tokens.length);
     sampled++;
     if (eos.has(token)) {
       finishReason = "eos";
@@ -548,7 +547,8 @@ async function* generationLoop(
 
 /**
  * NaN or +Inf logits (a corrupt weight, an overflow) would sample token 0 over and over and print nothing:
- * a typed error names the step instead. One pass over [V] floats per step, negligible beside the forward run.
+ * a typed error names the step instead. The exact scan over [V]; greedy decoding runs it only when its pick's
+ * sums found a logit that is not finite (nextToken).
  */
 function checkFiniteLogits(row: Float32Array, step: number): void {
   for (let i = 0; i < row.length; i++) {
@@ -556,4 +556,15 @@ function checkFiniteLogits(row: Float32Array, step: number): void {
       throw new NonFiniteError(`the model produced ${row[i]} logits (token ${i}) at ${step === 0 ? "the prefill" : `decode step ${step}`}: its weights hold NaN/Inf values or overflow`, { field: "logits" });
     }
   }
+}
+
+/** The token sampled from a row of logits [V] after the finiteness check; greedy decoding does both in one pass (greedyPick). */
+function nextToken(sampler: Sampler, row: Float32Array, step: number): number {
+  if (sampler.greedy) {
+    const { token, finite } = greedyPick(row);
+    if (!finite) checkFiniteLogits(row, step); // NaN, +Inf or a masked -Inf: the exact scan tells them apart
+    return token;
+  }
+  checkFiniteLogits(row, step);
+  return sampler.sample(row);
 }

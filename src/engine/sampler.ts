@@ -22,17 +22,38 @@ export interface SamplingOptions {
 
 /** Index of the largest logit (the first one on ties). NaN logits are never chosen. */
 export function argmax(logits: Float32Array): number {
-  let best = -1;
+  return greedyPick(logits).token;
+}
+
+/**
+ * One pass over a row of logits [V] for greedy decoding: the index of the largest (the first on ties, NaN never
+ * chosen, token 0 when all are -Infinity/NaN), and whether every logit is finite. Four running sums carry the
+ * check (NaN or ±Inf makes a sum non-finite; one sum would chain every add): at V 151,936 the pass takes less
+ * time than a plain argmax, where an argmax plus a separate scan took about four times as long.
+ */
+export function greedyPick(logits: Float32Array): { token: number; finite: boolean } {
+  let best = 0;
   let bestValue = -Infinity;
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i];
-    if (v > bestValue) {
-      bestValue = v;
-      best = i;
-    }
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  const n = logits.length, n4 = n - (n % 4);
+  let i = 0;
+  for (; i < n4; i += 4) {
+    const v0 = logits[i], v1 = logits[i + 1], v2 = logits[i + 2], v3 = logits[i + 3];
+    s0 += v0;
+    s1 += v1;
+    s2 += v2;
+    s3 += v3;
+    if (v0 > bestValue) (bestValue = v0), (best = i);
+    if (v1 > bestValue) (bestValue = v1), (best = i + 1);
+    if (v2 > bestValue) (bestValue = v2), (best = i + 2);
+    if (v3 > bestValue) (bestValue = v3), (best = i + 3);
   }
-  if (best < 0) best = 0; // all -Infinity/NaN: nothing better to do than token 0
-  return best;
+  for (; i < n; i++) {
+    const v = logits[i];
+    s0 += v;
+    if (v > bestValue) (bestValue = v), (best = i);
+  }
+  return { token: best, finite: Number.isFinite(s0 + s1 + s2 + s3) };
 }
 
 /**
