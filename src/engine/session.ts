@@ -66,9 +66,9 @@ export interface OrtRunOptions {
    * ORT's memory patterns (default false). A pattern is planned per set of input shapes and pays off when shapes
    * repeat; a decode step's shapes change on every step (the attention mask grows by one), so each step planned
    * one and used none. Off, on the 2-core EPYC VM (Qwen2.5-0.5B shape, steps interleaved with a pattern-on session,
-   * paired medians): 1 row at context 32 → 182 −0.34 to −0.41 ms a step of ~11, at 200 → 350 −0.21 of ~12; 4 rows
-   * −0.68 of ~21; 8 rows −0.55 of ~34; prefills of changing lengths (120–135, 500–509 tokens) and peak RSS (800-token
-   * prompt, ~800 MiB) unchanged within noise.
+   * paired medians): 1 row at context 32 → 182 −0.15 to −0.6 ms a step of ~11–15 (the range over both load orders),
+   * at 200 → 350 −0.21 of ~12; 4 rows −0.68 of ~21; 8 rows −0.55 of ~34; prefills of changing lengths (120–135,
+   * 500–509 tokens) and peak RSS (800-token prompt, ~800 MiB) unchanged within noise.
    */
   memPattern?: boolean;
   /** Extra ORT session config entries ("key": "value"). */
