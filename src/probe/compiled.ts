@@ -53,6 +53,7 @@ import { FixedAggregator } from "./aggregators/fixed.js";
 import { MhaAggregator } from "./aggregators/mha.js";
 import { PoolingAggregator } from "./aggregators/pooling.js";
 import { ScoringAggregator } from "./aggregators/scoring.js";
+import { denseDesign } from "./logreg.js";
 import { checkedInputNorm, foldInputNorm, type Probe } from "./probe.js";
 import type { Tensor } from "../tensor/autograd.js";
 
@@ -609,22 +610,6 @@ function projectedGraph(probes: readonly Probe[], P: number): Uint8Array {
   return inMemoryModelBytes({ name: "onepass_projected_mha", producer: "onepass-probe", opset: 18, nodes: g.nodes, initializers: g.initializers, inputs: [valueInfo("proj", "float32", [L1, 1, "T", P])], outputs });
 }
 
-/** A [rows, inner] · B [inner, cols] in float64, rounded once to float32. */
-function chainedProduct(a: Float32Array, b: Float32Array, rows: number, inner: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  const acc = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) {
-    acc.fill(0);
-    for (let k = 0; k < inner; k++) {
-      const x = a[r * inner + k];
-      if (x === 0) continue;
-      for (let c = 0; c < cols; c++) acc[c] += x * b[k * cols + c];
-    }
-    for (let c = 0; c < cols; c++) out[r * cols + c] = acc[c];
-  }
-  return out;
-}
-
 /**
  * The attention reads' graph: reads [L+1, 1, H, d] → probs_i [1, C]. Per head, V of the read (Σ_s ā_s x_s)·W_v + b_v
  * (the folded W_v: standardisation is affine and ā sums to 1), the heads joined, then W_o and the layer block's
@@ -653,7 +638,9 @@ function attendedGraph(probes: readonly Probe[], H: number): Uint8Array {
     const ctx = g.op("Add", [g.op("MatMul", [g.op("Unsqueeze", [mine, g.ints([3])]), g.weight(`p${i}.v.heads`, [L1, 1, Hi, d, hd], wv)]), g.weight(`p${i}.v.bias`, [L1, 1, Hi, 1, hd], bv)]); // [L+1, 1, Hi, 1, hd]
     const merged = g.op("Reshape", [ctx, g.ints([L1, 1, inner])]); // [L+1, 1, d/f]
     const layerQkv = concatColumns([data(agg.layerBlock.q), data(agg.layerBlock.k), data(agg.layerBlock.v)], 1, d, inner); // [1, d, 3·d/f]
-    const wo = g.weight(`p${i}.o.layer_qkv`, [L1, inner, 3 * inner], chainedProduct(data(agg.tokenBlock.o), layerQkv, L1 * inner, d, 3 * inner));
+    const product = new Float64Array(L1 * inner * 3 * inner); // [L+1 · d/f, 3·d/f] = W_o · [W'_q | W'_k | W'_v], rounded once
+    denseDesign(data(agg.tokenBlock.o), L1 * inner, d).mul(Float64Array.from(layerQkv), 3 * inner, product);
+    const wo = g.weight(`p${i}.o.layer_qkv`, [L1, inner, 3 * inner], Float32Array.from(product));
     const projected = g.op("MatMul", [merged, wo]); // [L+1, 1, 3·d/f]
     outputs.push(layerStageAndHead(g, dense, probe, agg, projected, i, true));
   });
