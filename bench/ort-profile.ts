@@ -16,7 +16,7 @@ export interface TraceEvent {
 export interface ProfiledRun {
   /** The run's wall time, µs. */
   dur: number;
-  /** [B, T] read by the run's first MatMulNBits (undefined when it has none). */
+  /** [B, T] read by the run's first MatMulNBits, or first MatMul in a float graph (undefined when it has neither). */
   rows?: number;
   tokens?: number;
   /** Every kernel event, a subgraph's nodes (inside an If) included: they nest in time inside their If's event. */
@@ -50,7 +50,8 @@ export function profiledRuns(events: TraceEvent[]): ProfiledRun[] {
         end = e.ts + e.dur;
       }
     }
-    const first = inRun.find((e) => e.args?.op_name === "MatMulNBits");
+    // a block's first projection reads [B, T, d]: MatMulNBits for 4-bit weights, MatMul for float ones
+    const first = inRun.find((e) => e.args?.op_name === "MatMulNBits") ?? inRun.find((e) => e.args?.op_name === "MatMul");
     const shape = first?.args?.input_type_shape?.[0];
     const dims = shape === undefined ? undefined : Object.values(shape)[0]; // [B, T, d]
     return { dur: run.dur, nodes: inRun, topLevel, ...(dims !== undefined && dims.length === 3 ? { rows: dims[0], tokens: dims[1] } : {}) };

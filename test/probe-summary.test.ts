@@ -12,7 +12,7 @@ import { createDecoderSession } from "../src/engine/session.js";
 import { InvalidArgumentError } from "../src/errors.js";
 import { loadModel } from "../src/model/load.js";
 import { ensureDecoderGraph } from "../src/graph/cache.js";
-import { STACK_TOKENS, TAP, pastName } from "../src/graph/decoder.js";
+import { STACK_TOKENS, TAP, pastName, stackSummaries } from "../src/graph/decoder.js";
 import "../src/util/ort-env.js"; // before onnxruntime-node: telemetry off unless opted in
 import * as ort from "onnxruntime-node";
 import { makeBatch } from "../src/tensor/batch.js";
@@ -449,14 +449,14 @@ async function matchesF64(set: Probe[], sp: SummaryProbes, h: HiddenStates, requ
   }
 }
 
-test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result; runs of 5 and of STACK_TOKENS + 2 tokens (stacked and per-layer summaries)", async () => {
+test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result; runs of 5 and of STACK_TOKENS + 2 tokens, each over one stack of every layer and per layer", async () => {
   const model = await loadModel(STORIES260K);
   const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
   const session = await ort.InferenceSession.create(modelPath);
   try {
     const { blocks, kvHeads, headDim, dim: d } = model.spec;
     const L1 = blocks + 1;
-    // T up to STACK_TOKENS runs the summaries over one stack of every layer, longer runs per layer: both branches
+    // the engine's runs up to STACK_TOKENS may take the summaries over one stack of every layer, longer ones per layer
     for (const T of [5, STACK_TOKENS + 2]) {
       // row 0: T real tokens; row 1: T − 2 real tokens then 2 padding positions
       const more = (n: number, seed: number) => Array.from({ length: n }, (_, t) => 3 + ((t * 37 + seed) % 500));
@@ -468,7 +468,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
       const rng = new Rng(7);
       const gateW = Float32Array.from({ length: L1 * d * G }, () => rng.normal() * 0.05); // [L+1, d, G]
       const gateB = Float32Array.from({ length: L1 * G }, () => rng.normal() * 0.1); // [L+1, 1, G]
-      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true) => {
+      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true, max = true, stack = stackSummaries(T, d, gatesAndAttn || max)) => {
         const feeds: Record<string, ort.Tensor> = {
           input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
           attention_mask: new ort.Tensor("int64", BigInt64Array.from(rowMask, BigInt), [B, T]), // [B, T]
@@ -478,11 +478,11 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
         for (let i = 0; i < blocks; i++) for (const kind of ["key", "value"] as const) feeds[pastName(i, kind)] = new ort.Tensor("float32", new Float32Array(0), [B, kvHeads, 0, headDim]); // [B, kvH, 0, hd]
         const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
         Object.assign(feeds, {
-          [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(true), [TAP.gates]: flag(gatesAndAttn), [TAP.proj]: flag(false),
+          [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(max), [TAP.gates]: flag(gatesAndAttn), [TAP.proj]: flag(false),
           [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
           [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
           [TAP.attn]: flag(gatesAndAttn), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
-          [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]),
+          [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]), [TAP.stack]: flag(stack),
         });
         const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut, TAP.pooledOut]);
         return {
@@ -555,6 +555,18 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
       assert.equal(alone.gateNum.length + alone.attn.length, 0, "gates and attention reads not asked for");
       assert.ok(relDiff(alone.pooled, padded.pooled) <= 1e-6, "sum and last without gates or MHA");
       assert.equal(maxAbsDiff(alone.max, padded.max), 0, "max without gates or MHA");
+      // over a stack of every layer and per layer (tap_stack): the same values, whatever is asked
+      for (const stack of [true, false]) {
+        const other = await run(2, ids, mask, true, true, stack);
+        const what = `T ${T}, ${stack ? "over a stack" : "per layer"}`;
+        assert.ok(relDiff(other.pooled, padded.pooled) <= 1e-6, `${what}: sum and last`);
+        assert.equal(maxAbsDiff(other.max, padded.max), 0, `${what}: max`);
+        assert.ok(relDiff(gateRow(other, 0), gateRow(padded, 0)) <= 1e-5 && relDiff(gateRow(other, 1), gateRow(padded, 1)) <= 1e-5, `${what}: gate sums`);
+        assert.ok(relDiff(other.attn, padded.attn) <= 1e-5, `${what}: attention reads`);
+        const sums = await run(2, ids, mask, false, false, stack);
+        assert.equal(sums.max.length + sums.gateNum.length + sums.attn.length, 0, "only sums asked for");
+        assert.ok(relDiff(sums.pooled, padded.pooled) <= 1e-6, `${what}: sum and last alone`);
+      }
     }
   } finally {
     await session.release();

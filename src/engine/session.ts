@@ -23,7 +23,7 @@ import type { LoadedModel, ModelSpec } from "../model/spec.js";
 import { decodeF16 } from "../numeric/half.js";
 import { defaultGraphCacheDir, ensureDecoderGraph, graphCacheKey } from "../graph/cache.js";
 import { withMatMulNBitsAccuracy } from "../onnx/proto.js";
-import { TAP, newKvName, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
+import { TAP, newKvName, stackSummaries, pastName, presentName, type DecoderBuildOptions, type ProgressCallback } from "../graph/decoder.js";
 import { HIDDEN_STATES_OUTPUT } from "../graph/surgery.js";
 import { HiddenStates } from "../types/hidden.js";
 import { TapSummary, acrossRuns, type SummaryRequest } from "../types/summary.js";
@@ -162,7 +162,7 @@ function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens
   }
   // the taps are part of a real prefill's cost: with tap summaries, what a live probe prefill fetches
   if (session.inputNames.includes(TAP.hidden)) {
-    Object.assign(feeds, tapControlFeeds(spec.blocks + 1, spec.dim, false, { max: false }));
+    Object.assign(feeds, tapControlFeeds(spec.blocks + 1, spec.dim, T, false, { max: false }));
     fetches.push(TAP.pooledOut);
   } else if (session.outputNames.includes(HIDDEN_STATES_OUTPUT)) fetches.push(HIDDEN_STATES_OUTPUT);
   return { feeds, fetches };
@@ -171,8 +171,8 @@ function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens
 /** Zero [L+1, d, 1] / [L+1, 1, 1] weights for the gate and projection inputs of runs that ask for none (they must be fed all the same). */
 const unusedWeights = new Map<string, { weights: ort.Tensor; bias: ort.Tensor }>();
 
-/** The tap-control feeds of a `tapSummaries` graph (graph/decoder.ts TAP) for one run. */
-function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: SummaryRequest | undefined): Record<string, ort.Tensor> {
+/** The tap-control feeds of a `tapSummaries` graph (graph/decoder.ts TAP) for one run of T tokens. */
+function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summary: SummaryRequest | undefined): Record<string, ort.Tensor> {
   const flag = (v: boolean) => new ort.Tensor("bool", [v], []); // []
   const key = `${L1}x${d}`;
   let none = unusedWeights.get(key);
@@ -199,6 +199,7 @@ function tapControlFeeds(L1: number, d: number, hidden: boolean, summary: Summar
     [TAP.gates]: flag(gates !== undefined),
     [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count]) : none.weights, // [L+1, d, G]
     [TAP.gateBias]: gates !== undefined ? new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]) : none.bias, // [L+1, 1, G]
+    [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, summary.max === true || gates !== undefined || attn !== undefined || proj !== undefined)),
   };
 }
 
@@ -288,7 +289,7 @@ interface DecoderIo {
 }
 
 const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
-const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias, TAP.attn, TAP.attnWeights, TAP.attnBias, TAP.attnHeads];
+const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias, TAP.attn, TAP.attnWeights, TAP.attnBias, TAP.attnHeads, TAP.stack];
 const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
 
 function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string): DecoderIo {
@@ -615,7 +616,7 @@ class OrtDecoderSession implements DecoderSession {
     if (wantHidden) fetches.push(HIDDEN_STATES_OUTPUT);
     // summaries cover the run's tokens: our graphs (the only ones with them) keep a KV cache, so R = T
     const summary = io.summaries && R === T ? options.summary : undefined;
-    if (io.summaries) Object.assign(feeds, tapControlFeeds(blocks + 1, dim, wantHidden, summary));
+    if (io.summaries) Object.assign(feeds, tapControlFeeds(blocks + 1, dim, T, wantHidden, summary));
     if (summary !== undefined) fetches.push(...summaryFetches(summary));
 
     const t0 = performance.now();
@@ -732,7 +733,7 @@ class OrtDecoderSession implements DecoderSession {
         attention_mask: new ort.Tensor("int64", mask, [B, S]), // [B, maxPast + 1]
         position_ids: new ort.Tensor("int64", BigInt64Array.from(seqs, (q) => BigInt(q.length)), [B, 1]), // [B, 1]
       };
-      if (this.io.summaries) Object.assign(feeds, tapControlFeeds(blocks + 1, dim, wantHidden, undefined));
+      if (this.io.summaries) Object.assign(feeds, tapControlFeeds(blocks + 1, dim, 1, wantHidden, undefined));
       if (this.io.logitsPositions) feeds.logits_positions = new ort.Tensor("int64", new BigInt64Array([0n]), [1]); // [1]
       const fetches = ["logits"];
       for (let i = 0; i < blocks; i++) {

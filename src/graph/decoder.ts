@@ -297,6 +297,8 @@ export const TAP = {
   gateWeights: "tap_gate_weights",
   /** float32 [L+1, 1, G]: gate g's score bias per layer. */
   gateBias: "tap_gate_bias",
+  /** bool []: compute the summaries over one stack of every layer [B, L+1, T, d] (else per layer): stackSummaries. */
+  stack: "tap_stack",
   pooledOut: "tap_pooled_out",
   maxOut: "tap_max_out",
   gateNumOut: "tap_gate_num",
@@ -304,12 +306,27 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 13;
+export const TAP_LAYOUT = 14;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
-/** Runs up to this many tokens compute the sums, max and gates over one stack of every layer, longer ones per layer. */
+/** Runs up to this many tokens may compute the summaries over one stack of every layer (stackSummaries). */
 export const STACK_TOKENS = 128;
+/** T·d of a layer up to which sums and last token alone are computed over a stack. */
+export const SMALL_STACK = 65536;
+
+/**
+ * Whether a run of T tokens computes its summaries over one stack of every layer (the `tap_stack` control). A stack
+ * pays for its Concat (a read of every layer into a fresh [B, L+1, T, d] buffer: 0.6–8.9 ms at T 128 and d 896, by
+ * the machine's stretch) where further reads share it, or where it is small enough that L+1 nodes per summary cost
+ * more. Sums and last token alone, d 896: per layer a steady 1.5–1.7 ms at T 128 against 1.8–9.9 over a stack,
+ * 1.2–1.3 against 1.1–1.3 at T 64, 1.0 against 0.8 at T 32; d 64, T 128: 0.80 against 0.58–0.63. With max, T 128,
+ * d 896: 3.0–3.3 against 2.0–6.2; with a gate: 5.0–6.2 against 2.2–7.5. Longer runs: per layer (a stack of 23 MB
+ * at T 256 took 5–9 ms in some runs and ~40 ms in others; per layer: a steady 10–20 ms).
+ */
+export function stackSummaries(T: number, d: number, moreThanSums: boolean): boolean {
+  return T <= STACK_TOKENS && (moreThanSums || T * d <= SMALL_STACK);
+}
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
 const NEG_BIG = -3.0e38;
@@ -317,8 +334,9 @@ const NEG_BIG = -3.0e38;
 /**
  * The tap outputs of a `tapSummaries` graph, each behind an If on its own bool input so that a run computes only
  * what it fetches (ORT runs every node of a graph whatever is fetched: a plain `hidden_states` Concat costs its
- * copy on every prefill and decode step). Summaries are per layer over this run's real tokens, computed from one
- * stack of the taps [B, L+1, T, d] that exists only while a summary is asked for: the token mask is the last T
+ * copy on every prefill and decode step). Summaries are per layer over this run's real tokens, computed from each
+ * layer's taps or, where tap_stack says, from one stack of them [B, L+1, T, d] that exists only while a summary is
+ * asked for: the token mask is the last T
  * columns of attention_mask (1 = real token; a right- or left-padded row of a batch is summarised over its own
  * tokens only).
  *
@@ -346,6 +364,7 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const projWeights = g.input(TAP.projWeights, "float32", [L1, d, "P"]); // [L+1, d, P]
   const projBias = g.input(TAP.projBias, "float32", [L1, 1, "P"]); // [L+1, 1, P]
   const wantAttn = flag(TAP.attn);
+  const overStack = flag(TAP.stack);
   const attnWeights = g.input(TAP.attnWeights, "float32", [L1, d, "A"]); // [L+1, d, 2·H·hd]
   const attnBias = g.input(TAP.attnBias, "float32", [L1, 1, "A"]); // [L+1, 1, 2·H·hd]
   const attnHeads = g.input(TAP.attnHeads, "int64", [2]); // [2]: H, hd
@@ -442,9 +461,8 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
       }, [emptyDims[5]], [dims[5]]);
       return [proj, attn];
     };
-    // Sum and last token, max and gates: over a stack of every layer for runs up to STACK_TOKENS tokens (one batched
-    // chain per summary; MHA's summaries share the stack), per layer above (a stack of 23 MB at T 256 took 5–9 ms in
-    // some runs and ~40 ms in others: fresh pages, the session has no memory arena; per layer: a steady 10–20 ms).
+    // Sum and last token, max and gates: over a stack of every layer (one batched chain per summary; MHA's summaries
+    // share the stack) or per layer, as tap_stack says (stackSummaries).
     const stacked = g.subgraph(g.fresh("summaries_stacked"), () => {
       const X = stackAll(); // [B, L+1, T, d]
       const [pooled] = innerIf(wantPooled, () => [g.op("MatMul", [g.op("Unsqueeze", [poolRows(), g.constI64([1])]), X])], [emptyDims[0]], [dims[0]]); // [B, L+1, 2, d]
@@ -489,8 +507,7 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
       const mha = innerIf(g.op("Or", [wantProj, wantAttn]), () => mhaSummaries(stackAll()), [emptyDims[4], emptyDims[5]], [dims[4], dims[5]]);
       return [pooled, max, gateNum, gateDen, ...mha].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
     });
-    const short = g.op("Squeeze", [g.op("LessOrEqual", [runLen, g.constI64([STACK_TOKENS])]), g.constI64([0])]); // bool []
-    return g.node("If", [short], 6, { then_branch: stacked, else_branch: perLayer });
+    return g.node("If", [overStack], 6, { then_branch: stacked, else_branch: perLayer });
 
   }, emptyDims, dims);
 }
