@@ -3,7 +3,7 @@
 // by op type, and sets the MatMulNBits-only speed beside node-llama-cpp's whole prefill / decode on the same
 // random Qwen2.5-0.5B-shaped Q4_0 GGUF, measured in the same run. Where the MatMulNBits-only figure is already
 // below llama.cpp's, no graph or scheduling change reaches llama.cpp on this CPU: only a faster kernel would.
-//   1. prefill of a 512-token prompt (chunks of 256);
+//   1. prefill of a 512-token prompt (chunks of 256) with the tap summaries live probes read;
 //   2. one stream, then 8 concurrent streams (32-token prompts): decode steps of 1 and of up to 8 rows at the same
 //      contexts; the bound on the 8-stream speed-up is 8 × (1-row step) / (MatMulNBits time of an 8-row step);
 //   at MatMulNBits accuracy level 4 (int8 activations) and 0 (float), each engine in its own process.
@@ -78,7 +78,8 @@ async function main(): Promise<void> {
 
     for (const level of LEVELS) {
       const prefix = join(dir, `level${level}`);
-      const onepass = new Child(`onepass level ${level}`, ["onepass", ggufPath, String(THREADS), "1", String(level), prefix]);
+      // the engine's default graph, its prefill returning what live pooling + scoring + fixed probes read (engine-worker taps 2)
+      const onepass = new Child(`onepass level ${level}`, ["onepass", ggufPath, String(THREADS), "2", String(level), prefix]);
       await onepass.ready;
       for (let r = 0; r < RUNS; r++) {
         await onepass.ask<RoundReply>({ op: "round", prompt, decode: 0 }); // prefill only: every 1-row step below is a stream's
