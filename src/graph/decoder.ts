@@ -336,9 +336,8 @@ const NEG_BIG = -3.0e38;
  * what it fetches (ORT runs every node of a graph whatever is fetched: a plain `hidden_states` Concat costs its
  * copy on every prefill and decode step). Summaries are per layer over this run's real tokens, computed from each
  * layer's taps or, where tap_stack says, from one stack of them [B, L+1, T, d] that exists only while a summary is
- * asked for: the token mask is the last T
- * columns of attention_mask (1 = real token; a right- or left-padded row of a batch is summarised over its own
- * tokens only).
+ * asked for. The token mask is the last T columns of attention_mask (1 = real token; a right- or left-padded row of
+ * a batch is summarised over its own tokens only).
  *
  *   tap_pooled_out [B, L+1, 2, d]: [mask; last-token one-hot] [B, 2, T] · x_l [B, T, d]
  *   tap_max_out    [B, L+1, d]:    max over real tokens
