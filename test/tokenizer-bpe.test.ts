@@ -59,3 +59,41 @@ test("CompactBpe gives the library BPE's ids for every word, on SentencePiece an
     assert.ok(words > 300, `${file}: only ${words} words compared`);
   }
 });
+
+test("CompactBpe's merge table: repeated merges take their last rank, parts outside the vocabulary merge on, every pair found among 20k", () => {
+  const tokens = ["a", "b", "c", "x", "ab", "bc", "abc", "cab", "xx", "xxxx"];
+  // "a b" again after "c a": its last rank wins (in "cab", "c a" merges first); "c a" makes "ca", no token, whose
+  // merges still apply; "q r" names no token at all
+  const mergeList = ["b c", "a b", "c a", "x x", "ab c", "c ab", "a b", "xx xx", "q r"];
+  const library = new LibraryTokenizer({
+    version: "1.0", added_tokens: [], normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null,
+    model: { type: "BPE", vocab: Object.fromEntries(tokens.map((t, i) => [t, i])), merges: mergeList, unk_token: null, byte_fallback: false, fuse_unk: false, ignore_merges: false },
+  }, { clean_up_tokenization_spaces: false });
+  const lib = library.model!;
+  const tokenToId = new Map(tokens.map((t, i) => [t, i]));
+  const bpe = new CompactBpe(tokens, tokenToId, mergeList.map((m) => m.split(" ") as [string, string]), { byteFallback: false, fuseUnk: false, ignoreMerges: false });
+  let s = 11;
+  const rnd = (k: number) => Math.floor(((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * k); // high bits: an LCG's low bits cycle
+  for (let n = 0; n < 400; n++) {
+    const word = Array.from({ length: 1 + rnd(9) }, () => "abcx"[rnd(4)]).join("");
+    const expected = (lib([word]) as string[]).map((p) => lib.tokens_to_ids.get(p));
+    const got: number[] = [];
+    bpe.encode([word], got);
+    assert.deepEqual(got, expected, word);
+  }
+  // a big table (probing past collisions): 20k merges of two-letter tokens, each found with its own result
+  const letters = Array.from({ length: 150 }, (_, i) => String.fromCharCode(0x4e00 + i));
+  const big = [...letters];
+  const pairs: [string, string][] = [];
+  for (let i = 0; pairs.length < 20_000; i++) {
+    const p: [string, string] = [letters[i % 150], letters[Math.floor(i / 150) % 150]];
+    pairs.push(p);
+    big.push(p[0] + p[1]);
+  }
+  const bigBpe = new CompactBpe(big, new Map(big.map((t, i) => [t, i])), pairs, { byteFallback: false, fuseUnk: false, ignoreMerges: false });
+  for (let i = 0; i < pairs.length; i += 7) {
+    const got: number[] = [];
+    bigBpe.encode([pairs[i][0] + pairs[i][1]], got);
+    assert.deepEqual(got, [150 + i]);
+  }
+});

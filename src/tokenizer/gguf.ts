@@ -102,10 +102,12 @@ export function tokenizerFromGgufVocab(vocab: GgufVocab): PipelineTokenizer {
   }
 
   const pieceBytes = new Array<Uint8Array | undefined>(V); // [V] lazily filled
+  // only what decoding reads stays reachable from the tokenizer (not the vocabulary's merges or scores)
+  const pieces: PieceSource = { tokens, tokenTypes, model: vocab.model };
   const bytesOf = (id: number): Uint8Array => {
     let bytes = pieceBytes[id];
     if (bytes === undefined) {
-      bytes = tokenBytes(vocab, id);
+      bytes = tokenBytes(pieces, id);
       pieceBytes[id] = bytes;
     }
     return bytes;
@@ -159,8 +161,11 @@ export function tokenizerFromGgufVocab(vocab: GgufVocab): PipelineTokenizer {
 
 const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
 
+/** What tokenBytes reads of a vocabulary. */
+type PieceSource = Pick<GgufVocab, "tokens" | "tokenTypes" | "model">;
+
 /** The bytes one token stands for in generated text (llama.cpp's token_to_piece with special = true). */
-function tokenBytes(vocab: GgufVocab, id: number): Uint8Array {
+function tokenBytes(vocab: PieceSource, id: number): Uint8Array {
   const text = vocab.tokens[id];
   const type = vocab.tokenTypes[id];
   if (type === GgufTokenType.BYTE) {
