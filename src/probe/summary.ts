@@ -51,10 +51,11 @@ export class SummaryProbes {
       const a = p.aggregator;
       if (a instanceof FixedAggregator && !(a.layer >= 0 && a.layer < L1)) throw new InvalidArgumentError(`fixed probe layer ${a.layer} is outside 0..${L1 - 1}`, { field: "layer" });
     }
-    // checked once here (bad statistics are refused now, not per request), read per request
+    // checked once here (bad statistics are refused now, not per request), read per request; an unstandardised
+    // probe gets μ 0 and 1/σ 1, which leave every value exactly as it is
     this.norms = probes.map((p) => {
       const n = checkedInputNorm(p);
-      return n === undefined ? undefined : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
+      return n === undefined ? { mean: new Float64Array(L1 * d), inv: new Float64Array(L1 * d).fill(1) } : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
     });
     const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
     let g = 0;
@@ -80,7 +81,7 @@ export class SummaryProbes {
   /** The MHA probes of the set (read from the projections). */
   private readonly mha: Probe[];
   /** Each probe's μ, σ [L+1, d] when standardised. */
-  private readonly norms: (Norm | undefined)[];
+  private readonly norms: Norm[];
 
   get layers(): number {
     return this.probes[0].shape.layers;
@@ -135,52 +136,52 @@ interface Norm {
   inv: Float64Array;
 }
 
-/** One probe from the summary, in float64. */
-function readProbe(p: Probe, s: TapSummary, gate: number, norm: Norm | undefined): CompiledOutput {
+/**
+ * One probe from the summary, in float64. A layer-l value x is read standardised as (x · scale − μ_l)/σ_l where
+ * it is used (no per-layer buffers).
+ */
+function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
-  /** (x − μ_l)/σ_l of a layer-l vector x [d] into a fresh Float64Array. */
-  const std = (x: Float64Array, off: number, l: number, scale = 1): Float64Array => {
-    const out = new Float64Array(d);
-    if (norm === undefined) for (let j = 0; j < d; j++) out[j] = x[off + j] * scale;
-    else for (let j = 0; j < d; j++) out[j] = (x[off + j] * scale - norm.mean[l * d + j]) * norm.inv[l * d + j];
-    return out;
-  };
   const a = p.aggregator;
   const v = new Float64Array(d); // the aggregator's output [d]
   let layerWeights: Float32Array | undefined;
   if (a instanceof PoolingAggregator) {
     if (a.pool === "mean") {
-      for (let l = 0; l < L1; l++) {
-        const z = std(s.sum!, l * d, l, 1 / s.tokens); // the layer's standardised token mean
-        for (let j = 0; j < d; j++) v[j] += z[j] / L1;
-      }
+      // the mean over layers of each layer's standardised token mean
+      const x = s.sum!, c = 1 / s.tokens;
+      for (let l = 0; l < L1; l++) for (let j = 0, k = l * d; j < d; j++, k++) v[j] += ((x[k] * c - mean[k]) * inv[k]) / L1;
     } else {
+      const x = s.max!;
       v.fill(-Infinity);
       for (let l = 0; l < L1; l++) {
-        const z = std(s.max!, l * d, l);
-        for (let j = 0; j < d; j++) if (z[j] > v[j]) v[j] = z[j];
+        for (let j = 0, k = l * d; j < d; j++, k++) {
+          const z = (x[k] - mean[k]) * inv[k];
+          if (z > v[j]) v[j] = z;
+        }
       }
     }
   } else if (a instanceof ScoringAggregator) {
-    const G = s.gates;
-    const byLayer: Float64Array[] = []; // [L+1][d]: the standardised gate-weighted token sums
+    // per layer the standardised gate-weighted token mean z_l = Σ e^{s_t} x_t / Σ e^{s_t}: scored, then mixed
+    const G = s.gates, num = s.gateNum!, den = s.gateDen!;
     const wl = a.layerGate.data; // [d, 1]
     const scores = new Float64Array(L1); // [L+1]
     for (let l = 0; l < L1; l++) {
-      const den = s.gateDen![l * G + gate];
-      const z = std(s.gateNum!, (l * G + gate) * d, l, 1 / den);
-      byLayer.push(z);
+      const c = 1 / den[l * G + gate], off = (l * G + gate) * d;
       let dot = 0;
-      for (let j = 0; j < d; j++) dot += z[j] * wl[j];
+      for (let j = 0, k = l * d; j < d; j++, k++) dot += (num[off + j] * c - mean[k]) * inv[k] * wl[j];
       scores[l] = Math.tanh(dot);
     }
     const beta = softmax(scores); // [L+1]
-    for (let l = 0; l < L1; l++) for (let j = 0; j < d; j++) v[j] += beta[l] * byLayer[l][j];
+    for (let l = 0; l < L1; l++) {
+      const c = 1 / den[l * G + gate], off = (l * G + gate) * d;
+      for (let j = 0, k = l * d; j < d; j++, k++) v[j] += beta[l] * ((num[off + j] * c - mean[k]) * inv[k]);
+    }
     layerWeights = Float32Array.from(beta);
   } else if (a instanceof FixedAggregator) {
     const l = a.layer;
-    const z = a.token === "last" ? std(s.last!, l * d, l) : a.token === "max" ? std(s.max!, l * d, l) : std(s.sum!, l * d, l, 1 / s.tokens);
-    v.set(z);
+    const x = a.token === "last" ? s.last! : a.token === "max" ? s.max! : s.sum!;
+    const c = a.token === "mean" ? 1 / s.tokens : 1;
+    for (let j = 0, k = l * d; j < d; j++, k++) v[j] = (x[k] * c - mean[k]) * inv[k];
   } else {
     throw new InvalidArgumentError(`a ${p.config.kind} probe cannot be read from token summaries`, { field: "kind" });
   }
