@@ -468,7 +468,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
       const rng = new Rng(7);
       const gateW = Float32Array.from({ length: L1 * d * G }, () => rng.normal() * 0.05); // [L+1, d, G]
       const gateB = Float32Array.from({ length: L1 * G }, () => rng.normal() * 0.1); // [L+1, 1, G]
-      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true, max = true, stack = stackSummaries(T, d, gatesAndAttn || max)) => {
+      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true, max = true, stack = stackSummaries(T, d, { max, gates: gatesAndAttn, mha: gatesAndAttn })) => {
         const feeds: Record<string, ort.Tensor> = {
           input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
           attention_mask: new ort.Tensor("int64", BigInt64Array.from(rowMask, BigInt), [B, T]), // [B, T]

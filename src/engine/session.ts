@@ -199,7 +199,7 @@ function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summ
     [TAP.gates]: flag(gates !== undefined),
     [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count]) : none.weights, // [L+1, d, G]
     [TAP.gateBias]: gates !== undefined ? new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]) : none.bias, // [L+1, 1, G]
-    [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, summary.max === true || gates !== undefined || attn !== undefined || proj !== undefined)),
+    [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, { max: summary.max === true, gates: gates !== undefined, mha: attn !== undefined || proj !== undefined })),
   };
 }
 

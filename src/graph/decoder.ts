@@ -306,26 +306,34 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 14;
+export const TAP_LAYOUT = 15;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
 /** Runs up to this many tokens may compute the summaries over one stack of every layer (stackSummaries). */
 export const STACK_TOKENS = 128;
-/** T·d of a layer up to which sums and last token alone are computed over a stack. */
+/** T·d of a layer up to which every summary is computed over a stack (stackSummaries). */
 export const SMALL_STACK = 65536;
 
 /**
  * Whether a run of T tokens computes its summaries over one stack of every layer (the `tap_stack` control). A stack
- * pays for its Concat (a read of every layer into a fresh [B, L+1, T, d] buffer: 0.6–8.9 ms at T 128 and d 896, by
- * the machine's stretch) where further reads share it, or where it is small enough that L+1 nodes per summary cost
- * more. Sums and last token alone, d 896: per layer a steady 1.5–1.7 ms at T 128 against 1.8–9.9 over a stack,
- * 1.2–1.3 against 1.1–1.3 at T 64, 1.0 against 0.8 at T 32; d 64, T 128: 0.80 against 0.58–0.63. With max, T 128,
- * d 896: 3.0–3.3 against 2.0–6.2; with a gate: 5.0–6.2 against 2.2–7.5. Longer runs: per layer (a stack of 23 MB
- * at T 256 took 5–9 ms in some runs and ~40 ms in others; per layer: a steady 10–20 ms).
+ * costs its Concat (a read of every layer into a fresh [B, L+1, T, d] buffer) and then one pass over it per summary;
+ * per layer, each summary reads every layer's taps where they lie, in L+1 products instead of one. Neither keeps a
+ * layer in cache between its reads, so the stack moves more memory and wins only by fewer nodes: where it is
+ * small (T·d ≤ SMALL_STACK), where MHA reads need it anyway (one product for every layer's projections), and for
+ * max with gates. Profiled tap branches, T 128 against 129 in alternating processes, 0.5B shape (d 896), ms:
+ *
+ *   asked for            per layer    over a stack
+ *   sums, last token     1.5–1.7      1.8–9.9   (T 64: 1.2–1.3 / 1.1–1.3; T 32: 1.0 / 0.8; d 64: 0.80 / 0.58–0.63)
+ *   a scoring gate       2.3–2.6      1.7–10.7
+ *   sums and max         3.0–3.3      2.0–6.2
+ *   sums, max and gate   4.9–5.6      3.8–4.8
+ *
+ * The stack's spread is the machine's memory bandwidth, which the Concat and the passes over it depend on most (a
+ * stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others), hence the limit STACK_TOKENS.
  */
-export function stackSummaries(T: number, d: number, moreThanSums: boolean): boolean {
-  return T <= STACK_TOKENS && (moreThanSums || T * d <= SMALL_STACK);
+export function stackSummaries(T: number, d: number, reads: { max: boolean; gates: boolean; mha: boolean }): boolean {
+  return T <= STACK_TOKENS && (reads.mha || (reads.max && reads.gates) || T * d <= SMALL_STACK);
 }
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
@@ -491,16 +499,20 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
         () => g.op("Concat", taps.map((t) => g.op("ReduceMax", [t, g.constI64([1])], { keepdims: 1 })), { axis: 1 }), // [B, L+1, d]
       ), [emptyDims[1]], [dims[1]]);
       const [gateNum, gateDen] = innerIf(wantGates, () => {
-        const m3 = g.op("Unsqueeze", [maskF(), g.constI64([2])]); // [B, T, 1]
+        // each layer's taps read twice where they lie (its scores, then eᵀ · x_l); the small [T, G] steps between
+        // run once over every layer's scores: 2 products per layer and ~15 nodes besides, not 7 nodes per layer
         const ws = g.node("Split", [gateWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, G]
-        const bs = g.node("Split", [gateBias], L1, { axis: 0, num_outputs: L1 }); // each [1, 1, G]
-        const nums: string[] = [], dens: string[] = [];
-        taps.forEach((t, l) => {
-          const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [g.op("Add", [g.op("MatMul", [t, ws[l]]), bs[l]])])]), m3]); // [B, T, G]
-          nums.push(g.op("FusedMatMul", [e, t], { transA: 1 }, MS_DOMAIN)); // [B, G, d] = eᵀ · x_l
-          dens.push(g.op("ReduceSum", [e, g.constI64([1])], { keepdims: 1 })); // [B, 1, G]
-        });
-        return [g.op("Reshape", [g.op("Concat", nums, { axis: 1 }), g.constI64([0, L1, -1, d])]), g.op("Concat", dens, { axis: 1 })]; // [B, L+1, G, d], [B, L+1, G]
+        const scores = taps.map((t, l) => g.op("MatMul", [t, ws[l]])); // each [B, T, G]
+        const byLayer = g.op("Concat", [g.constI64([L1]), g.op("Shape", [scores[0]])], { axis: 0 }); // [4]: L+1, B, T, G
+        const S = g.op("Reshape", [g.op("Concat", scores, { axis: 0 }), byLayer]); // [L+1, B, T, G]
+        const bias = g.op("Unsqueeze", [gateBias, g.constI64([1])]); // [L+1, 1, 1, G]
+        const m = g.op("Unsqueeze", [maskF(), g.constI64([0, 3])]); // [1, B, T, 1]
+        const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [g.op("Add", [S, bias])])]), m]); // [L+1, B, T, G]
+        const es = g.node("Split", [e], L1, { axis: 0, num_outputs: L1 }); // each [1, B, T, G]
+        const nums = taps.map((t, l) => g.op("FusedMatMul", [es[l], t], { transA: 1 }, MS_DOMAIN)); // each [1, B, G, d] = eᵀ · x_l
+        const num = g.op("Transpose", [g.op("Concat", nums, { axis: 0 })], { perm: [1, 0, 2, 3] }); // [B, L+1, G, d]
+        const den = g.op("Transpose", [g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })], { perm: [1, 0, 2] }); // [B, L+1, G]
+        return [num, den];
       }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
       // MHA's projections and attention read every layer's tokens in one product: a stack of every layer at any length
       const mha = innerIf(g.op("Or", [wantProj, wantAttn]), () => mhaSummaries(stackAll()), [emptyDims[4], emptyDims[5]], [dims[4], dims[5]]);
