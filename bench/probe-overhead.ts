@@ -4,8 +4,10 @@
 // Models: the bundled stories260K, and the random-weight Q4_0 GGUF with Qwen2.5-0.5B shapes that
 // bench/engine.ts writes (used when cached; `--qwen` writes it first).
 // Usage: npm run bench:overhead [-- --runs N --prompt T --decode N --threads N --qwen --no-qwen --no-stories --raw
-//        --only base,taps,pooling,scoring,mha,mha1,4,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --no-profile --profile-only --gc-clear]
+//        --only base,taps,pooling,scoring,mha,mha1,4,4pooling,4scoring,4mha,pooling-stacked,scoring-stacked,mha-stacked,4-stacked --no-stream --no-profile --profile-only --gc-clear]
 //        (mha1: the MHA set on 1 thread; only with --only. --profile-only: only the ORT-profiled section)
+// "+4 probes" is one probe of each kind (pooling, scoring, MHA, fixed); "+4 pooling", "+4 scoring", "+4 MHA" are four
+// probes of one kind, read from one run (four scoring gates, four MHA probes' 4·2·d/f projection columns side by side).
 // Pooling, scoring and fixed probes read the token summaries the decoder graph computes (probe/summary.ts): the
 // prefill fetches [L+1, 2..4, d] instead of [L+1, T, d]; mean-pooled MHA probes read the token-stage attention the
 // decoder graph runs when the prompt is one run ([L+1, H, d]), others each token's Q, K, V projections
@@ -80,6 +82,9 @@ const ALL_VARIANTS: { key: string; name: string; configs?: ProbeConfig[]; thread
   { key: "mha", name: "+MHA (H=8, f=8)", configs: [{ kind: "mha", heads: 8, downcast: 8 }] },
   { key: "mha1", name: "+MHA, 1 thread", configs: [{ kind: "mha", heads: 8, downcast: 8 }], threads: 1 },
   { key: "4", name: "+4 probes", configs: [{ kind: "pooling", pool: "mean" }, { kind: "scoring" }, { kind: "mha", heads: 8, downcast: 8 }, { kind: "fixed" }] },
+  { key: "4pooling", name: "+4 pooling", configs: Array.from({ length: 4 }, () => ({ kind: "pooling", pool: "mean" }) as ProbeConfig) },
+  { key: "4scoring", name: "+4 scoring", configs: Array.from({ length: 4 }, () => ({ kind: "scoring" }) as ProbeConfig) },
+  { key: "4mha", name: "+4 MHA", configs: Array.from({ length: 4 }, () => ({ kind: "mha", heads: 8, downcast: 8 }) as ProbeConfig) },
   { key: "pooling-stacked", name: "+pooling, stacked", configs: [{ kind: "pooling", pool: "mean" }], stacked: true },
   { key: "scoring-stacked", name: "+scoring, stacked", configs: [{ kind: "scoring" }], stacked: true },
   { key: "mha-stacked", name: "+MHA, stacked", configs: [{ kind: "mha", heads: 8, downcast: 8 }], stacked: true },
