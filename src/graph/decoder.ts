@@ -306,7 +306,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 15;
+export const TAP_LAYOUT = 16;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
@@ -437,30 +437,34 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
       const [proj] = innerIf(wantProj, () => [toLayerMajor(perLayerLinear(X, projWeights, projBias))], [emptyDims[4]], [dims[4]]); // [L+1, B, T, P]
 
       const [attn] = innerIf(wantAttn, () => {
-        const qk = perLayerLinear(X, attnWeights, attnBias); // [B, L+1, T, 2·H·hd]
-        const byHead = g.op("Reshape", [qk, g.op("Concat", [g.constI64([0, 0, 0, 2]), attnHeads], { axis: 0 })]); // [B, L+1, T, 2, H, hd]
-        const [qAll, kAll] = g.node("Split", [g.op("Transpose", [byHead], { perm: [3, 1, 0, 4, 2, 5] })], 2, { axis: 0, num_outputs: 2 }); // each [1, L+1, B, H, T, hd]
-        // layers in groups of ATTN_GROUP: a group's scores [S, B, H, T, T] stay a few MB (all layers' at once measured
+        // Q and K projected transposed, Wᵀ · xᵀ per layer: head-major with the tokens last, so each group's q and k
+        // are slices of it (projected as x · W, they took a Transpose, a Split and a Split per group: 0.8 of a 9 ms
+        // branch at T 128 on the 0.5B shape)
+        const biasT = g.op("Transpose", [attnBias], { perm: [0, 2, 1] }); // [L+1, 2·H·hd, 1]
+        const qkT = g.op("Add", [g.op("FusedMatMul", [attnWeights, X], { transA: 1, transB: 1 }, MS_DOMAIN), biasT]); // [B, L+1, 2·H·hd, T]
+        const byHead = g.op("Reshape", [qkT, g.op("Concat", [g.constI64([0, 0, 2]), attnHeads, g.constI64([-1])], { axis: 0 })]); // [B, L+1, 2, H, hd, T]
+        // layers in groups of ATTN_GROUP: a group's scores [B, S, H, T, T] stay a few MB (all layers' at once measured
         // 2× slower at T 256, most of it fresh memory), and there are (L+1)/S op chains instead of L+1
-        const sizes = Array.from({ length: Math.ceil(L1 / ATTN_GROUP) }, (_, i) => Math.min(ATTN_GROUP, L1 - i * ATTN_GROUP));
-        const groups = (x: string) => (sizes.length === 1 ? [x] : g.node("Split", [x, g.constI64(sizes)], sizes.length, { axis: 0 })); // each [S, B, H, T, hd]
-        const qs = groups(g.op("Squeeze", [qAll, g.constI64([0])]));
-        const ks = groups(g.op("Squeeze", [kAll, g.constI64([0])]));
+        const groups = Array.from({ length: Math.ceil(L1 / ATTN_GROUP) }, (_, i) => {
+          const l0 = i * ATTN_GROUP, l1 = Math.min(L1, l0 + ATTN_GROUP);
+          const part = (which: number) => g.op("Slice", [byHead, g.constI64([l0, which]), g.constI64([l1, which + 1]), g.constI64([1, 2])]); // [B, S, 1, H, hd, T]
+          return { q: part(0), k: part(1) };
+        });
         const mask = tokenMask(); // [B, T] int64
         const m = g.op("Cast", [mask], { to: 1 }); // [B, T]
         const count = g.op("Max", [g.op("ReduceSum", [m, g.constI64([1])], { keepdims: 1 }), g.constF32([1], [])]); // [B, 1]
-        const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]: 1/T at real queries
-        // the query-mean attention of every layer [L+1, B, H, 1, T(key)]
-        const meanAttention = (keyBias?: string) => g.op("Concat", qs.map((q, i) => {
-          const scores = g.op("FusedMatMul", [q, ks[i]], { transB: 1 }, MS_DOMAIN); // [S, B, H, T(query), T(key)], 1/√hd folded into W_q
-          const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [S, B, H, T, T]
-          return g.op("MatMul", [queryWeights, att]); // [S, B, H, 1, T(key)]
-        }), { axis: 0 });
-        // one batched read of the tokens: [B, L+1, H, T] · X [B, L+1, T, d], back to [L+1, B, H, d]
-        const read = (meanAtt: string) => toLayerMajor(g.op("MatMul", [toLayerMajor(g.op("Squeeze", [meanAtt, g.constI64([3])])), X]));
+        const queryWeights = g.op("Unsqueeze", [g.op("Div", [m, count]), g.constI64([1, 2, 3, 4])]); // [B, 1, 1, 1, 1, T]: 1/T at real queries
+        // the query-mean attention of every layer [B, L+1, 1, H, 1, T(key)]
+        const meanAttention = (keyBias?: string) => g.op("Concat", groups.map(({ q, k }) => {
+          const scores = g.op("FusedMatMul", [q, k], { transA: 1 }, MS_DOMAIN); // [B, S, 1, H, T(query), T(key)], 1/√hd folded into W_q
+          const att = g.op("Softmax", [keyBias === undefined ? scores : g.op("Add", [scores, keyBias])], { axis: -1 }); // [B, S, 1, H, T, T]
+          return g.op("MatMul", [queryWeights, att]); // [B, S, 1, H, 1, T(key)]
+        }), { axis: 1 });
+        // one batched read of the tokens: [B, L+1, H, T] · X [B, L+1, T, d], to [L+1, B, H, d]
+        const read = (meanAtt: string) => toLayerMajor(g.op("MatMul", [g.op("Squeeze", [meanAtt, g.constI64([2, 4])]), X]));
         // padding keys are masked only where a row has padding (the engine's runs have none): the bias Add is a pass over T×T
         const masked = g.subgraph(g.fresh("attn_masked"), () => {
-          const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([0, 2, 3])]); // [1, B, 1, 1, T]
+          const keyBias = g.op("Unsqueeze", [g.op("Where", [g.op("Cast", [mask], { to: 9 }), g.constF32([0], []), g.constF32([NEG_BIG], [])]), g.constI64([1, 2, 3, 4])]); // [B, 1, 1, 1, 1, T]
           return [{ name: read(meanAttention(keyBias)), type: "float32" as const, dims: dims[5] }];
         });
         const dense = g.subgraph(g.fresh("attn_dense"), () => [{ name: read(meanAttention()), type: "float32" as const, dims: dims[5] }]);
