@@ -449,7 +449,7 @@ async function matchesF64(set: Probe[], sp: SummaryProbes, h: HiddenStates, requ
   }
 }
 
-test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result; runs of 5 and of STACK_TOKENS + 2 tokens, each over one stack of every layer and per layer", async () => {
+test("tap_pooled_out, tap_max_out, tap_gate_num/den, tap_proj_out and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result; runs of 5 and of STACK_TOKENS + 2 tokens, each over one stack of every layer and per layer", async () => {
   const model = await loadModel(STORIES260K);
   const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
   const session = await ort.InferenceSession.create(modelPath);
@@ -468,6 +468,9 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
       const rng = new Rng(7);
       const gateW = Float32Array.from({ length: L1 * d * G }, () => rng.normal() * 0.05); // [L+1, d, G]
       const gateB = Float32Array.from({ length: L1 * G }, () => rng.normal() * 0.1); // [L+1, 1, G]
+      const P = 6; // projection columns (an MHA probe's Q, K, V when a prompt spans runs)
+      const projW = Float32Array.from({ length: L1 * d * P }, () => rng.normal() * 0.1); // [L+1, d, P]
+      const projB = Float32Array.from({ length: L1 * P }, () => rng.normal() * 0.1); // [L+1, 1, P]
       const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true, max = true, stack = stackSummaries(T, d, { max, gates: gatesAndAttn, mha: gatesAndAttn })) => {
         const feeds: Record<string, ort.Tensor> = {
           input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
@@ -478,14 +481,15 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
         for (let i = 0; i < blocks; i++) for (const kind of ["key", "value"] as const) feeds[pastName(i, kind)] = new ort.Tensor("float32", new Float32Array(0), [B, kvHeads, 0, headDim]); // [B, kvH, 0, hd]
         const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
         Object.assign(feeds, {
-          [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(max), [TAP.gates]: flag(gatesAndAttn), [TAP.proj]: flag(false),
+          [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(max), [TAP.gates]: flag(gatesAndAttn), [TAP.proj]: flag(gatesAndAttn),
           [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
-          [TAP.projWeights]: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), [TAP.projBias]: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]),
+          [TAP.projWeights]: new ort.Tensor("float32", projW, [L1, d, P]), [TAP.projBias]: new ort.Tensor("float32", projB, [L1, 1, P]),
           [TAP.attn]: flag(gatesAndAttn), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
           [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]), [TAP.stack]: flag(stack),
         });
-        const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut, TAP.pooledOut]);
+        const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut, TAP.pooledOut, TAP.projOut]);
         return {
+          proj: out[TAP.projOut].data as Float32Array, // [L+1, B, T, P]
           pooled: out[TAP.pooledOut].data as Float32Array, // [B, L+1, 2, d]: the sum and the last real token
           hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array, attn: out[TAP.attnOut].data as Float32Array, // [L+1, B, T, d], [B, L+1, d], [L+1, B, H, d]
           gateNum: out[TAP.gateNumOut].data as Float32Array, gateDen: out[TAP.gateDenOut].data as Float32Array, // [B, L+1, G, d], [B, L+1, G]
@@ -528,7 +532,18 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
         }
         return p;
       };
+      /** Every token's projections x · W_l + b_l [L+1, B, T, P] in float64 (padding positions too: the probe masks them later). */
+      const expectProj = (hidden: Float32Array, B: number) => {
+        const out = new Float64Array(L1 * B * T * P);
+        for (let l = 0; l < L1; l++) for (let r = 0; r < B * T; r++) for (let c = 0; c < P; c++) {
+          let acc = projB[l * P + c];
+          for (let j = 0; j < d; j++) acc += hidden[(l * B * T + r) * d + j] * projW[(l * d + j) * P + c];
+          out[(l * B * T + r) * P + c] = acc;
+        }
+        return out;
+      };
       const padded = await run(2, ids, mask);
+      assert.ok(relDiff(padded.proj, expectProj(padded.hidden, 2)) <= 1e-5, `T ${T}: projections`);
       for (const [b, real] of [[0, T], [1, T - 2]]) {
         const pooled = relDiff(padded.pooled.subarray(b * L1 * 2 * d, (b + 1) * L1 * 2 * d), expectPooled(padded.hidden, 2, b, real));
         assert.ok(pooled <= 1e-6, `row ${b}: sum and last token over its ${real} real tokens differ by ${pooled}`);
@@ -563,6 +578,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den and tap_attn_out of a padded
         assert.equal(maxAbsDiff(other.max, padded.max), 0, `${what}: max`);
         assert.ok(relDiff(gateRow(other, 0), gateRow(padded, 0)) <= 1e-5 && relDiff(gateRow(other, 1), gateRow(padded, 1)) <= 1e-5, `${what}: gate sums`);
         assert.ok(relDiff(other.attn, padded.attn) <= 1e-5, `${what}: attention reads`);
+        assert.ok(relDiff(other.proj, expectProj(other.hidden, 2)) <= 1e-5, `${what}: projections`);
         const sums = await run(2, ids, mask, false, false, stack);
         assert.equal(sums.max.length + sums.gateNum.length + sums.attn.length, 0, "only sums asked for");
         assert.ok(relDiff(sums.pooled, padded.pooled) <= 1e-6, `${what}: sum and last alone`);
