@@ -80,7 +80,7 @@ export class SummaryProbes {
 
   /** The MHA probes of the set (read from the projections). */
   private readonly mha: Probe[];
-  /** Each probe's μ, σ [L+1, d] when standardised. */
+  /** Each probe's μ and 1/σ [L+1, d] (0 and 1 when unstandardised). */
   private readonly norms: Norm[];
 
   get layers(): number {
