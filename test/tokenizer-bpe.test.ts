@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { readGgufVocab } from "../src/model/gguf/tokenizer.js";
+import { Rng } from "../src/numeric/rng.js";
 import { CompactBpe } from "../src/tokenizer/bpe.js";
 import { ggufMerges, ggufVocabToTokenizerJson } from "../src/tokenizer/gguf-convert.js";
 import { GGUF_VOCABS } from "./helpers.js";
@@ -72,10 +73,9 @@ test("CompactBpe's merge table: repeated merges take their last rank, parts outs
   const lib = library.model!;
   const tokenToId = new Map(tokens.map((t, i) => [t, i]));
   const bpe = new CompactBpe(tokens, tokenToId, mergeList.map((m) => m.split(" ") as [string, string]), { byteFallback: false, fuseUnk: false, ignoreMerges: false });
-  let s = 11;
-  const rnd = (k: number) => Math.floor(((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * k); // high bits: an LCG's low bits cycle
+  const rng = new Rng(11);
   for (let n = 0; n < 400; n++) {
-    const word = Array.from({ length: 1 + rnd(9) }, () => "abcx"[rnd(4)]).join("");
+    const word = Array.from({ length: 1 + rng.int(9) }, () => "abcx"[rng.int(4)]).join("");
     const expected = (lib([word]) as string[]).map((p) => lib.tokens_to_ids.get(p));
     const got: number[] = [];
     bpe.encode([word], got);
