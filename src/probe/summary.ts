@@ -57,6 +57,7 @@ export class SummaryProbes {
       const n = checkedInputNorm(p);
       return n === undefined ? { mean: new Float64Array(L1 * d), inv: new Float64Array(L1 * d).fill(1) } : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
     });
+    this.layerGates = probes.map((p, i) => (p.aggregator instanceof ScoringAggregator ? foldLayerGate(p, p.aggregator, this.norms[i]) : undefined));
     const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
     let g = 0;
     this.gateOf = probes.map((p) => (p.aggregator instanceof ScoringAggregator ? g++ : -1));
@@ -82,6 +83,8 @@ export class SummaryProbes {
   private readonly mha: Probe[];
   /** Each probe's μ and 1/σ [L+1, d] (0 and 1 when unstandardised). */
   private readonly norms: Norm[];
+  /** Each scoring probe's layer stage folded with its standardisation (undefined for the other kinds). */
+  private readonly layerGates: (FoldedLayerGate | undefined)[];
 
   get layers(): number {
     return this.probes[0].shape.layers;
@@ -108,7 +111,7 @@ export class SummaryProbes {
     const projected = this.mha.length > 0 ? await projectedMhaFor(this.mha) : undefined;
     const mha = projected === undefined ? [] : s.attnHeads > 0 ? await projected.runAttended(s.attn!) : await projected.run(s.proj!, s.tokens);
     let k = 0;
-    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i], this.norms[i])));
+    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i], this.norms[i], this.layerGates[i])));
   }
 }
 
@@ -137,13 +140,45 @@ interface Norm {
 }
 
 /**
+ * A scoring probe's layer stage on the raw gate sums: layer l's standardised read z_l = (n_l/e_l − μ_l) ⊙ (1/σ_l),
+ * with n_l = Σ e^{s_t} x_t and e_l = Σ e^{s_t}, is affine in n_l, so
+ *   z_l · w      = (n_l · gate_l)/e_l − gateOffset_l,           gate_l = w ⊙ (1/σ_l), gateOffset_l = (μ_l ⊙ 1/σ_l) · w
+ *   (Σ β_l z_l)·W = Σ_l (β_l/e_l) (n_l ⊙ 1/σ_l) · W − Σ_l β_l headOffset_l,   headOffset_l = (μ_l ⊙ 1/σ_l) · W [C]
+ * which reads each layer's n_l twice (its score, then its share of the mix) with no per-value standardisation.
+ */
+interface FoldedLayerGate {
+  /** [L+1, d] */
+  gate: Float64Array;
+  /** [L+1] */
+  gateOffset: Float64Array;
+  /** [L+1, C] */
+  headOffset: Float64Array;
+}
+
+function foldLayerGate(p: Probe, a: ScoringAggregator, { mean, inv }: Norm): FoldedLayerGate {
+  const { layers: L1, dim: d, classes: C } = p.shape;
+  const w = a.layerGate.data, W = p.headWeight.data; // [d, 1], [d, C]
+  const gate = new Float64Array(L1 * d), gateOffset = new Float64Array(L1), headOffset = new Float64Array(L1 * C);
+  for (let l = 0; l < L1; l++) {
+    for (let j = 0, k = l * d; j < d; j++, k++) {
+      const muInv = mean[k] * inv[k];
+      gate[k] = w[j] * inv[k];
+      gateOffset[l] += muInv * w[j];
+      for (let c = 0; c < C; c++) headOffset[l * C + c] += muInv * W[j * C + c];
+    }
+  }
+  return { gate, gateOffset, headOffset };
+}
+
+/**
  * One probe from the summary, in float64. A layer-l value x is read standardised as (x · scale − μ_l)/σ_l where
  * it is used (no per-layer buffers).
  */
-function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm): CompiledOutput {
+function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm, folded: FoldedLayerGate | undefined): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
   const a = p.aggregator;
-  const v = new Float64Array(d); // the aggregator's output [d]
+  const v = new Float64Array(d); // the aggregator's output [d] (a scoring probe's without its constant part: headShift)
+  const headShift = new Float64Array(C); // [C] taken from the logits
   let layerWeights: Float32Array | undefined;
   if (a instanceof PoolingAggregator) {
     if (a.pool === "mean") {
@@ -161,20 +196,21 @@ function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm): 
       }
     }
   } else if (a instanceof ScoringAggregator) {
-    // per layer the standardised gate-weighted token mean z_l = Σ e^{s_t} x_t / Σ e^{s_t}: scored, then mixed
+    // per layer the standardised gate-weighted token mean, scored, then mixed by softmax over layers (FoldedLayerGate)
     const G = s.gates, num = s.gateNum!, den = s.gateDen!;
-    const wl = a.layerGate.data; // [d, 1]
+    const { gate: w, gateOffset, headOffset } = folded!;
     const scores = new Float64Array(L1); // [L+1]
     for (let l = 0; l < L1; l++) {
-      const c = 1 / den[l * G + gate], off = (l * G + gate) * d;
+      const off = (l * G + gate) * d;
       let dot = 0;
-      for (let j = 0, k = l * d; j < d; j++, k++) dot += (num[off + j] * c - mean[k]) * inv[k] * wl[j];
-      scores[l] = Math.tanh(dot);
+      for (let j = 0, k = l * d; j < d; j++, k++) dot += num[off + j] * w[k];
+      scores[l] = Math.tanh(dot / den[l * G + gate] - gateOffset[l]);
     }
     const beta = softmax(scores); // [L+1]
     for (let l = 0; l < L1; l++) {
-      const c = 1 / den[l * G + gate], off = (l * G + gate) * d;
-      for (let j = 0, k = l * d; j < d; j++, k++) v[j] += beta[l] * ((num[off + j] * c - mean[k]) * inv[k]);
+      const c = beta[l] / den[l * G + gate], off = (l * G + gate) * d;
+      for (let j = 0, k = l * d; j < d; j++, k++) v[j] += c * num[off + j] * inv[k];
+      for (let c2 = 0; c2 < C; c2++) headShift[c2] += beta[l] * headOffset[l * C + c2];
     }
     layerWeights = Float32Array.from(beta);
   } else if (a instanceof FixedAggregator) {
@@ -189,7 +225,7 @@ function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm): 
   const W = p.headWeight.data, b = p.headBias.data;
   const logits = new Float64Array(C);
   for (let c = 0; c < C; c++) {
-    let acc = b[c];
+    let acc = b[c] - headShift[c];
     for (let j = 0; j < d; j++) acc += v[j] * W[j * C + c];
     logits[c] = acc;
   }
