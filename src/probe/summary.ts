@@ -172,7 +172,7 @@ function foldLayerGate(p: Probe, a: ScoringAggregator, { mean, inv }: Norm): Fol
 
 /**
  * One probe from the summary, in float64. A layer-l value x is read standardised as (x · scale − μ_l)/σ_l where
- * it is used (no per-layer buffers).
+ * it is used (no per-layer buffers); a scoring probe's through its FoldedLayerGate.
  */
 function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm, folded: FoldedLayerGate | undefined): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
@@ -208,9 +208,9 @@ function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm, f
     }
     const beta = softmax(scores); // [L+1]
     for (let l = 0; l < L1; l++) {
-      const c = beta[l] / den[l * G + gate], off = (l * G + gate) * d;
-      for (let j = 0, k = l * d; j < d; j++, k++) v[j] += c * num[off + j] * inv[k];
-      for (let c2 = 0; c2 < C; c2++) headShift[c2] += beta[l] * headOffset[l * C + c2];
+      const share = beta[l] / den[l * G + gate], off = (l * G + gate) * d;
+      for (let j = 0, k = l * d; j < d; j++, k++) v[j] += share * num[off + j] * inv[k];
+      for (let c = 0; c < C; c++) headShift[c] += beta[l] * headOffset[l * C + c];
     }
     layerWeights = Float32Array.from(beta);
   } else if (a instanceof FixedAggregator) {
