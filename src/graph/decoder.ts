@@ -306,7 +306,7 @@ export const TAP = {
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 18;
+export const TAP_LAYOUT = 20;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
@@ -476,7 +476,10 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     // share the stack) or per layer, as tap_stack says (stackSummaries).
     const stacked = g.subgraph(g.fresh("summaries_stacked"), () => {
       const X = stackAll(); // [B, L+1, T, d]
-      const [pooled] = innerIf(wantPooled, () => [g.op("MatMul", [g.op("Unsqueeze", [poolRows(), g.constI64([1])]), X])], [emptyDims[0]], [dims[0]]); // [B, L+1, 2, d]
+      const [pooled] = innerIf(wantPooled, () => {
+        const rows = g.op("Unsqueeze", [g.op("Transpose", [poolRows()], { perm: [1, 0, 2] }), g.constI64([2, 3])]); // [2, B, 1, 1, T]: each row alone (M = 1)
+        return [g.op("Transpose", [g.op("Squeeze", [g.op("MatMul", [rows, X]), g.constI64([3])])], { perm: [1, 2, 0, 3] })]; // [2, B, L+1, 1, d] → [B, L+1, 2, d]
+      }, [emptyDims[0]], [dims[0]]);
       const [max] = innerIf(wantMax, () => maxBranches(
         (valid) => g.op("ReduceMax", [g.op("Where", [g.op("Unsqueeze", [valid, g.constI64([1, 3])]), X, fill()]), g.constI64([2])], { keepdims: 0 }), // [B, L+1, d]
         () => g.op("ReduceMax", [X, g.constI64([2])], { keepdims: 0 }), // [B, L+1, d]
@@ -484,16 +487,18 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
       const [gateNum, gateDen] = innerIf(wantGates, () => {
         const m = g.op("Unsqueeze", [maskF(), g.constI64([1, 3])]); // [B, 1, T, 1]
         const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [perLayerLinear(X, gateWeights, gateBias)])]), m]); // [B, L+1, T, G]
-        const num = g.op("FusedMatMul", [e, X], { transA: 1 }, MS_DOMAIN); // [B, L+1, G, d] = eᵀ · x_l
+        const rows = g.op("Unsqueeze", [g.op("Transpose", [e], { perm: [3, 0, 1, 2] }), g.constI64([3])]); // [G, B, L+1, 1, T]: each gate's row alone (M = 1)
+        const num = g.op("Transpose", [g.op("Squeeze", [g.op("MatMul", [rows, X]), g.constI64([3])])], { perm: [1, 2, 0, 3] }); // [G, B, L+1, 1, d] → [B, L+1, G, d] = eᵀ · x_l
         return [num, g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })]; // [B, L+1, G, d], [B, L+1, G]
       }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
       return [pooled, max, gateNum, gateDen, ...mhaSummaries(X)].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
     });
     const perLayer = g.subgraph(g.fresh("summaries_per_layer"), () => {
-      const joined = (parts: string[], shape: number[]) => g.op("Reshape", [g.op("Concat", parts, { axis: 1 }), g.constI64(shape)]);
       const [pooled] = innerIf(wantPooled, () => {
-        const rows = poolRows(); // [B, 2, T]
-        return [joined(taps.map((t) => g.op("MatMul", [rows, t])), [0, L1, 2, d])]; // each [B, 2, d] → [B, L+1, 2, d]
+        // each row alone (M = 1, as the gates' eᵀ · x_l below)
+        const rows = g.op("Unsqueeze", [g.op("Transpose", [poolRows()], { perm: [1, 0, 2] }), g.constI64([2])]); // [2, B, 1, T]
+        const reads = g.op("Concat", taps.map((t) => g.op("MatMul", [rows, t])), { axis: 2 }); // each [2, B, 1, d] → [2, B, L+1, d]
+        return [g.op("Transpose", [reads], { perm: [1, 2, 0, 3] })]; // [B, L+1, 2, d]
       }, [emptyDims[0]], [dims[0]]);
       const [max] = innerIf(wantMax, () => maxBranches(
         (valid) => {
