@@ -330,7 +330,9 @@ export const SMALL_STACK = 65536;
  *   sums, max and gate   4.9–5.6      3.8–4.8
  *
  * The stack's spread is the machine's memory bandwidth, which the Concat and the passes over it depend on most (a
- * stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others), hence the limit STACK_TOKENS.
+ * stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others), hence the limit STACK_TOKENS. These
+ * figures predate the one-row products (each pooled row and gate row times x_l alone), which made both sides
+ * cheaper; per layer the sums then took 1.5–1.6 ms and a gate 2.0–2.6 ms, so the policy stands.
  */
 export function stackSummaries(T: number, d: number, reads: { max: boolean; gates: boolean; mha: boolean }): boolean {
   return T <= STACK_TOKENS && (reads.mha || (reads.max && reads.gates) || T * d <= SMALL_STACK);
