@@ -7,6 +7,7 @@
 // cut prefills, and concurrent requests in one batch, against one prompt alone.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { Engine } from "../src/engine/engine.js";
 import { createDecoderSession } from "../src/engine/session.js";
 import { InvalidArgumentError } from "../src/errors.js";
@@ -134,6 +135,7 @@ before(async () => {
 });
 after(async () => {
   await engine?.dispose();
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
 });
 
 test("the graph's summaries equal sums, last token, maxima, gate softmax parts and projections recomputed from the stacked hidden states", async () => {
