@@ -260,9 +260,9 @@ async function streamingCost(engine: Engine, label: string): Promise<void> {
  * what the probes fetch: summaries, gates, MHA attention reads) against the rest of the same run, plus the probe
  * hook's wall time. Time to the label / base prefill ≈ 1 + (taps + hook) / (run − taps): the base is the same run
  * without its tap branches (a no-taps graph runs the same nodes but the Ifs). "GC mean": V8's pauses inside the
- * hook (mean ms per request); the last column leaves them out of each request's hook time.
+ * hook (mean ms per request); the last column leaves them out of each request's hook time. `goals`: print the
+ * issue's goals beside each set (set for the 0.5B shape, not for the built-in 260K model).
  */
-/** `goals`: print the issue's goals beside each set (they are set for the 0.5B shape, not the built-in 260K model). */
 async function profiledCost(path: string, label: string, goals: boolean): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "onepass-overhead-"));
   try {
