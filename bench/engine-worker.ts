@@ -48,7 +48,8 @@ interface Worker {
 async function onepassWorker(): Promise<Worker> {
   const engine = await Engine.load(modelPath, { taps: TAPS, tapSummaries: SUMMARIES, threads: THREADS, accuracyLevel: ACCURACY, maxBatch: 16, profilePrefix });
   const L1 = engine.spec.blocks + 1, d = engine.spec.dim;
-  const gate = { weights: Float32Array.from({ length: L1 * d }, (_, i) => Math.sin(i) / Math.sqrt(d)), bias: new Float32Array(L1), count: 1 };
+  // one gate with a two-class probe's 1 + 2 reads (its layer gate and head columns)
+  const gate = { weights: Float32Array.from({ length: L1 * d * 4 }, (_, i) => Math.sin(i) / Math.sqrt(d)), bias: new Float32Array(L1), count: 1, readOf: new Int32Array(3) };
   // what a prefill returns for its probes: the stacked tensor, or the summaries
   const probeOutputs = SUMMARIES ? { summary: { max: true, gates: gate } } : { hidden: TAPS };
   await engine.generate({ prompt: [1, 2, 3, 4, 5, 6, 7, 8], maxTokens: 2, temperature: 0, ...probeOutputs }).result; // warm-up

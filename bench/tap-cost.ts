@@ -44,7 +44,8 @@ async function main(): Promise<void> {
   const prompt = Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919 + 13) % (model.spec.vocabSize - 3)));
   // what pooling (mean) + scoring + fixed (max) probes ask for: sum and last token, max, one gate
   const L1 = model.spec.blocks + 1, d = model.spec.dim;
-  const gate = { weights: Float32Array.from({ length: L1 * d }, (_, i) => Math.sin(i) / Math.sqrt(d)), bias: new Float32Array(L1), count: 1 };
+  // one gate with a two-class probe's 1 + 2 reads (its layer gate and head columns)
+  const gate = { weights: Float32Array.from({ length: L1 * d * 4 }, (_, i) => Math.sin(i) / Math.sqrt(d)), bias: new Float32Array(L1), count: 1, readOf: new Int32Array(3) };
   const summaries: ForwardOptions = { summary: { max: true, gates: gate } };
   const variants: { name: string; s: DecoderSession; o: ForwardOptions; base: number }[] = [
     { name: "stacked graph, hidden fetched", s: on, o: { hidden: true }, base: 2 },

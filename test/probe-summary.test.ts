@@ -20,7 +20,7 @@ import { makeBatch } from "../src/tensor/batch.js";
 import { Tape } from "../src/tensor/autograd.js";
 import { Rng } from "../src/numeric/rng.js";
 import { HiddenStates } from "../src/types/hidden.js";
-import { TapSummary, acrossRuns, type SummaryAttention, type SummaryRequest } from "../src/types/summary.js";
+import { TapSummary, acrossRuns, type SummaryAttention, type SummaryGates, type SummaryRequest } from "../src/types/summary.js";
 import { Probe, inputStatistics, softmaxRows, type ProbeConfig } from "../src/probe/probe.js";
 import { SummaryProbes, readsSummaries } from "../src/probe/summary.js";
 import { generateWithProbes, probeHook } from "../src/probe/live.js";
@@ -39,22 +39,27 @@ async function reference(probe: Probe, h: HiddenStates, dtype: "f32" | "f64" = "
   return { probs: softmaxRows(out.logits.data, probe.shape.classes), gate: out.layerWeights ? Float32Array.from(out.layerWeights.data) : undefined };
 }
 
-/** Relative difference, scaled by the larger magnitude (sums over tokens reach ~10²). */
 /**
- * One token's terms of every gate's sums at layer l, in float64: e = exp(tanh(x · w_lg + b_lg)) into den [L+1, G] and
- * e·x into num [L+1, G, d] (weights [L+1, d, G], bias [L+1, G]).
+ * One token's terms of every gate's sums at layer l, in float64: e_g = exp(tanh(x · w_lg + b_lg)) into den [L+1, G]
+ * and e_{readOf[k]} · (x · r_lk) into reads [L+1, K] (weights [L+1, d, G+K]: scores, then reads; bias [L+1, G]).
  */
-function addGateTerms(x: ArrayLike<number>, l: number, weights: ArrayLike<number>, bias: ArrayLike<number>, G: number, num: Float64Array, den: Float64Array): void {
-  const d = x.length;
+function addGateTerms(x: ArrayLike<number>, l: number, gates: SummaryGates, reads: Float64Array, den: Float64Array): void {
+  const d = x.length, G = gates.count, K = gates.readOf.length, N = G + K;
+  const e = new Float64Array(G);
   for (let g = 0; g < G; g++) {
-    let score = bias[l * G + g];
-    for (let j = 0; j < d; j++) score += x[j] * weights[(l * d + j) * G + g];
-    const e = Math.exp(Math.tanh(score));
-    den[l * G + g] += e;
-    for (let j = 0; j < d; j++) num[(l * G + g) * d + j] += e * x[j];
+    let score = gates.bias[l * G + g];
+    for (let j = 0; j < d; j++) score += x[j] * gates.weights[(l * d + j) * N + g];
+    e[g] = Math.exp(Math.tanh(score));
+    den[l * G + g] += e[g];
+  }
+  for (let k = 0; k < K; k++) {
+    let dot = 0;
+    for (let j = 0; j < d; j++) dot += x[j] * gates.weights[(l * d + j) * N + G + k];
+    reads[l * K + k] += e[gates.readOf[k]] * dot;
   }
 }
 
+/** Relative difference, scaled by the larger magnitude (sums over tokens reach ~10²). */
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let scale = 1;
   for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
@@ -149,9 +154,9 @@ test("the graph's summaries equal sums, last token, maxima, gate softmax parts a
     const { layers: L1, tokens: T, dim: d } = h;
     assert.equal(s.tokens, T);
     const sum = new Float64Array(L1 * d), max = new Float64Array(L1 * d).fill(-Infinity), last = new Float64Array(L1 * d);
-    const G = set.request.gates!.count;
-    const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G);
-    const { weights, bias } = set.request.gates!;
+    const gates: SummaryGates = set.request.gates!;
+    assert.deepEqual([...gates.readOf], [0, 0, 0, 0, 1, 1, 1, 1], "each scoring probe's layer gate and 3 head columns, read with its own gate");
+    const reads = new Float64Array(L1 * gates.readOf.length), den = new Float64Array(L1 * gates.count);
     for (let l = 0; l < L1; l++) {
       for (let t = 0; t < T; t++) {
         const x = h.token(l, t);
@@ -160,13 +165,13 @@ test("the graph's summaries equal sums, last token, maxima, gate softmax parts a
           max[l * d + j] = Math.max(max[l * d + j], x[j]);
           if (t === T - 1) last[l * d + j] = x[j];
         }
-        addGateTerms(x, l, weights, bias, G, num, den);
+        addGateTerms(x, l, gates, reads, den);
       }
     }
     assert.ok(relDiff(s.sum!, sum) <= 1e-6, `${prompt}: sums differ by ${relDiff(s.sum!, sum)}`);
     assert.ok(maxAbsDiff(s.last!, last) === 0, `${prompt}: last token differs`);
     assert.ok(maxAbsDiff(s.max!, max) === 0, `${prompt}: max differs`);
-    assert.ok(relDiff(s.gateNum!, num) <= 1e-5 && relDiff(s.gateDen!, den) <= 1e-5, `${prompt}: gate sums differ`);
+    assert.ok(relDiff(s.gateReads!, reads) <= 1e-5 && relDiff(s.gateDen!, den) <= 1e-5, `${prompt}: gate sums differ by ${relDiff(s.gateReads!, reads)} and ${relDiff(s.gateDen!, den)}`);
     // every token's projections [L+1, T, P] = x · W + b
     const pr = set.request.projections!;
     const P = pr.width;
@@ -238,7 +243,7 @@ test("chunked prefill, a cut at upTo tokens, and the summary-only run give the s
     const same = (a: TapSummary, b: TapSummary, what: string) => {
       assert.equal(a.tokens, b.tokens, what);
       assert.ok(relDiff(a.sum!, b.sum!) <= 1e-5 && maxAbsDiff(a.max!, b.max!) <= 1e-5 && maxAbsDiff(a.last!, b.last!) <= 1e-5, `${what}: summaries differ`);
-      assert.ok(relDiff(a.gateNum!, b.gateNum!) <= 1e-5 && relDiff(a.gateDen!, b.gateDen!) <= 1e-5, `${what}: gate sums differ`);
+      assert.ok(relDiff(a.gateReads!, b.gateReads!) <= 1e-5 && relDiff(a.gateDen!, b.gateDen!) <= 1e-5, `${what}: gate sums differ`);
       assert.ok(relDiff(a.proj!, b.proj!) <= 1e-5, `${what}: projections differ`);
     };
     same(parts.summary!, whole.summary!, "chunked");
@@ -355,7 +360,9 @@ test("MHA probes ask for projections; differing length cuts keep the stacked ten
 
 test("bad summary requests are typed errors naming the field", async () => {
   const { layers, dim } = probes[0].shape;
-  await assert.rejects(engine.forward("Lily", { summary: { gates: { weights: new Float32Array(3), bias: new Float32Array(layers), count: 1 } } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.gates");
+  await assert.rejects(engine.forward("Lily", { summary: { gates: { weights: new Float32Array(3), bias: new Float32Array(layers), count: 1, readOf: new Int32Array(1) } } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.gates");
+  const readOfTwo = { weights: new Float32Array(layers * dim * 2), bias: new Float32Array(layers), count: 1, readOf: Int32Array.from([1]) };
+  await assert.rejects(engine.forward("Lily", { summary: { gates: readOfTwo } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.gates.readOf" && /read 0 names gate 1, outside 0\.\.0/.test(e.message));
   await assert.rejects(engine.forward("Lily", { summary: { upTo: 0 } }), (e: unknown) => e instanceof InvalidArgumentError && e.field === "summary.upTo");
   const plain = await Engine.load(STORIES260K, { taps: true, tapSummaries: false, cacheDir: dir });
   try {
@@ -379,7 +386,7 @@ function summarize(h: HiddenStates, r: SummaryRequest): TapSummary {
   const { layers: L1, tokens: T, dim: d } = h;
   const sum = new Float64Array(L1 * d), last = new Float64Array(L1 * d), max = new Float64Array(L1 * d).fill(-Infinity);
   const G = r.gates?.count ?? 0, P = r.projections?.width ?? 0;
-  const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G), proj = new Float32Array(L1 * T * P);
+  const reads = new Float64Array(L1 * (r.gates?.readOf.length ?? 0)), den = new Float64Array(L1 * G), proj = new Float32Array(L1 * T * P);
   for (let l = 0; l < L1; l++) for (let t = 0; t < T; t++) {
     const x = h.token(l, t);
     for (let j = 0; j < d; j++) {
@@ -387,24 +394,19 @@ function summarize(h: HiddenStates, r: SummaryRequest): TapSummary {
       max[l * d + j] = Math.max(max[l * d + j], x[j]);
     }
     if (t === T - 1) last.set(x, l * d);
-    for (let g = 0; g < G; g++) {
-      let score = r.gates!.bias[l * G + g];
-      for (let j = 0; j < d; j++) score += x[j] * r.gates!.weights[(l * d + j) * G + g];
-      const e = Math.exp(Math.tanh(score));
-      den[l * G + g] += e;
-      for (let j = 0; j < d; j++) num[(l * G + g) * d + j] += e * x[j];
-    }
+    if (G > 0) addGateTerms(x, l, r.gates!, reads, den);
     for (let c = 0; c < P; c++) {
       let acc = r.projections!.bias[l * P + c];
       for (let j = 0; j < d; j++) acc += x[j] * r.projections!.weights[(l * d + j) * P + c];
       proj[(l * T + t) * P + c] = acc;
     }
   }
-  // one run covers the tokens here: attention reads when asked, as the graph gives them
+  // one run covers the tokens here: attention reads when asked, as the graph gives them (gate reads in float32)
   const a = r.attention;
+  const gateReads = G > 0 ? Float64Array.from(Float32Array.from(reads)) : undefined;
   const [s0, l0] = r.pooled !== false ? [sum, last] : [undefined, undefined]; // as the graph gives them
-  if (a !== undefined) return new TapSummary(L1, d, T, s0, l0, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, undefined, 0, Float32Array.from(attentionReads(h, a)), a.heads);
-  return new TapSummary(L1, d, T, s0, l0, r.max === true ? max : undefined, G, G > 0 ? num : undefined, G > 0 ? den : undefined, P > 0 ? proj : undefined, P);
+  if (a !== undefined) return new TapSummary(L1, d, T, s0, l0, r.max === true ? max : undefined, G, gateReads, G > 0 ? den : undefined, undefined, 0, Float32Array.from(attentionReads(h, a)), a.heads);
+  return new TapSummary(L1, d, T, s0, l0, r.max === true ? max : undefined, G, gateReads, G > 0 ? den : undefined, P > 0 ? proj : undefined, P);
 }
 
 test("random Qwen2.5-0.5B shape (L+1 25, d 896), random and standardised weights: every kind from summaries = float64 training forward (≤ 1e-5)", async () => {
@@ -451,7 +453,7 @@ async function matchesF64(set: Probe[], sp: SummaryProbes, h: HiddenStates, requ
   }
 }
 
-test("tap_pooled_out, tap_max_out, tap_gate_num/den, tap_proj_out and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result; runs of 5 and of STACK_TOKENS + 2 tokens, each over one stack of every layer and per layer", async () => {
+test("tap_pooled_out, tap_max_out, tap_gate_reads/den, tap_proj_out and tap_attn_out of a padded batch are each row's own over its real tokens (the masked branches); an unpadded run takes the dense branches with the same result; runs of 5 and of STACK_TOKENS + 2 tokens, each over one stack of every layer and per layer", async () => {
   const model = await loadModel(STORIES260K);
   const { modelPath } = ensureDecoderGraph(model, { taps: true, tapSummaries: true }, { cacheDir: dir });
   const session = await ort.InferenceSession.create(modelPath);
@@ -466,10 +468,12 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den, tap_proj_out and tap_attn_o
       const mask = [...Array(2 * T - 2).fill(1), 0, 0];
       const a = new SummaryProbes(attended).request.attention!;
       const A = 2 * a.heads * a.headDim;
-      const G = 2; // two gates, so that a mixed-up [L+1, B, G] layout shows
+      // two gates and three reads, so that a mixed-up [L+1, B, G] layout or read-to-gate map shows
+      const G = 2, readOf = Int32Array.from([1, 0, 1]), K = readOf.length;
       const rng = new Rng(7);
-      const gateW = Float32Array.from({ length: L1 * d * G }, () => rng.normal() * 0.05); // [L+1, d, G]
+      const gateW = Float32Array.from({ length: L1 * d * (G + K) }, () => rng.normal() * 0.05); // [L+1, d, G+K]
       const gateB = Float32Array.from({ length: L1 * G }, () => rng.normal() * 0.1); // [L+1, 1, G]
+      const gates: SummaryGates = { weights: gateW, bias: gateB, count: G, readOf };
       const P = 6; // projection columns (an MHA probe's Q, K, V when a prompt spans runs)
       const projW = Float32Array.from({ length: L1 * d * P }, () => rng.normal() * 0.1); // [L+1, d, P]
       const projB = Float32Array.from({ length: L1 * P }, () => rng.normal() * 0.1); // [L+1, 1, P]
@@ -484,29 +488,30 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den, tap_proj_out and tap_attn_o
         const flag = (v: boolean) => new ort.Tensor("bool", [v], []);
         Object.assign(feeds, {
           [TAP.hidden]: flag(true), [TAP.pooled]: flag(true), [TAP.max]: flag(max), [TAP.gates]: flag(gatesAndAttn), [TAP.proj]: flag(gatesAndAttn),
-          [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
+          [TAP.gateWeights]: new ort.Tensor("float32", gateW, [L1, d, G + K]), [TAP.gateBias]: new ort.Tensor("float32", gateB, [L1, 1, G]),
+          [TAP.gateReadOf]: new ort.Tensor("int64", BigInt64Array.from(readOf, BigInt), [K]),
           [TAP.projWeights]: new ort.Tensor("float32", projW, [L1, d, P]), [TAP.projBias]: new ort.Tensor("float32", projB, [L1, 1, P]),
           [TAP.attn]: flag(gatesAndAttn), [TAP.attnWeights]: new ort.Tensor("float32", a.weights, [L1, d, A]), [TAP.attnBias]: new ort.Tensor("float32", a.bias, [L1, 1, A]),
           [TAP.attnHeads]: new ort.Tensor("int64", BigInt64Array.from([BigInt(a.heads), BigInt(a.headDim)]), [2]), [TAP.stack]: flag(stack),
         });
-        const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateNumOut, TAP.gateDenOut, TAP.pooledOut, TAP.projOut]);
+        const out = await session.run(feeds, ["hidden_states", TAP.maxOut, TAP.attnOut, TAP.gateReadsOut, TAP.gateDenOut, TAP.pooledOut, TAP.projOut]);
         return {
           proj: out[TAP.projOut].data as Float32Array, // [L+1, B, T, P]
           pooled: out[TAP.pooledOut].data as Float32Array, // [B, L+1, 2, d]: the sum and the last real token
           hidden: out.hidden_states.data as Float32Array, max: out[TAP.maxOut].data as Float32Array, attn: out[TAP.attnOut].data as Float32Array, // [L+1, B, T, d], [B, L+1, d], [L+1, B, H, d]
-          gateNum: out[TAP.gateNumOut].data as Float32Array, gateDen: out[TAP.gateDenOut].data as Float32Array, // [B, L+1, G, d], [B, L+1, G]
+          gateReads: out[TAP.gateReadsOut].data as Float32Array, gateDen: out[TAP.gateDenOut].data as Float32Array, // [B, L+1, K], [B, L+1, G]
         };
       };
-      /** Row b's gate numerators and denominators ([L+1, G, d] then [L+1, G]) of a run, and the float64 ones over its first `real` tokens. */
-      const gateRow = (r: { gateNum: Float32Array; gateDen: Float32Array }, b: number) => [
-        ...r.gateNum.subarray(b * L1 * G * d, (b + 1) * L1 * G * d), ...r.gateDen.subarray(b * L1 * G, (b + 1) * L1 * G),
+      /** Row b's gate reads and denominators ([L+1, K] then [L+1, G]) of a run, and the float64 ones over its first `real` tokens. */
+      const gateRow = (r: { gateReads: Float32Array; gateDen: Float32Array }, b: number) => [
+        ...r.gateReads.subarray(b * L1 * K, (b + 1) * L1 * K), ...r.gateDen.subarray(b * L1 * G, (b + 1) * L1 * G),
       ];
       const expectGates = (hidden: Float32Array, B: number, b: number, real: number) => {
-        const num = new Float64Array(L1 * G * d), den = new Float64Array(L1 * G);
+        const reads = new Float64Array(L1 * K), den = new Float64Array(L1 * G);
         for (let l = 0; l < L1; l++) for (let t = 0; t < real; t++) {
-          addGateTerms(hidden.subarray(((l * B + b) * T + t) * d, ((l * B + b) * T + t + 1) * d), l, gateW, gateB, G, num, den);
+          addGateTerms(hidden.subarray(((l * B + b) * T + t) * d, ((l * B + b) * T + t + 1) * d), l, gates, reads, den);
         }
-        return [...num, ...den];
+        return [...reads, ...den];
       };
       /** Row b's attention reads [L+1, H, d] of a run's output, and the float64 ones from its first `real` tokens. */
       const attnRow = (attn: Float32Array, B: number, b: number) => {
@@ -569,7 +574,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den, tap_proj_out and tap_attn_o
       assert.ok(relDiff(dense.pooled, padded.pooled.subarray(0, L1 * 2 * d)) <= 1e-6, "row 0 alone = row 0 in the padded batch (sum and last)");
       // sums and max asked for alone: the same values
       const alone = await run(2, ids, mask, false);
-      assert.equal(alone.gateNum.length + alone.attn.length, 0, "gates and attention reads not asked for");
+      assert.equal(alone.gateReads.length + alone.attn.length, 0, "gates and attention reads not asked for");
       assert.ok(relDiff(alone.pooled, padded.pooled) <= 1e-6, "sum and last without gates or MHA");
       assert.equal(maxAbsDiff(alone.max, padded.max), 0, "max without gates or MHA");
       // over a stack of every layer and per layer (tap_stack): the same values, whatever is asked
@@ -582,7 +587,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_num/den, tap_proj_out and tap_attn_o
         assert.ok(relDiff(other.attn, padded.attn) <= 1e-5, `${what}: attention reads`);
         assert.ok(relDiff(other.proj, expectProj(other.hidden, 2)) <= 1e-5, `${what}: projections`);
         const sums = await run(2, ids, mask, false, false, stack);
-        assert.equal(sums.max.length + sums.gateNum.length + sums.attn.length, 0, "only sums asked for");
+        assert.equal(sums.max.length + sums.gateReads.length + sums.attn.length, 0, "only sums asked for");
         assert.ok(relDiff(sums.pooled, padded.pooled) <= 1e-6, `${what}: sum and last alone`);
       }
     }

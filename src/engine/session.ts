@@ -197,8 +197,9 @@ function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summ
     [TAP.pooled]: flag(summary !== undefined && summary.pooled !== false),
     [TAP.max]: flag(summary?.max === true),
     [TAP.gates]: flag(gates !== undefined),
-    [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count]) : none.weights, // [L+1, d, G]
+    [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count + gates.readOf.length]) : none.weights, // [L+1, d, G+K]
     [TAP.gateBias]: gates !== undefined ? new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]) : none.bias, // [L+1, 1, G]
+    [TAP.gateReadOf]: new ort.Tensor("int64", gates !== undefined ? BigInt64Array.from(gates.readOf, BigInt) : new BigInt64Array(1), [gates?.readOf.length ?? 1]), // [K]
     [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, { max: summary.max === true, gates: gates !== undefined, mha: attn !== undefined || proj !== undefined })),
   };
 }
@@ -289,8 +290,8 @@ interface DecoderIo {
 }
 
 const KNOWN_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "logits_positions"]);
-const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.proj, TAP.projWeights, TAP.projBias, TAP.attn, TAP.attnWeights, TAP.attnBias, TAP.attnHeads, TAP.stack];
-const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
+const TAP_INPUTS: readonly string[] = [TAP.hidden, TAP.pooled, TAP.max, TAP.gates, TAP.gateWeights, TAP.gateBias, TAP.gateReadOf, TAP.proj, TAP.projWeights, TAP.projBias, TAP.attn, TAP.attnWeights, TAP.attnBias, TAP.attnHeads, TAP.stack];
+const TAP_OUTPUTS: readonly string[] = [HIDDEN_STATES_OUTPUT, TAP.pooledOut, TAP.maxOut, TAP.gateReadsOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
 
 function inspectIo(session: ort.InferenceSession, spec: ModelSpec, file: string): DecoderIo {
   const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
@@ -811,14 +812,17 @@ function checkSummaryRequest(r: SummaryRequest, supported: boolean, spec: ModelS
   }
   const g = r.gates;
   if (g === undefined) return;
-  if (!Number.isInteger(g.count) || g.count < 1 || g.weights.length !== L1 * spec.dim * g.count || g.bias.length !== L1 * g.count) {
-    throw new InvalidArgumentError(`summary gates must be [${L1}, ${spec.dim}, G] weights and [${L1}, G] biases with G ≥ 1 (got ${g.weights.length} and ${g.bias.length} values for G = ${g.count})`, { field: "summary.gates" });
+  const K = g.readOf?.length ?? 0;
+  if (!Number.isInteger(g.count) || g.count < 1 || K < 1 || g.weights.length !== L1 * spec.dim * (g.count + K) || g.bias.length !== L1 * g.count) {
+    throw new InvalidArgumentError(`summary gates must be [${L1}, ${spec.dim}, G+K] weights and [${L1}, G] biases with G, K ≥ 1 (got ${g.weights.length} and ${g.bias.length} values for G = ${g.count}, K = ${K})`, { field: "summary.gates" });
   }
+  const bad = g.readOf.findIndex((v) => !Number.isInteger(v) || v < 0 || v >= g.count);
+  if (bad >= 0) throw new InvalidArgumentError(`summary gates: read ${bad} names gate ${g.readOf[bad]}, outside 0..${g.count - 1}`, { field: "summary.gates.readOf" });
 }
 
 /** The outputs a summary request fetches. */
 function summaryFetches(r: SummaryRequest): string[] {
-  return [...(r.pooled !== false ? [TAP.pooledOut] : []), ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateNumOut, TAP.gateDenOut] : []), ...(r.attention !== undefined ? [TAP.attnOut] : r.projections !== undefined ? [TAP.projOut] : [])];
+  return [...(r.pooled !== false ? [TAP.pooledOut] : []), ...(r.max === true ? [TAP.maxOut] : []), ...(r.gates !== undefined ? [TAP.gateReadsOut, TAP.gateDenOut] : []), ...(r.attention !== undefined ? [TAP.attnOut] : r.projections !== undefined ? [TAP.projOut] : [])];
 }
 
 /** Row b's TapSummary from a run's summary outputs (`tokens` real tokens in that row). */
@@ -856,13 +860,13 @@ function readSummary(out: ort.InferenceSession.ReturnType, r: SummaryRequest, b:
   }
   const max = r.max === true ? Float64Array.from(check(TAP.maxOut, [L1, d])) : undefined; // [L+1, d]
   const G = r.gates?.count ?? 0;
-  const gateNum = G > 0 ? Float64Array.from(check(TAP.gateNumOut, [L1, G, d])) : undefined; // [L+1, G, d]
+  const gateReads = G > 0 ? Float64Array.from(check(TAP.gateReadsOut, [L1, r.gates!.readOf.length])) : undefined; // [L+1, K]
   const gateDen = G > 0 ? Float64Array.from(check(TAP.gateDenOut, [L1, G])) : undefined; // [L+1, G]
   const H = r.attention?.heads ?? 0;
   const attn = H > 0 ? layerMajorRow(TAP.attnOut, H * d) : undefined; // [L+1, H, d]
   const P = H > 0 ? 0 : (r.projections?.width ?? 0);
   const proj = P > 0 ? layerMajorRow(TAP.projOut, tokens * P) : undefined; // [L+1, T, P]
-  return new TapSummary(L1, d, tokens, sum, last, max, G, gateNum, gateDen, proj, P, attn, H);
+  return new TapSummary(L1, d, tokens, sum, last, max, G, gateReads, gateDen, proj, P, attn, H);
 }
 
 /** Elements [from, to) of a float32 or float16 tensor as float32 (a view when it is all of a float32 tensor). */

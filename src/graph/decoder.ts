@@ -291,22 +291,24 @@ export const TAP = {
   /** int64 [2]: H, hd */
   attnHeads: "tap_attn_heads",
   attnOut: "tap_attn_out",
-  /** bool []: compute `tap_gate_num` [B, L+1, G, d] and `tap_gate_den` [B, L+1, G] from the fed gates. */
+  /** bool []: compute `tap_gate_reads` [B, L+1, K] and `tap_gate_den` [B, L+1, G] from the fed gates. */
   gates: "tap_gates",
-  /** float32 [L+1, d, G]: gate g's score vector per layer (read only when tap_gates). */
+  /** float32 [L+1, d, G+K]: per layer, gate g's score vector in column g, then the K read vectors (read only when tap_gates). */
   gateWeights: "tap_gate_weights",
   /** float32 [L+1, 1, G]: gate g's score bias per layer. */
   gateBias: "tap_gate_bias",
+  /** int64 [K]: the gate (0..G−1) whose softmax weights read column k. */
+  gateReadOf: "tap_gate_read_of",
   /** bool []: compute the summaries over one stack of every layer [B, L+1, T, d] (else per layer): stackSummaries. */
   stack: "tap_stack",
   pooledOut: "tap_pooled_out",
   maxOut: "tap_max_out",
-  gateNumOut: "tap_gate_num",
+  gateReadsOut: "tap_gate_reads",
   gateDenOut: "tap_gate_den",
 } as const;
 
 /** Layout of the tap controls and outputs (part of the graph cache key of `tapSummaries` graphs). */
-export const TAP_LAYOUT = 20;
+export const TAP_LAYOUT = 21;
 
 /** Layers per op chain of the tap attention (tap_attn_out): at T 128 on the 0.5B shape 1 → 5 took the branch 9.8 → 7.8 ms. */
 const ATTN_GROUP = 5;
@@ -351,7 +353,8 @@ const NEG_BIG = -3.0e38;
  *
  *   tap_pooled_out [B, L+1, 2, d]: [mask; last-token one-hot] [B, 2, T] · x_l [B, T, d]
  *   tap_max_out    [B, L+1, d]:    max over real tokens
- *   tap_gate_num   [B, L+1, G, d]: Σ_t e^{s_t} x_t with s_t = tanh(x_t · w_lg + b_lg) (a scoring gate's softmax numerator)
+ *   tap_gate_reads [B, L+1, K]:    Σ_t e^{s_t} (x_t · r_lk) with s_t = tanh(x_t · w_lg + b_lg), g the gate of read k (a
+ *                                  scoring gate's softmax numerator Σ_t e^{s_t} x_t, read along the few directions its probe uses)
  *   tap_gate_den   [B, L+1, G]:    Σ_t e^{s_t}
  *   tap_proj_out   [L+1, B, T, P]: x_l · W_l + b_l per token (an MHA probe's Q, K, V: P = 3·d/f ≪ d per probe)
  *   tap_attn_out   [L+1, B, H, d]: Σ_s ā_h,s x_l,s with ā_h = the mean over real queries of softmax(q_t · k_s) over
@@ -367,8 +370,9 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const wantPooled = flag(TAP.pooled);
   const wantMax = flag(TAP.max);
   const wantGates = flag(TAP.gates);
-  const gateWeights = g.input(TAP.gateWeights, "float32", [L1, d, "G"]); // [L+1, d, G]
+  const gateWeights = g.input(TAP.gateWeights, "float32", [L1, d, "GK"]); // [L+1, d, G+K]
   const gateBias = g.input(TAP.gateBias, "float32", [L1, 1, "G"]); // [L+1, 1, G]
+  const gateReadOf = g.input(TAP.gateReadOf, "int64", ["K"]); // [K]
   const wantProj = flag(TAP.proj);
   const projWeights = g.input(TAP.projWeights, "float32", [L1, d, "P"]); // [L+1, d, P]
   const projBias = g.input(TAP.projBias, "float32", [L1, 1, "P"]); // [L+1, 1, P]
@@ -404,9 +408,9 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
   const innerIf = (cond: string, then: () => string[], emptyDims: number[][], dims: (string | number)[][]) => ifOrEmpty(cond, emptyDims.length, then, emptyDims, dims);
   /** A bool [] that is true when the run's token mask has a padding position. */
   const hasPadding = (mask: string) => g.op("Equal", [g.op("ReduceMin", [mask], { keepdims: 0 }), g.constI64([0], [])]);
-  const outputs = [TAP.pooledOut, TAP.maxOut, TAP.gateNumOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
-  const emptyDims = [[0, L1, 2, d], [0, L1, d], [0, L1, 1, d], [0, L1, 1], [L1, 0, 0, 1], [L1, 0, 0, d]];
-  const dims: (string | number)[][] = [["tap_B", L1, 2, d], ["tap_B", L1, d], ["tap_B", L1, "G", d], ["tap_B", L1, "G"], [L1, "tap_B", "tap_T", "P"], [L1, "tap_B", "tap_H", d]];
+  const outputs = [TAP.pooledOut, TAP.maxOut, TAP.gateReadsOut, TAP.gateDenOut, TAP.projOut, TAP.attnOut];
+  const emptyDims = [[0, L1, 2, d], [0, L1, d], [0, L1, 1], [0, L1, 1], [L1, 0, 0, 1], [L1, 0, 0, d]];
+  const dims: (string | number)[][] = [["tap_B", L1, 2, d], ["tap_B", L1, d], ["tap_B", L1, "K"], ["tap_B", L1, "G"], [L1, "tap_B", "tap_T", "P"], [L1, "tap_B", "tap_H", d]];
   const any = [wantMax, wantGates, wantProj, wantAttn].reduce((a, b) => g.op("Or", [a, b]), wantPooled); // bool []
   ifNode(any, outputs, () => {
     const toLayerMajor = (x: string) => g.op("Transpose", [x], { perm: [1, 0, 2, 3] }); // [B, L+1, ·, ·] → [L+1, B, ·, ·]
@@ -421,6 +425,23 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
       const running = g.op("CumSum", [m, g.constI64([1], [])]); // [B, T]
       const last = g.op("Mul", [g.op("Cast", [g.op("Equal", [running, count])], { to: 1 }), m]); // [B, T] one-hot at the last real token
       return g.op("Concat", [g.op("Unsqueeze", [m, g.constI64([1])]), g.op("Unsqueeze", [last, g.constI64([1])])], { axis: 1 }); // [B, 2, T]
+    };
+    /**
+     * A scoring gate's sums from every layer's products Y [L+1, B, T, G+K] = x_l · [w_l | r_l]: the softmax numerator
+     * read along r_lk and the denominator. Reading Σ_t e^{s_t} x_t only along the K directions its probe uses (the
+     * layer gate and the head, folded with the standardisation: probe/summary.ts) takes one product per layer
+     * instead of a second pass over x_l per gate (each gate's row e times x_l): the gate branch at T 128, 0.5B shape,
+     * one gate 1.6 → 1.0 ms, four gates 3.5 → 1.3 ms in a microbenchmark with the taps out of cache.
+     */
+    const gateSums = (Y: string): string[] => {
+      const sizes = g.op("Concat", [g.op("Shape", [gateBias], { start: 2 }), g.op("Shape", [gateReadOf])], { axis: 0 }); // [2]: G, K
+      const [S, R] = g.node("Split", [Y, sizes], 2, { axis: 3 }); // [L+1, B, T, G], [L+1, B, T, K]
+      const bias = g.op("Unsqueeze", [gateBias, g.constI64([1])]); // [L+1, 1, 1, G]
+      const m = g.op("Unsqueeze", [maskF(), g.constI64([0, 3])]); // [1, B, T, 1]
+      const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [g.op("Add", [S, bias])])]), m]); // [L+1, B, T, G]
+      const reads = g.op("ReduceSum", [g.op("Mul", [g.op("Gather", [e, gateReadOf], { axis: 3 }), R]), g.constI64([2])], { keepdims: 0 }); // [L+1, B, K]
+      const den = g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 }); // [L+1, B, G]
+      return [g.op("Transpose", [reads], { perm: [1, 0, 2] }), g.op("Transpose", [den], { perm: [1, 0, 2] })]; // [B, L+1, K], [B, L+1, G]
     };
     // The masked max copies the taps (Where), so it runs only when a row of this run has padding; a run of real
     // tokens only (every prefill piece and decode step the engine makes) reduces them in place.
@@ -486,14 +507,8 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
         (valid) => g.op("ReduceMax", [g.op("Where", [g.op("Unsqueeze", [valid, g.constI64([1, 3])]), X, fill()]), g.constI64([2])], { keepdims: 0 }), // [B, L+1, d]
         () => g.op("ReduceMax", [X, g.constI64([2])], { keepdims: 0 }), // [B, L+1, d]
       ), [emptyDims[1]], [dims[1]]);
-      const [gateNum, gateDen] = innerIf(wantGates, () => {
-        const m = g.op("Unsqueeze", [maskF(), g.constI64([1, 3])]); // [B, 1, T, 1]
-        const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [perLayerLinear(X, gateWeights, gateBias)])]), m]); // [B, L+1, T, G]
-        const rows = g.op("Unsqueeze", [g.op("Transpose", [e], { perm: [3, 0, 1, 2] }), g.constI64([3])]); // [G, B, L+1, 1, T]: each gate's row alone (M = 1)
-        const num = g.op("Transpose", [g.op("Squeeze", [g.op("MatMul", [rows, X]), g.constI64([3])])], { perm: [1, 2, 0, 3] }); // [G, B, L+1, 1, d] → [B, L+1, G, d] = eᵀ · x_l
-        return [num, g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })]; // [B, L+1, G, d], [B, L+1, G]
-      }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
-      return [pooled, max, gateNum, gateDen, ...mhaSummaries(X)].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
+      const [gateReads, gateDen] = innerIf(wantGates, () => gateSums(toLayerMajor(g.op("MatMul", [X, gateWeights]))), [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]); // Y [L+1, B, T, G+K]
+      return [pooled, max, gateReads, gateDen, ...mhaSummaries(X)].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
     });
     const perLayer = g.subgraph(g.fresh("summaries_per_layer"), () => {
       const [pooled] = innerIf(wantPooled, () => {
@@ -509,29 +524,16 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
         },
         () => g.op("Concat", taps.map((t) => g.op("ReduceMax", [t, g.constI64([1])], { keepdims: 1 })), { axis: 1 }), // [B, L+1, d]
       ), [emptyDims[1]], [dims[1]]);
-      const [gateNum, gateDen] = innerIf(wantGates, () => {
-        // each layer's taps read twice where they lie (its scores, then eᵀ · x_l); the small [T, G] steps between
-        // run once over every layer's scores: 2 products per layer and ~15 nodes besides, not 7 nodes per layer
-        const ws = g.node("Split", [gateWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, G]
-        const scores = taps.map((t, l) => g.op("MatMul", [t, ws[l]])); // each [B, T, G]
-        const byLayer = g.op("Concat", [g.constI64([L1]), g.op("Shape", [scores[0]])], { axis: 0 }); // [4]: L+1, B, T, G
-        const S = g.op("Reshape", [g.op("Concat", scores, { axis: 0 }), byLayer]); // [L+1, B, T, G]
-        const bias = g.op("Unsqueeze", [gateBias, g.constI64([1])]); // [L+1, 1, 1, G]
-        const m = g.op("Unsqueeze", [maskF(), g.constI64([0, 3])]); // [1, B, T, 1]
-        const e = g.op("Mul", [g.op("Exp", [g.op("Tanh", [g.op("Add", [S, bias])])]), m]); // [L+1, B, T, G]
-        // eᵀ · x_l as one row e_g [1, T] per gate and sequence: MLAS multiplies a single row by x_l where it lies,
-        // while eᵀ [G, T] (FusedMatMul transA) packs x_l first. The summaries' If at T 128, 0.5B shape, one gate:
-        // 2.2–3.0 → 2.0–2.6 ms in alternating processes (0.1–0.4 ms less each round); four gates: no difference
-        const eT = g.op("Unsqueeze", [g.op("Transpose", [e], { perm: [0, 3, 1, 2] }), g.constI64([3])]); // [L+1, G, B, 1, T]
-        const es = g.node("Split", [eT], L1, { axis: 0, num_outputs: L1 }); // each [1, G, B, 1, T]
-        const nums = taps.map((t, l) => g.op("MatMul", [es[l], t])); // each [1, G, B, 1, d] = eᵀ · x_l
-        const num = g.op("Transpose", [g.op("Squeeze", [g.op("Concat", nums, { axis: 0 }), g.constI64([3])])], { perm: [2, 0, 1, 3] }); // [B, L+1, G, d]
-        const den = g.op("Transpose", [g.op("ReduceSum", [e, g.constI64([2])], { keepdims: 0 })], { perm: [1, 0, 2] }); // [B, L+1, G]
-        return [num, den];
+      const [gateReads, gateDen] = innerIf(wantGates, () => {
+        // one product per layer where its taps lie; the small [T, G+K] steps after it run once over every layer
+        const ws = g.node("Split", [gateWeights], L1, { axis: 0, num_outputs: L1 }); // each [1, d, G+K]
+        const ys = taps.map((t, l) => g.op("MatMul", [t, ws[l]])); // each [B, T, G+K]
+        const byLayer = g.op("Concat", [g.constI64([L1]), g.op("Shape", [ys[0]])], { axis: 0 }); // [4]: L+1, B, T, G+K
+        return gateSums(g.op("Reshape", [g.op("Concat", ys, { axis: 0 }), byLayer])); // Y [L+1, B, T, G+K]
       }, [emptyDims[2], emptyDims[3]], [dims[2], dims[3]]);
       // MHA's projections and attention read every layer's tokens in one product: a stack of every layer at any length
       const mha = innerIf(g.op("Or", [wantProj, wantAttn]), () => mhaSummaries(stackAll()), [emptyDims[4], emptyDims[5]], [dims[4], dims[5]]);
-      return [pooled, max, gateNum, gateDen, ...mha].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
+      return [pooled, max, gateReads, gateDen, ...mha].map((name, i) => ({ name, type: "float32" as const, dims: dims[i] }));
     });
     return g.node("If", [overStack], 6, { then_branch: stacked, else_branch: perLayer });
 

@@ -4,8 +4,9 @@
  * scoring and fixed probes. What each kind needs:
  *
  *   pooling mean / fixed mean: the masked sum and the token count; pooling max / fixed max: the max;
- *   fixed last: the last token; scoring: its token gate's Σ e^{s_t} x_t and Σ e^{s_t} per layer, s_t the gate's
- *   score, with the gate vectors fed to the graph as inputs (folded with the probe's standardisation here).
+ *   fixed last: the last token; scoring: its token gate's Σ e^{s_t} x_t read along its layer gate and its head
+ *   columns, and Σ e^{s_t}, per layer (s_t the gate's score), with the gate and read vectors fed to the graph as
+ *   inputs (folded with the probe's standardisation here: FoldedScoring).
  *
  * The rest of each probe — standardisation (affine, so it commutes with a mean, a max (σ > 0) and a weighted sum
  * whose weights sum to 1), the layer stage, the head and its softmax — is O((L+1)·d) and runs here in float64.
@@ -57,10 +58,16 @@ export class SummaryProbes {
       const n = checkedInputNorm(p);
       return n === undefined ? { mean: new Float64Array(L1 * d), inv: new Float64Array(L1 * d).fill(1) } : { mean: Float64Array.from(n.mean), inv: Float64Array.from(n.std, (v) => 1 / v) };
     });
-    this.layerGates = probes.map((p, i) => (p.aggregator instanceof ScoringAggregator ? foldLayerGate(p, p.aggregator, this.norms[i]) : undefined));
     const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
+    const folded = scoring.map((p) => foldScoring(p, p.aggregator as ScoringAggregator));
     let g = 0;
     this.gateOf = probes.map((p) => (p.aggregator instanceof ScoringAggregator ? g++ : -1));
+    let k = 0;
+    this.scoring = folded.map((f) => {
+      const read = { firstRead: k, gateOffset: f.gateOffset, headOffset: f.headOffset };
+      k += f.width;
+      return read;
+    });
     const max = probes.some((p) => {
       const a = p.aggregator;
       return (a instanceof PoolingAggregator && a.pool === "max") || (a instanceof FixedAggregator && a.token === "max");
@@ -74,7 +81,7 @@ export class SummaryProbes {
     this.request = {
       ...(pooled ? {} : { pooled: false }),
       ...(max ? { max: true } : {}),
-      ...(scoring.length > 0 ? { gates: foldGates(scoring, L1, d) } : {}),
+      ...(scoring.length > 0 ? { gates: gateFeeds(folded, L1, d) } : {}),
       ...(this.mha.length > 0 ? mhaSummaryRequest(this.mha) : {}),
     };
   }
@@ -83,8 +90,8 @@ export class SummaryProbes {
   private readonly mha: Probe[];
   /** Each probe's μ and 1/σ [L+1, d] (0 and 1 when unstandardised). */
   private readonly norms: Norm[];
-  /** Each scoring probe's layer stage folded with its standardisation (undefined for the other kinds). */
-  private readonly layerGates: (FoldedLayerGate | undefined)[];
+  /** Each scoring probe's reads (by gate index): where its columns start and its constant parts. */
+  private readonly scoring: ScoringReads[];
 
   get layers(): number {
     return this.probes[0].shape.layers;
@@ -111,26 +118,76 @@ export class SummaryProbes {
     const projected = this.mha.length > 0 ? await projectedMhaFor(this.mha) : undefined;
     const mha = projected === undefined ? [] : s.attnHeads > 0 ? await projected.runAttended(s.attn!) : await projected.run(s.proj!, s.tokens);
     let k = 0;
-    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.gateOf[i], this.norms[i], this.layerGates[i])));
+    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.norms[i], this.gateOf[i] >= 0 ? { gate: this.gateOf[i], ...this.scoring[this.gateOf[i]] } : undefined)));
   }
 }
 
 /**
- * Scoring gates as graph inputs: w_l/σ_l and −(μ_l/σ_l)·w_l (the score of the standardised token, from the raw
- * one), [L+1, d, G] and [L+1, G].
+ * A scoring probe folded for the graph. Layer l's standardised read z_l = (n_l/e_l − μ_l) ⊙ (1/σ_l), with
+ * n_l = Σ e^{s_t} x_t and e_l = Σ e^{s_t}, is affine in n_l, and the probe uses it only through its layer gate w and
+ * its head W [d, C]:
+ *   z_l · [w | W] = (n_l · R_l)/e_l − offset_l,   R_l = [w | W] ⊙ (1/σ_l) [d, 1+C], offset_l = (μ_l ⊙ 1/σ_l) · [w | W]
+ * so the graph reads n_l along R_l's 1+C columns (foldInputNorm over [w | W] repeated per layer), and the token
+ * gate's score vectors fold the same way (the score of the standardised token, from the raw one).
  */
-function foldGates(scoring: Probe[], L1: number, d: number): SummaryGates {
-  const G = scoring.length;
-  const weights = new Float32Array(L1 * d * G); // [L+1, d, G]
+interface FoldedScoring {
+  /** [L+1, d, 1]: the token gate's score vectors, and [L+1] their biases */
+  score: { weights: Float32Array; bias: Float32Array | undefined };
+  /** [L+1, d, 1+C]: R_l */
+  reads: Float32Array;
+  /** 1 + C */
+  width: number;
+  /** [L+1]: the layer gate's share of offset_l */
+  gateOffset: Float64Array;
+  /** [L+1, C]: the head's share of offset_l */
+  headOffset: Float64Array;
+}
+
+function foldScoring(p: Probe, a: ScoringAggregator): FoldedScoring {
+  const { layers: L1, dim: d, classes: C } = p.shape;
+  const n = 1 + C;
+  const w = a.layerGate.data, W = p.headWeight.data; // [d, 1], [d, C]
+  const perLayer = new Float32Array(L1 * d * n); // [L+1, d, 1+C]: [w | W] at every layer
+  for (let l = 0; l < L1; l++) {
+    for (let j = 0; j < d; j++) {
+      const row = (l * d + j) * n;
+      perLayer[row] = w[j];
+      for (let c = 0; c < C; c++) perLayer[row + 1 + c] = W[j * C + c];
+    }
+  }
+  const tokenGate = a.tokenGate.data; // [L+1, d, 1]
+  const norm = checkedInputNorm(p);
+  if (norm === undefined) {
+    return { score: { weights: Float32Array.from(tokenGate), bias: undefined }, reads: perLayer, width: n, gateOffset: new Float64Array(L1), headOffset: new Float64Array(L1 * C) };
+  }
+  const folded = foldInputNorm(perLayer, norm, L1, d, n); // bias [L+1, 1+C] = −offset_l
+  const gateOffset = new Float64Array(L1), headOffset = new Float64Array(L1 * C);
+  for (let l = 0; l < L1; l++) {
+    gateOffset[l] = -folded.bias[l * n];
+    for (let c = 0; c < C; c++) headOffset[l * C + c] = -folded.bias[l * n + 1 + c];
+  }
+  return { score: foldInputNorm(tokenGate, norm, L1, d, 1), reads: folded.weights, width: n, gateOffset, headOffset };
+}
+
+/** The graph's gate inputs for a set's scoring probes (gate g = the g-th scoring probe): scores, then every probe's reads. */
+function gateFeeds(folded: FoldedScoring[], L1: number, d: number): SummaryGates {
+  const G = folded.length;
+  const K = folded.reduce((acc, f) => acc + f.width, 0);
+  const N = G + K;
+  const weights = new Float32Array(L1 * d * N); // [L+1, d, G+K]
   const bias = new Float32Array(L1 * G); // [L+1, G]
-  scoring.forEach((p, g) => {
-    const w = (p.aggregator as ScoringAggregator).tokenGate.data; // [L+1, d, 1]
-    const norm = checkedInputNorm(p);
-    const folded = norm === undefined ? { weights: w, bias: undefined } : foldInputNorm(w, norm, L1, d, 1); // [L+1, d, 1], [L+1, 1]
-    for (let k = 0; k < L1 * d; k++) weights[k * G + g] = folded.weights[k];
-    if (folded.bias !== undefined) for (let l = 0; l < L1; l++) bias[l * G + g] = folded.bias[l];
+  const readOf = new Int32Array(K); // [K]
+  let k0 = G;
+  folded.forEach((f, g) => {
+    for (let r = 0; r < L1 * d; r++) {
+      weights[r * N + g] = f.score.weights[r];
+      for (let c = 0; c < f.width; c++) weights[r * N + k0 + c] = f.reads[r * f.width + c];
+    }
+    if (f.score.bias !== undefined) for (let l = 0; l < L1; l++) bias[l * G + g] = f.score.bias[l];
+    readOf.fill(g, k0 - G, k0 - G + f.width);
+    k0 += f.width;
   });
-  return { weights, bias, count: G };
+  return { weights, bias, count: G, readOf };
 }
 
 /** μ and 1/σ [L+1, d] in float64 (a multiply per value instead of a divide). */
@@ -139,47 +196,40 @@ interface Norm {
   inv: Float64Array;
 }
 
-/**
- * A scoring probe's layer stage on the raw gate sums: layer l's standardised read z_l = (n_l/e_l − μ_l) ⊙ (1/σ_l),
- * with n_l = Σ e^{s_t} x_t and e_l = Σ e^{s_t}, is affine in n_l, so
- *   z_l · w      = (n_l · gate_l)/e_l − gateOffset_l,           gate_l = w ⊙ (1/σ_l), gateOffset_l = (μ_l ⊙ 1/σ_l) · w
- *   (Σ β_l z_l)·W = Σ_l (β_l/e_l) (n_l ⊙ 1/σ_l) · W − Σ_l β_l headOffset_l,   headOffset_l = (μ_l ⊙ 1/σ_l) · W [C]
- * which reads each layer's n_l twice (its score, then its share of the mix) with no per-value standardisation.
- */
-interface FoldedLayerGate {
-  /** [L+1, d] */
-  gate: Float64Array;
+/** Where a scoring probe's reads sit in a summary: its gate, its first read column and its offsets (FoldedScoring). */
+interface ScoringReads {
+  firstRead: number;
   /** [L+1] */
   gateOffset: Float64Array;
   /** [L+1, C] */
   headOffset: Float64Array;
 }
 
-function foldLayerGate(p: Probe, a: ScoringAggregator, { mean, inv }: Norm): FoldedLayerGate {
-  const { layers: L1, dim: d, classes: C } = p.shape;
-  const w = a.layerGate.data, W = p.headWeight.data; // [d, 1], [d, C]
-  const gate = new Float64Array(L1 * d), gateOffset = new Float64Array(L1), headOffset = new Float64Array(L1 * C);
-  for (let l = 0; l < L1; l++) {
-    for (let j = 0, k = l * d; j < d; j++, k++) {
-      const muInv = mean[k] * inv[k];
-      gate[k] = w[j] * inv[k];
-      gateOffset[l] += muInv * w[j];
-      for (let c = 0; c < C; c++) headOffset[l * C + c] += muInv * W[j * C + c];
-    }
-  }
-  return { gate, gateOffset, headOffset };
-}
-
 /**
  * One probe from the summary, in float64. A layer-l value x is read standardised as (x · scale − μ_l)/σ_l where
- * it is used (no per-layer buffers); a scoring probe's through its FoldedLayerGate.
+ * it is used (no per-layer buffers); a scoring probe from its reads (FoldedScoring), which include its head.
  */
-function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm, folded: FoldedLayerGate | undefined): CompiledOutput {
+function readProbe(p: Probe, s: TapSummary, { mean, inv }: Norm, scoring: (ScoringReads & { gate: number }) | undefined): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
   const a = p.aggregator;
-  const v = new Float64Array(d); // the aggregator's output [d] (a scoring probe's without its constant part: headShift)
-  const headShift = new Float64Array(C); // [C] taken from the logits
-  let layerWeights: Float32Array | undefined;
+  const b = p.headBias.data;
+  if (a instanceof ScoringAggregator) {
+    // per layer the standardised gate-weighted token mean, scored, then mixed by softmax over layers, then the head:
+    // each is a read of the numerator divided by the denominator, less its offset (FoldedScoring)
+    const { gate, firstRead, gateOffset, headOffset } = scoring!;
+    const G = s.gates, reads = s.gateReads!, den = s.gateDen!;
+    const K = reads.length / L1;
+    const scores = new Float64Array(L1); // [L+1]
+    for (let l = 0; l < L1; l++) scores[l] = Math.tanh(reads[l * K + firstRead] / den[l * G + gate] - gateOffset[l]);
+    const beta = softmax(scores); // [L+1]
+    const logits = Float64Array.from(b); // [C]
+    for (let l = 0; l < L1; l++) {
+      const share = beta[l] / den[l * G + gate];
+      for (let c = 0; c < C; c++) logits[c] += share * reads[l * K + firstRead + 1 + c] - beta[l] * headOffset[l * C + c];
+    }
+    return { probabilities: Float32Array.from(softmax(logits)), layerWeights: Float32Array.from(beta) };
+  }
+  const v = new Float64Array(d); // the aggregator's output [d]
   if (a instanceof PoolingAggregator) {
     if (a.pool === "mean") {
       // the mean over layers of each layer's standardised token mean
@@ -195,24 +245,6 @@ function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm, f
         }
       }
     }
-  } else if (a instanceof ScoringAggregator) {
-    // per layer the standardised gate-weighted token mean, scored, then mixed by softmax over layers (FoldedLayerGate)
-    const G = s.gates, num = s.gateNum!, den = s.gateDen!;
-    const { gate: w, gateOffset, headOffset } = folded!;
-    const scores = new Float64Array(L1); // [L+1]
-    for (let l = 0; l < L1; l++) {
-      const off = (l * G + gate) * d;
-      let dot = 0;
-      for (let j = 0, k = l * d; j < d; j++, k++) dot += num[off + j] * w[k];
-      scores[l] = Math.tanh(dot / den[l * G + gate] - gateOffset[l]);
-    }
-    const beta = softmax(scores); // [L+1]
-    for (let l = 0; l < L1; l++) {
-      const share = beta[l] / den[l * G + gate], off = (l * G + gate) * d;
-      for (let j = 0, k = l * d; j < d; j++, k++) v[j] += share * num[off + j] * inv[k];
-      for (let c = 0; c < C; c++) headShift[c] += beta[l] * headOffset[l * C + c];
-    }
-    layerWeights = Float32Array.from(beta);
   } else if (a instanceof FixedAggregator) {
     const l = a.layer;
     const x = a.token === "last" ? s.last! : a.token === "max" ? s.max! : s.sum!;
@@ -222,14 +254,14 @@ function readProbe(p: Probe, s: TapSummary, gate: number, { mean, inv }: Norm, f
     throw new InvalidArgumentError(`a ${p.config.kind} probe cannot be read from token summaries`, { field: "kind" });
   }
   // head: logits [C] = v · W [d, C] + b, then softmax
-  const W = p.headWeight.data, b = p.headBias.data;
+  const W = p.headWeight.data;
   const logits = new Float64Array(C);
   for (let c = 0; c < C; c++) {
-    let acc = b[c] - headShift[c];
+    let acc = b[c];
     for (let j = 0; j < d; j++) acc += v[j] * W[j * C + c];
     logits[c] = acc;
   }
-  return { probabilities: Float32Array.from(softmax(logits)), ...(layerWeights !== undefined ? { layerWeights } : {}) };
+  return { probabilities: Float32Array.from(softmax(logits)) };
 }
 
 function softmax(x: Float64Array): Float64Array {
@@ -240,7 +272,7 @@ function softmax(x: Float64Array): Float64Array {
   return e.map((v) => v / z);
 }
 
-/** Sets kept at once (each holds its folded gate vectors: (L+1)·d·G floats). */
+/** Sets kept at once (each holds its folded gate and read vectors: (L+1)·d·(G+K) floats). */
 const summaryCache = new ProbeSetCache<SummaryProbes>(16, (probes) => new SummaryProbes(probes));
 
 /** The SummaryProbes of this exact set of probe objects (in this order), built on first use (LRU cache). */

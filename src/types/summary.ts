@@ -3,19 +3,27 @@
  * prompt's hidden states, computed inside the decoder graph so that the [L+1, T, d] tensor never leaves ORT
  * (graph/decoder.ts, `tapSummaries`). Every field is a partial aggregate that chunks of one prompt combine
  * exactly (`then`): sums and counts add, maxima take the larger, the last token is the later chunk's, and the
- * scoring gates' Σ e^{s_t} x_t and Σ e^{s_t} add (s_t = tanh(·) ∈ [−1, 1], so no running maximum is needed for
+ * scoring gates' reads Σ e^{s_t} (x_t · r) and Σ e^{s_t} add (s_t = tanh(·) ∈ [−1, 1], so no running maximum is needed for
  * e^{s_t} to stay finite: an online softmax without rescaling).
  */
 import { concatTokens } from "./hidden.js";
 
-/** Gate score vectors fed to the graph: score_t = tanh(x_t · weights[l, :, g] + bias[l, g]) per layer l, gate g. */
+/**
+ * Scoring gates fed to the graph: gate g's score of token t at layer l is s_t = tanh(x_t · weights[l, :, g] +
+ * bias[l, g]), and the graph returns its softmax numerator Σ_t e^{s_t} x_t read along K directions r_lk =
+ * weights[l, :, G + k] (each read weighted by the gate readOf[k]) with the denominator Σ_t e^{s_t}: a probe needs
+ * the weighted token mean only through a few linear maps (its layer gate and its head), so the d-wide sums never
+ * leave the graph.
+ */
 export interface SummaryGates {
-  /** [L+1, d, G] */
+  /** [L+1, d, G+K]: the G score vectors, then the K read vectors */
   weights: Float32Array;
   /** [L+1, G] */
   bias: Float32Array;
   /** G ≥ 1 */
   count: number;
+  /** [K], K ≥ 1: the gate (0..G−1) whose softmax weights read column k */
+  readOf: Int32Array;
 }
 
 /** Per-token linear maps fed to the graph: y_t = x_t · weights[l] + bias[l] per layer l (MHA probes' Q, K, V). */
@@ -87,7 +95,7 @@ export class TapSummary {
    * @param last [L+1, d] the last real token's states (float32 values; float64 arrays keep the probes' reads monomorphic), with `sum`
    * @param max [L+1, d] elementwise max over the tokens, when asked
    * @param gates G when scoring gates were fed, else 0
-   * @param gateNum [L+1, G, d] Σ_t e^{s_t} x_t
+   * @param gateReads [L+1, K] Σ_t e^{s_t} (x_t · r_lk), s_t the score of read k's gate (SummaryGates)
    * @param gateDen [L+1, G] Σ_t e^{s_t}
    */
   constructor(
@@ -98,7 +106,7 @@ export class TapSummary {
     readonly last: Float64Array | undefined,
     readonly max: Float64Array | undefined,
     readonly gates: number,
-    readonly gateNum: Float64Array | undefined,
+    readonly gateReads: Float64Array | undefined,
     readonly gateDen: Float64Array | undefined,
     /** [L+1, tokens, P] every token's projections, when asked (P = projWidth) */
     readonly proj?: Float32Array,
@@ -111,8 +119,8 @@ export class TapSummary {
     if ((sum === undefined) !== (last === undefined) || (sum !== undefined && sum.length !== n) || (last !== undefined && last.length !== n) || (max !== undefined && max.length !== n)) {
       throw new RangeError(`TapSummary: [${layers}, ${dim}] summaries have ${sum?.length}/${last?.length}/${max?.length} values`);
     }
-    if (gates > 0 && (gateNum?.length !== n * gates || gateDen?.length !== layers * gates)) {
-      throw new RangeError(`TapSummary: ${gates} gates need [${layers}, ${gates}, ${dim}] and [${layers}, ${gates}] sums`);
+    if (gates > 0 && (gateReads === undefined || gateReads.length === 0 || gateReads.length % layers !== 0 || gateDen?.length !== layers * gates)) {
+      throw new RangeError(`TapSummary: ${gates} gates need [${layers}, K] reads and [${layers}, ${gates}] sums`);
     }
     if (projWidth > 0 && proj?.length !== layers * tokens * projWidth) {
       throw new RangeError(`TapSummary: projections of width ${projWidth} need [${layers}, ${tokens}, ${projWidth}] values`);
@@ -124,7 +132,7 @@ export class TapSummary {
 
   /** The summary of this run followed by `next` (the same sequence's following tokens). */
   then(next: TapSummary): TapSummary {
-    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined) || (next.sum === undefined) !== (this.sum === undefined)) {
+    if (next.layers !== this.layers || next.dim !== this.dim || next.gates !== this.gates || next.gateReads?.length !== this.gateReads?.length || next.projWidth !== this.projWidth || (next.max === undefined) !== (this.max === undefined) || (next.sum === undefined) !== (this.sum === undefined)) {
       throw new RangeError("TapSummary.then: summaries of different shapes or contents");
     }
     if (this.attnHeads > 0 || next.attnHeads > 0) throw new RangeError("TapSummary.then: attention reads cover one whole run and do not combine (see acrossRuns)");
@@ -137,7 +145,7 @@ export class TapSummary {
       next.last,
       this.max === undefined ? undefined : this.max.map((v, i) => Math.max(v, next.max![i])),
       this.gates,
-      this.gateNum === undefined ? undefined : add(this.gateNum, next.gateNum!),
+      this.gateReads === undefined ? undefined : add(this.gateReads, next.gateReads!),
       this.gateDen === undefined ? undefined : add(this.gateDen, next.gateDen!),
       this.projWidth > 0 ? concatTokens([{ data: this.proj!, tokens: this.tokens }, { data: next.proj!, tokens: next.tokens }], this.layers, this.projWidth) : undefined, // [L+1, Ta+Tb, P]
       this.projWidth,
