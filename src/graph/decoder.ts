@@ -333,8 +333,10 @@ export const SMALL_STACK = 65536;
  *
  * The stack's spread is the machine's memory bandwidth, which the Concat and the passes over it depend on most (a
  * stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others), hence the limit STACK_TOKENS. These
- * figures predate the one-row products (each pooled row and gate row times x_l alone), which made both sides
- * cheaper; per layer the sums then took 1.5–1.6 ms and a gate 2.0–2.6 ms, so the policy stands.
+ * figures predate the one-row products (each pooled row times x_l alone) and the gate reads (one product per layer,
+ * gateSums), which made both sides cheaper. With them (T 128, alternating, in a slow stretch of the machine): a gate
+ * 1.9–2.4 ms per layer, 2.2–2.3 over a stack; sums, max and a gate 5.5–6.4 / 3.9 (the per-layer ReduceMax took
+ * 1.7–2.1 ms against 0.5 over the stack). The policy stands.
  */
 export function stackSummaries(T: number, d: number, reads: { max: boolean; gates: boolean; mha: boolean }): boolean {
   return T <= STACK_TOKENS && (reads.mha || (reads.max && reads.gates) || T * d <= SMALL_STACK);
