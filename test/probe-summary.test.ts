@@ -477,7 +477,7 @@ test("tap_pooled_out, tap_max_out, tap_gate_reads/den, tap_proj_out and tap_attn
       const P = 6; // projection columns (an MHA probe's Q, K, V when a prompt spans runs)
       const projW = Float32Array.from({ length: L1 * d * P }, () => rng.normal() * 0.1); // [L+1, d, P]
       const projB = Float32Array.from({ length: L1 * P }, () => rng.normal() * 0.1); // [L+1, 1, P]
-      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true, max = true, stack = stackSummaries(T, d, { max, gates: gatesAndAttn, mha: gatesAndAttn })) => {
+      const run = async (B: number, rowIds: number[], rowMask: number[], gatesAndAttn = true, max = true, stack = stackSummaries(T, d, { max, mha: gatesAndAttn })) => {
         const feeds: Record<string, ort.Tensor> = {
           input_ids: new ort.Tensor("int64", BigInt64Array.from(rowIds, BigInt), [B, T]), // [B, T]
           attention_mask: new ort.Tensor("int64", BigInt64Array.from(rowMask, BigInt), [B, T]), // [B, T]

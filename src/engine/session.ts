@@ -200,7 +200,7 @@ function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summ
     [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count + gates.readOf.length]) : none.weights, // [L+1, d, G+K]
     [TAP.gateBias]: gates !== undefined ? new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]) : none.bias, // [L+1, 1, G]
     [TAP.gateReadOf]: new ort.Tensor("int64", gates !== undefined ? BigInt64Array.from(gates.readOf, BigInt) : new BigInt64Array(1), [gates?.readOf.length ?? 1]), // [K]
-    [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, { max: summary.max === true, gates: gates !== undefined, mha: attn !== undefined || proj !== undefined })),
+    [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, { max: summary.max === true, mha: attn !== undefined || proj !== undefined })),
   };
 }
 

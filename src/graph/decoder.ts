@@ -323,7 +323,7 @@ export const SMALL_STACK = 65536;
  * per layer, each summary reads every layer's taps where they lie, in L+1 products instead of one. Neither keeps a
  * layer in cache between its reads, so the stack moves more memory and wins only by fewer nodes: where it is
  * small (T·d ≤ SMALL_STACK), where MHA reads need it anyway (one product for every layer's projections), and for
- * max with gates. Profiled tap branches, T 128 against 129 in alternating processes, 0.5B shape (d 896), ms:
+ * max (one ReduceMax over the stack is cheaper than L+1 of them). Profiled tap branches, T 128 against 129 in alternating processes, 0.5B shape (d 896), ms:
  *
  *   asked for            per layer    over a stack
  *   sums, last token     1.5–1.7      1.8–9.9   (T 64: 1.2–1.3 / 1.1–1.3; T 32: 1.0 / 0.8; d 64: 0.80 / 0.58–0.63)
@@ -335,11 +335,12 @@ export const SMALL_STACK = 65536;
  * stack of 23 MB at T 256 took 5–9 ms in some runs and ~40 ms in others), hence the limit STACK_TOKENS. These
  * figures predate the one-row products (each pooled row times x_l alone) and the gate reads (one product per layer,
  * gateSums), which made both sides cheaper. With them (T 128, alternating, in a slow stretch of the machine): a gate
- * 1.9–2.4 ms per layer, 2.2–2.3 over a stack; sums, max and a gate 5.5–6.4 / 3.9 (the per-layer ReduceMax took
- * 1.7–2.1 ms against 0.5 over the stack). The policy stands.
+ * 1.9–2.4 ms per layer, 2.2–2.3 over a stack; sums and max 3.3–3.4 / 2.3–2.6; sums, max and a gate 5.5–6.4 / 3.9
+ * (the L+1 ReduceMax nodes took 1.5–2.1 ms against 0.4–0.5 for one over the stack). So max now takes the stack
+ * with or without gates.
  */
-export function stackSummaries(T: number, d: number, reads: { max: boolean; gates: boolean; mha: boolean }): boolean {
-  return T <= STACK_TOKENS && (reads.mha || (reads.max && reads.gates) || T * d <= SMALL_STACK);
+export function stackSummaries(T: number, d: number, reads: { max: boolean; mha: boolean }): boolean {
+  return T <= STACK_TOKENS && (reads.mha || reads.max || T * d <= SMALL_STACK);
 }
 
 /** Larger than any hidden-state magnitude, finite: the masked max's fill for padding. */
