@@ -515,7 +515,7 @@ function addTapOutputs(g: OnnxModelBuilder, taps: string[], attentionMask: strin
     });
     const perLayer = g.subgraph(g.fresh("summaries_per_layer"), () => {
       const [pooled] = innerIf(wantPooled, () => {
-        // each row alone (M = 1, as the gates' eᵀ · x_l below)
+        // each row alone (M = 1): MLAS multiplies a single row by x_l where it lies, and packs x_l first for [2, T] · x_l
         const rows = g.op("Unsqueeze", [g.op("Transpose", [poolRows()], { perm: [1, 0, 2] }), g.constI64([2])]); // [2, B, 1, T]
         const reads = g.op("Concat", taps.map((t) => g.op("MatMul", [rows, t])), { axis: 2 }); // each [2, B, 1, d] → [2, B, L+1, d]
         return [g.op("Transpose", [reads], { perm: [1, 2, 0, 3] })]; // [B, L+1, 2, d]
