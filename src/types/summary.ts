@@ -3,8 +3,8 @@
  * prompt's hidden states, computed inside the decoder graph so that the [L+1, T, d] tensor never leaves ORT
  * (graph/decoder.ts, `tapSummaries`). Every field is a partial aggregate that chunks of one prompt combine
  * exactly (`then`): sums and counts add, maxima take the larger, the last token is the later chunk's, and the
- * scoring gates' reads Σ e^{s_t} (x_t · r) and Σ e^{s_t} add (s_t = tanh(·) ∈ [−1, 1], so no running maximum is needed for
- * e^{s_t} to stay finite: an online softmax without rescaling).
+ * scoring gates' reads Σ e^{s_t} (x_t · r) and Σ e^{s_t} add (s_t = tanh(·) ∈ [−1, 1], so no running maximum is
+ * needed for e^{s_t} to stay finite: an online softmax without rescaling).
  */
 import { concatTokens } from "./hidden.js";
 
