@@ -126,7 +126,7 @@ test("bench quality: cells in JSON, table = JSON mean ± std, MULI logits from t
   }
 });
 
-test("bench cost: every variant timed on the prompts, ratios = median / base median, Markdown = JSON", { timeout: 120_000 }, () => {
+test("bench cost: every variant timed on the prompts, ratios = median / base median, paired ratios = median of per-prompt ratios, Markdown = JSON", { timeout: 120_000 }, () => {
   const dir = tempDir("bench-cost");
   try {
     const data = join(dir, "data"), out = join(dir, "out");
@@ -137,14 +137,19 @@ test("bench cost: every variant timed on the prompts, ratios = median / base med
     assert.equal(c.samples, 3);
     assert.deepEqual(c.rows.map((x: any) => x.variant), ["base (prefill + 1 token)", "+ pooling probe", "+ scoring probe", "+ MHA probe (H=4, f=8)", "guard-then-serve, equal size (stories260K)", "guard-then-serve, 3× layers (random, stories shape)"]);
     const base = c.rows[0].medianMs;
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     for (const x of c.rows) {
       assert.ok(x.medianMs > 0 && x.p95Ms >= x.medianMs);
       assert.ok(Math.abs(x.ratio - x.medianMs / base) < 1e-12);
+      assert.equal(x.samplesMs.length, 3, "one time per prompt");
+      assert.equal(x.medianMs, median(x.samplesMs));
+      assert.ok(Math.abs(x.pairedRatio - median(x.samplesMs.map((t: number, k: number) => t / c.rows[0].samplesMs[k]))) < 1e-12);
     }
+    assert.equal(c.rows[0].pairedRatio, 1);
     // pooling: a d → 2 head (64·2 + 2); the probes' parameter counts are recorded
     assert.equal(c.rows[1].params, 130);
     const md = readFileSync(join(out, "cost.md"), "utf8");
-    for (const x of c.rows) assert.ok(md.includes(`| ${x.variant} | ${x.medianMs.toFixed(2)} | ${x.p95Ms.toFixed(2)} | ${x.ratio.toFixed(2)} |`), x.variant);
+    for (const x of c.rows) assert.ok(md.includes(`| ${x.variant} | ${x.medianMs.toFixed(2)} | ${x.p95Ms.toFixed(2)} | ${x.ratio.toFixed(2)} | ${x.pairedRatio.toFixed(2)} |`), x.variant);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

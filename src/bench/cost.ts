@@ -2,7 +2,9 @@
  * The paper's cost table on this machine, per request, batch 1, prompt cut at 512 tokens, one new token: the
  * serving model alone (base), with a pooling / scoring / MHA probe on its prefill, and guard-then-serve (a
  * guard model runs over the whole prompt first, then the serving model) with each guard. Median and p95 ms per
- * sample, ratio to base. Probe and guard weights are random: they cost what trained ones do.
+ * sample, ratio of medians to base, and the paired ratio: the median over samples of each sample's time over the
+ * base's on the same prompt in the same turn (prompt lengths vary widely, so the median of one variant's times can
+ * fall on a different prompt than the base's). Probe and guard weights are random: they cost what trained ones do.
  * Library API of `onepass bench cost` (and of `npm run bench:cost`).
  *
  * Prompts: ToxicChat's human-annotated test prompts, a documented stride sample — every ⌊2853 / samples⌋-th
@@ -19,7 +21,19 @@ import { InvalidArgumentError } from "../errors.js";
 import { ensureLlama1bShapedModel, ensureQwenShapedModel, randomBenchModel, randomLoadedProbe } from "./models.js";
 import type { BenchProgress } from "./quality.js";
 
-export interface CostRow { setup: string; variant: string; medianMs: number; p95Ms: number; ratio: number; params?: number }
+export interface CostRow {
+  setup: string;
+  variant: string;
+  medianMs: number;
+  p95Ms: number;
+  /** medianMs / the base's medianMs */
+  ratio: number;
+  /** median over samples of ms / the base's ms on the same prompt and turn */
+  pairedRatio: number;
+  /** ms per sample, in prompt order, run after run */
+  samplesMs: number[];
+  params?: number;
+}
 export interface CostResults { machine: string; samples: number; runs: number; maxLength: number; peakRssMiB: number; wallSeconds: number; rows: CostRow[] }
 
 export interface CostSetup {
@@ -85,7 +99,10 @@ export async function benchCostSetup(setup: CostSetup, texts: readonly string[],
       o.onProgress?.({ stage, done: r * texts.length + k + 1, total: runs * texts.length, unit: "prompt" });
     }
     const base = quantile(times[0], 0.5);
-    return variants.map((v, i) => ({ setup: setup.name, variant: v.name, medianMs: quantile(times[i], 0.5), p95Ms: quantile(times[i], 0.95), ratio: quantile(times[i], 0.5) / base, ...(v.params !== undefined ? { params: v.params } : {}) }));
+    return variants.map((v, i) => ({
+      setup: setup.name, variant: v.name, medianMs: quantile(times[i], 0.5), p95Ms: quantile(times[i], 0.95), ratio: quantile(times[i], 0.5) / base,
+      pairedRatio: quantile(times[i].map((t, k) => t / times[0][k]), 0.5), samplesMs: times[i], ...(v.params !== undefined ? { params: v.params } : {}),
+    }));
   } finally {
     await plain.dispose(); await tapped.dispose();
     for (const g of guardEngines) await g.dispose();
@@ -130,7 +147,7 @@ export async function runCostBench(o: CostBenchOptions = {}): Promise<{ results:
 export function costMarkdown(c: CostResults, prompts?: { stride: number; of: number }): string {
   const which = prompts !== undefined ? `every ${prompts.stride}th of ${prompts.of}, ` : "";
   return [`Cost per request (batch 1, ToxicChat test prompts: ${which}${c.samples} prompts × ${c.runs} run(s), cut at ${c.maxLength} tokens, one new token). ${c.machine}; process peak RSS ${c.peakRssMiB.toFixed(0)} MiB with every engine loaded; wall ${c.wallSeconds.toFixed(0)} s.`, "",
-    "| setup | variant | median ms | p95 ms | ratio to base |", "|---|---|---|---|---|",
-    ...c.rows.map((r) => `| ${r.setup} | ${r.variant} | ${r.medianMs.toFixed(2)} | ${r.p95Ms.toFixed(2)} | ${r.ratio.toFixed(2)} |`),
+    "| setup | variant | median ms | p95 ms | ratio to base | paired ratio |", "|---|---|---|---|---|---|",
+    ...c.rows.map((r) => `| ${r.setup} | ${r.variant} | ${r.medianMs.toFixed(2)} | ${r.p95Ms.toFixed(2)} | ${r.ratio.toFixed(2)} | ${r.pairedRatio.toFixed(2)} |`),
     "", "Paper (Llama-3.2-3B, GPU): pooling 1.12, scoring 1.17, MHA 1.52; guard-then-serve 3.34–4.66.", ""].join("\n");
 }

@@ -17,7 +17,7 @@ export interface QualityRun {
   layerWeights?: { byClass: number[][]; correct: number[]; incorrect: number[]; labelNames?: string[] };
 }
 export interface QualityResults { runs: QualityRun[]; machine?: string; wallSeconds?: number }
-export interface CostRow { setup: string; variant: string; medianMs: number; p95Ms: number; ratio: number }
+export interface CostRow { setup: string; variant: string; medianMs: number; p95Ms: number; ratio: number; pairedRatio?: number }
 export interface CostResults { rows: CostRow[]; machine?: string; samples?: number; peakRssMiB?: number; wallSeconds?: number }
 
 /** Reads benchmark result files; each must be a quality (`runs`) or cost (`rows`) JSON. */
@@ -151,8 +151,8 @@ function prSection(q: QualityResults): string {
 }
 
 function costSection(c: CostResults): string {
-  const rows = c.rows.map((r) => `<tr><td>${esc(r.setup)}</td><th>${esc(r.variant)}</th><td>${r.medianMs.toFixed(2)}</td><td>${r.p95Ms.toFixed(2)}</td><td>${r.ratio.toFixed(2)}</td></tr>`);
-  const table = `<table class="cost"><thead><tr><th>setup</th><th>variant</th><th>median ms</th><th>p95 ms</th><th>ratio to base</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+  const rows = c.rows.map((r) => `<tr><td>${esc(r.setup)}</td><th>${esc(r.variant)}</th><td>${r.medianMs.toFixed(2)}</td><td>${r.p95Ms.toFixed(2)}</td><td>${r.ratio.toFixed(2)}</td><td>${r.pairedRatio?.toFixed(2) ?? "—"}</td></tr>`);
+  const table = `<table class="cost"><thead><tr><th>setup</th><th>variant</th><th>median ms</th><th>p95 ms</th><th>ratio to base</th><th>paired ratio</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
   const max = Math.max(1, ...c.rows.map((r) => r.ratio)), W = 760, rowH = 22, left = 420;
   const x = (v: number) => left + (v / max) * (W - left - 50);
   const bars = c.rows.map((r, i) => `<text x="${left - 6}" y="${i * rowH + 15}" font-size="11" text-anchor="end">${esc(`${r.setup}: ${r.variant}`)}</text><rect class="bar" x="${left}" y="${i * rowH + 4}" width="${(x(r.ratio) - left).toFixed(1)}" height="14" fill="${r.variant.startsWith("guard") ? "#d62728" : r.variant.startsWith("base") ? "#7f7f7f" : "#1f77b4"}"/><text x="${x(r.ratio) + 4}" y="${i * rowH + 15}" font-size="11">${r.ratio.toFixed(2)}×</text>`);
