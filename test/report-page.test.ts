@@ -28,7 +28,7 @@ test("report: tables and SVG bars from quality + cost JSON, no network, rendered
     writeFileSync(join(dir, "quality.json"), JSON.stringify({ runs, machine: "test", wallSeconds: 1 }));
     writeFileSync(join(dir, "cost.json"), JSON.stringify({ rows: [
       { setup: "m", variant: "base (prefill + 1 token)", medianMs: 10, p95Ms: 12, ratio: 1 },
-      { setup: "m", variant: "+ scoring probe", medianMs: 11.7, p95Ms: 13, ratio: 1.17 },
+      { setup: "m", variant: "+ scoring probe", medianMs: 11.7, p95Ms: 13, ratio: 1.17, pairedRatio: 1.08 },
       { setup: "m", variant: "guard-then-serve, equal", medianMs: 33, p95Ms: 40, ratio: 3.3 },
     ] }));
     const out = join(dir, "report.html");
@@ -57,6 +57,8 @@ test("report: tables and SVG bars from quality + cost JSON, no network, rendered
       assert.deepEqual(await page.locator("table.quality thead th").allTextContents(), ["method", "toxicchat F1", "toxicchat AUPRC", "sst2 acc"]);
       assert.deepEqual(await page.locator("table.quality tbody th").allTextContents(), ["scoring", "tfidf"]);
       assert.equal(await page.locator("table.cost tbody tr").count(), 3);
+      // the paired ratio where the results have it (older cost.json files lack it)
+      assert.deepEqual(await page.locator("table.cost tbody tr td:last-child").allTextContents(), ["—", "1.08", "—"]);
       // quality bars, layer analysis for sst2 and toxicchat, one PR plot (toxicchat: the only F1 task), cost bars
       assert.equal(await page.locator("svg.chart").count(), 5);
       assert.equal(await page.locator("svg.layers").count(), 2);
