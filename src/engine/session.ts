@@ -168,8 +168,8 @@ function calibrationFeeds(session: ort.InferenceSession, spec: ModelSpec, tokens
   return { feeds, fetches };
 }
 
-/** Zero [L+1, d, 1] / [L+1, 1, 1] weights for the gate and projection inputs of runs that ask for none (they must be fed all the same). */
-const unusedWeights = new Map<string, { weights: ort.Tensor; bias: ort.Tensor }>();
+/** Zero [L+1, d, 1] / [L+1, 1, 1] weights (and a [1] read map) for the gate and projection inputs of runs that ask for none (they must be fed all the same). */
+const unusedWeights = new Map<string, { weights: ort.Tensor; bias: ort.Tensor; readOf: ort.Tensor }>();
 
 /** The tap-control feeds of a `tapSummaries` graph (graph/decoder.ts TAP) for one run of T tokens. */
 function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summary: SummaryRequest | undefined): Record<string, ort.Tensor> {
@@ -177,7 +177,7 @@ function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summ
   const key = `${L1}x${d}`;
   let none = unusedWeights.get(key);
   if (none === undefined) {
-    none = { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]) };
+    none = { weights: new ort.Tensor("float32", new Float32Array(L1 * d), [L1, d, 1]), bias: new ort.Tensor("float32", new Float32Array(L1), [L1, 1, 1]), readOf: new ort.Tensor("int64", new BigInt64Array(1), [1]) };
     unusedWeights.set(key, none);
   }
   const gates = summary?.gates;
@@ -199,7 +199,7 @@ function tapControlFeeds(L1: number, d: number, T: number, hidden: boolean, summ
     [TAP.gates]: flag(gates !== undefined),
     [TAP.gateWeights]: gates !== undefined ? new ort.Tensor("float32", gates.weights, [L1, d, gates.count + gates.readOf.length]) : none.weights, // [L+1, d, G+K]
     [TAP.gateBias]: gates !== undefined ? new ort.Tensor("float32", gates.bias, [L1, 1, gates.count]) : none.bias, // [L+1, 1, G]
-    [TAP.gateReadOf]: new ort.Tensor("int64", gates !== undefined ? BigInt64Array.from(gates.readOf, BigInt) : new BigInt64Array(1), [gates?.readOf.length ?? 1]), // [K]
+    [TAP.gateReadOf]: gates !== undefined ? new ort.Tensor("int64", BigInt64Array.from(gates.readOf, BigInt), [gates.readOf.length]) : none.readOf, // [K]
     [TAP.stack]: flag(summary !== undefined && stackSummaries(T, d, { max: summary.max === true, mha: attn !== undefined || proj !== undefined })),
   };
 }

@@ -40,8 +40,6 @@ export function readsSummaries(probe: Probe): boolean {
 export class SummaryProbes {
   /** Pass to the engine's prefill. */
   readonly request: SummaryRequest;
-  /** Gate index of each scoring probe (−1 for the others). */
-  private readonly gateOf: number[];
 
   constructor(readonly probes: readonly Probe[]) {
     if (probes.length === 0) throw new InvalidArgumentError("no probes given", { field: "probes" });
@@ -60,13 +58,13 @@ export class SummaryProbes {
     });
     const scoring = probes.filter((p) => p.aggregator instanceof ScoringAggregator);
     const folded = scoring.map((p) => foldScoring(p, p.aggregator as ScoringAggregator));
-    let g = 0;
-    this.gateOf = probes.map((p) => (p.aggregator instanceof ScoringAggregator ? g++ : -1));
-    let k = 0;
-    this.scoring = folded.map((f) => {
-      const read = { firstRead: k, gateOffset: f.gateOffset, headOffset: f.headOffset };
-      k += f.width;
-      return read;
+    let gate = 0, firstRead = 0;
+    this.scoring = probes.map((p) => {
+      if (!(p.aggregator instanceof ScoringAggregator)) return undefined;
+      const f = folded[gate];
+      const reads = { gate: gate++, firstRead, gateOffset: f.gateOffset, headOffset: f.headOffset };
+      firstRead += f.width;
+      return reads;
     });
     const max = probes.some((p) => {
       const a = p.aggregator;
@@ -90,8 +88,8 @@ export class SummaryProbes {
   private readonly mha: Probe[];
   /** Each probe's μ and 1/σ [L+1, d] (0 and 1 when unstandardised). */
   private readonly norms: Norm[];
-  /** Each scoring probe's reads (by gate index): where its columns start and its constant parts. */
-  private readonly scoring: ScoringReads[];
+  /** Each probe's gate and reads when it is a scoring probe (undefined for the other kinds). */
+  private readonly scoring: (ScoringReads | undefined)[];
 
   get layers(): number {
     return this.probes[0].shape.layers;
@@ -118,7 +116,7 @@ export class SummaryProbes {
     const projected = this.mha.length > 0 ? await projectedMhaFor(this.mha) : undefined;
     const mha = projected === undefined ? [] : s.attnHeads > 0 ? await projected.runAttended(s.attn!) : await projected.run(s.proj!, s.tokens);
     let k = 0;
-    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.norms[i], this.gateOf[i] >= 0 ? { gate: this.gateOf[i], ...this.scoring[this.gateOf[i]] } : undefined)));
+    return this.probes.map((p, i) => (p.aggregator instanceof MhaAggregator ? mha[k++] : readProbe(p, s, this.norms[i], this.scoring[i])));
   }
 }
 
@@ -198,6 +196,7 @@ interface Norm {
 
 /** Where a scoring probe's reads sit in a summary: its gate, its first read column and its offsets (FoldedScoring). */
 interface ScoringReads {
+  gate: number;
   firstRead: number;
   /** [L+1] */
   gateOffset: Float64Array;
@@ -209,7 +208,7 @@ interface ScoringReads {
  * One probe from the summary, in float64. A layer-l value x is read standardised as (x · scale − μ_l)/σ_l where
  * it is used (no per-layer buffers); a scoring probe from its reads (FoldedScoring), which include its head.
  */
-function readProbe(p: Probe, s: TapSummary, { mean, inv }: Norm, scoring: (ScoringReads & { gate: number }) | undefined): CompiledOutput {
+function readProbe(p: Probe, s: TapSummary, { mean, inv }: Norm, scoring: ScoringReads | undefined): CompiledOutput {
   const { layers: L1, dim: d, classes: C } = p.shape;
   const a = p.aggregator;
   const b = p.headBias.data;
